@@ -1,0 +1,361 @@
+"""Focal self-attention (Yang et al., 2021), pure PyTorch.
+
+The bottom layer of mmfocal: no OpenMMLab import. It computes the same function as the official
+v1 model (microsoft/Focal-Transformer, ``classification/focal_transformer.py``) and keeps its
+parameter names, so the published checkpoints load without renaming.
+
+What one query window attends to, in key order (window size ``w``, expand size ``e``):
+
+1. the window's own ``w*w`` tokens;
+2. the *rolled* neighbours: the official model rolls the key map by ``(+-e, +-e)`` four times and
+   keeps, from each roll, the ``w*w - (w-e)**2`` slots that fall outside the window. That gives
+   ``4 * (w*w - (w-e)**2)`` keys (132 for w=7, e=3): the ``(w+2e)**2 - w*w`` ring around the window
+   plus 12 duplicates. Rolls wrap around the (padded) map, so border windows see the far side.
+   Each slot has its own learned bias (``relative_position_bias_table_to_neighbors``);
+3. for each pooled level ``k``: the map cut into sub-windows of ``floor(w / 2**k)`` tokens, each
+   pooled to one token, and the ``(focal_window + 2**k - 1)**2`` pooled tokens around the query
+   window. Off-map positions are zero keys and values whose logits get -100 added.
+
+Instead of the official rolls, partitions, index copies and in-place masked adds, every key of
+every window is fetched by one precomputed ``index_select`` from a single source tensor (map keys,
+pooled keys and one zero row), and all biases and masks are added in one broadcast add.
+"""
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+POOLING_METHODS = ('fc', 'conv', 'mean', 'max', 'none')
+OFF_MAP_LOGIT = -100.0  # the official model's mask value; kept so the outputs match it
+
+
+def relative_position_index(query_size: Tuple[int, int], key_size: Tuple[int, int]) -> torch.Tensor:
+    """Index into a ``(qh + kh - 1) * (qw + kw - 1)`` bias table for every (query, key) pair.
+
+    Returns a ``(qh*qw, kh*kw)`` long tensor; query and key grids are both anchored at (0, 0).
+    """
+    (qh, qw), (kh, kw) = query_size, key_size
+    q_rows, q_cols = torch.meshgrid(torch.arange(qh), torch.arange(qw), indexing='ij')
+    k_rows, k_cols = torch.meshgrid(torch.arange(kh), torch.arange(kw), indexing='ij')
+    d_rows = q_rows.reshape(-1, 1) - k_rows.reshape(1, -1) + kh - 1
+    d_cols = q_cols.reshape(-1, 1) - k_cols.reshape(1, -1) + kw - 1
+    return d_rows * (qw + kw - 1) + d_cols
+
+
+def rolled_neighbour_offsets(window_size: int, expand_size: int) -> torch.Tensor:
+    """``(n, 4)`` rows of (row in window, col in window, row offset, col offset), one per rolled key.
+
+    Order as in the official model: rolls by (-e,-e), (-e,+e), (+e,-e), (+e,+e); within each roll
+    the window slots, row-major, that the roll fills from outside the window.
+    """
+    w, e = window_size, expand_size
+    rows, cols = torch.meshgrid(torch.arange(w), torch.arange(w), indexing='ij')
+    rows, cols = rows.reshape(-1), cols.reshape(-1)
+    near_bottom, near_right = rows >= w - e, cols >= w - e
+    near_top, near_left = rows < e, cols < e
+    # A roll by (-dy, -dx) puts the token at (r + dy, c + dx) into slot (r, c).
+    rolls = (((e, e), near_bottom | near_right), ((e, -e), near_bottom | near_left),
+             ((-e, e), near_top | near_right), ((-e, -e), near_top | near_left))
+    parts = []
+    for (dy, dx), outside in rolls:
+        r, c = rows[outside], cols[outside]
+        parts.append(torch.stack([r, c, torch.full_like(r, dy), torch.full_like(c, dx)], 1))
+    return torch.cat(parts)
+
+
+def num_rolled_keys(window_size: int, expand_size: int) -> int:
+    return 4 * (window_size**2 - (window_size - expand_size)**2) if expand_size > 0 else 0
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zeroes whole samples of the residual branch with probability ``p``."""
+
+    def __init__(self, p: float = 0.):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0. or not self.training:
+            return x
+        keep = 1 - self.p
+        mask = x.new_empty((x.shape[0], ) + (1, ) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f'p={self.p}'
+
+
+class Mlp(nn.Module):
+
+    def __init__(self, dims: int, hidden_dims: int, drop: float = 0.):
+        super().__init__()
+        self.fc1 = nn.Linear(dims, hidden_dims)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dims, dims)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class _KeyLayout:
+    """Where every key of every window comes from, for one map size (cached per block)."""
+
+    def __init__(self, index: torch.Tensor, off_map: torch.Tensor, pooled_sizes: List[Tuple[int, int]]):
+        self.index = index  # (num_windows * num_keys,) into the key source
+        self.off_map = off_map  # (num_windows, num_keys) bool: zero key with the -100 logit
+        self.pooled_sizes = pooled_sizes
+
+    def to(self, device) -> '_KeyLayout':
+        return _KeyLayout(self.index.to(device), self.off_map.to(device), self.pooled_sizes)
+
+
+class FocalWindowAttention(nn.Module):
+    """Focal attention of each ``window_size`` window of a map to its fine and pooled surroundings.
+
+    Args:
+        dims: channels C. num_heads: heads; C must divide by it.
+        window_size: query window w. expand_size: rolled-neighbour reach e (0: none).
+        focal_window: pooled neighbourhood size at level 0. focal_level: levels counting the fine
+            one, so ``focal_level - 1`` pooled levels when ``pool_method != 'none'``.
+
+    Shapes: ``forward(x, pooled)`` takes the padded, normed map ``x`` (B, Hp, Wp, C) with Hp, Wp
+    multiples of w, and ``pooled[k]`` (B, Hk, Wk, C) with ``Hk = Hp / w * 2**k``; returns
+    (B, Hp, Wp, C).
+    """
+
+    def __init__(self, dims: int, num_heads: int, window_size: int = 7, expand_size: int = 3,
+                 focal_window: int = 7, focal_level: int = 2, pool_method: str = 'fc',
+                 qkv_bias: bool = True, qk_scale: Optional[float] = None, attn_drop: float = 0.,
+                 proj_drop: float = 0.):
+        super().__init__()
+        self.dims, self.num_heads = dims, num_heads
+        self.window_size, self.expand_size = window_size, expand_size
+        self.focal_window = focal_window
+        self.num_pooled_levels = focal_level - 1 if pool_method != 'none' else 0
+        self.scale = qk_scale or (dims // num_heads)**-0.5
+        w = window_size
+
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * w - 1)**2, num_heads))
+        self.register_buffer('window_bias_index', relative_position_index((w, w), (w, w)),
+                             persistent=False)
+        if expand_size > 0:
+            self.relative_position_bias_table_to_neighbors = nn.Parameter(
+                torch.zeros(1, num_heads, w * w, num_rolled_keys(w, expand_size)))
+            nn.init.trunc_normal_(self.relative_position_bias_table_to_neighbors, std=.02)
+        self.relative_position_bias_table_to_windows = nn.ParameterList()
+        for k in range(self.num_pooled_levels):
+            side = self.pooled_neighbourhood(k)
+            table = nn.Parameter(torch.zeros(num_heads, (w + side - 1)**2))
+            nn.init.trunc_normal_(table, std=.02)
+            self.relative_position_bias_table_to_windows.append(table)
+            self.register_buffer(f'pooled_bias_index_{k}',
+                                 relative_position_index((w, w), (side, side)), persistent=False)
+
+        self.qkv = nn.Linear(dims, dims * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dims, dims)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self._layouts: Dict[tuple, _KeyLayout] = {}
+
+    def pooled_neighbourhood(self, level: int) -> int:
+        """Side of the pooled neighbourhood each window sees at ``level``."""
+        return self.focal_window + 2**level - 1
+
+    def num_keys(self, with_rolled: bool) -> int:
+        n = self.window_size**2
+        if with_rolled and self.expand_size > 0:
+            n += num_rolled_keys(self.window_size, self.expand_size)
+        return n + sum(self.pooled_neighbourhood(k)**2 for k in range(self.num_pooled_levels))
+
+    def _key_layout(self, n_wh: int, n_ww: int, with_rolled: bool, device) -> _KeyLayout:
+        cache_key = (n_wh, n_ww, with_rolled, str(device))
+        layout = self._layouts.get(cache_key)
+        if layout is None:
+            layout = self._build_key_layout(n_wh, n_ww, with_rolled).to(device)
+            self._layouts[cache_key] = layout
+        return layout
+
+    def _build_key_layout(self, n_wh: int, n_ww: int, with_rolled: bool) -> _KeyLayout:
+        w = self.window_size
+        hp, wp = n_wh * w, n_ww * w
+        win_rows = torch.arange(n_wh).view(-1, 1, 1, 1) * w  # (nWh, 1, 1, 1)
+        win_cols = torch.arange(n_ww).view(1, -1, 1, 1) * w  # (1, nWw, 1, 1)
+
+        in_rows, in_cols = torch.meshgrid(torch.arange(w), torch.arange(w), indexing='ij')
+        slot_rows, slot_cols = [in_rows.reshape(-1)], [in_cols.reshape(-1)]
+        if with_rolled and self.expand_size > 0:
+            offsets = rolled_neighbour_offsets(w, self.expand_size)
+            slot_rows.append(offsets[:, 0] + offsets[:, 2])
+            slot_cols.append(offsets[:, 1] + offsets[:, 3])
+        slot_rows = torch.cat(slot_rows).view(1, 1, 1, -1)
+        slot_cols = torch.cat(slot_cols).view(1, 1, 1, -1)
+        map_index = ((win_rows + slot_rows) % hp) * wp + (win_cols + slot_cols) % wp
+        parts = [map_index.reshape(n_wh * n_ww, -1)]
+        off_map = [torch.zeros_like(parts[0], dtype=torch.bool)]
+
+        source_offset = hp * wp
+        pooled_sizes = []
+        level_positions = []
+        for k in range(self.num_pooled_levels):
+            stride = 2**k
+            ph, pw = n_wh * stride, n_ww * stride
+            pooled_sizes.append((ph, pw))
+            kernel = 2 * (self.focal_window // 2) + 2**k + (2**k - 1)
+            first = stride - 1  # the official model keeps the kernel's [2**k - 1:, 2**k - 1:] part
+            taps = torch.arange(first, kernel) - kernel // 2
+            rows = torch.arange(n_wh).view(-1, 1, 1, 1) * stride + taps.view(1, 1, -1, 1)
+            cols = torch.arange(n_ww).view(1, -1, 1, 1) * stride + taps.view(1, 1, 1, -1)
+            inside = (rows >= 0) & (rows < ph) & (cols >= 0) & (cols < pw)
+            level_positions.append((rows * pw + cols, inside, ph * pw))
+        zero_slot = source_offset + sum(p for _, _, p in level_positions)
+        for positions, inside, size in level_positions:
+            index = torch.where(inside, positions + source_offset, torch.full_like(positions, zero_slot))
+            parts.append(index.reshape(n_wh * n_ww, -1))
+            off_map.append(~inside.reshape(n_wh * n_ww, -1))
+            source_offset += size
+        return _KeyLayout(torch.cat(parts, 1).reshape(-1), torch.cat(off_map, 1), pooled_sizes)
+
+    def _bias(self, off_map: torch.Tensor, with_rolled: bool) -> torch.Tensor:
+        """All position biases and off-map masks: (heads, num_windows, w*w, num_keys)."""
+        w2, heads = self.window_size**2, self.num_heads
+        parts = [self.relative_position_bias_table[self.window_bias_index.view(-1)].view(w2, w2, heads)
+                 .permute(2, 0, 1)]
+        if with_rolled and self.expand_size > 0:
+            parts.append(self.relative_position_bias_table_to_neighbors[0])
+        for k, table in enumerate(self.relative_position_bias_table_to_windows):
+            index = getattr(self, f'pooled_bias_index_{k}')
+            parts.append(table[:, index.view(-1)].view(heads, w2, -1))
+        bias = torch.cat(parts, -1)  # (heads, w*w, num_keys)
+        mask = off_map.to(bias.dtype) * OFF_MAP_LOGIT  # (num_windows, num_keys)
+        return bias.unsqueeze(1) + mask.view(1, mask.shape[0], 1, -1)
+
+    def forward(self, x: torch.Tensor, pooled: Sequence[torch.Tensor], with_rolled: bool = True) -> torch.Tensor:
+        B, hp, wp, C = x.shape
+        w, heads = self.window_size, self.num_heads
+        head_dims = C // heads
+        n_wh, n_ww = hp // w, wp // w
+        layout = self._key_layout(n_wh, n_ww, with_rolled, x.device)
+
+        # Fold the query scale into the projection instead of scaling a full query tensor.
+        scale = torch.ones(3, 1, dtype=x.dtype, device=x.device)
+        scale[0] = self.scale
+        weight = (self.qkv.weight.view(3, C, C) * scale.view(3, 1, 1)).view(3 * C, C)
+        bias = None if self.qkv.bias is None else (self.qkv.bias.view(3, C) * scale).view(-1)
+        qkv = F.linear(x, weight, bias).view(B, n_wh, w, n_ww, w, 3, heads, head_dims)
+        q = qkv[:, :, :, :, :, 0].permute(0, 5, 1, 3, 2, 4, 6).reshape(B, heads, n_wh * n_ww, w * w, head_dims)
+
+        sources = [qkv[..., 1:, :, :].reshape(B, hp * wp, 2, heads, head_dims)]
+        for level in pooled:
+            kv = F.linear(level, self.qkv.weight[C:], None if self.qkv.bias is None else self.qkv.bias[C:])
+            sources.append(kv.reshape(B, -1, 2, heads, head_dims))
+        if self.num_pooled_levels:
+            sources.append(x.new_zeros(B, 1, 2, heads, head_dims))
+        source = torch.cat(sources, 1).permute(2, 0, 3, 1, 4)  # (2, B, heads, keys_in_source, d)
+        kv = source.index_select(3, layout.index).view(2, B, heads, n_wh * n_ww, -1, head_dims)
+
+        attn = q @ kv[0].transpose(-2, -1)  # (B, heads, nW, w*w, num_keys)
+        attn = attn + self._bias(layout.off_map, with_rolled)
+        attn = self.attn_drop(attn.softmax(-1))
+        out = attn @ kv[1]  # (B, heads, nW, w*w, d)
+        out = out.view(B, heads, n_wh, n_ww, w, w, head_dims).permute(0, 2, 4, 3, 5, 1, 6)
+        return self.proj_drop(self.proj(out.reshape(B, hp, wp, C)))
+
+    def extra_repr(self) -> str:
+        return (f'dims={self.dims}, num_heads={self.num_heads}, window_size={self.window_size}, '
+                f'expand_size={self.expand_size}, focal_window={self.focal_window}, '
+                f'pooled_levels={self.num_pooled_levels}')
+
+
+class FocalTransformerBlock(nn.Module):
+    """Pre-norm focal attention and MLP, each with a residual; stochastic depth on both.
+
+    Shapes: (B, H, W, C) -> (B, H, W, C) for any H, W. The map is zero-padded after ``norm1`` to
+    multiples of the window, as in the official model.
+
+    Small maps: the official model fixes its geometry at construction from the training image
+    size; where a stage map is no larger than the window on its shorter side it drops the rolled
+    keys and shrinks the window to that side. We decide per forward pass from the actual map: the
+    rolled keys are used only when both sides exceed the window (the official rule, so a map of
+    exactly one window uses none), but the window never shrinks: a map smaller than the window on
+    one side is zero-padded to it, so the learned tables keep their shapes and any input size runs.
+    """
+
+    def __init__(self, dims: int, num_heads: int, window_size: int = 7, expand_size: int = 3,
+                 focal_window: int = 7, focal_level: int = 2, pool_method: str = 'fc',
+                 mlp_ratio: float = 4., qkv_bias: bool = True, qk_scale: Optional[float] = None,
+                 drop: float = 0., attn_drop: float = 0., drop_path: float = 0.):
+        super().__init__()
+        if pool_method not in POOLING_METHODS:
+            raise ValueError(f'focal_pool must be one of {POOLING_METHODS}, got {pool_method!r}')
+        if focal_window % 2 != 1:
+            raise ValueError(f'focal windows must be odd, got {focal_window}')
+        self.window_size = window_size
+        self.pool_method = pool_method
+        num_pooled = focal_level - 1 if pool_method != 'none' else 0
+        self.pooled_window_sizes = [math.floor(window_size / 2**k) for k in range(num_pooled)]
+        self.pool_layers = nn.ModuleList()
+        for size in self.pooled_window_sizes:
+            if pool_method == 'fc':
+                self.pool_layers.append(nn.Linear(size * size, 1))
+            elif pool_method == 'conv':
+                self.pool_layers.append(nn.Conv2d(dims, dims, size, stride=size, groups=dims))
+        self.norm1 = nn.LayerNorm(dims)
+        self.attn = FocalWindowAttention(dims, num_heads, window_size, expand_size, focal_window,
+                                         focal_level, pool_method, qkv_bias, qk_scale, attn_drop, drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dims)
+        self.mlp = Mlp(dims, int(dims * mlp_ratio), drop)
+
+    def _pool(self, x: torch.Tensor, level: int) -> torch.Tensor:
+        """One token per sub-window of ``x`` (B, Hp, Wp, C) -> (B, Hk, Wk, C)."""
+        B, hp, wp, C = x.shape
+        size = self.pooled_window_sizes[level]
+        rows, cols = hp // self.window_size * 2**level, wp // self.window_size * 2**level
+        x = _centre_to(x, rows * size, cols * size)
+        if self.pool_method == 'fc':
+            fc = self.pool_layers[level]
+            windows = x.view(B, rows, size, cols, size, C)
+            pooled = torch.einsum('bhiwjc,ij->bhwc', windows, fc.weight.view(size, size))
+            return pooled + fc.bias
+        if self.pool_method == 'conv':
+            return self.pool_layers[level](x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        windows = x.view(B, rows, size, cols, size, C)
+        if self.pool_method == 'mean':
+            return windows.mean((2, 4))
+        return windows.amax((2, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        w = self.window_size
+        shortcut = x
+        x = self.norm1(x)
+        pad_b, pad_r = (-H) % w, (-W) % w
+        if pad_b or pad_r:
+            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        pooled = [self._pool(x, k) for k in range(len(self.pooled_window_sizes))]
+        x = self.attn(x, pooled, with_rolled=min(H, W) > w)
+        if pad_b or pad_r:
+            x = x[:, :H, :W]
+        x = shortcut + self.drop_path(x)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def _centre_to(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Crop or zero-pad (B, H, W, C) symmetrically (extra row/col at the end) to (rows, cols)."""
+    H, W = x.shape[1:3]
+    if H > rows:
+        top = (H - rows) // 2
+        x = x[:, top:top + rows]
+    elif H < rows:
+        top = (rows - H) // 2
+        x = F.pad(x, (0, 0, 0, 0, top, rows - H - top))
+    if W > cols:
+        left = (W - cols) // 2
+        x = x[:, :, left:left + cols]
+    elif W < cols:
+        left = (cols - W) // 2
+        x = F.pad(x, (0, 0, left, cols - W - left))
+    return x
