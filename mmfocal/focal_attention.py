@@ -218,8 +218,8 @@ class FocalWindowAttention(nn.Module):
             source_offset += size
         return _KeyLayout(torch.cat(parts, 1).reshape(-1), torch.cat(off_map, 1), pooled_sizes)
 
-    def _bias(self, off_map: torch.Tensor, with_rolled: bool) -> torch.Tensor:
-        """All position biases and off-map masks: (heads, num_windows, w*w, num_keys)."""
+    def _bias(self, with_rolled: bool) -> torch.Tensor:
+        """Position biases of every key: (heads, w*w, num_keys)."""
         w2, heads = self.window_size**2, self.num_heads
         parts = [self.relative_position_bias_table[self.window_bias_index.view(-1)].view(w2, w2, heads)
                  .permute(2, 0, 1)]
@@ -228,9 +228,7 @@ class FocalWindowAttention(nn.Module):
         for k, table in enumerate(self.relative_position_bias_table_to_windows):
             index = getattr(self, f'pooled_bias_index_{k}')
             parts.append(table[:, index.view(-1)].view(heads, w2, -1))
-        bias = torch.cat(parts, -1)  # (heads, w*w, num_keys)
-        mask = off_map.to(bias.dtype) * OFF_MAP_LOGIT  # (num_windows, num_keys)
-        return bias.unsqueeze(1) + mask.view(1, mask.shape[0], 1, -1)
+        return torch.cat(parts, -1)
 
     def forward(self, x: torch.Tensor, pooled: Sequence[torch.Tensor], with_rolled: bool = True) -> torch.Tensor:
         B, hp, wp, C = x.shape
@@ -238,14 +236,17 @@ class FocalWindowAttention(nn.Module):
         head_dims = C // heads
         n_wh, n_ww = hp // w, wp // w
         layout = self._key_layout(n_wh, n_ww, with_rolled, x.device)
+        bias = self._bias(with_rolled)
+        off_map = layout.off_map.to(x.dtype) * OFF_MAP_LOGIT
 
         # Fold the query scale into the projection instead of scaling a full query tensor.
         scale = torch.ones(3, 1, dtype=x.dtype, device=x.device)
         scale[0] = self.scale
         weight = (self.qkv.weight.view(3, C, C) * scale.view(3, 1, 1)).view(3 * C, C)
-        bias = None if self.qkv.bias is None else (self.qkv.bias.view(3, C) * scale).view(-1)
-        qkv = F.linear(x, weight, bias).view(B, n_wh, w, n_ww, w, 3, heads, head_dims)
-        q = qkv[:, :, :, :, :, 0].permute(0, 5, 1, 3, 2, 4, 6).reshape(B, heads, n_wh * n_ww, w * w, head_dims)
+        qkv_bias = None if self.qkv.bias is None else (self.qkv.bias.view(3, C) * scale).view(-1)
+        qkv = F.linear(x, weight, qkv_bias).view(B, n_wh, w, n_ww, w, 3, heads, head_dims)
+        # (B * nW, w*w, heads, d): query windows, row-major like the official partition
+        q = qkv[:, :, :, :, :, 0].permute(0, 1, 3, 2, 4, 5, 6).reshape(B * n_wh * n_ww, w * w, heads, head_dims)
 
         sources = [qkv[..., 1:, :, :].reshape(B, hp * wp, 2, heads, head_dims)]
         for level in pooled:
@@ -253,20 +254,120 @@ class FocalWindowAttention(nn.Module):
             sources.append(kv.reshape(B, -1, 2, heads, head_dims))
         if self.num_pooled_levels:
             sources.append(x.new_zeros(B, 1, 2, heads, head_dims))
-        source = torch.cat(sources, 1).permute(2, 0, 3, 1, 4)  # (2, B, heads, keys_in_source, d)
-        kv = source.index_select(3, layout.index).view(2, B, heads, n_wh * n_ww, -1, head_dims)
+        source = torch.cat(sources, 1)  # (B, S, 2, heads, d): every key and value any window uses
 
-        attn = q @ kv[0].transpose(-2, -1)  # (B, heads, nW, w*w, num_keys)
-        attn = attn + self._bias(layout.off_map, with_rolled)
-        attn = self.attn_drop(attn.softmax(-1))
-        out = attn @ kv[1]  # (B, heads, nW, w*w, d)
-        out = out.view(B, heads, n_wh, n_ww, w, w, head_dims).permute(0, 2, 4, 3, 5, 1, 6)
+        if self.training and self.attn_drop.p > 0:
+            out = _attend_with_autograd(q, source, layout.index, bias, off_map, self.attn_drop)
+        elif torch.is_grad_enabled() and (q.requires_grad or bias.requires_grad):
+            out = _FocalAttentionCore.apply(q, source, layout.index, bias, off_map)
+        else:
+            out = _attend_fused(q, source, layout.index, bias, off_map)[0]
+        out = out.reshape(B, n_wh, n_ww, w, w, C).permute(0, 1, 3, 2, 4, 5)
         return self.proj_drop(self.proj(out.reshape(B, hp, wp, C)))
 
     def extra_repr(self) -> str:
         return (f'dims={self.dims}, num_heads={self.num_heads}, window_size={self.window_size}, '
                 f'expand_size={self.expand_size}, focal_window={self.focal_window}, '
                 f'pooled_levels={self.num_pooled_levels}')
+
+
+
+def _gather_keys(source: torch.Tensor, index: torch.Tensor, num_windows: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values of every window: (B*nW, heads, num_keys, d) each, as strided views."""
+    batch, _, _, heads, head_dims = source.shape
+    kv = source.index_select(1, index).view(batch * num_windows, -1, 2, heads, head_dims)
+    return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+
+
+def _attend_fused(q, source, index, bias, off_map):
+    """Fused attention (PyTorch's CPU/CUDA SDPA kernels), one call per image.
+
+    q (B*nW, w*w, heads, d); source (B, S, 2, heads, d); bias (heads, w*w, keys); off_map
+    (nW, keys). Returns the output (B*nW, w*w, heads, d) and the log-sum-exp (B*nW, heads, w*w).
+    """
+    num_windows = off_map.shape[0]
+    k, v = _gather_keys(source, index, num_windows)
+    q = q.transpose(1, 2)
+    mask = (bias.unsqueeze(0) + off_map[:, None, None, :]).to(q.dtype)
+    outs, lses = [], []
+    for start in range(0, q.shape[0], num_windows):
+        window_range = slice(start, start + num_windows)
+        if q.device.type == 'cpu':
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q[window_range], k[window_range], v[window_range], 0.0, False, attn_mask=mask, scale=1.0)
+        else:  # no public fused kernel returns the log-sum-exp with an additive bias on every GPU
+            scores = q[window_range] @ k[window_range].transpose(-2, -1) + mask
+            lse = scores.logsumexp(-1)
+            out = (scores - lse.unsqueeze(-1)).exp_() @ v[window_range]
+        outs.append(out)
+        lses.append(lse)
+    out = torch.cat(outs) if len(outs) > 1 else outs[0]
+    lse = torch.cat(lses) if len(lses) > 1 else lses[0]
+    return out.transpose(1, 2), lse
+
+
+class _FocalAttentionCore(torch.autograd.Function):
+    """Fused forward; the backward recomputes the attention from the saved queries and key source.
+
+    Saves only q, the key/value source, the output and the log-sum-exp: neither the gathered keys
+    and values (about 9x the map at stage 1) nor the attention matrix stay in memory between the
+    passes. Gradients are the exact ones of softmax(q k^T + bias + off_map) v.
+    """
+
+    @staticmethod
+    def forward(ctx, q, source, index, bias, off_map):
+        out, lse = _attend_fused(q, source, index, bias, off_map)
+        ctx.save_for_backward(q, source, index, bias, off_map, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, source, index, bias, off_map, out, lse = ctx.saved_tensors
+        num_windows, num_keys = off_map.shape
+        batch, _, _, heads, head_dims = source.shape
+        window_area = q.shape[1]
+
+        def by_head(t):  # (B*nW, w*w, heads, d) -> (B, heads, nW, w*w, d)
+            return t.reshape(batch, num_windows, window_area, heads, head_dims).permute(0, 3, 1, 2, 4)
+
+        # Keys with heads outside the window axis, so every product below is one batched GEMM.
+        source_by_head = source.permute(2, 0, 3, 1, 4)  # (2, B, heads, S, d)
+        kv = source_by_head.index_select(3, index).view(2, batch, heads, num_windows, num_keys, head_dims)
+        k, v = kv[0], kv[1]
+        q_h, grad_h, out_h = by_head(q), by_head(grad_out), by_head(out)
+        lse_h = lse.reshape(batch, num_windows, heads, window_area).transpose(1, 2).unsqueeze(-1)
+
+        probs = q_h @ k.transpose(-2, -1)  # (B, heads, nW, w*w, keys)
+        probs += bias.unsqueeze(1)
+        probs += off_map[:, None, :]
+        probs -= lse_h
+        probs.exp_()
+        grad_v = probs.transpose(-2, -1) @ grad_h
+        grad_scores = grad_h @ v.transpose(-2, -1)
+        grad_scores -= (grad_h * out_h).sum(-1, keepdim=True)
+        grad_scores *= probs
+        del probs
+        grad_q = grad_scores @ k
+        grad_k = grad_scores.transpose(-2, -1) @ q_h
+        grad_bias = grad_scores.sum((0, 2))
+        del grad_scores
+
+        grad_kv = torch.stack((grad_k, grad_v)).view(2, batch, heads, num_windows * num_keys, head_dims)
+        grad_source = source.new_zeros(source_by_head.shape).index_add_(3, index, grad_kv)
+        grad_q = grad_q.permute(0, 2, 3, 1, 4).reshape(q.shape)
+        return grad_q, grad_source.permute(1, 3, 0, 2, 4), None, grad_bias, None
+
+
+def _attend_with_autograd(q, source, index, bias, off_map, attn_drop: nn.Module):
+    """Plain autograd path, used only with attention dropout (the fused kernels cannot replay it)."""
+    num_windows = off_map.shape[0]
+    k, v = _gather_keys(source, index, num_windows)
+    q = q.transpose(1, 2)
+    attn = q @ k.transpose(-2, -1)
+    batch = q.shape[0] // num_windows
+    attn = attn.view(batch, num_windows, *attn.shape[1:]) + bias + off_map[:, None, None, :]
+    attn = attn_drop(attn.softmax(-1)).flatten(0, 1)
+    return (attn @ v).transpose(1, 2)
 
 
 class FocalTransformerBlock(nn.Module):

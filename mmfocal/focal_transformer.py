@@ -146,7 +146,7 @@ class FocalTransformer(BaseModule):
 
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, use_conv_embed, is_stem=True)
         self.pos_drop = nn.Dropout(drop_rate)
-        drop_path_rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        drop_path_rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         no_expand_parity = {'all': None, 'even': 0, 'odd': 1}[expand_layer]
         self.layers = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):

@@ -1,0 +1,15 @@
+# Everything a fresh machine needs: `make demo` and `make test` set up the environment first.
+PY := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin/python,.venv/bin/python)
+
+.PHONY: env test demo bench
+env:
+	bash tools/setup_env.sh
+
+test: env
+	$(PY) -m pytest -q tests
+
+demo: env
+	bash tools/demo.sh
+
+bench: env
+	$(PY) benchmarks/backbone_speed.py

@@ -1,0 +1,157 @@
+"""Focal-T (mmfocal) against mmdet's SwinTransformer-T, timed in the same process.
+
+    python benchmarks/backbone_speed.py                      # all sizes, batch 1 and 2
+    python benchmarks/backbone_speed.py --sizes 800x1344 --batches 1 --repeats 3
+
+Both backbones have embed dims 96, depths (2, 2, 6, 2), heads (3, 6, 12, 24), window 7 and drop
+path 0.2. For each input size and batch: forward without gradients and forward+backward in train
+mode, interleaved (ours, Swin, ours, Swin, ...) after warm-up, median of ``--repeats`` runs; then
+the peak memory of one forward+backward of each, measured in a fresh process (peak RSS growth on
+CPU, ``torch.cuda.max_memory_allocated`` on a GPU). On a GPU it times with CUDA events and also
+reports fp16 and bf16 autocast. Prints times and the ratios ours/Swin; targets are in README.md.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
+sys.path.insert(0, ROOT)
+
+SWIN_T = dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7,
+              drop_path_rate=0.2, out_indices=(0, 1, 2, 3))
+
+
+def build(name: str, device: str) -> torch.nn.Module:
+    if name == 'focal':
+        from mmfocal import FocalTransformer
+        model = FocalTransformer(arch='tiny', drop_path_rate=0.2)
+    else:
+        from mmdet.models.backbones import SwinTransformer
+        model = SwinTransformer(**SWIN_T)
+    return model.to(device)
+
+
+def step(model, x, backward: bool, autocast_dtype=None):
+    context = (torch.autocast(x.device.type, dtype=autocast_dtype) if autocast_dtype
+               else torch.autocast(x.device.type, enabled=False))
+    if backward:
+        model.train()
+        with context:
+            outs = model(x)
+            loss = sum(o.float().mean() for o in outs)
+        loss.backward()
+    else:
+        model.eval()
+        with torch.no_grad(), context:
+            model(x)
+
+
+def timed(model, x, backward, autocast_dtype=None) -> float:
+    if x.is_cuda:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step(model, x, backward, autocast_dtype)
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1000
+    begin = time.perf_counter()
+    step(model, x, backward, autocast_dtype)
+    return time.perf_counter() - begin
+
+
+def compare_speed(models, size, batch, repeats, warmup, device, autocast_dtype=None):
+    x = torch.randn(batch, 3, *size, device=device)
+    results = {}
+    for backward in (False, True):
+        for model in models.values():
+            for _ in range(warmup):
+                step(model, x, backward, autocast_dtype)
+        times = {name: [] for name in models}
+        for _ in range(repeats):
+            for name, model in models.items():
+                times[name].append(timed(model, x, backward, autocast_dtype))
+                model.zero_grad(set_to_none=True)
+        results['fwd+bwd' if backward else 'fwd'] = {n: statistics.median(t) for n, t in times.items()}
+    return results
+
+
+def peak_memory(name, size, batch, device) -> float:
+    """Peak extra memory (MiB) of one forward+backward, in a fresh process."""
+    command = [sys.executable, os.path.abspath(__file__), '--measure-memory', name, f'{size[0]}x{size[1]}',
+               str(batch), device]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def measure_memory_here(name, size, batch, device):
+    model = build(name, device)
+    x = torch.randn(batch, 3, *size, device=device)
+    if device == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step(model, x, backward=True)
+        torch.cuda.synchronize()
+        print((torch.cuda.max_memory_allocated() - base) / 2**20)
+        return
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step(model, x, backward=True)
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == '--measure-memory':
+        name, size, batch, device = sys.argv[2:6]
+        measure_memory_here(name, tuple(int(v) for v in size.split('x')), int(batch), device)
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--sizes', nargs='+', default=['800x1344', '512x512', '224x224'])
+    parser.add_argument('--batches', nargs='+', type=int, default=[1, 2])
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--no-memory', action='store_true')
+    parser.add_argument('--json', help='also write the results here')
+    args = parser.parse_args()
+
+    import mmfocal  # noqa: F401
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    torch.manual_seed(0)
+    models = {'focal': build('focal', device), 'swin': build('swin', device)}
+    precisions = [None] + ([torch.float16, torch.bfloat16] if device == 'cuda' else [])
+    print(f'device: {torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"}; '
+          f'torch {torch.__version__}; median of {args.repeats}')
+    print(f'{"input":>14} {"precision":>9} {"pass":>8} {"Focal-T s":>10} {"Swin-T s":>10} {"ratio":>6}')
+    rows = []
+    for size_text in args.sizes:
+        size = tuple(int(v) for v in size_text.split('x'))
+        for batch in args.batches:
+            for dtype in precisions:
+                results = compare_speed(models, size, batch, args.repeats, args.warmup, device, dtype)
+                label = {None: 'fp32', torch.float16: 'fp16', torch.bfloat16: 'bf16'}[dtype]
+                for pass_name, t in results.items():
+                    ratio = t['focal'] / t['swin']
+                    rows.append(dict(size=size_text, batch=batch, precision=label, pass_=pass_name,
+                                     focal=t['focal'], swin=t['swin'], ratio=ratio))
+                    print(f'{batch}x{size_text:>10} {label:>9} {pass_name:>8} {t["focal"]:10.3f} '
+                          f'{t["swin"]:10.3f} {ratio:6.2f}', flush=True)
+            if not args.no_memory:
+                mem = {name: peak_memory(name, size, batch, device) for name in ('focal', 'swin')}
+                ratio = mem['focal'] / mem['swin']
+                rows.append(dict(size=size_text, batch=batch, precision='fp32', pass_='peak MiB', focal=mem['focal'],
+                                 swin=mem['swin'], ratio=ratio))
+                print(f'{batch}x{size_text:>10} {"fp32":>9} {"peak MiB":>8} {mem["focal"]:10.0f} {mem["swin"]:10.0f} '
+                      f'{ratio:6.2f}', flush=True)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()

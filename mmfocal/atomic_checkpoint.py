@@ -1,0 +1,154 @@
+"""Checkpoints that are complete or absent, and resuming from the newest complete one.
+
+mmengine writes a checkpoint by opening its final path and writing the bytes into it
+(``save_checkpoint`` -> ``get_file_backend(path).put(bytes, path)``), so a job killed while
+writing (preempted, out of memory, out of time) leaves a truncated ``epoch_N.pth`` behind, and
+``last_checkpoint`` may point at it. :func:`install` (called by ``import mmfocal``) registers a
+local storage backend whose writes go to a temporary file in the same directory, are flushed to
+disk and are then renamed over the final path, which POSIX makes atomic: the final path holds the
+old content or the new, never part of it.
+
+:func:`find_latest_complete_checkpoint` is what ``--resume`` without a path uses: it trusts
+``last_checkpoint`` only if the file it names is a complete checkpoint, and otherwise falls back to
+the newest complete ``*.pth`` in the work directory, skipping truncated files and the temporary
+files of interrupted writes.
+"""
+import glob
+import logging
+import os
+import os.path as osp
+import pickle
+import secrets
+from pathlib import Path
+from typing import List, Optional, Union
+
+import torch
+from mmengine.fileio import FileClient, register_backend
+from mmengine.fileio.backends import LocalBackend
+from mmengine.fileio.file_client import HardDiskBackend
+from mmengine.logging import print_log
+from mmengine.utils import mkdir_or_exist
+
+__all__ = ['AtomicLocalBackend', 'write_atomically', 'is_complete_checkpoint',
+           'find_latest_complete_checkpoint', 'install', 'TEMP_SUFFIX']
+
+# Temporary files are hidden and end in TEMP_SUFFIX, so neither a ``*.pth`` glob nor a human
+# mistakes one for a checkpoint.
+TEMP_SUFFIX = '.partial'
+
+
+def write_atomically(filepath: Union[str, Path], data: bytes) -> None:
+    """Write ``data`` to ``filepath`` so that a reader sees the old file or the whole new one."""
+    # Through a symlink, replace its target as a plain write would, not the link itself.
+    filepath = osp.realpath(os.fspath(filepath))
+    directory, name = osp.split(filepath)
+    mkdir_or_exist(directory)
+    temp_path = osp.join(directory, f'.{name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}')
+    # 0o666 and O_EXCL: the umask decides the mode as for open(), and no other file is clobbered.
+    descriptor = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, 'wb') as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp_path, filepath)
+    except BaseException:
+        if osp.exists(temp_path):
+            os.unlink(temp_path)
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename itself durable, so a machine crash cannot bring back the old entry."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:  # some filesystems do not support fsync on directories
+        pass
+    finally:
+        os.close(descriptor)
+
+
+class _AtomicWrites:
+    def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
+        write_atomically(filepath, obj)
+
+    def put_text(self, obj: str, filepath: Union[str, Path], encoding: str = 'utf-8') -> None:
+        write_atomically(filepath, obj.encode(encoding))
+
+
+class AtomicLocalBackend(_AtomicWrites, LocalBackend):
+    """mmengine's LocalBackend whose ``put``/``put_text`` write atomically."""
+
+
+class _AtomicHardDiskBackend(_AtomicWrites, HardDiskBackend):
+    """The same for the deprecated FileClient (``file_client_args``) path."""
+
+
+def install() -> None:
+    """Make mmengine write local files (checkpoints included) atomically; idempotent."""
+    register_backend('local', AtomicLocalBackend, force=True, prefixes='')
+    FileClient.register_backend('disk', _AtomicHardDiskBackend, force=True)
+
+
+def is_complete_checkpoint(path: str) -> bool:
+    """Whether ``path`` is a whole training checkpoint (a torch zip file with a ``state_dict``).
+
+    Reads the zip directory and unpickles the object tree with ``weights_only=True`` while tensor
+    storage is memory-mapped, not read, so the check costs little even for a large file. A
+    truncated file has lost the zip directory at its end and fails. A whole file whose contents
+    the allow-list refuses counts as complete: refusing it, with the reason, is the loader's job.
+    """
+    if not osp.isfile(path):
+        return False
+    try:
+        checkpoint = torch.load(path, map_location='cpu', mmap=True, weights_only=True)
+    except pickle.UnpicklingError:
+        return True
+    except Exception:
+        return False
+    return isinstance(checkpoint, dict) and 'state_dict' in checkpoint
+
+
+def _checkpoint_candidates(directory: str) -> List[str]:
+    """Checkpoints of a work directory, newest first; best_* ones are not training states."""
+    paths = [path for path in glob.glob(osp.join(directory, '*.pth'))
+             if not osp.basename(path).startswith('best_') and osp.isfile(path)]
+    return sorted(paths, key=lambda path: (os.stat(path).st_mtime_ns, path), reverse=True)
+
+
+def find_latest_complete_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume`` should use: the newest complete one in ``work_dir``, or None.
+
+    ``work_dir/last_checkpoint`` (written by mmengine's CheckpointHook) is used when the file it
+    names is complete; otherwise the ``*.pth`` files of ``work_dir`` (and of the directory
+    ``last_checkpoint`` points into, if different) are tried from the newest, and truncated or
+    corrupt ones are skipped with a warning.
+    """
+    marker = osp.join(work_dir, 'last_checkpoint')
+    named = None
+    if osp.isfile(marker):
+        with open(marker) as file:
+            named = file.read().strip() or None
+    if named is not None and is_complete_checkpoint(named):
+        return named
+    if named is not None:
+        print_log(f'{marker} names {named}, which is missing or not a complete checkpoint; '
+                  'looking for the newest complete checkpoint instead', logger='current',
+                  level=logging.WARNING)
+    directories = [work_dir]
+    if named is not None and osp.isdir(osp.dirname(named)) and \
+            osp.realpath(osp.dirname(named)) != osp.realpath(work_dir):
+        directories.append(osp.dirname(named))
+    candidates = sorted({path for directory in directories for path in _checkpoint_candidates(directory)},
+                        key=lambda path: (os.stat(path).st_mtime_ns, path), reverse=True)
+    for path in candidates:
+        if is_complete_checkpoint(path):
+            return path
+        print_log(f'skipping {path}: not a complete training checkpoint (truncated, corrupt, or '
+                  'without a state_dict)', logger='current', level=logging.WARNING)
+    return None

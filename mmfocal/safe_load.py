@@ -1,0 +1,224 @@
+"""Checkpoints load as data, never as code.
+
+A ``.pth`` file is a pickle, and an unrestricted pickle runs whatever code it names. torch >= 2.6
+loads with ``weights_only=True`` by default, which refuses anything outside a small allow-list, and
+that breaks mmengine 0.10.7: its own training checkpoints hold numpy arrays and scalars and the
+message hub's ``HistoryBuffer`` objects, so ``--resume`` and ``tools/test.py`` fail. Meanwhile
+mmengine's URL loader (``init_cfg=dict(type='Pretrained', checkpoint='https://...')``,
+``open-mmlab://``, ``torchvision://``) goes through ``torch.hub.load_state_dict_from_url``, whose
+``weights_only`` still defaults to False: a downloaded checkpoint runs any code it carries.
+
+:func:`install` (called by ``import mmfocal``) fixes both without ever loading with
+``weights_only=False``:
+
+* it allow-lists exactly the types mmengine, mmdet and mmseg put into checkpoints
+  (:func:`checkpoint_safe_globals`), found by saving real checkpoints of their runners;
+* it replaces mmengine's loaders for local files and http(s) URLs (the latter also serve
+  ``open-mmlab://``, ``torchvision://`` and ``mmcls://``) with ones that pass
+  ``weights_only=True`` explicitly, so neither a default nor ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
+  turns the check off;
+* every registered loader reports a refused checkpoint as :class:`UnsafeCheckpointError`, naming
+  the file and the refused objects and saying that nothing was executed, and a truncated file as
+  :class:`IncompleteCheckpointError`.
+
+All of mmengine's ways in (``init_cfg`` Pretrained, ``load_from``, ``resume``, ``tools/test.py``,
+``mmfocal.checkpoint.load_pretrained``) go through ``CheckpointLoader.load_checkpoint``, so they
+are all covered.
+"""
+import functools
+import os
+import os.path as osp
+import pickle
+import re
+from typing import Callable, List, Optional, Tuple
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+from mmengine.dist import get_dist_info
+from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.runner import checkpoint as mmengine_checkpoint
+from mmengine.runner.checkpoint import CheckpointLoader
+
+__all__ = ['UnsafeCheckpointError', 'IncompleteCheckpointError', 'checkpoint_safe_globals',
+           'install', 'load_checkpoint_file', 'load_checkpoint_url']
+
+# The only attributes a checkpoint may fetch with ``getattr``: HistoryBuffer pickles its table of
+# statistics as ``getattr(HistoryBuffer, 'min')`` and so on (protocol 2 spells a method that way).
+_HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint holds Python objects outside the allow-list; it was refused, not executed."""
+
+    def __init__(self, source: str, refused: List[str], detail: str = ''):
+        self.source = source
+        self.refused = refused
+        what = ', '.join(refused) if refused else detail or 'objects that are not checkpoint data'
+        super().__init__(
+            f'refused to load the checkpoint {source}: it holds Python objects that are not checkpoint '
+            f'data ({what}). The file was NOT executed: nothing in it ran. Checkpoints of mmengine, '
+            'mmdet, mmseg and the official Focal Transformer hold only tensors, numbers, strings, '
+            'containers, numpy arrays and mmengine HistoryBuffers, which load. Unpickling such a file '
+            'without this check can run arbitrary code, so do not load it with weights_only=False; '
+            'if you made it yourself and trust it, allow exactly these objects with '
+            'torch.serialization.add_safe_globals([...]) before loading.')
+
+
+class IncompleteCheckpointError(RuntimeError):
+    """A checkpoint file is truncated or corrupt (for instance, its writer was killed)."""
+
+    def __init__(self, source: str, detail: str):
+        self.source = source
+        super().__init__(
+            f'{source} is not a complete checkpoint: it is truncated or corrupt ({detail}). A process '
+            'killed while writing a checkpoint leaves such a file unless it was written atomically, '
+            'as it is with mmfocal imported; to resume, use the newest complete checkpoint '
+            '(mmfocal.atomic_checkpoint.find_latest_complete_checkpoint(work_dir)).')
+
+
+def _history_buffer_statistic(owner, name):
+    """Stands in for ``builtins.getattr`` while unpickling: HistoryBuffer's statistics only."""
+    if owner is HistoryBuffer and name in _HISTORY_BUFFER_STATISTICS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(f'GLOBAL builtins.getattr was not an allowed global for '
+                                 f'getattr({owner!r}, {name!r}); only HistoryBuffer statistics are')
+
+
+def checkpoint_safe_globals() -> List[Tuple[Callable, str]]:
+    """(object, name in the pickle) pairs for the objects mmengine, mmdet and mmseg checkpoints hold.
+
+    Beyond torch's defaults, a Runner checkpoint needs: numpy arrays, dtypes and scalars (dataset
+    metainfo, logged values in the message hub) and the message hub's HistoryBuffer with its
+    statistic methods. A dtype is rebuilt as an instance of its class in ``numpy.dtypes``
+    (Float64DType, Int64DType, ...); which ones a checkpoint holds depends on what was logged, and
+    none of them carries code, so all are allowed. numpy 2 writes ``numpy._core`` where numpy 1
+    writes ``numpy.core``; both names map to the same functions so checkpoints from either load.
+    """
+    multiarray = np.core.multiarray
+    pairs = [
+        (np.ndarray, 'numpy.ndarray'),
+        (np.dtype, 'numpy.dtype'),
+        *[(getattr(np.dtypes, name), f'numpy.dtypes.{name}') for name in np.dtypes.__all__],
+        (HistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
+        (_history_buffer_statistic, 'builtins.getattr'),
+    ]
+    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        pairs += [(multiarray._reconstruct, f'{module}._reconstruct'), (multiarray.scalar, f'{module}.scalar')]
+    return pairs
+
+
+_UNSAFE_GLOBAL_PATTERNS = (re.compile(r'GLOBAL (\S+) was not an allowed global'),
+                           re.compile(r'unsupported GLOBAL (\S+) whose module'))
+
+
+def _refused_globals(message: str, local_file: Optional[str]) -> List[str]:
+    found = []
+    if local_file is not None:
+        try:
+            # Reads the pickle's opcodes only; nothing is imported or called.
+            found = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(local_file))
+        except Exception:  # not a zip checkpoint: fall back to what torch reported
+            found = []
+    for pattern in _UNSAFE_GLOBAL_PATTERNS:
+        found += [name for name in pattern.findall(message) if name not in found]
+    return found
+
+
+def _refusal_detail(message: str) -> str:
+    detail = message.split('WeightsUnpickler error:')[-1].strip()
+    return detail.split('\n')[0].split('Check the documentation of torch.load')[0].strip()
+
+
+def _translate_errors(source: str, local_file: Optional[str]):
+    """Decorator body shared by the loaders: torch's errors become ones that name the file."""
+
+    def decorate(load: Callable):
+        @functools.wraps(load)
+        def guarded(*args, **kwargs):
+            try:
+                return load(*args, **kwargs)
+            except UnsafeCheckpointError:
+                raise
+            except pickle.UnpicklingError as error:
+                message = str(error)
+                raise UnsafeCheckpointError(source, _refused_globals(message, local_file),
+                                            _refusal_detail(message)) from None
+            except (EOFError, RuntimeError) as error:
+                if isinstance(error, RuntimeError) and 'PytorchStreamReader' not in str(error):
+                    raise
+                raise IncompleteCheckpointError(source, str(error).strip() or type(error).__name__) from None
+
+        return guarded
+
+    return decorate
+
+
+def load_checkpoint_file(filename: str, map_location=None):
+    """``torch.load`` of a local file with ``weights_only=True``, with the errors above."""
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    load = _translate_errors(filename, filename)(torch.load)
+    return load(filename, map_location=map_location, weights_only=True)
+
+
+def load_checkpoint_url(url: str, map_location=None, model_dir: Optional[str] = None,
+                        progress: bool = os.isatty(0)):
+    """Download ``url`` into the torch hub cache (rank 0 first) and load it with ``weights_only=True``."""
+    if model_dir is None:
+        model_dir = osp.join(torch.hub.get_dir(), 'checkpoints')
+    cached_file = osp.join(model_dir, osp.basename(urlparse(url).path))
+
+    @_translate_errors(f'{url} (downloaded to {cached_file})', cached_file)
+    def download_and_load():
+        return torch.hub.load_state_dict_from_url(url, model_dir=model_dir, map_location=map_location,
+                                                  progress=progress, weights_only=True)
+
+    rank, world_size = get_dist_info()
+    if rank == 0:
+        checkpoint = download_and_load()
+    if world_size > 1:
+        torch.distributed.barrier()
+        if rank > 0:
+            checkpoint = download_and_load()
+    return checkpoint
+
+
+# mmengine's CheckpointLoader logs ``loader.__name__[10:]`` as the backend's name.
+def load_from_local(filename, map_location=None):
+    return load_checkpoint_file(filename, map_location)
+
+
+def load_from_http(filename, map_location=None, model_dir=None, progress=os.isatty(0)):
+    return load_checkpoint_url(filename, map_location, model_dir, progress)
+
+
+for _loader in (load_from_local, load_from_http):
+    _loader._mmfocal_safe = True
+
+
+def _guard_loader(loader: Callable) -> Callable:
+    """Another scheme's loader (pavi, s3, open-mmlab local files, ...), with errors that name the file."""
+    if getattr(loader, '_mmfocal_safe', False):
+        return loader
+
+    @functools.wraps(loader)
+    def guarded(filename, *args, **kwargs):
+        return _translate_errors(filename, None)(loader)(filename, *args, **kwargs)
+
+    guarded._mmfocal_safe = True
+    return guarded
+
+
+def install() -> None:
+    """Allow-list checkpoint types and make every mmengine checkpoint loader safe; idempotent."""
+    torch.serialization.add_safe_globals(checkpoint_safe_globals())
+    # load_from_openmmlab, load_from_torchvision and load_from_mmcls call the module's
+    # load_from_http by name, so it has to be replaced there as well as in the registry.
+    mmengine_checkpoint.load_from_http = load_from_http
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
+    CheckpointLoader.register_scheme(prefixes=('http://', 'https://'), loader=load_from_http, force=True)
+    for prefix, loader in list(CheckpointLoader._schemes.items()):
+        if not getattr(loader, '_mmfocal_safe', False):
+            CheckpointLoader.register_scheme(prefixes=prefix, loader=_guard_loader(loader), force=True)

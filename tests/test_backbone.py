@@ -1,0 +1,310 @@
+"""FocalTransformer: the official model's numbers, any input size, training features, clear errors."""
+import json
+import os
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mmfocal
+from mmfocal import FocalTransformer
+from mmfocal.checkpoint import CheckpointMismatchError, match_state_dict
+
+from .naive_focal import naive_block
+
+REFERENCE = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'reference')
+KEYS_FILE = os.path.join(REFERENCE, 'official_checkpoint_keys.json')
+TINY = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), drop_path_rate=0.)
+
+
+def load_reference(name):
+    return torch.load(os.path.join(REFERENCE, f'{name}.pt'))
+
+
+def official_kwargs(args):
+    return dict(embed_dims=args['embed_dim'], depths=tuple(args['depths']), num_heads=tuple(args['num_heads']),
+                window_size=args['window_size'], focal_pool=args['focal_pool'],
+                focal_levels=tuple(args['focal_levels']), focal_windows=tuple(args['focal_windows']),
+                expand_sizes=tuple(args['expand_sizes']), expand_layer=args['expand_layer'],
+                use_conv_embed=args.get('use_conv_embed', False), drop_path_rate=0.)
+
+
+def build(scope, **kwargs):
+    registry = mmfocal.MMDET_MODELS if scope == 'mmdet' else mmfocal.MMSEG_MODELS
+    return registry.build(dict(type='FocalTransformer', **kwargs))
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+@pytest.mark.parametrize('name', ['mini_fc', 'mini_fc_useconv'])
+def test_stage_outputs_match_official_model(scope, name):
+    ref = load_reference(name)
+    model = build(scope, **official_kwargs(ref['official_args'])).eval()
+    state = {k: v.float() for k, v in ref['state_dict'].items()}
+    report = match_state_dict(model, state)
+    assert sorted(report['dropped']) == ['norm.bias', 'norm.weight']
+    model.load_state_dict({k: state[k] for k in report['loaded']}, strict=False)
+    for case in ref['cases']:
+        with torch.no_grad():
+            outs = model(case['input'])
+        assert len(outs) == 4
+        for out, tokens in zip(outs, case['stages']):
+            B, C, H, W = out.shape
+            expected = F.layer_norm(tokens, (C, )).transpose(1, 2).reshape(B, C, H, W)
+            torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
+
+
+def _tiny_block_model(**kwargs):
+    torch.manual_seed(0)
+    model = FocalTransformer(**{**TINY, **kwargs})
+    for name, p in model.named_parameters():  # large enough that the attention branch dominates
+        if 'norm' not in name:
+            torch.nn.init.normal_(p, std=0.3)
+    return model
+
+
+@pytest.mark.parametrize('kwargs,size', [
+    (dict(), (23, 30)),                                        # rolled keys, padding, border masks
+    (dict(), (7, 19)),                                         # one window high: no rolled keys
+    (dict(focal_pool='conv'), (16, 16)),
+    (dict(focal_pool='mean'), (16, 16)),
+    (dict(focal_pool='max'), (16, 16)),
+    (dict(focal_pool='none'), (16, 16)),
+    (dict(focal_levels=(3, 3, 3, 3)), (22, 29)),               # a second pooled level (stride 2)
+    (dict(expand_layer='even', depths=(2, 1, 1, 1)), (16, 16)),
+])
+def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size):
+    # float64, so that what is compared is the math and not float32 rounding of large gradients
+    model = _tiny_block_model(**kwargs).train().double()
+    block = model.layers[0].blocks[-1]
+    x = torch.randn(2, *size, model.num_features[0], requires_grad=True, dtype=torch.float64)
+    ours = block(x)
+    reference = naive_block(block, x)
+    torch.testing.assert_close(ours, reference, atol=1e-9, rtol=1e-9)
+    grad_out = torch.randn_like(ours)
+    params = [p for p in block.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(ours, [x] + params, grad_out, allow_unused=True)
+    ref_grads = torch.autograd.grad(reference, [x] + params, grad_out, allow_unused=True)
+    names = ['input'] + [n for n, p in block.named_parameters() if p.requires_grad]
+    for name, g, r in zip(names, grads, ref_grads):
+        if r is None:
+            assert g is None or g.abs().max() == 0, name
+            continue
+        torch.testing.assert_close(g, r, atol=1e-8, rtol=1e-8, msg=lambda m: f'{name}: {m}')
+
+
+@pytest.mark.parametrize('size', [(1, 1), (17, 23), (31, 500), (20, 90), (64, 64), (97, 33)])
+def test_any_input_size_gives_strided_maps(size):
+    model = FocalTransformer(**TINY).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, *size))
+    for i, out in enumerate(outs):
+        stride = 2**(i + 2)
+        assert out.shape == (1, 16 * 2**i, -(-size[0] // stride), -(-size[1] // stride))
+        assert torch.isfinite(out).all()
+
+
+def test_out_indices_and_output_norms():
+    model = FocalTransformer(**TINY, out_indices=(1, 3))
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [32, 128]
+    assert not hasattr(model, 'norm0') and not hasattr(model, 'norm2')
+    for i in (1, 3):
+        norm = getattr(model, f'norm{i}')
+        assert torch.equal(norm.weight, torch.ones_like(norm.weight))
+        assert torch.equal(norm.bias, torch.zeros_like(norm.bias))
+
+
+def _official_entries(file_name):
+    return json.load(open(KEYS_FILE))[file_name]
+
+
+def _expected_backbone_params(entry):
+    """Official count without head and final norm, plus stage-4 neighbour tables and output norms."""
+    keys, args = entry['keys'], entry['constructor']
+    head = sum(_numel(keys[k]['shape']) for k in keys if re.match(r'^(head|norm)\.', k))
+    last = len(args['depths']) - 1
+    heads, window = args['num_heads'][last], args['window_size']
+    neighbour_tables = args['depths'][last] * heads * window**2 * 4 * (window**2 - (window - 3)**2)
+    out_norms = sum(2 * args['embed_dim'] * 2**i for i in range(4))
+    return entry['n_parameters'] - head + neighbour_tables + out_norms
+
+
+def _numel(shape):
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+ARCH_OF = {'tiny': 'focal-tiny', 'small': 'focal-small', 'base': 'focal-base'}
+OFFICIAL_FILES = [f'{prefix}{conv}-is224-ws7.pth' for prefix in ARCH_OF.values() for conv in ('', '-useconv')]
+
+
+def _arch_for(file_name):
+    return next(a for a, p in ARCH_OF.items() if file_name.startswith(p + '-'))
+
+
+def test_tiny_has_28_42m_parameters():
+    model = FocalTransformer(arch='tiny')
+    assert sum(p.numel() for p in model.parameters()) == 28_423_188
+
+
+@pytest.mark.parametrize('file_name', OFFICIAL_FILES)
+def test_parameter_counts_and_published_keys_fit(file_name):
+    entry = _official_entries(file_name)
+    with torch.device('meta'):
+        model = FocalTransformer(arch=_arch_for(file_name), use_conv_embed=entry['constructor']['use_conv_embed'])
+    assert sum(p.numel() for p in model.parameters()) == _expected_backbone_params(entry)
+    state = {k: torch.empty(v['shape'], device='meta') for k, v in entry['keys'].items()}
+    report = match_state_dict(model, state)
+    official_params = {k for k, v in entry['keys'].items() if v['kind'] == 'parameter'}
+    assert official_params - set(report['loaded']) == {'head.weight', 'head.bias', 'norm.weight', 'norm.bias'}
+    assert all(entry['keys'][k]['kind'] == 'buffer' for k in report['dropped'] if not re.match(r'^(head|norm)\.', k))
+    last = len(entry['constructor']['depths']) - 1
+    expected_init = {f'norm{i}.{p}' for i in range(4) for p in ('weight', 'bias')}
+    expected_init |= {f'layers.{last}.blocks.{j}.attn.relative_position_bias_table_to_neighbors'
+                      for j in range(entry['constructor']['depths'][last])}
+    assert set(report['initialised']) == expected_init
+
+
+def _fake_checkpoint(entry, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, info in entry['keys'].items():
+        if info['dtype'] == 'int64':
+            state[key] = torch.zeros(info['shape'], dtype=torch.int64)
+        else:
+            state[key] = torch.randn(info['shape'], generator=generator)
+    return {'model': state}
+
+
+def test_init_cfg_loads_official_checkpoint_file_and_reports(tmp_path):
+    from mmengine.logging import MMLogger
+    entry = _official_entries('focal-tiny-is224-ws7.pth')
+    path = tmp_path / 'focal-tiny-is224-ws7.pth'
+    checkpoint = _fake_checkpoint(entry)
+    torch.save(checkpoint, path)
+    model = build('mmdet', arch='tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    logger = MMLogger.get_current_instance()
+    messages = []
+    handler = _ListHandler(messages)
+    logger.addHandler(handler)
+    try:
+        model.init_weights()
+    finally:
+        logger.removeHandler(handler)
+    own = model.state_dict()
+    for key, value in checkpoint['model'].items():
+        if key in own:
+            assert torch.equal(own[key], value), key
+    text = '\n'.join(messages)
+    assert 'head.weight' in text and 'not used' in text
+    assert 'layers.3.blocks.0.attn.relative_position_bias_table_to_neighbors' in text and 'initialised' in text
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 96, 128))
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+class _ListHandler(__import__('logging').Handler):
+
+    def __init__(self, messages):
+        super().__init__()
+        self.messages = messages
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_checkpoint_of_another_size_is_a_clear_error(tmp_path):
+    entry = _official_entries('focal-base-is224-ws7.pth')
+    state = {k: torch.empty(v['shape'], device='meta') for k, v in entry['keys'].items()}
+    with torch.device('meta'):
+        tiny = FocalTransformer(arch='tiny')
+    with pytest.raises(CheckpointMismatchError, match=r'shape mismatches[\s\S]*patch_embed\.proj\.weight: '
+                       r'checkpoint \(128, 3, 4, 4\) vs model \(96, 3, 4, 4\)'):
+        match_state_dict(tiny, state)
+    small_state = {k: torch.empty(v['shape'], device='meta')
+                   for k, v in _official_entries('focal-small-is224-ws7.pth')['keys'].items()}
+    with pytest.raises(CheckpointMismatchError, match=r'checkpoint keys the model does not have: layers\.2\.blocks\.6'):
+        match_state_dict(tiny, small_state)
+
+
+def test_convert_tool_writes_loadable_backbone_file(tmp_path):
+    import subprocess
+    import sys
+    entry = _official_entries('focal-tiny-useconv-is224-ws7.pth')
+    src, dst = tmp_path / 'official.pth', tmp_path / 'converted.pth'
+    torch.save(_fake_checkpoint(entry, seed=1), src)
+    root = os.path.join(os.path.dirname(__file__), '..')
+    result = subprocess.run([sys.executable, os.path.join(root, 'tools', 'convert_official_ckpt.py'), str(src),
+                             str(dst)], capture_output=True, text=True, check=True)
+    assert 'use_conv_embed' in result.stdout
+    converted = torch.load(dst)['state_dict']
+    assert 'head.weight' not in converted and 'layers.0.blocks.0.attn.relative_position_index' not in converted
+    model = FocalTransformer(arch='tiny', use_conv_embed=True,
+                             init_cfg=dict(type='Pretrained', checkpoint=str(dst)))
+    model.init_weights()
+    torch.testing.assert_close(model.patch_embed.proj.weight, converted['patch_embed.proj.weight'])
+
+
+def test_frozen_stages_stay_frozen_in_train_mode():
+    model = FocalTransformer(**TINY, frozen_stages=2)
+    model.train()
+    frozen = [model.patch_embed, model.layers[0], model.layers[1], model.norm0, model.norm1]
+    for module in frozen:
+        assert not module.training
+        assert all(not p.requires_grad for p in module.parameters())
+    assert model.layers[2].training and all(p.requires_grad for p in model.layers[2].parameters())
+    model(torch.randn(1, 3, 64, 64))[-1].sum().backward()
+    assert model.layers[0].blocks[0].attn.qkv.weight.grad is None
+    assert model.layers[2].blocks[0].attn.qkv.weight.grad is not None
+
+
+def test_checkpointing_gives_same_outputs_and_gradients():
+    torch.manual_seed(0)
+    plain = FocalTransformer(**TINY)
+    checkpointed = FocalTransformer(**TINY, with_cp=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 48, 72)
+    outs = [m(x) for m in (plain, checkpointed)]
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b)
+    for m, o in zip((plain, checkpointed), outs):
+        sum(t.square().sum() for t in o).backward()
+    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=lambda m: f'{name}: {m}')
+
+
+def test_drop_path_follows_linear_rule_over_all_blocks():
+    model = FocalTransformer(depths=(2, 2, 6, 2), drop_path_rate=0.3, embed_dims=16, num_heads=(1, 1, 1, 1))
+    rates = [block.drop_path.p for stage in model.layers for block in stage.blocks]
+    torch.testing.assert_close(torch.tensor(rates), torch.linspace(0, 0.3, 12))
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(depths=(2, 2, 6), num_heads=(3, 6, 12, 24)), 'one entry per stage'),
+    (dict(focal_windows=(7, 5, 3)), 'focal_windows'),
+    (dict(expand_sizes=(3, 3)), 'expand_sizes'),
+    (dict(focal_levels=(2, 2, 2)), 'focal_levels'),
+    (dict(embed_dims=100), 'not divisible by num_heads'),
+    (dict(out_indices=(0, 4)), 'out_indices'),
+    (dict(frozen_stages=5), 'frozen_stages'),
+    (dict(arch='huge'), 'arch'),
+    (dict(focal_pool='avg'), 'focal_pool'),
+    (dict(expand_layer='some'), 'expand_layer'),
+    (dict(focal_windows=(7, 4, 3, 1)), 'odd'),
+])
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FocalTransformer(**kwargs)
+
+
+def test_bad_inputs_are_named():
+    model = FocalTransformer(**TINY)
+    with pytest.raises(ValueError, match='4-D'):
+        model(torch.randn(3, 32, 32))
+    with pytest.raises(ValueError, match='in_channels=3.*1 channels'):
+        model(torch.randn(1, 1, 32, 32))
+    gray = FocalTransformer(**TINY, in_channels=1)
+    assert gray(torch.randn(1, 1, 32, 32))[0].shape == (1, 16, 8, 8)
