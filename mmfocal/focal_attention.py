@@ -326,36 +326,37 @@ class _FocalAttentionCore(torch.autograd.Function):
         num_windows, num_keys = off_map.shape
         batch, _, _, heads, head_dims = source.shape
         window_area = q.shape[1]
+        rows = heads * num_windows  # one small GEMM per (head, window) below
 
-        def by_head(t):  # (B*nW, w*w, heads, d) -> (B, heads, nW, w*w, d)
-            return t.reshape(batch, num_windows, window_area, heads, head_dims).permute(0, 3, 1, 2, 4)
+        def by_head(t):  # (B*nW, w*w, heads, d) -> (B, heads*nW, w*w, d)
+            t = t.reshape(batch, num_windows, window_area, heads, head_dims).permute(0, 3, 1, 2, 4)
+            return t.reshape(batch, rows, window_area, head_dims)
 
+        q_h, grad_h = by_head(q), by_head(grad_out)
+        delta = (grad_h * by_head(out)).sum(-1, keepdim=True)  # (B, heads*nW, w*w, 1)
+        lse_h = lse.reshape(batch, num_windows, heads, window_area).transpose(1, 2)
         # Keys with heads outside the window axis, so every product below is one batched GEMM.
-        source_by_head = source.permute(2, 0, 3, 1, 4)  # (2, B, heads, S, d)
-        kv = source_by_head.index_select(3, index).view(2, batch, heads, num_windows, num_keys, head_dims)
-        k, v = kv[0], kv[1]
-        q_h, grad_h, out_h = by_head(q), by_head(grad_out), by_head(out)
-        lse_h = lse.reshape(batch, num_windows, heads, window_area).transpose(1, 2).unsqueeze(-1)
-
-        probs = q_h @ k.transpose(-2, -1)  # (B, heads, nW, w*w, keys)
-        probs += bias.unsqueeze(1)
-        probs += off_map[:, None, :]
-        probs -= lse_h
-        probs.exp_()
-        grad_v = probs.transpose(-2, -1) @ grad_h
-        grad_scores = grad_h @ v.transpose(-2, -1)
-        grad_scores -= (grad_h * out_h).sum(-1, keepdim=True)
-        grad_scores *= probs
-        del probs
-        grad_q = grad_scores @ k
-        grad_k = grad_scores.transpose(-2, -1) @ q_h
-        grad_bias = grad_scores.sum((0, 2))
-        del grad_scores
-
-        grad_kv = torch.stack((grad_k, grad_v)).view(2, batch, heads, num_windows * num_keys, head_dims)
-        grad_source = source.new_zeros(source_by_head.shape).index_add_(3, index, grad_kv)
-        grad_q = grad_q.permute(0, 2, 3, 1, 4).reshape(q.shape)
-        return grad_q, grad_source.permute(1, 3, 0, 2, 4), None, grad_bias, None
+        source_by_head = source.permute(2, 0, 3, 1, 4).contiguous()  # (2, B, heads, S, d)
+        grad_source = torch.zeros_like(source_by_head)
+        grad_q = torch.empty_like(q_h)
+        grad_bias = torch.zeros_like(bias)
+        offsets = bias.unsqueeze(1) + off_map[None, :, None, :]  # (heads, nW, w*w, keys)
+        for b in range(batch):  # images one at a time: bounded temporaries
+            kv = source_by_head[:, b].index_select(2, index).view(2, rows, num_keys, head_dims)
+            probs = (offsets - lse_h[b].unsqueeze(-1)).view(rows, window_area, num_keys)
+            probs.baddbmm_(q_h[b], kv[0].transpose(1, 2)).exp_()
+            grad_kv = torch.empty_like(kv)
+            torch.bmm(probs.transpose(1, 2), grad_h[b], out=grad_kv[1])
+            grad_scores = torch.bmm(grad_h[b], kv[1].transpose(1, 2))
+            grad_scores.sub_(delta[b]).mul_(probs)
+            del probs
+            grad_bias += grad_scores.view(heads, num_windows, window_area, num_keys).sum(1)
+            torch.bmm(grad_scores, kv[0], out=grad_q[b])
+            torch.bmm(grad_scores.transpose(1, 2), q_h[b], out=grad_kv[0])
+            del grad_scores
+            grad_source[:, b].index_add_(2, index, grad_kv.view(2, heads, num_windows * num_keys, head_dims))
+        grad_q = grad_q.view(batch, heads, num_windows, window_area, head_dims).permute(0, 2, 3, 1, 4)
+        return grad_q.reshape(q.shape), grad_source.permute(1, 3, 0, 2, 4), None, grad_bias, None
 
 
 def _attend_with_autograd(q, source, index, bias, off_map, attn_drop: nn.Module):

@@ -81,8 +81,8 @@ def _history_buffer_statistic(owner, name):
     """Stands in for ``builtins.getattr`` while unpickling: HistoryBuffer's statistics only."""
     if owner is HistoryBuffer and name in _HISTORY_BUFFER_STATISTICS:
         return getattr(HistoryBuffer, name)
-    raise pickle.UnpicklingError(f'GLOBAL builtins.getattr was not an allowed global for '
-                                 f'getattr({owner!r}, {name!r}); only HistoryBuffer statistics are')
+    raise pickle.UnpicklingError(f'getattr({owner!r}, {name!r}): a checkpoint may fetch only HistoryBuffer '
+                                 f'statistics {_HISTORY_BUFFER_STATISTICS} with getattr')
 
 
 def checkpoint_safe_globals() -> List[Tuple[Callable, str]]:
