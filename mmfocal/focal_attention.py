@@ -253,7 +253,7 @@ class FocalWindowAttention(nn.Module):
             kv = F.linear(level, self.qkv.weight[C:], None if self.qkv.bias is None else self.qkv.bias[C:])
             sources.append(kv.reshape(B, -1, 2, heads, head_dims))
         if self.num_pooled_levels:
-            sources.append(x.new_zeros(B, 1, 2, heads, head_dims))
+            sources.append(sources[0].new_zeros(B, 1, 2, heads, head_dims))
         source = torch.cat(sources, 1)  # (B, S, 2, heads, d): every key and value any window uses
 
         if self.training and self.attn_drop.p > 0:
@@ -323,6 +323,11 @@ class _FocalAttentionCore(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         q, source, index, bias, off_map, out, lse = ctx.saved_tensors
+        # Under autocast the inputs may be fp16/bf16: accumulate the recomputation in float32.
+        dtype = torch.promote_types(q.dtype, torch.float32)
+        q_dtype, source_dtype = q.dtype, source.dtype
+        q, source, out, grad_out = q.to(dtype), source.to(dtype), out.to(dtype), grad_out.to(dtype)
+        bias, off_map, lse = bias.to(dtype), off_map.to(dtype), lse.to(dtype)
         num_windows, num_keys = off_map.shape
         batch, _, _, heads, head_dims = source.shape
         window_area = q.shape[1]
@@ -356,7 +361,8 @@ class _FocalAttentionCore(torch.autograd.Function):
             del grad_scores
             grad_source[:, b].index_add_(2, index, grad_kv.view(2, heads, num_windows * num_keys, head_dims))
         grad_q = grad_q.view(batch, heads, num_windows, window_area, head_dims).permute(0, 2, 3, 1, 4)
-        return grad_q.reshape(q.shape), grad_source.permute(1, 3, 0, 2, 4), None, grad_bias, None
+        return (grad_q.reshape(q.shape).to(q_dtype), grad_source.permute(1, 3, 0, 2, 4).to(source_dtype), None,
+                grad_bias, None)
 
 
 def _attend_with_autograd(q, source, index, bias, off_map, attn_drop: nn.Module):

@@ -308,3 +308,21 @@ def test_bad_inputs_are_named():
         model(torch.randn(1, 1, 32, 32))
     gray = FocalTransformer(**TINY, in_channels=1)
     assert gray(torch.randn(1, 1, 32, 32))[0].shape == (1, 16, 8, 8)
+
+
+def test_bfloat16_autocast_trains_close_to_float32():
+    torch.manual_seed(0)
+    model = FocalTransformer(**TINY)
+    x = torch.randn(1, 3, 64, 96)
+    reference = model(x)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = model(x)
+        loss = sum(o.float().square().mean() for o in outs)
+    loss.backward()
+    for out, ref in zip(outs, reference):
+        assert torch.isfinite(out).all()
+        assert (out.float() - ref).abs().mean() < 0.05
+    qkv_grad = model.layers[0].blocks[0].attn.qkv.weight.grad
+    table_grad = model.layers[0].blocks[0].attn.relative_position_bias_table_to_windows[0].grad
+    assert torch.isfinite(qkv_grad).all() and qkv_grad.abs().sum() > 0
+    assert table_grad.dtype == torch.float32 and table_grad.abs().sum() > 0
