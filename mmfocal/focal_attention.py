@@ -345,21 +345,19 @@ class _FocalAttentionCore(torch.autograd.Function):
         grad_source = torch.zeros_like(source_by_head)
         grad_q = torch.empty_like(q_h)
         grad_bias = torch.zeros_like(bias)
-        offsets = bias.unsqueeze(1) + off_map[None, :, None, :]  # (heads, nW, w*w, keys)
         for b in range(batch):  # images one at a time: bounded temporaries
             kv = source_by_head[:, b].index_select(2, index).view(2, rows, num_keys, head_dims)
-            probs = (offsets - lse_h[b].unsqueeze(-1)).view(rows, window_area, num_keys)
-            probs.baddbmm_(q_h[b], kv[0].transpose(1, 2)).exp_()
-            grad_kv = torch.empty_like(kv)
-            torch.bmm(probs.transpose(1, 2), grad_h[b], out=grad_kv[1])
+            probs = torch.add(bias.unsqueeze(1), off_map[None, :, None, :]).sub_(lse_h[b].unsqueeze(-1))
+            probs = probs.view(rows, window_area, num_keys).baddbmm_(q_h[b], kv[0].transpose(1, 2)).exp_()
             grad_scores = torch.bmm(grad_h[b], kv[1].transpose(1, 2))
+            torch.bmm(probs.transpose(1, 2), grad_h[b], out=kv[1])  # values are spent: grad_v in place
             grad_scores.sub_(delta[b]).mul_(probs)
             del probs
             grad_bias += grad_scores.view(heads, num_windows, window_area, num_keys).sum(1)
             torch.bmm(grad_scores, kv[0], out=grad_q[b])
-            torch.bmm(grad_scores.transpose(1, 2), q_h[b], out=grad_kv[0])
+            torch.bmm(grad_scores.transpose(1, 2), q_h[b], out=kv[0])  # keys are spent: grad_k in place
             del grad_scores
-            grad_source[:, b].index_add_(2, index, grad_kv.view(2, heads, num_windows * num_keys, head_dims))
+            grad_source[:, b].index_add_(2, index, kv.view(2, heads, num_windows * num_keys, head_dims))
         grad_q = grad_q.view(batch, heads, num_windows, window_area, head_dims).permute(0, 2, 3, 1, 4)
         return (grad_q.reshape(q.shape).to(q_dtype), grad_source.permute(1, 3, 0, 2, 4).to(source_dtype), None,
                 grad_bias, None)
