@@ -115,10 +115,10 @@ def is_complete_checkpoint(path: str) -> bool:
 
 
 def _checkpoint_candidates(directory: str) -> List[str]:
-    """Checkpoints of a work directory, newest first; best_* ones are not training states."""
-    paths = [path for path in glob.glob(osp.join(directory, '*.pth'))
-             if not osp.basename(path).startswith('best_') and osp.isfile(path)]
-    return sorted(paths, key=lambda path: (os.stat(path).st_mtime_ns, path), reverse=True)
+    """The checkpoint files of a directory; best_* ones are copies kept for their score, not states
+    to resume (temporary files are hidden and end in TEMP_SUFFIX, so the glob skips them)."""
+    return [path for path in glob.glob(osp.join(directory, '*.pth'))
+            if not osp.basename(path).startswith('best_') and osp.isfile(path)]
 
 
 def find_latest_complete_checkpoint(work_dir: str) -> Optional[str]:

@@ -30,6 +30,7 @@ import os
 import os.path as osp
 import pickle
 import re
+from collections import OrderedDict
 from typing import Callable, List, Optional, Tuple
 from urllib.parse import urlparse
 
@@ -85,6 +86,18 @@ def _history_buffer_statistic(owner, name):
                                  f'statistics {_HISTORY_BUFFER_STATISTICS} with getattr')
 
 
+class ForeignConfig:
+    """Stands in for ``yacs.config.CfgNode`` while unpickling: an OrderedDict of its plain data.
+
+    The official Focal Transformer's training script saves its yacs config beside the weights
+    (``checkpoint['config']``); this reads it without importing yacs or running its code. (An
+    OrderedDict because torch's weights-only unpickler fills only dict types it knows.)
+    """
+
+    def __new__(cls, *args):
+        return OrderedDict()
+
+
 def checkpoint_safe_globals() -> List[Tuple[Callable, str]]:
     """(object, name in the pickle) pairs for the objects mmengine, mmdet and mmseg checkpoints hold.
 
@@ -95,13 +108,17 @@ def checkpoint_safe_globals() -> List[Tuple[Callable, str]]:
     none of them carries code, so all are allowed. numpy 2 writes ``numpy._core`` where numpy 1
     writes ``numpy.core``; both names map to the same functions so checkpoints from either load.
     """
-    multiarray = np.core.multiarray
+    try:
+        from numpy._core import multiarray  # numpy 2, and numpy 1.26's alias of numpy.core
+    except ImportError:
+        from numpy.core import multiarray
     pairs = [
         (np.ndarray, 'numpy.ndarray'),
         (np.dtype, 'numpy.dtype'),
         *[(getattr(np.dtypes, name), f'numpy.dtypes.{name}') for name in np.dtypes.__all__],
         (HistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
         (_history_buffer_statistic, 'builtins.getattr'),
+        (ForeignConfig, 'yacs.config.CfgNode'),
     ]
     for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
         pairs += [(multiarray._reconstruct, f'{module}._reconstruct'), (multiarray.scalar, f'{module}.scalar')]
@@ -131,7 +148,10 @@ def _refusal_detail(message: str) -> str:
 
 
 def _translate_errors(source: str, local_file: Optional[str]):
-    """Decorator body shared by the loaders: torch's errors become ones that name the file."""
+    """A decorator for a loader: torch's refusals and read errors become errors naming ``source``.
+
+    ``local_file``, where the bytes are on disk, lets the message list every refused object.
+    """
 
     def decorate(load: Callable):
         @functools.wraps(load)
@@ -185,29 +205,31 @@ def load_checkpoint_url(url: str, map_location=None, model_dir: Optional[str] = 
     return checkpoint
 
 
-# mmengine's CheckpointLoader logs ``loader.__name__[10:]`` as the backend's name.
+def _marked_safe(loader: Callable) -> Callable:
+    """Tag a loader as ours, so that install() neither wraps it again nor replaces it."""
+    loader._mmfocal_safe = True
+    return loader
+
+
+# The names matter: mmengine's CheckpointLoader logs ``loader.__name__[10:]`` as the backend.
+@_marked_safe
 def load_from_local(filename, map_location=None):
     return load_checkpoint_file(filename, map_location)
 
 
+@_marked_safe
 def load_from_http(filename, map_location=None, model_dir=None, progress=os.isatty(0)):
     return load_checkpoint_url(filename, map_location, model_dir, progress)
 
 
-for _loader in (load_from_local, load_from_http):
-    _loader._mmfocal_safe = True
-
-
 def _guard_loader(loader: Callable) -> Callable:
     """Another scheme's loader (pavi, s3, open-mmlab local files, ...), with errors that name the file."""
-    if getattr(loader, '_mmfocal_safe', False):
-        return loader
 
+    @_marked_safe
     @functools.wraps(loader)
     def guarded(filename, *args, **kwargs):
         return _translate_errors(filename, None)(loader)(filename, *args, **kwargs)
 
-    guarded._mmfocal_safe = True
     return guarded
 
 

@@ -326,3 +326,36 @@ def test_bfloat16_autocast_trains_close_to_float32():
     table_grad = model.layers[0].blocks[0].attn.relative_position_bias_table_to_windows[0].grad
     assert torch.isfinite(qkv_grad).all() and qkv_grad.abs().sum() > 0
     assert table_grad.dtype == torch.float32 and table_grad.abs().sum() > 0
+
+
+def test_official_training_checkpoint_with_its_yacs_config_loads(tmp_path):
+    """The authors' training script saves optimizer, scheduler and its yacs config beside `model`."""
+    import subprocess
+    import sys
+    yacs = tmp_path / 'fake_site' / 'yacs'
+    yacs.mkdir(parents=True)
+    (yacs / '__init__.py').write_text('')
+    (yacs / 'config.py').write_text(
+        'class CfgNode(dict):\n'
+        '    def __init__(self, d=None):\n'
+        '        for k, v in (d or {}).items():\n'
+        '            self[k] = CfgNode(v) if isinstance(v, dict) else v\n'
+        '        self.__dict__["__immutable__"] = False\n')
+    entry = _official_entries('focal-tiny-is224-ws7.pth')
+    weights = tmp_path / 'weights.pth'
+    torch.save(_fake_checkpoint(entry), weights)
+    path = tmp_path / 'focal-tiny-is224-ws7.pth'
+    script = (
+        'import sys, torch\n'
+        'from yacs.config import CfgNode\n'
+        f'ck = torch.load({str(weights)!r})\n'
+        'ck.update(optimizer={"state": {}, "param_groups": [{"lr": 1e-3, "params": [0]}]},\n'
+        '          lr_scheduler={"t_initial": 300, "base_values": [1e-3]}, max_accuracy=82.2, epoch=299,\n'
+        '          config=CfgNode({"MODEL": {"TYPE": "focal", "DROP_PATH_RATE": 0.2}, "AMP_OPT_LEVEL": "O1"}))\n'
+        f'torch.save(ck, {str(path)!r})\n')
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / 'fake_site'))
+    subprocess.run([sys.executable, '-c', script], check=True, env=env)
+    model = FocalTransformer(arch='tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    expected = torch.load(weights)['model']['layers.2.blocks.5.mlp.fc2.weight']
+    assert torch.equal(model.layers[2].blocks[5].mlp.fc2.weight.detach(), expected)

@@ -1,0 +1,276 @@
+"""A job killed while writing a checkpoint loses that checkpoint only; --resume finds the last whole one.
+
+The kills are real: a child process writes a checkpoint through mmengine's own ``save_checkpoint``
+and dies by a signal in the middle of the write, either SIGXFSZ (a file-size limit makes the
+kernel kill it at an exact byte, so the write is surely interrupted) or SIGKILL sent by the test
+while the child is writing checkpoints in a loop.
+"""
+import inspect
+import io
+import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.fileio import get_file_backend
+from mmengine.model import BaseModel
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import save_checkpoint
+from torch.utils.data import Dataset
+
+from mmfocal import atomic_checkpoint, safe_load
+from mmfocal.atomic_checkpoint import (TEMP_SUFFIX, AtomicLocalBackend, find_latest_complete_checkpoint,
+                                       is_complete_checkpoint)
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+# The child imports mmfocal only when told to: the control run shows what mmengine alone leaves.
+WRITER = textwrap.dedent('''
+    import os, resource, signal, sys
+    import torch
+    from mmengine.runner.checkpoint import save_checkpoint
+    path, mode, fsize_limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if mode == 'atomic':
+        from mmfocal import atomic_checkpoint
+        atomic_checkpoint.install()
+    # 16 MB of weights: far more than the size limit, and long enough to write that SIGKILL lands mid-write.
+    checkpoint = dict(meta=dict(iter=2), state_dict=dict(weight=torch.full((4_000_000,), 2.0)))
+    if fsize_limit:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; the default kills
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
+        save_checkpoint(checkpoint, path)
+    else:
+        print('writing', flush=True)
+        while True:
+            save_checkpoint(checkpoint, path)
+''')
+
+
+@pytest.fixture(autouse=True)
+def installed():
+    safe_load.install()
+    atomic_checkpoint.install()
+
+
+@pytest.fixture(scope='module', autouse=True)
+def default_scope_restored():
+    """Each Runner makes its scope the process-wide default; put back what was there before."""
+    with DefaultScope.overwrite_default_scope('mmengine'):
+        yield
+
+
+def small_checkpoint(iteration):
+    return dict(meta=dict(iter=iteration), state_dict=dict(weight=torch.full((8,), float(iteration))))
+
+
+def run_writer(tmp_path, path, mode, fsize_limit):
+    script = tmp_path / 'writer.py'
+    script.write_text(WRITER)
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+    return subprocess.run([sys.executable, str(script), str(path), mode, str(fsize_limit)], env=env,
+                          capture_output=True, text=True)
+
+
+def temp_files(directory):
+    return sorted(name for name in os.listdir(directory) if name.endswith(TEMP_SUFFIX))
+
+
+def test_mmengine_saves_checkpoints_through_the_atomic_backend(tmp_path):
+    path = str(tmp_path / 'epoch_1.pth')
+    assert isinstance(get_file_backend(path), AtomicLocalBackend)
+    save_checkpoint(small_checkpoint(1), path)
+    assert torch.load(path)['state_dict']['weight'][0] == 1
+    assert temp_files(tmp_path) == []
+    get_file_backend(path).put_text('text', str(tmp_path / 'notes.txt'))
+    assert (tmp_path / 'notes.txt').read_text() == 'text' and temp_files(tmp_path) == []
+
+
+def test_overwriting_through_a_symlink_replaces_its_target(tmp_path):
+    target = tmp_path / 'target.pth'
+    link = tmp_path / 'link.pth'
+    save_checkpoint(small_checkpoint(1), str(target))
+    link.symlink_to(target)
+    save_checkpoint(small_checkpoint(2), str(link))
+    assert link.is_symlink() and torch.load(target)['meta']['iter'] == 2
+
+
+def test_plain_mmengine_leaves_a_truncated_checkpoint_when_killed_mid_write(tmp_path):
+    # The control for the next test: without mmfocal the final path gets the partial file.
+    path = tmp_path / 'epoch_2.pth'
+    result = run_writer(tmp_path, path, 'plain', fsize_limit=1 << 20)
+    assert result.returncode == -signal.SIGXFSZ, result.stderr
+    assert path.stat().st_size == 1 << 20
+    assert not is_complete_checkpoint(str(path))
+
+
+def test_killed_mid_write_leaves_the_previous_checkpoint_whole(tmp_path):
+    path = tmp_path / 'epoch_2.pth'
+    save_checkpoint(small_checkpoint(1), str(path))
+    before = path.read_bytes()
+    result = run_writer(tmp_path, path, 'atomic', fsize_limit=1 << 20)
+    assert result.returncode == -signal.SIGXFSZ, result.stderr
+    assert path.read_bytes() == before  # the interrupted write never reached the final path
+    leftovers = temp_files(tmp_path)
+    assert len(leftovers) == 1 and (tmp_path / leftovers[0]).stat().st_size == 1 << 20
+    assert find_latest_complete_checkpoint(str(tmp_path)) == str(path)
+
+
+def test_sigkill_during_repeated_saves_never_exposes_a_partial_file(tmp_path):
+    path = tmp_path / 'iter_2.pth'
+    save_checkpoint(small_checkpoint(1), str(path))
+    script = tmp_path / 'writer.py'
+    script.write_text(WRITER)
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+    child = subprocess.Popen([sys.executable, str(script), str(path), 'atomic', '0'], env=env,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == 'writing'
+    while not temp_files(tmp_path):  # the child is inside a write
+        pass
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    # Old or new content, whichever the kill left, but always a whole checkpoint.
+    assert torch.load(path)['meta']['iter'] in (1, 2)
+    assert find_latest_complete_checkpoint(str(tmp_path)) == str(path)
+
+
+def write_truncated(path, iteration):
+    """What a killed non-atomic writer leaves: the first half of a real checkpoint."""
+    buffer = io.BytesIO()
+    torch.save(small_checkpoint(iteration), buffer)
+    whole = buffer.getvalue()
+    path.write_bytes(whole[:len(whole) // 2])
+
+
+def set_mtimes(*paths):
+    for age, path in enumerate(reversed(paths)):
+        os.utime(path, ns=(10**18 - age * 10**9, 10**18 - age * 10**9))
+
+
+def test_finder_uses_last_checkpoint_when_it_is_complete(tmp_path):
+    for i in (1, 2):
+        save_checkpoint(small_checkpoint(i), str(tmp_path / f'epoch_{i}.pth'))
+    set_mtimes(tmp_path / 'epoch_2.pth', tmp_path / 'epoch_1.pth')  # epoch_1 newer on disk
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_2.pth'))
+    assert find_latest_complete_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_2.pth')
+
+
+@pytest.mark.parametrize('marker', ['truncated target', 'empty', 'missing target', 'absent'])
+def test_finder_falls_back_to_the_newest_complete_checkpoint(tmp_path, marker):
+    save_checkpoint(small_checkpoint(1), str(tmp_path / 'epoch_1.pth'))
+    save_checkpoint(small_checkpoint(2), str(tmp_path / 'epoch_2.pth'))
+    write_truncated(tmp_path / 'epoch_3.pth', 3)
+    (tmp_path / f'.epoch_4.pth.123.abcd{TEMP_SUFFIX}').write_bytes(b'PK\x03\x04 partial')
+    save_checkpoint(small_checkpoint(9), str(tmp_path / 'best_coco_bbox_mAP_epoch_2.pth'))
+    set_mtimes(tmp_path / 'epoch_1.pth', tmp_path / 'epoch_2.pth', tmp_path / 'best_coco_bbox_mAP_epoch_2.pth',
+               tmp_path / 'epoch_3.pth')
+    if marker == 'truncated target':
+        (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_3.pth'))
+    elif marker == 'empty':
+        (tmp_path / 'last_checkpoint').write_text('')
+    elif marker == 'missing target':
+        (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_4.pth'))
+    assert find_latest_complete_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_2.pth')
+
+
+def test_finder_returns_none_without_a_complete_checkpoint(tmp_path):
+    assert find_latest_complete_checkpoint(str(tmp_path)) is None
+    write_truncated(tmp_path / 'epoch_1.pth', 1)
+    assert find_latest_complete_checkpoint(str(tmp_path)) is None
+
+
+def test_finder_returns_a_complete_but_refused_checkpoint_for_the_loader_to_reject(tmp_path):
+    # Whether to trust the content is the loader's decision, made with a clear error; skipping a
+    # whole newer checkpoint silently would resume from an older state instead.
+    path = tmp_path / 'epoch_1.pth'
+    torch.save(dict(state_dict={}, meta=dict(opaque=torch.nn.ReLU())), path)
+    assert find_latest_complete_checkpoint(str(tmp_path)) == str(path)
+
+
+class LinearRegression(BaseModel):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 1)
+
+    def forward(self, inputs, targets, mode='tensor'):
+        outputs = self.linear(torch.stack(inputs))
+        if mode == 'loss':
+            return dict(loss=((outputs - torch.stack(targets)) ** 2).mean())
+        return outputs
+
+
+class Points(Dataset):
+    metainfo = dict(classes=('point', ))
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        point = torch.tensor([float(index), 1.0])
+        return dict(inputs=point, targets=point[:1] * 2)
+
+
+def test_runner_checkpoints_are_whole_and_the_finder_resumes_from_the_last(tmp_path):
+    def runner(max_epochs, **resume):
+        return Runner(model=LinearRegression(), work_dir=str(tmp_path),
+                      train_dataloader=dict(dataset=Points(), sampler=dict(type='DefaultSampler', shuffle=False),
+                                            batch_size=2, num_workers=0),
+                      optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+                      train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+                      default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
+                      randomness=dict(seed=0), experiment_name=f'run{max_epochs}', **resume)
+
+    runner(2).train()
+    assert temp_files(tmp_path) == []
+    latest = find_latest_complete_checkpoint(str(tmp_path))
+    assert latest == str(tmp_path / 'epoch_2.pth')
+    # A third epoch's save killed half-way, by a writer that was not atomic:
+    write_truncated(tmp_path / 'epoch_3.pth', 3)
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_3.pth'))
+    latest = find_latest_complete_checkpoint(str(tmp_path))
+    assert latest == str(tmp_path / 'epoch_2.pth')
+    resumed = runner(3, resume=True, load_from=latest)
+    resumed.train()
+    assert resumed.train_loop.epoch == 3 and is_complete_checkpoint(str(tmp_path / 'epoch_3.pth'))
+
+
+def test_train_resume_without_a_path_skips_a_checkpoint_cut_short(tmp_path):
+    """tools/train.py --resume: epoch 2's save was cut short, so training resumes after epoch 1."""
+    data, work_dir = tmp_path / 'demo', tmp_path / 'work'
+    subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'make_demo_data.py'), '--out', str(data),
+                    '--det-train', '2', '--det-val', '1', '--seg-train', '1', '--seg-val', '1'],
+                   check=True, capture_output=True)
+    options = dict(train_dataloader=dict(dataset=dict(data_root=f'{data}/coco/'), batch_size=1, num_workers=0,
+                                         persistent_workers=False),
+                   val_cfg=None, val_dataloader=None, val_evaluator=None,
+                   default_hooks=dict(checkpoint=dict(interval=1), logger=dict(interval=1)))
+    # Epoch 1 in this process (the Runner is built from the config's parts, as from_cfg would).
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'det', 'mask_rcnn_focal_t_demo.py'))
+    cfg.merge_from_dict(dict(options, train_cfg=dict(max_epochs=1), work_dir=str(work_dir)))
+    arguments = set(inspect.signature(Runner.__init__).parameters) - {'self', 'cfg'}
+    Runner(**{name: cfg[name] for name in arguments if name in cfg}).train()
+    assert is_complete_checkpoint(str(work_dir / 'epoch_1.pth'))
+    # Epoch 2's save killed half-way by a writer that was not atomic, after last_checkpoint moved on.
+    write_truncated(work_dir / 'epoch_2.pth', 2)
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_2.pth'))
+
+    config = tmp_path / 'demo_config.py'
+    cfg.merge_from_dict(dict(train_cfg=dict(max_epochs=2)))
+    cfg.dump(str(config))
+    result = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'train.py'), str(config), '--resume'],
+                            env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'), cwd=ROOT,
+                            capture_output=True, text=True)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert f'Load checkpoint from {work_dir / "epoch_1.pth"}' in log and 'resumed epoch: 1, iter: 2' in log
+    assert torch.load(work_dir / 'epoch_2.pth')['meta']['epoch'] == 2  # rewritten, whole
+    assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / 'epoch_2.pth')
+    assert temp_files(work_dir) == []

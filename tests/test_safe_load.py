@@ -1,0 +1,443 @@
+"""Checkpoints load as data: ours, mmdet's, mmseg's and the official ones load; code never runs.
+
+The malicious checkpoints here are real: unpickled without the allow-list they create a marker
+file (shown by ``test_the_malicious_checkpoints_really_run_code``). Every way a checkpoint gets
+into a job must refuse them with a message naming the file and the refused object, and leave no
+marker behind.
+"""
+import http.server
+import inspect
+import json
+import os
+import os.path as osp
+import pickle
+import subprocess
+import sys
+import threading
+from collections import OrderedDict
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint, load_checkpoint
+
+from mmfocal import FocalTransformer, atomic_checkpoint, safe_load
+from mmfocal.safe_load import UnsafeCheckpointError, checkpoint_safe_globals
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+KEYS_FILE = osp.join(ROOT, '..', 'shared', 'reference', 'official_checkpoint_keys.json')
+DET_CLASSES = ('circle', 'square', 'triangle', 'cross')
+SEG_CLASSES = ('background', ) + DET_CLASSES
+TINY_BACKBONE = dict(arch=None, embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), drop_path_rate=0.,
+                     init_cfg=None)
+TINY_CHANNELS = [16, 32, 64, 128]
+
+
+@pytest.fixture(autouse=True)
+def installed():
+    safe_load.install()
+    atomic_checkpoint.install()
+
+
+@pytest.fixture(scope='module', autouse=True)
+def default_scope_restored():
+    """Each Runner makes its scope the process-wide default; put back what was there before."""
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield
+
+
+# ---------------------------------------------------------------- malicious checkpoints
+
+class RunsShellCommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}', )
+
+
+class RunsPythonCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f'open({self.marker!r}, "w").write("ran")', )
+
+
+PAYLOADS = {'os.system': (RunsShellCommand, 'posix.system'), 'exec': (RunsPythonCode, 'builtins.exec')}
+
+
+def write_malicious_checkpoint(path, marker, payload='os.system'):
+    """A plausible training checkpoint whose meta carries code that creates ``marker``."""
+    payload_class = PAYLOADS[payload][0]
+    checkpoint = dict(meta=dict(epoch=1, iter=1, note=payload_class(str(marker))),
+                      state_dict=OrderedDict(weight=torch.zeros(2)))
+    torch.save(checkpoint, path)  # torch.save pickles with protocol 2
+    return str(path)
+
+
+@pytest.fixture(params=sorted(PAYLOADS))
+def malicious(request, tmp_path):
+    marker = tmp_path / 'CODE_RAN'
+    path = write_malicious_checkpoint(tmp_path / 'epoch_1.pth', marker, request.param)
+    return path, marker, PAYLOADS[request.param][1]
+
+
+@pytest.fixture
+def shell_payload(tmp_path):
+    """One malicious checkpoint, for the paths that are slow to run (whole tools)."""
+    marker = tmp_path / 'CODE_RAN'
+    return write_malicious_checkpoint(tmp_path / 'epoch_1.pth', marker), marker, 'posix.system'
+
+
+def assert_refused(error_info, path, refused, marker):
+    error = error_info.value
+    assert isinstance(error, UnsafeCheckpointError) and isinstance(error, pickle.UnpicklingError)
+    message = str(error)
+    assert path in message and refused in message and 'NOT executed' in message
+    assert not marker.exists()
+
+
+def test_the_malicious_checkpoints_really_run_code(tmp_path):
+    # The control: loaded the unsafe way, in a separate process, each payload does create its marker.
+    paths = [write_malicious_checkpoint(tmp_path / f'{name}.pth', tmp_path / f'ran_{name}', name)
+             for name in PAYLOADS]
+    unsafe_load = f'import torch\nfor path in {paths!r}: torch.load(path, weights_only=False)'
+    subprocess.run([sys.executable, '-c', unsafe_load], check=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert all((tmp_path / f'ran_{name}').exists() for name in PAYLOADS)
+
+
+def test_checkpoint_loader_refuses_code(malicious):
+    path, marker, refused = malicious
+    with pytest.raises(UnsafeCheckpointError) as error_info:
+        CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    assert_refused(error_info, path, refused, marker)
+
+
+@pytest.mark.parametrize('file_format', ['legacy torch', 'plain pickle'])
+def test_older_file_formats_are_checked_too(tmp_path, file_format):
+    marker = tmp_path / 'CODE_RAN'
+    path = str(tmp_path / 'old.pth')
+    checkpoint = dict(state_dict={}, meta=RunsShellCommand(str(marker)))
+    if file_format == 'legacy torch':
+        torch.save(checkpoint, path, _use_new_zipfile_serialization=False)
+    else:
+        with open(path, 'wb') as file:
+            pickle.dump(checkpoint, file, protocol=2)
+    with pytest.raises(UnsafeCheckpointError) as error_info:
+        CheckpointLoader.load_checkpoint(path)
+    assert_refused(error_info, path, 'posix.system', marker)
+
+
+def test_load_checkpoint_into_a_model_refuses_code(malicious):
+    path, marker, refused = malicious
+    with pytest.raises(UnsafeCheckpointError) as error_info:
+        load_checkpoint(torch.nn.Linear(2, 1), path)
+    assert_refused(error_info, path, refused, marker)
+
+
+def test_init_cfg_pretrained_refuses_code(malicious):
+    path, marker, refused = malicious
+    backbone = FocalTransformer(**dict(TINY_BACKBONE, init_cfg=dict(type='Pretrained', checkpoint=path)))
+    with pytest.raises(UnsafeCheckpointError) as error_info:
+        backbone.init_weights()
+    assert_refused(error_info, path, refused, marker)
+
+
+def test_a_forced_unsafe_torch_default_does_not_reopen_the_hole(malicious, monkeypatch):
+    # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD makes torch.load unsafe when weights_only is not passed;
+    # mmfocal's loaders pass it.
+    path, marker, refused = malicious
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    with pytest.raises(UnsafeCheckpointError) as error_info:
+        _load_checkpoint(path, map_location='cpu')
+    assert_refused(error_info, path, refused, marker)
+
+
+def test_a_getattr_reaching_beyond_history_buffer_statistics_is_refused(tmp_path):
+    class ReachesForInit:
+        def __reduce__(self):
+            return getattr, (HistoryBuffer, '__init__')
+
+    path = str(tmp_path / 'getattr.pth')
+    torch.save(dict(state_dict={}, meta=dict(x=ReachesForInit())), path)
+    expected = r"getattr\(<class '.*HistoryBuffer'>, '__init__'\): a checkpoint may fetch only HistoryBuffer stat"
+    with pytest.raises(UnsafeCheckpointError, match=expected) as error_info:
+        _load_checkpoint(path)
+    assert path in str(error_info.value)
+
+
+def test_a_truncated_checkpoint_is_reported_as_incomplete(tmp_path):
+    path = tmp_path / 'epoch_3.pth'
+    torch.save(dict(state_dict=dict(weight=torch.zeros(1000))), path)
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(safe_load.IncompleteCheckpointError, match='truncated or corrupt') as error_info:
+        _load_checkpoint(str(path))
+    assert str(path) in str(error_info.value)
+
+
+# ---------------------------------------------------------------- checkpoints from the internet
+
+@pytest.fixture
+def web_server(tmp_path, monkeypatch):
+    """A real http server on localhost serving tmp_path/site; the torch hub cache goes to tmp_path."""
+    site = tmp_path / 'site'
+    site.mkdir()
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    monkeypatch.setenv('MMENGINE_HOME', str(tmp_path / 'mmengine_home'))
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield site, f'http://127.0.0.1:{server.server_address[1]}'
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_downloaded_checkpoint_is_refused_not_executed(web_server, tmp_path, monkeypatch):
+    # mmengine alone downloads through torch.hub.load_state_dict_from_url with weights_only=False.
+    site, url = web_server
+    marker = tmp_path / 'CODE_RAN'
+    write_malicious_checkpoint(site / 'focal-tiny.pth', marker)
+    backbone = FocalTransformer(**dict(TINY_BACKBONE, init_cfg=dict(type='Pretrained',
+                                                                    checkpoint=f'{url}/focal-tiny.pth')))
+    with pytest.raises(UnsafeCheckpointError) as error_info:
+        backbone.init_weights()
+    assert_refused(error_info, f'{url}/focal-tiny.pth', 'posix.system', marker)
+    # The same through the open-mmlab:// model zoo names, which mmengine resolves to a URL.
+    (tmp_path / 'mmengine_home').mkdir(exist_ok=True)
+    (tmp_path / 'mmengine_home' / 'open_mmlab.json').write_text(json.dumps({'focal_evil': f'{url}/zoo.pth'}))
+    write_malicious_checkpoint(site / 'zoo.pth', marker)
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    with pytest.raises(UnsafeCheckpointError) as error_info:
+        _load_checkpoint('open-mmlab://focal_evil')
+    assert_refused(error_info, f'{url}/zoo.pth', 'posix.system', marker)
+
+
+def test_a_downloaded_official_checkpoint_loads(web_server):
+    site, url = web_server
+    backbone = FocalTransformer(**TINY_BACKBONE)
+    torch.save(official_format(backbone), site / 'focal-tiny.pth')
+    loaded = FocalTransformer(**dict(TINY_BACKBONE, init_cfg=dict(type='Pretrained',
+                                                                  checkpoint=f'{url}/focal-tiny.pth')))
+    loaded.init_weights()
+    assert torch.equal(loaded.patch_embed.proj.weight, backbone.patch_embed.proj.weight)
+
+
+# ---------------------------------------------------------------- legitimate checkpoints load
+
+def official_format(backbone):
+    """What the published ImageNet checkpoints hold: {'model': classifier state dict}."""
+    state = OrderedDict(backbone.state_dict())
+    for i in range(4):
+        state.pop(f'norm{i}.weight'), state.pop(f'norm{i}.bias')
+    state['norm.weight'], state['norm.bias'] = torch.ones(128), torch.zeros(128)
+    state['head.weight'], state['head.bias'] = torch.zeros(1000, 128), torch.zeros(1000)
+    return {'model': state}
+
+
+def test_official_imagenet_checkpoints_load(tmp_path):
+    official = json.load(open(KEYS_FILE))['focal-tiny-is224-ws7.pth']['keys']
+    first = OrderedDict((key, torch.zeros(spec['shape'], dtype=getattr(torch, spec['dtype'])))
+                        for key, spec in list(official.items())[:40])
+    torch.save({'model': first}, tmp_path / 'focal-tiny-is224-ws7.pth')
+    loaded = CheckpointLoader.load_checkpoint(str(tmp_path / 'focal-tiny-is224-ws7.pth'))
+    assert list(loaded['model']) == list(first)
+    # A whole one (a tiny model's, same format) through init_cfg Pretrained.
+    backbone = FocalTransformer(**TINY_BACKBONE)
+    torch.save(official_format(backbone), tmp_path / 'focal-mini.pth')
+    loaded = FocalTransformer(**dict(TINY_BACKBONE, init_cfg=dict(type='Pretrained',
+                                                                  checkpoint=str(tmp_path / 'focal-mini.pth'))))
+    loaded.init_weights()
+    assert torch.equal(loaded.layers[0].blocks[0].attn.qkv.weight, backbone.layers[0].blocks[0].attn.qkv.weight)
+
+
+def test_numpy_values_of_any_dtype_load(tmp_path):
+    # Hooks log numpy scalars and datasets keep numpy arrays in their metainfo, of whatever dtype.
+    meta = dict(best_score=np.float32(0.5), palette=np.array([[1, 2, 3]], dtype=np.uint8),
+                flags=np.array([True, False]), names=np.array(['circle', 'square']), count=np.int32(3))
+    torch.save(dict(meta=meta, state_dict={}), tmp_path / 'numpy.pth')
+    loaded = CheckpointLoader.load_checkpoint(str(tmp_path / 'numpy.pth'))['meta']
+    assert loaded['best_score'] == np.float32(0.5) and loaded['palette'].dtype == np.uint8
+    assert loaded['names'].tolist() == ['circle', 'square'] and loaded['count'] == 3
+
+
+@pytest.fixture(scope='module')
+def demo_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp('demo')
+    subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'make_demo_data.py'), '--out', str(out),
+                    '--scale', '64', '--det-train', '2', '--det-val', '1', '--seg-train', '2', '--seg-val', '1'],
+                   check=True, capture_output=True)
+    return out
+
+
+def tiny_detector_config(work_dir, data_root):
+    """configs/det/mask_rcnn_focal_t_demo.py on two demo pictures, one epoch, no evaluation."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'det', 'mask_rcnn_focal_t_demo.py'))
+    cfg.model.backbone.update(TINY_BACKBONE)
+    cfg.model.neck.in_channels = TINY_CHANNELS
+    cfg.train_dataloader.update(batch_size=1, num_workers=0, persistent_workers=False,
+                                sampler=dict(type='DefaultSampler', shuffle=False))
+    cfg.train_dataloader.dataset.data_root = osp.join(str(data_root), 'coco')
+    return finish_config(cfg, work_dir, dict(type='EpochBasedTrainLoop', max_epochs=1),
+                         dict(type='CheckpointHook', interval=1))
+
+
+def tiny_segmenter_config(work_dir, data_root):
+    """configs/seg/upernet_focal_t_512x512_160k_ade20k.py, tiny, 2 iterations on 64x64 demo crops."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'seg', 'upernet_focal_t_512x512_160k_ade20k.py'))
+    cfg.model.backbone.update(TINY_BACKBONE)
+    cfg.model.data_preprocessor.size = (64, 64)
+    batch_norm = dict(type='BN', requires_grad=True)  # SyncBN needs a process group
+    cfg.model.decode_head.update(in_channels=TINY_CHANNELS, channels=16, num_classes=len(SEG_CLASSES),
+                                 norm_cfg=batch_norm)
+    cfg.model.auxiliary_head.update(in_channels=TINY_CHANNELS[2], channels=16, num_classes=len(SEG_CLASSES),
+                                    norm_cfg=batch_norm)
+    pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True),
+                dict(type='Resize', scale=(64, 64), keep_ratio=False), dict(type='PackSegInputs')]
+    cfg.train_dataloader = dict(
+        batch_size=2, num_workers=0, persistent_workers=False, sampler=dict(type='InfiniteSampler', shuffle=False),
+        dataset=dict(type='BaseSegDataset', data_root=osp.join(str(data_root), 'ade'), reduce_zero_label=True,
+                     img_suffix='.jpg', seg_map_suffix='.png',
+                     data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
+                     metainfo=dict(classes=SEG_CLASSES, palette=[[i * 40] * 3 for i in range(len(SEG_CLASSES))]),
+                     pipeline=pipeline))
+    return finish_config(cfg, work_dir, dict(type='IterBasedTrainLoop', max_iters=2),
+                         dict(type='CheckpointHook', by_epoch=False, interval=2))
+
+
+RUNNER_ARGUMENTS = [name for name in inspect.signature(Runner.__init__).parameters if name not in ('self', 'cfg')]
+
+
+def build_runner(cfg):
+    """Runner.from_cfg(cfg), but without handing the Runner the config itself: mmengine formats
+    its text with yapf for the log, the work dir and every checkpoint, which takes longer than
+    these tiny trainings."""
+    return Runner(**{name: cfg[name] for name in RUNNER_ARGUMENTS if name in cfg})
+
+
+def finish_config(cfg, work_dir, train_cfg, checkpoint_hook):
+    cfg.train_cfg = train_cfg
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
+    cfg.default_hooks.checkpoint = checkpoint_hook
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
+    cfg.work_dir = str(work_dir)
+    cfg.randomness = dict(seed=0)
+    cfg.log_level = 'WARNING'
+    return cfg
+
+
+@pytest.fixture(scope='module')
+def trained(demo_data, tmp_path_factory):
+    """Checkpoints written by real mmdet and mmseg training runs (Runner + CheckpointHook)."""
+    out = {}
+    for name, make_config, file in (('mmdet', tiny_detector_config, 'epoch_1.pth'),
+                                    ('mmseg', tiny_segmenter_config, 'iter_2.pth')):
+        work_dir = tmp_path_factory.mktemp(name)
+        build_runner(make_config(work_dir, demo_data)).train()
+        out[name] = (make_config, str(work_dir / file))
+    return out
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+def test_training_checkpoints_load_with_weights_only_and_need_exactly_the_allow_list(trained, scope):
+    _, path = trained[scope]
+    checkpoint = torch.load(path, weights_only=True)
+    assert {'meta', 'state_dict', 'message_hub', 'optimizer', 'param_schedulers'} <= set(checkpoint)
+    assert isinstance(next(iter(checkpoint['message_hub']['log_scalars'].values())), HistoryBuffer)
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
+    # With torch's own allow-list only, the objects refused are among ours (and some are refused).
+    ours = {name for _, name in checkpoint_safe_globals()}
+    added = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    try:
+        refused = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        with pytest.raises(pickle.UnpicklingError):
+            torch.load(path, weights_only=True)
+    finally:
+        torch.serialization.add_safe_globals(added)
+    assert refused and refused <= ours, refused - ours
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+def test_training_resumes_from_its_checkpoint(trained, demo_data, scope, tmp_path):
+    make_config, path = trained[scope]
+    cfg = make_config(tmp_path, demo_data)
+    cfg.resume, cfg.load_from = True, path
+    if scope == 'mmdet':
+        cfg.train_cfg.max_epochs = 2
+    else:
+        cfg.train_cfg.max_iters = 3
+    runner = build_runner(cfg)
+    runner.train()
+    assert (runner.epoch, runner.iter) == ((2, 4) if scope == 'mmdet' else (0, 3))
+
+
+def test_a_published_mmdet_checkpoint_loads_as_load_from(demo_data, tmp_path):
+    # The layout of mmdet's model-zoo files (written by mmcv 1.x runners, then published).
+    cfg = tiny_detector_config(tmp_path / 'work', demo_data)
+    detector = build_runner(cfg).model
+    published = dict(meta=dict(mmdet_version='2.25.0', mmcv_version='1.5.0', CLASSES=DET_CLASSES, epoch=12,
+                               iter=7330, time='Sat Jun 25 14:02:09 2022', config='model = dict()',
+                               hook_msgs=dict(last_ckpt='work_dirs/epoch_12.pth')),
+                     state_dict=OrderedDict((k, v + 1) for k, v in detector.state_dict().items()))
+    torch.save(published, tmp_path / 'mask_rcnn_published.pth')
+    cfg.load_from = str(tmp_path / 'mask_rcnn_published.pth')
+    runner = build_runner(cfg)
+    runner.load_or_resume()
+    loaded = runner.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in published['state_dict'].items())
+
+
+@pytest.mark.parametrize('resume', [False, True], ids=['load_from', 'resume'])
+def test_runner_load_from_and_resume_refuse_code(malicious, demo_data, tmp_path, resume):
+    path, marker, refused = malicious
+    cfg = tiny_detector_config(tmp_path / 'work', demo_data)
+    cfg.load_from, cfg.resume = path, resume
+    runner = build_runner(cfg)
+    with pytest.raises(UnsafeCheckpointError) as error_info:
+        runner.load_or_resume()
+    assert_refused(error_info, path, refused, marker)
+
+
+def run_tool(tool, *args):
+    script = osp.join(ROOT, 'tools', tool)
+    if not osp.exists(script):
+        pytest.skip(f'tools/{tool} is not written yet')
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+    return subprocess.run([sys.executable, script, *args], env=env, capture_output=True, text=True, cwd=ROOT)
+
+
+def test_train_resume_refuses_code(shell_payload, demo_data, tmp_path):
+    path, marker, refused = shell_payload
+    config = tmp_path / 'tiny_mask_rcnn.py'
+    tiny_detector_config(tmp_path / 'work', demo_data).dump(str(config))
+    result = run_tool('train.py', str(config), '--work-dir', str(tmp_path / 'work'), '--resume', path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert 'NOT executed' in output and path in output and refused in output and not marker.exists()
+
+
+def test_test_tool_refuses_code(shell_payload, demo_data, tmp_path):
+    path, marker, refused = shell_payload
+    config = tmp_path / 'tiny_mask_rcnn.py'
+    cfg = tiny_detector_config(tmp_path / 'work', demo_data)
+    demo = Config.fromfile(osp.join(ROOT, 'configs', 'det', 'mask_rcnn_focal_t_demo.py'))
+    coco = osp.join(str(demo_data), 'coco')
+    cfg.test_dataloader = demo.test_dataloader
+    cfg.test_dataloader.update(num_workers=0, persistent_workers=False)
+    cfg.test_dataloader.dataset.data_root = coco
+    cfg.test_cfg = demo.test_cfg
+    cfg.test_evaluator = dict(demo.test_evaluator, ann_file=osp.join(coco, 'annotations', 'instances_val.json'))
+    cfg.dump(str(config))
+    result = run_tool('test.py', str(config), path, '--work-dir', str(tmp_path / 'work'))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert 'NOT executed' in output and path in output and refused in output and not marker.exists()
