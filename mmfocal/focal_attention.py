@@ -20,8 +20,9 @@ Instead of the official rolls, partitions, index copies and in-place masked adds
 every window is fetched by one precomputed ``index_select`` from a single source tensor (map keys,
 pooled keys and one zero row), and all biases and masks are added in one broadcast add.
 """
+import functools
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -69,6 +70,53 @@ def num_rolled_keys(window_size: int, expand_size: int) -> int:
     return 4 * (window_size**2 - (window_size - expand_size)**2) if expand_size > 0 else 0
 
 
+@functools.lru_cache(maxsize=64)  # bounded: multi-scale training sees many map sizes
+def key_layout(window_size: int, expand_size: int, focal_window: int, num_pooled_levels: int, n_wh: int,
+               n_ww: int, with_rolled: bool, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Where every key of every window comes from, for an ``n_wh`` x ``n_ww`` grid of windows.
+
+    Returns ``index`` (num_windows * num_keys,) into the key source (the map's tokens row-major,
+    then each pooled level's tokens row-major, then one zero token) and ``off_map``
+    (num_windows, num_keys), True for pooled keys beyond the map (the zero token, logit -100).
+    """
+    w = window_size
+    hp, wp = n_wh * w, n_ww * w
+    win_rows = torch.arange(n_wh).view(-1, 1, 1, 1) * w
+    win_cols = torch.arange(n_ww).view(1, -1, 1, 1) * w
+
+    in_rows, in_cols = torch.meshgrid(torch.arange(w), torch.arange(w), indexing='ij')
+    slot_rows, slot_cols = [in_rows.reshape(-1)], [in_cols.reshape(-1)]
+    if with_rolled and expand_size > 0:
+        offsets = rolled_neighbour_offsets(w, expand_size)
+        slot_rows.append(offsets[:, 0] + offsets[:, 2])
+        slot_cols.append(offsets[:, 1] + offsets[:, 3])
+    slot_rows = torch.cat(slot_rows).view(1, 1, 1, -1)
+    slot_cols = torch.cat(slot_cols).view(1, 1, 1, -1)
+    map_index = ((win_rows + slot_rows) % hp) * wp + (win_cols + slot_cols) % wp
+    parts = [map_index.reshape(n_wh * n_ww, -1)]
+    off_map = [torch.zeros_like(parts[0], dtype=torch.bool)]
+
+    levels = []
+    for k in range(num_pooled_levels):
+        stride = 2**k
+        ph, pw = n_wh * stride, n_ww * stride
+        kernel = 2 * (focal_window // 2) + 2**k + (2**k - 1)
+        first = stride - 1  # the official model keeps the kernel's [2**k - 1:, 2**k - 1:] part
+        taps = torch.arange(first, kernel) - kernel // 2
+        rows = torch.arange(n_wh).view(-1, 1, 1, 1) * stride + taps.view(1, 1, -1, 1)
+        cols = torch.arange(n_ww).view(1, -1, 1, 1) * stride + taps.view(1, 1, 1, -1)
+        inside = (rows >= 0) & (rows < ph) & (cols >= 0) & (cols < pw)
+        levels.append((rows * pw + cols, inside, ph * pw))
+    source_offset = hp * wp
+    zero_token = source_offset + sum(size for _, _, size in levels)
+    for positions, inside, size in levels:
+        index = torch.where(inside, positions + source_offset, torch.full_like(positions, zero_token))
+        parts.append(index.reshape(n_wh * n_ww, -1))
+        off_map.append(~inside.reshape(n_wh * n_ww, -1))
+        source_offset += size
+    return torch.cat(parts, 1).reshape(-1).to(device), torch.cat(off_map, 1).to(device)
+
+
 class DropPath(nn.Module):
     """Stochastic depth: zeroes whole samples of the residual branch with probability ``p``."""
 
@@ -98,18 +146,6 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
-class _KeyLayout:
-    """Where every key of every window comes from, for one map size (cached per block)."""
-
-    def __init__(self, index: torch.Tensor, off_map: torch.Tensor, pooled_sizes: List[Tuple[int, int]]):
-        self.index = index  # (num_windows * num_keys,) into the key source
-        self.off_map = off_map  # (num_windows, num_keys) bool: zero key with the -100 logit
-        self.pooled_sizes = pooled_sizes
-
-    def to(self, device) -> '_KeyLayout':
-        return _KeyLayout(self.index.to(device), self.off_map.to(device), self.pooled_sizes)
 
 
 class FocalWindowAttention(nn.Module):
@@ -158,65 +194,10 @@ class FocalWindowAttention(nn.Module):
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dims, dims)
         self.proj_drop = nn.Dropout(proj_drop)
-        self._layouts: Dict[tuple, _KeyLayout] = {}
 
     def pooled_neighbourhood(self, level: int) -> int:
         """Side of the pooled neighbourhood each window sees at ``level``."""
         return self.focal_window + 2**level - 1
-
-    def num_keys(self, with_rolled: bool) -> int:
-        n = self.window_size**2
-        if with_rolled and self.expand_size > 0:
-            n += num_rolled_keys(self.window_size, self.expand_size)
-        return n + sum(self.pooled_neighbourhood(k)**2 for k in range(self.num_pooled_levels))
-
-    def _key_layout(self, n_wh: int, n_ww: int, with_rolled: bool, device) -> _KeyLayout:
-        cache_key = (n_wh, n_ww, with_rolled, str(device))
-        layout = self._layouts.get(cache_key)
-        if layout is None:
-            layout = self._build_key_layout(n_wh, n_ww, with_rolled).to(device)
-            self._layouts[cache_key] = layout
-        return layout
-
-    def _build_key_layout(self, n_wh: int, n_ww: int, with_rolled: bool) -> _KeyLayout:
-        w = self.window_size
-        hp, wp = n_wh * w, n_ww * w
-        win_rows = torch.arange(n_wh).view(-1, 1, 1, 1) * w  # (nWh, 1, 1, 1)
-        win_cols = torch.arange(n_ww).view(1, -1, 1, 1) * w  # (1, nWw, 1, 1)
-
-        in_rows, in_cols = torch.meshgrid(torch.arange(w), torch.arange(w), indexing='ij')
-        slot_rows, slot_cols = [in_rows.reshape(-1)], [in_cols.reshape(-1)]
-        if with_rolled and self.expand_size > 0:
-            offsets = rolled_neighbour_offsets(w, self.expand_size)
-            slot_rows.append(offsets[:, 0] + offsets[:, 2])
-            slot_cols.append(offsets[:, 1] + offsets[:, 3])
-        slot_rows = torch.cat(slot_rows).view(1, 1, 1, -1)
-        slot_cols = torch.cat(slot_cols).view(1, 1, 1, -1)
-        map_index = ((win_rows + slot_rows) % hp) * wp + (win_cols + slot_cols) % wp
-        parts = [map_index.reshape(n_wh * n_ww, -1)]
-        off_map = [torch.zeros_like(parts[0], dtype=torch.bool)]
-
-        source_offset = hp * wp
-        pooled_sizes = []
-        level_positions = []
-        for k in range(self.num_pooled_levels):
-            stride = 2**k
-            ph, pw = n_wh * stride, n_ww * stride
-            pooled_sizes.append((ph, pw))
-            kernel = 2 * (self.focal_window // 2) + 2**k + (2**k - 1)
-            first = stride - 1  # the official model keeps the kernel's [2**k - 1:, 2**k - 1:] part
-            taps = torch.arange(first, kernel) - kernel // 2
-            rows = torch.arange(n_wh).view(-1, 1, 1, 1) * stride + taps.view(1, 1, -1, 1)
-            cols = torch.arange(n_ww).view(1, -1, 1, 1) * stride + taps.view(1, 1, 1, -1)
-            inside = (rows >= 0) & (rows < ph) & (cols >= 0) & (cols < pw)
-            level_positions.append((rows * pw + cols, inside, ph * pw))
-        zero_slot = source_offset + sum(p for _, _, p in level_positions)
-        for positions, inside, size in level_positions:
-            index = torch.where(inside, positions + source_offset, torch.full_like(positions, zero_slot))
-            parts.append(index.reshape(n_wh * n_ww, -1))
-            off_map.append(~inside.reshape(n_wh * n_ww, -1))
-            source_offset += size
-        return _KeyLayout(torch.cat(parts, 1).reshape(-1), torch.cat(off_map, 1), pooled_sizes)
 
     def _bias(self, with_rolled: bool) -> torch.Tensor:
         """Position biases of every key: (heads, w*w, num_keys)."""
@@ -235,9 +216,10 @@ class FocalWindowAttention(nn.Module):
         w, heads = self.window_size, self.num_heads
         head_dims = C // heads
         n_wh, n_ww = hp // w, wp // w
-        layout = self._key_layout(n_wh, n_ww, with_rolled, x.device)
+        index, off_map = key_layout(w, self.expand_size, self.focal_window, self.num_pooled_levels,
+                                    n_wh, n_ww, with_rolled, x.device)
         bias = self._bias(with_rolled)
-        off_map = layout.off_map.to(x.dtype) * OFF_MAP_LOGIT
+        off_map = off_map.to(x.dtype) * OFF_MAP_LOGIT
 
         # Fold the query scale into the projection instead of scaling a full query tensor.
         scale = torch.ones(3, 1, dtype=x.dtype, device=x.device)
@@ -257,11 +239,11 @@ class FocalWindowAttention(nn.Module):
         source = torch.cat(sources, 1)  # (B, S, 2, heads, d): every key and value any window uses
 
         if self.training and self.attn_drop.p > 0:
-            out = _attend_with_autograd(q, source, layout.index, bias, off_map, self.attn_drop)
+            out = _attend_with_autograd(q, source, index, bias, off_map, self.attn_drop)
         elif torch.is_grad_enabled() and (q.requires_grad or bias.requires_grad):
-            out = _FocalAttentionCore.apply(q, source, layout.index, bias, off_map)
+            out = _FocalAttentionCore.apply(q, source, index, bias, off_map)
         else:
-            out = _attend_fused(q, source, layout.index, bias, off_map)[0]
+            out = _attend_fused(q, source, index, bias, off_map)[0]
         out = out.reshape(B, n_wh, n_ww, w, w, C).permute(0, 1, 3, 2, 4, 5)
         return self.proj_drop(self.proj(out.reshape(B, hp, wp, C)))
 
