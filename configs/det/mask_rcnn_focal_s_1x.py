@@ -1,0 +1,4 @@
+# Mask R-CNN, Focal-S, 1x: the Focal-T config with the small backbone.
+_base_ = './mask_rcnn_focal_t_1x.py'
+
+model = dict(backbone=_base_.focal_small)

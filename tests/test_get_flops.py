@@ -1,0 +1,147 @@
+"""tools/get_flops.py: parameters and FLOPs of detection and segmentation configs, with the
+backbone's fused attention counted, cascade mask heads on 100 RoIs, and clear errors. The
+models are the real configs' with a one-block, 32-channel backbone and small inputs."""
+import copy
+import importlib.util
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.analysis import FlopAnalyzer
+from mmengine.config import Config
+
+ROOT = osp.join(osp.dirname(__file__), '..')
+TOOL = osp.join(ROOT, 'tools', 'get_flops.py')
+TINY_BACKBONE = dict(arch=None, embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), init_cfg=None)
+TINY_CHANNELS = [32, 64, 128, 256]
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location('get_flops', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+get_flops = load_tool()
+
+
+def tiny_config(path):
+    cfg = Config.fromfile(osp.join(ROOT, path))
+    cfg.model.backbone.update(TINY_BACKBONE)
+    if 'neck' in cfg.model:
+        cfg.model.neck.in_channels = [TINY_CHANNELS[i] for i in cfg.model.backbone.out_indices]
+    else:  # UperNet: the decode head and auxiliary head read the backbone directly
+        cfg.model.decode_head.in_channels = TINY_CHANNELS
+        cfg.model.auxiliary_head.in_channels = TINY_CHANNELS[cfg.model.auxiliary_head.in_index]
+    return cfg
+
+
+def count(module, *inputs):
+    analyzer = FlopAnalyzer(module, inputs)
+    analyzer.set_op_handle(**{op: get_flops.fused_attention_flops for op in get_flops.FUSED_ATTENTION_OPS})
+    analyzer.unsupported_ops_warnings(False)
+    with torch.no_grad():
+        return analyzer.total(), analyzer.unsupported_ops()
+
+
+def lambda_module(function):
+    module = nn.Module()
+    module.forward = function
+    return module
+
+
+class Attention(nn.Module):
+
+    def __init__(self, fused_cpu_kernel):
+        super().__init__()
+        self.fused_cpu_kernel = fused_cpu_kernel
+
+    def forward(self, q, k, v):
+        if self.fused_cpu_kernel:  # the call the backbone makes on CPU
+            return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False)[0]
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+@pytest.mark.parametrize('fused_cpu_kernel', [False, True])
+def test_fused_attention_counts_as_its_two_matmuls(fused_cpu_kernel):
+    q, k, v = torch.randn(2, 3, 10, 8), torch.randn(2, 3, 12, 8), torch.randn(2, 3, 12, 8)
+    flops, unsupported = count(Attention(fused_cpu_kernel), q, k, v)
+    explicit, _ = count(lambda_module(lambda q, k, v: (q @ k.transpose(-2, -1)).softmax(-1) @ v), q, k, v)
+    assert flops == explicit == 2 * 3 * 10 * 12 * (8 + 8)
+    assert not unsupported
+
+
+def test_detector_params_and_flops(capsys):
+    cfg = tiny_config('configs/det/retinanet_focal_t_1x.py')
+    result = get_flops.complexity(cfg, (96, 128))
+    assert result['scope'] == 'mmdet' and result['shape'] == (96, 128)
+    from mmdet.registry import MODELS
+    assert result['params'] == sum(p.numel() for p in MODELS.build(copy.deepcopy(cfg.model)).parameters())
+    assert result['flops'] > 0 and result['mask_rois'] is None
+    assert not set(result['unsupported_ops']) & set(get_flops.FUSED_ATTENTION_OPS)
+    # FLOPs grow with the input (convolutions and attention at every position)
+    assert get_flops.complexity(cfg, (192, 256))['flops'] > 3 * result['flops']
+
+
+def test_default_shapes_are_the_papers():
+    det = Config.fromfile(osp.join(ROOT, 'configs/det/mask_rcnn_focal_t_1x.py'))
+    seg = Config.fromfile(osp.join(ROOT, 'configs/seg/upernet_focal_t_512x512_160k_ade20k.py'))
+    assert get_flops.default_shape(det) == (800, 1280)
+    assert get_flops.default_shape(seg) == (512, 2048)
+
+
+def test_segmentor_params_and_flops():
+    cfg = tiny_config('configs/seg/upernet_focal_t_512x512_160k_ade20k.py')
+    result = get_flops.complexity(cfg, (64, 128))
+    assert result['scope'] == 'mmseg' and result['flops'] > 0
+    from mmseg.registry import MODELS
+    assert result['params'] == sum(p.numel() for p in MODELS.build(copy.deepcopy(cfg.model)).parameters())
+
+
+def test_cascade_mask_heads_are_counted_on_100_rois():
+    cfg = tiny_config('configs/det/cascade_mask_rcnn_focal_t_3x.py')
+    cfg.model.test_cfg.rpn.max_per_img = 110  # 110 proposals reach the mask heads (mmdet: 1000)
+    # narrow heads keep the test quick
+    cfg.model.roi_head.mask_head.conv_out_channels = 16
+    for bbox_head in cfg.model.roi_head.bbox_head:
+        bbox_head.conv_out_channels = 16
+    counted = get_flops.complexity(cfg, (128, 160))
+    all_rois = get_flops.complexity(cfg, (128, 160), cascade_mask_rois=None)
+    assert counted['mask_rois'] == (110, 100) and all_rois['mask_rois'] == (110, 110)
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    mask_head = MODELS.build(copy.deepcopy(cfg.model)).roi_head.mask_head[0].eval()
+    per_roi, _ = count(mask_head, torch.randn(1, 256, 14, 14))
+    assert all_rois['flops'] - counted['flops'] == 3 * 10 * per_roi  # three stages, ten RoIs each
+
+
+def test_command_line_prints_params_and_flops():
+    overrides = ['model.backbone.arch=None', 'model.backbone.embed_dims=32', 'model.backbone.depths=[1,1,1,1]',
+                 'model.backbone.num_heads=[1,2,4,8]', 'model.neck.in_channels=[64,128,256]']
+    out = subprocess.run([sys.executable, TOOL, 'configs/det/retinanet_focal_t_1x.py', '--shape', '64', '96',
+                          '--cfg-options', *overrides], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert re.search(r'^configs/det/retinanet_focal_t_1x\.py: params \d+\.\d\d M, FLOPs \d+\.\d G '
+                     r'at input 3x64x96 \(HxW\)$', out, re.M), out
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['configs/det/no_such_config.py'], 'no_such_config.py'),
+    (['configs/det/retinanet_focal_t_1x.py', '--shape', '0', '96'], 'two positive integers H W, got 0 96'),
+])
+def test_bad_input_is_named(argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        get_flops.main([osp.join(ROOT, argv[0]), *argv[1:]])
+    assert str(exit_info.value).startswith('get_flops: ') and message in str(exit_info.value)
+
+
+def test_unknown_scope_is_named():
+    cfg = Config(dict(default_scope='mmpretrain', model=dict(type='ImageClassifier')))
+    with pytest.raises(ValueError, match="default_scope 'mmpretrain'"):
+        get_flops.complexity(cfg)
