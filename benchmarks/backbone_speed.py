@@ -101,9 +101,21 @@ def measure_memory_here(name, size, batch, device):
         torch.cuda.synchronize()
         print((torch.cuda.max_memory_allocated() - base) / 2**20)
         return
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    step(model, x, backward=True)
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+    try:  # Linux: reset the high-water mark to the current RSS, so the peak is this step's alone
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        base = _status_kib('VmRSS')
+        step(model, x, backward=True)
+        print((_status_kib('VmHWM') - base) / 1024)
+    except OSError:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        step(model, x, backward=True)
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+
+
+def _status_kib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ':'))
 
 
 def main():
