@@ -36,6 +36,11 @@ model = dict(
     auxiliary_head=dict(in_channels=backbone_channels[2], channels=32,
                         num_classes=num_classes, norm_cfg=norm_cfg))
 
+# At 128 pixels the last stage's map (4x4 tokens) is a single window, so its attention has no
+# neighbouring windows and their position table gets no gradient: distributed training
+# (tools/dist_train.sh) must be told to expect that.
+find_unused_parameters = True
+
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),

@@ -1,0 +1,212 @@
+"""tools/make_demo_data.py: deterministic, and what it writes is COCO / ADE20K as mmdet and mmseg
+read them."""
+import hashlib
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+MAKE_DEMO_DATA = osp.join(ROOT, 'tools', 'make_demo_data.py')
+DET_CONFIG = osp.join(ROOT, 'configs', 'det', 'mask_rcnn_focal_t_demo.py')
+SEG_CONFIG = osp.join(ROOT, 'configs', 'seg', 'upernet_focal_t_demo.py')
+SMALL = ['--det-train', '24', '--det-val', '6', '--seg-train', '8', '--seg-val', '4']
+
+
+def make_data(out, *extra):
+    subprocess.run([sys.executable, MAKE_DEMO_DATA, '--out', str(out), *SMALL, *extra],
+                   check=True, capture_output=True, text=True)
+    return out
+
+
+def tree_digest(root):
+    """Relative path -> sha1 of the bytes, for every file under root."""
+    digests = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = osp.join(folder, name)
+            with open(path, 'rb') as f:
+                digests[osp.relpath(path, root)] = hashlib.sha1(f.read()).hexdigest()
+    return digests
+
+
+@pytest.fixture(scope='module')
+def demo_data(tmp_path_factory):
+    return make_data(tmp_path_factory.mktemp('demo'))
+
+
+def test_same_seed_same_bytes_other_seed_other_pictures(demo_data, tmp_path):
+    again = tree_digest(make_data(tmp_path / 'again'))
+    first = tree_digest(demo_data)
+    assert first == again
+    assert len(first) == 2 + 24 + 6 + 2 * (8 + 4)
+    other = tree_digest(make_data(tmp_path / 'other', '--seed', '1'))
+    assert other.keys() == first.keys()
+    changed = [k for k in first if first[k] != other[k]]
+    assert len(changed) == len(first)
+
+
+@pytest.mark.parametrize('option, value, message', [
+    ('--det-val', '0', '--det-val must be at least 1'),
+    ('--typical-colour', '1.5', '--typical-colour must be between 0 and 1'),
+])
+def test_bad_arguments_are_refused(tmp_path, option, value, message):
+    result = subprocess.run([sys.executable, MAKE_DEMO_DATA, '--out', str(tmp_path), option, value],
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def coco_dataset(data_root, split):
+    init_default_scope('mmdet')
+    from mmdet.registry import DATASETS
+    cfg = Config.fromfile(DET_CONFIG)
+    dataset_cfg = (cfg.train_dataloader if split == 'train' else cfg.val_dataloader).dataset
+    dataset_cfg.data_root = osp.join(data_root, 'coco') + '/'
+    return DATASETS.build(dataset_cfg)
+
+
+def test_coco_loads_through_mmdet_with_real_masks(demo_data):
+    from pycocotools import mask as mask_utils
+    train = coco_dataset(demo_data, 'train')
+    assert train.metainfo['classes'] == ('circle', 'square', 'triangle', 'cross')
+    assert 20 <= len(train) <= 24  # pictures whose objects are all hidden are filtered out
+    sample = train[0]  # through the training pipeline: bboxes, masks, image
+    instances = sample['data_samples'].gt_instances
+    assert len(instances) >= 1
+    assert instances.masks.masks.shape[1:] == tuple(sample['inputs'].shape[1:])
+
+    with open(osp.join(demo_data, 'coco', 'annotations', 'instances_train.json')) as f:
+        coco = json.load(f)
+    sizes, labels, overlapping_pictures = [], set(), 0
+    by_image = {}
+    for ann in coco['annotations']:
+        by_image.setdefault(ann['image_id'], []).append(ann)
+    images = {img['id']: img for img in coco['images']}
+    for image_id, anns in by_image.items():
+        img = images[image_id]
+        boxes = []
+        for ann in anns:
+            rle = mask_utils.frPyObjects(ann['segmentation'], img['height'], img['width'])
+            mask = mask_utils.decode(rle)
+            assert mask.shape == (img['height'], img['width'])
+            ys, xs = np.nonzero(mask)
+            # The box is the visible mask's, and the area is the mask's pixel count.
+            assert ann['bbox'] == [xs.min(), ys.min(), xs.max() + 1 - xs.min(),
+                                   ys.max() + 1 - ys.min()]
+            assert ann['area'] == mask.sum()
+            sizes.append(max(ann['bbox'][2:]))
+            labels.add(ann['category_id'])
+            boxes.append(ann['bbox'])
+        overlapping_pictures += any(
+            _boxes_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert labels == {1, 2, 3, 4}
+    assert min(sizes) < 25 and max(sizes) > 45  # small and large objects
+    assert overlapping_pictures >= 3
+
+
+def _boxes_overlap(a, b):
+    return (min(a[0] + a[2], b[0] + b[2]) > max(a[0], b[0])
+            and min(a[1] + a[3], b[1] + b[3]) > max(a[1], b[1]))
+
+
+def test_coco_val_is_scored_by_coco_metric(demo_data):
+    """The val annotations are what CocoMetric scores: ground truth scored against itself is 1."""
+    init_default_scope('mmdet')
+    from mmdet.evaluation import CocoMetric
+    val = coco_dataset(demo_data, 'val')
+    metric = CocoMetric(ann_file=osp.join(demo_data, 'coco', 'annotations', 'instances_val.json'),
+                        metric=['bbox'])
+    metric.dataset_meta = val.metainfo
+    import torch
+    for index in range(len(val)):
+        info = val.get_data_info(index)
+        boxes = [inst['bbox'] for inst in info['instances']]
+        metric.process({}, [dict(
+            img_id=info['img_id'], ori_shape=(info['height'], info['width']),
+            pred_instances=dict(bboxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                                scores=torch.ones(len(boxes)),
+                                labels=torch.tensor([inst['bbox_label']
+                                                     for inst in info['instances']])))])
+    results = metric.evaluate(len(val))
+    assert results['coco/bbox_mAP'] == pytest.approx(1.0)
+
+
+def test_ade20k_format_loads_through_mmseg(demo_data):
+    init_default_scope('mmseg')
+    from mmseg.datasets import ADE20KDataset
+    from mmseg.registry import DATASETS
+    ade = osp.join(demo_data, 'ade')
+    pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True)]
+    # mmseg's own ADE20KDataset finds every picture and its label map.
+    dataset = ADE20KDataset(data_root=ade, pipeline=pipeline,
+                            data_prefix=dict(img_path='images/training',
+                                             seg_map_path='annotations/training'))
+    assert len(dataset) == 8
+    seen = set()
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        labels = np.unique(sample['gt_seg_map'])
+        assert set(labels) <= {0, 1, 2, 3, 4, 255}
+        seen |= set(labels)
+    # reduce_zero_label: on-disk 0 (shape rims) became 255, background (1) became 0.
+    assert {0, 255} <= seen and len(seen - {0, 255}) >= 3
+
+    # The demo config's dataset: the same files under the demo's own class names.
+    cfg = Config.fromfile(SEG_CONFIG)
+    dataset_cfg = cfg.val_dataloader.dataset
+    dataset_cfg.data_root = ade
+    demo = DATASETS.build(dataset_cfg)
+    assert len(demo) == 4
+    assert demo.metainfo['classes'] == ('background', 'circle', 'square', 'triangle', 'cross')
+    assert demo.reduce_zero_label
+
+
+def test_ade20k_labels_match_the_pictures(demo_data):
+    """Raw label maps: background is 1, shapes 2..5, and 0 only on the thin rims of shapes."""
+    import cv2
+    folder = osp.join(demo_data, 'ade', 'annotations', 'training')
+    for name in sorted(os.listdir(folder)):
+        label = cv2.imread(osp.join(folder, name), cv2.IMREAD_UNCHANGED)
+        assert label.dtype == np.uint8 and label.ndim == 2
+        assert set(np.unique(label)) <= {0, 1, 2, 3, 4, 5}
+        assert (label == 1).mean() > 0.3
+        rim = label == 0
+        assert 0 < rim.mean() < 0.15
+        # Rims are the edges of shapes: a shape's pixels are within three pixels of each.
+        near_shape = cv2.dilate((label >= 2).astype(np.uint8), np.ones((7, 7), np.uint8))
+        assert near_shape[rim].all(), name
+
+
+def test_colour_is_a_cue_not_the_answer(demo_data):
+    """About three objects in four have their class's typical hue; the rest do not."""
+    import cv2
+    from pycocotools import mask as mask_utils
+    sys.path.insert(0, osp.dirname(MAKE_DEMO_DATA))
+    try:
+        from make_demo_data import CLASS_HUES, HUE_SPREAD
+    finally:
+        sys.path.pop(0)
+    with open(osp.join(demo_data, 'coco', 'annotations', 'instances_train.json')) as f:
+        coco = json.load(f)
+    images = {img['id']: img for img in coco['images']}
+    typical = []
+    for ann in coco['annotations']:
+        img = images[ann['image_id']]
+        picture = cv2.imread(osp.join(demo_data, 'coco', 'train', img['file_name']))
+        mask = mask_utils.decode(mask_utils.frPyObjects(ann['segmentation'], img['height'],
+                                                        img['width']))
+        inner = cv2.erode(mask, np.ones((3, 3), np.uint8)).astype(bool)
+        if inner.sum() < 10:
+            continue
+        hue = np.median(cv2.cvtColor(picture, cv2.COLOR_BGR2HSV)[..., 0][inner])
+        distance = abs(hue - CLASS_HUES[ann['category_id'] - 1])
+        typical.append(min(distance, 180 - distance) <= HUE_SPREAD + 4)
+    assert len(typical) > 50
+    assert 0.6 < np.mean(typical) < 0.92

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Distributed training on one or more machines, as mmdet's and mmseg's dist_train.sh:
+#   bash tools/dist_train.sh CONFIG NUM_PROCESSES [tools/train.py options...]
+# One process per GPU; without GPUs, NUM_PROCESSES CPU processes over gloo.
+# Several machines: NNODES, NODE_RANK, MASTER_ADDR and PORT, as with torchrun.
+set -euo pipefail
+if [[ $# -lt 2 ]]; then
+  echo "usage: $0 CONFIG NUM_PROCESSES [tools/train.py options...]" >&2
+  exit 2
+fi
+CONFIG=$1
+NPROC=$2
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+TOOLS="$(cd "$(dirname "$0")" && pwd)"
+# The Python of the active virtual environment, else the project's .venv, else python3 (PYTHON overrides).
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -n "${VIRTUAL_ENV:-}" ]]; then PYTHON="$VIRTUAL_ENV/bin/python"
+  elif [[ -x "$TOOLS/../.venv/bin/python" ]]; then PYTHON="$TOOLS/../.venv/bin/python"
+  else PYTHON=python3; fi
+fi
+
+PYTHONPATH="$TOOLS/..${PYTHONPATH:+:$PYTHONPATH}" \
+"$PYTHON" -m torch.distributed.run \
+    --nnodes="$NNODES" \
+    --node_rank="$NODE_RANK" \
+    --master_addr="$MASTER_ADDR" \
+    --master_port="$PORT" \
+    --nproc_per_node="$NPROC" \
+    "$TOOLS/train.py" "$CONFIG" --launcher pytorch "${@:3}"

@@ -1,0 +1,265 @@
+"""Write the demo data sets: a COCO-format instance-segmentation set and an ADE20K-format semantic
+segmentation set of coloured shapes, made on the spot (deterministically, in seconds) rather than
+downloaded.
+
+    python tools/make_demo_data.py [--out data/demo] [--seed 0] [--scale 128]
+        [--typical-colour 0.75] [--det-train 600] [--det-val 100] [--seg-train 400]
+        [--seg-val 100]
+
+Layout written under --out:
+
+    coco/annotations/instances_{train,val}.json   COCO instances, masks as uncompressed RLE
+    coco/{train,val}/*.jpg
+    ade/images/{training,validation}/*.jpg        ADE20K layout, as mmseg's ADE20KDataset reads it
+    ade/annotations/{training,validation}/*.png   uint8 labels: 0 = unlabelled, 1.. = the classes
+
+Every picture is a mildly noisy, softly shaded background with a few filled shapes on it. The
+shape decides the class (circle, square, triangle, cross); size, rotation and position are
+random. As with real object classes, colour is a cue but not the answer: three objects in four
+have their class's typical hue (red circles, blue squares, green triangles, yellow crosses, each
+within +-20 degrees), the rest any hue, so reading colour alone gets a quarter of the objects
+wrong or ambiguous and a model has to learn shape too (--typical-colour 0 makes colour
+uninformative; from scratch on 2 CPU cores that is much slower to learn). Objects overlap: a later shape hides part of an earlier one, and the
+earlier one's mask and box are those of what stays visible (objects left mostly hidden are
+dropped), as in COCO.
+
+The segmentation labels follow ADE20K's convention: label 0 is "other / unlabelled" and is
+ignored once `reduce_zero_label` shifts it to 255; classes are 1..N on disk (0..N-1 after the
+shift). Here 0 marks the one-pixel anti-aliased rim around each shape, where the true class is
+ambiguous, and 'background' is a class of its own, so a segmenter is scored on it too.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+
+import cv2
+import numpy as np
+
+DET_CLASSES = ('circle', 'square', 'triangle', 'cross')
+SEG_CLASSES = ('background', ) + DET_CLASSES
+
+# Like real object classes, each shape has a typical colour (OpenCV hue, 0-180: red circles,
+# blue squares, green triangles, yellow crosses) that most of its objects have and the rest do
+# not: colour is a cue, shape decides.
+CLASS_HUES = (0, 115, 60, 28)
+HUE_SPREAD = 10
+TYPICAL_COLOUR = 0.75
+
+# Drawing happens at this factor of the final resolution, then is shrunk with area averaging:
+# edges come out anti-aliased, like a photograph's, rather than staircased.
+SUPERSAMPLE = 4
+
+
+def shape_polygon(kind, center, size, angle):
+    """Outline of one shape as an (N, 2) float array; ``size`` is its width before rotation."""
+    if kind == 'circle':
+        t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+        pts = np.stack([np.cos(t), np.sin(t)], 1) * (size / 2)
+    elif kind == 'square':
+        pts = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], float) * (size / 2)
+    elif kind == 'triangle':
+        t = np.deg2rad([-90, 30, 150])
+        # Scaled so the triangle's area is close to the square's of the same size.
+        pts = np.stack([np.cos(t), np.sin(t)], 1) * (size * 0.62)
+    elif kind == 'cross':
+        a, b = size / 2, size / 6
+        pts = np.array([[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a],
+                        [-b, b], [-a, b], [-a, -b], [-b, -b]], float)
+    else:
+        raise ValueError(f'unknown shape {kind!r}; expected one of {DET_CLASSES}')
+    if kind != 'circle':
+        c, s = np.cos(angle), np.sin(angle)
+        pts = pts @ np.array([[c, s], [-s, c]])
+    return pts + np.asarray(center, float)
+
+
+def object_colour(rng, cls, typical_colour, avoid):
+    """A saturated colour (BGR) at least a clear step away from the background colour: with
+    probability ``typical_colour`` near the class's typical hue, otherwise any hue."""
+    typical = rng.random() < typical_colour
+    while True:
+        if typical:
+            hue = (CLASS_HUES[cls] + rng.integers(-HUE_SPREAD, HUE_SPREAD + 1)) % 180
+        else:
+            hue = rng.integers(0, 180)
+        hsv = np.array([[[hue, rng.integers(140, 256), rng.integers(120, 256)]]], np.uint8)
+        colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(float)
+        if np.abs(colour - avoid).sum() > 120:
+            return colour
+
+
+def background(rng, height, width):
+    """A muted base colour with a gentle linear shading and speckle noise."""
+    base = rng.uniform(60, 190, size=3)
+    gy, gx = np.mgrid[0:height, 0:width].astype(float)
+    direction = rng.normal(size=2)
+    ramp = (gx * direction[0] / width + gy * direction[1] / height)
+    img = base[None, None, :] + 25 * ramp[..., None]
+    img += rng.normal(0, 8, size=(height, width, 3))
+    return img, base
+
+
+def draw_scene(rng, height, width, max_objects, size_range, typical_colour=TYPICAL_COLOUR):
+    """Render one picture.
+
+    Returns the image (uint8 BGR), the class index of every drawn shape, each shape's coverage
+    of every pixel (num_shapes x H x W, in [0, 1], occlusion applied) and the indices of the
+    shapes visible enough to annotate, in drawing order."""
+    img, base = background(rng, height, width)
+    num = int(rng.integers(1, max_objects + 1))
+    # Each pixel belongs to the topmost shape covering it: an id map drawn at supersampled
+    # resolution does the occlusion bookkeeping.
+    hi_h, hi_w = height * SUPERSAMPLE, width * SUPERSAMPLE
+    owner = np.zeros((hi_h, hi_w), np.int16)
+    colours, classes, full_areas = [], [], []
+    for obj_id in range(1, num + 1):
+        cls = int(rng.integers(len(DET_CLASSES)))
+        size = rng.uniform(*size_range)
+        margin = size * 0.3
+        center = (rng.uniform(margin, width - margin), rng.uniform(margin, height - margin))
+        pts = shape_polygon(DET_CLASSES[cls], center, size, rng.uniform(0, 2 * np.pi))
+        canvas = np.zeros((hi_h, hi_w), np.uint8)
+        cv2.fillPoly(canvas, [np.round(pts * SUPERSAMPLE).astype(np.int32)], 1)
+        owner[canvas > 0] = obj_id
+        colours.append(object_colour(rng, cls, typical_colour, base))
+        classes.append(cls)
+        full_areas.append(int(canvas.sum()))
+    coverage = np.stack([(owner == i).astype(np.float32) for i in range(1, num + 1)])
+    visible_hi = coverage.reshape(num, -1).sum(1)
+    coverage = coverage.reshape(num, height, SUPERSAMPLE, width, SUPERSAMPLE).mean((2, 4))
+    for i in range(num):
+        # A little per-object brightness offset and pixel noise: shapes are not flat stickers.
+        texture = (colours[i][None, None, :] + rng.normal(0, 6)
+                   + rng.normal(0, 5, size=(height, width, 3)))
+        img = img * (1 - coverage[i][..., None]) + texture * coverage[i][..., None]
+    image = np.clip(np.round(img), 0, 255).astype(np.uint8)
+
+    # Objects more than 60% hidden, or too small to see, are not annotated: nobody could outline
+    # them either.
+    annotated = [i for i in range(num)
+                 if visible_hi[i] >= 0.4 * full_areas[i] and (coverage[i] >= 0.5).sum() >= 12]
+    return image, classes, coverage, annotated
+
+
+def uncompressed_rle(mask):
+    """COCO's uncompressed RLE (column-major run lengths, starting with a run of zeros)."""
+    flat = np.asfortranarray(mask).reshape(-1, order='F').astype(np.uint8)
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], changes, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat[0] == 1:
+        counts = [0] + counts
+    return {'size': [int(mask.shape[0]), int(mask.shape[1])], 'counts': counts}
+
+
+def image_size(rng, scale):
+    """Pictures vary a little in size and aspect, as real ones do."""
+    width = int(rng.integers(int(scale * 0.85), int(scale * 1.15) + 1))
+    height = int(rng.integers(int(scale * 0.75), int(scale * 1.0) + 1))
+    return height, width
+
+
+def write_image(path, image):
+    if not cv2.imwrite(path, image, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+        raise OSError(f'could not write {path}')
+
+
+def make_coco_split(out_dir, split, num_images, seed, scale, typical_colour=TYPICAL_COLOUR):
+    img_dir = osp.join(out_dir, 'coco', split)
+    ann_dir = osp.join(out_dir, 'coco', 'annotations')
+    os.makedirs(img_dir, exist_ok=True)
+    os.makedirs(ann_dir, exist_ok=True)
+    images, annotations = [], []
+    for index in range(num_images):
+        # One generator per picture: any picture can be remade alone, and the split's pictures do
+        # not depend on how many came before.
+        rng = np.random.default_rng([seed, 0 if split == 'train' else 1, index])
+        height, width = image_size(rng, scale)
+        image, classes, coverage, annotated = draw_scene(
+            rng, height, width, max_objects=6, size_range=(0.12 * scale, 0.45 * scale),
+            typical_colour=typical_colour)
+        file_name = f'{index:06d}.jpg'
+        write_image(osp.join(img_dir, file_name), image)
+        image_id = index + 1
+        images.append(dict(id=image_id, file_name=file_name, height=height, width=width))
+        for i in annotated:
+            cls, mask = classes[i], coverage[i] >= 0.5
+            ys, xs = np.nonzero(mask)
+            x0, y0 = int(xs.min()), int(ys.min())
+            bbox = [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0]
+            annotations.append(
+                dict(id=len(annotations) + 1, image_id=image_id, category_id=cls + 1,
+                     bbox=bbox, area=int(mask.sum()), iscrowd=0,
+                     segmentation=uncompressed_rle(mask)))
+    categories = [dict(id=i + 1, name=name, supercategory='shape')
+                  for i, name in enumerate(DET_CLASSES)]
+    coco = dict(info=dict(description=f'mmfocal demo shapes, {split}', version='1.0'),
+                licenses=[], images=images, annotations=annotations, categories=categories)
+    with open(osp.join(ann_dir, f'instances_{split}.json'), 'w') as f:
+        json.dump(coco, f, separators=(',', ':'))
+    return len(images), len(annotations)
+
+
+def make_ade_split(out_dir, split, num_images, seed, scale, typical_colour=TYPICAL_COLOUR):
+    img_dir = osp.join(out_dir, 'ade', 'images', split)
+    ann_dir = osp.join(out_dir, 'ade', 'annotations', split)
+    os.makedirs(img_dir, exist_ok=True)
+    os.makedirs(ann_dir, exist_ok=True)
+    for index in range(num_images):
+        rng = np.random.default_rng([seed, 2 if split == 'training' else 3, index])
+        height, width = image_size(rng, scale)
+        image, classes, coverage, _ = draw_scene(
+            rng, height, width, max_objects=6, size_range=(0.15 * scale, 0.5 * scale),
+            typical_colour=typical_colour)
+        # How much of each pixel every class covers, background (1) first, then the shapes (2..).
+        class_cover = np.zeros((1 + len(DET_CLASSES), height, width), np.float32)
+        class_cover[0] = 1 - coverage.sum(0)
+        for cls, cover in zip(classes, coverage):
+            class_cover[1 + cls] += cover
+        label = (class_cover.argmax(0) + 1).astype(np.uint8)
+        # Anti-aliased rims, partly one class and partly another, are ambiguous: 0, ADE20K's
+        # "other", which reduce_zero_label turns into the ignored 255.
+        label[class_cover.max(0) < 0.98] = 0
+        stem = f'ADE_{"train" if split == "training" else "val"}_{index:08d}'
+        write_image(osp.join(img_dir, stem + '.jpg'), image)
+        if not cv2.imwrite(osp.join(ann_dir, stem + '.png'), label):
+            raise OSError(f'could not write {stem}.png')
+    return num_images
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--out', default='data/demo', help='output folder')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--scale', type=int, default=128,
+                        help='nominal picture width in pixels (sizes vary around it)')
+    parser.add_argument('--typical-colour', type=float, default=TYPICAL_COLOUR,
+                        help='share of objects in their class\'s typical colour (0: colour says '
+                        'nothing about the class)')
+    parser.add_argument('--det-train', type=int, default=600)
+    parser.add_argument('--det-val', type=int, default=100)
+    parser.add_argument('--seg-train', type=int, default=400)
+    parser.add_argument('--seg-val', type=int, default=100)
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    if not 0 <= args.typical_colour <= 1:
+        raise SystemExit('--typical-colour must be between 0 and 1')
+    for name in ('det_train', 'det_val', 'seg_train', 'seg_val'):
+        if getattr(args, name) < 1:
+            raise SystemExit(f'--{name.replace("_", "-")} must be at least 1')
+    for split, num in (('train', args.det_train), ('val', args.det_val)):
+        n_img, n_ann = make_coco_split(args.out, split, num, args.seed, args.scale,
+                                       args.typical_colour)
+        print(f'coco {split}: {n_img} images, {n_ann} objects '
+              f'-> {osp.join(args.out, "coco")}')
+    for split, num in (('training', args.seg_train), ('validation', args.seg_val)):
+        make_ade_split(args.out, split, num, args.seed, args.scale, args.typical_colour)
+        print(f'ade {split}: {num} images -> {osp.join(args.out, "ade")}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,187 @@
+"""Evaluate a trained detector (mmdet config) or segmenter (mmseg config).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out PATH] [--show-dir DIR]
+        [--tta] [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
+
+The command line of mmdet's and mmseg's tools/test.py; the config's ``default_scope`` decides
+which library evaluates: COCO bbox/segm mAP (mmdet's CocoMetric) or mIoU (mmseg's IoUMetric).
+
+--out      detection: a .pkl file of the raw predictions (mmdet's DumpDetResults);
+           segmentation: a directory for the predicted label maps as PNGs (mmseg's IoUMetric).
+--show-dir one PNG per drawn prediction, named after its image, written into DIR itself
+           (mmdet draws every test image, mmseg every default_hooks.visualization.interval-th).
+--tta      the config's tta_model/tta_pipeline (for detection, a flip TTA is made up when the
+           config has none, as mmdet's own tool does).
+"""
+import argparse
+import copy
+import os
+import os.path as osp
+import warnings
+
+from mmengine.config import ConfigDict, DictAction
+from mmengine.dist import is_main_process
+from mmdet.registry import VISUALIZERS as DET_VISUALIZERS
+from mmdet.visualization import DetLocalVisualizer
+from mmseg.registry import VISUALIZERS as SEG_VISUALIZERS
+from mmseg.visualization import SegLocalVisualizer
+
+# tools/ is the script's directory, so it is on sys.path: share train.py's setup.
+from train import (LAUNCHERS, build_runner, load_config, prepare_cpu_distributed,  # noqa: E402
+                   set_work_dir)
+
+
+class _PredictionPNGs:
+    """A library visualizer that writes each drawn test prediction to ``show_dir`` as
+    ``<image stem>.png``: lossless whatever the input format, and in the directory asked for
+    rather than under the work dir."""
+
+    def __init__(self, name='visualizer', show_dir=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.show_dir = show_dir
+
+    def add_datasample(self, name, image, *args, out_file=None, **kwargs):
+        if self.show_dir is not None:
+            # mmdet's hook passes the image path as out_file; mmseg's names the window
+            # '<mode>_<image file name>' and passes no out_file.
+            source = out_file if out_file is not None else name.split('_', 1)[-1]
+            stem = osp.splitext(osp.basename(source))[0]
+            out_file = osp.join(self.show_dir, stem + '.png')
+        return super().add_datasample(name, image, *args, out_file=out_file, **kwargs)
+
+
+@DET_VISUALIZERS.register_module()
+class DetPredictionPNGs(_PredictionPNGs, DetLocalVisualizer):
+    pass
+
+
+@SEG_VISUALIZERS.register_module()
+class SegPredictionPNGs(_PredictionPNGs, SegLocalVisualizer):
+    pass
+
+
+_PNG_VISUALIZERS = {'DetLocalVisualizer': 'DetPredictionPNGs',
+                    'SegLocalVisualizer': 'SegPredictionPNGs'}
+
+
+def enable_show_dir(cfg, show_dir):
+    if 'visualization' not in cfg.get('default_hooks', {}):
+        raise SystemExit('--show-dir: the config has no default_hooks.visualization '
+                         "(mmdet's DetVisualizationHook or mmseg's SegVisualizationHook)")
+    show_dir = osp.abspath(show_dir)
+    cfg.default_hooks.visualization.draw = True
+    visualizer_type = cfg.visualizer.get('type')
+    if visualizer_type in _PNG_VISUALIZERS:
+        cfg.visualizer.type = _PNG_VISUALIZERS[visualizer_type]
+        cfg.visualizer.show_dir = show_dir
+    elif cfg.default_scope == 'mmdet':
+        # A custom visualizer: mmdet's own behaviour, an absolute path so it lands where asked.
+        cfg.default_hooks.visualization.test_out_dir = show_dir
+    else:
+        cfg.visualizer.save_dir = show_dir
+    if cfg.default_scope == 'mmdet':
+        # The hook only writes files when it has an output directory.
+        cfg.default_hooks.visualization.test_out_dir = show_dir
+    os.makedirs(show_dir, exist_ok=True)
+    return show_dir
+
+
+def _innermost_dataset(dataloader_cfg):
+    dataset = dataloader_cfg.dataset
+    while 'dataset' in dataset:  # wrappers (RepeatDataset, ConcatDataset of one, ...)
+        dataset = dataset.dataset
+    return dataset
+
+
+def enable_tta(cfg, config_path):
+    if cfg.default_scope == 'mmdet':
+        if cfg.model.get('roi_head', {}).get('mask_head') is not None or \
+                cfg.model.get('mask_head') is not None:
+            raise SystemExit(
+                f"--tta: {config_path} predicts instance masks, and mmdet's DetTTAModel merges "
+                'boxes only (mmdet 3.3 has no mask TTA); evaluate it without --tta')
+        if 'tta_model' not in cfg:
+            warnings.warn('no tta_model in the config: using DetTTAModel with NMS 0.5')
+            cfg.tta_model = dict(type='DetTTAModel',
+                                 tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5),
+                                              max_per_img=100))
+        if 'tta_pipeline' not in cfg:
+            warnings.warn('no tta_pipeline in the config: flipping the test pipeline')
+            pipeline = copy.deepcopy(_innermost_dataset(cfg.test_dataloader).pipeline)
+            meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
+                         'flip_direction')
+            pipeline[-1] = dict(type='TestTimeAug', transforms=[
+                [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+                [dict(type='PackDetInputs', meta_keys=meta_keys)],
+            ])
+            cfg.tta_pipeline = pipeline
+    else:
+        for key in ('tta_model', 'tta_pipeline'):
+            if key not in cfg:
+                raise SystemExit(f'--tta: {config_path} defines no {key}')
+    dataset = _innermost_dataset(cfg.test_dataloader)
+    dataset.pipeline = cfg.tta_pipeline
+    if 'batch_shapes_cfg' in dataset:
+        dataset.batch_shapes_cfg = None
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description='Evaluate a Focal Transformer detector (mmdet config) or segmenter '
+        '(mmseg config)')
+    parser.add_argument('config', help='config file (mmdet or mmseg)')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where the log and metrics go '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument('--out', help='detection: .pkl file for the raw predictions; '
+                        'segmentation: directory for predicted label PNGs')
+    parser.add_argument('--show-dir', help='directory for the visualised predictions (PNG)')
+    parser.add_argument('--tta', action='store_true', help='test-time augmentation')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config entries, KEY=VALUE; lists as key="[a,b]"')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main():
+    args = parse_args()
+    if not osp.isfile(args.checkpoint):
+        raise SystemExit(f'checkpoint not found: {args.checkpoint}')
+    cfg = load_config(args.config, args.cfg_options, args.launcher)
+    set_work_dir(cfg, args.config, args.work_dir)
+    cfg.load_from = args.checkpoint
+
+    show_dir = enable_show_dir(cfg, args.show_dir) if args.show_dir else None
+    if args.tta:
+        enable_tta(cfg, args.config)
+    if args.out is not None and cfg.default_scope == 'mmseg':
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+    if args.out is not None and cfg.default_scope == 'mmdet' and \
+            not args.out.endswith(('.pkl', '.pickle')):
+        raise SystemExit(f'--out {args.out}: detection predictions are dumped to a .pkl file')
+
+    prepare_cpu_distributed(cfg)
+    runner = build_runner(cfg)
+    if args.out is not None and cfg.default_scope == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+    metrics = runner.test()
+
+    if is_main_process():
+        print(f'\nResults of {args.checkpoint} on {args.config}:')
+        for key, value in metrics.items():
+            print(f'  {key}: {value}')
+        if show_dir is not None:
+            print(f'visualised predictions (PNG): {show_dir}')
+        if args.out is not None:
+            print(f'raw predictions: {osp.abspath(args.out)}')
+
+
+if __name__ == '__main__':
+    main()
