@@ -359,3 +359,20 @@ def test_official_training_checkpoint_with_its_yacs_config_loads(tmp_path):
     model.init_weights()
     expected = torch.load(weights)['model']['layers.2.blocks.5.mlp.fc2.weight']
     assert torch.equal(model.layers[2].blocks[5].mlp.fc2.weight.detach(), expected)
+
+
+def test_attention_dropout_path_matches_in_eval_and_trains():
+    """attn_drop_rate > 0 takes the plain autograd path in training; eval is the fused path."""
+    torch.manual_seed(0)
+    plain = FocalTransformer(**TINY)
+    dropping = FocalTransformer(**TINY, attn_drop_rate=0.3)
+    dropping.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 40, 56)
+    with torch.no_grad():
+        for a, b in zip(plain.eval()(x), dropping.eval()(x)):
+            torch.testing.assert_close(a, b)
+    dropping.train()
+    outs = dropping(x)
+    sum(o.square().mean() for o in outs).backward()
+    grad = dropping.layers[0].blocks[0].attn.relative_position_bias_table_to_neighbors.grad
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
