@@ -2,7 +2,6 @@
 clarity, not speed. It reads the parameters of an mmfocal ``FocalTransformerBlock`` and computes
 the official model's function step by step, so the optimised gather path can be checked against
 it (outputs and gradients)."""
-import math
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +55,6 @@ def naive_block(block, x):
 
     pooled_masks = []
     for level in range(attn_mod.num_pooled_levels):
-        size = math.floor(w / 2**level)
         pooled = block._pool(x, level)  # (B, h, w, C): pooling itself is a tested plain op
         ph, pw = pooled.shape[1:3]
         kv = F.linear(pooled, attn_mod.qkv.weight, attn_mod.qkv.bias)[..., C:]
