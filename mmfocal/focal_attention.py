@@ -243,7 +243,7 @@ class FocalWindowAttention(nn.Module):
         elif torch.is_grad_enabled() and (q.requires_grad or bias.requires_grad):
             out = _FocalAttentionCore.apply(q, source, index, bias, off_map)
         else:
-            out = _attend_fused(q, source, index, bias, off_map)[0]
+            out = _attend_fused(q, source, index, bias, off_map, need_lse=False)[0]
         out = out.reshape(B, n_wh, n_ww, w, w, C).permute(0, 1, 3, 2, 4, 5)
         return self.proj_drop(self.proj(out.reshape(B, hp, wp, C)))
 
@@ -253,7 +253,6 @@ class FocalWindowAttention(nn.Module):
                 f'pooled_levels={self.num_pooled_levels}')
 
 
-
 def _gather_keys(source: torch.Tensor, index: torch.Tensor, num_windows: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Keys and values of every window: (B*nW, heads, num_keys, d) each, as strided views."""
     batch, _, _, heads, head_dims = source.shape
@@ -261,11 +260,14 @@ def _gather_keys(source: torch.Tensor, index: torch.Tensor, num_windows: int) ->
     return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
 
 
-def _attend_fused(q, source, index, bias, off_map):
-    """Fused attention (PyTorch's CPU/CUDA SDPA kernels), one call per image.
+def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True):
+    """softmax(q k^T + bias + off_map) v, one fused attention call per image.
 
     q (B*nW, w*w, heads, d); source (B, S, 2, heads, d); bias (heads, w*w, keys); off_map
-    (nW, keys). Returns the output (B*nW, w*w, heads, d) and the log-sum-exp (B*nW, heads, w*w).
+    (nW, keys). Returns the output (B*nW, w*w, heads, d) and, if ``need_lse``, the log-sum-exp
+    (B*nW, heads, w*w) for the backward. On the CPU both come from PyTorch's flash kernel; on
+    other devices the output alone comes from ``scaled_dot_product_attention``, and with the
+    log-sum-exp from plain matmul and softmax.
     """
     num_windows = off_map.shape[0]
     k, v = _gather_keys(source, index, num_windows)
@@ -277,6 +279,9 @@ def _attend_fused(q, source, index, bias, off_map):
         if q.device.type == 'cpu':
             out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
                 q[window_range], k[window_range], v[window_range], 0.0, False, attn_mask=mask, scale=1.0)
+        elif not need_lse:
+            out, lse = F.scaled_dot_product_attention(q[window_range], k[window_range], v[window_range],
+                                                      attn_mask=mask, scale=1.0), None
         else:  # no public fused kernel returns the log-sum-exp with an additive bias on every GPU
             scores = q[window_range] @ k[window_range].transpose(-2, -1) + mask
             lse = scores.logsumexp(-1)
@@ -284,7 +289,7 @@ def _attend_fused(q, source, index, bias, off_map):
         outs.append(out)
         lses.append(lse)
     out = torch.cat(outs) if len(outs) > 1 else outs[0]
-    lse = torch.cat(lses) if len(lses) > 1 else lses[0]
+    lse = None if not need_lse else torch.cat(lses) if len(lses) > 1 else lses[0]
     return out.transpose(1, 2), lse
 
 
