@@ -143,7 +143,8 @@ def test_ade20k_format_loads_through_mmseg(demo_data):
     from mmseg.datasets import ADE20KDataset
     from mmseg.registry import DATASETS
     ade = osp.join(demo_data, 'ade')
-    pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True)]
+    pipeline = [dict(type='LoadImageFromFile'),
+                dict(type='LoadAnnotations', reduce_zero_label=True)]
     # mmseg's own ADE20KDataset finds every picture and its label map.
     dataset = ADE20KDataset(data_root=ade, pipeline=pipeline,
                             data_prefix=dict(img_path='images/training',

@@ -182,6 +182,10 @@ def test_bad_arguments_are_named(workspace, tmp_path):
     code, out = run_tool(workspace, osp.join(TOOLS, 'test.py'), SEG_CONFIG,
                          str(tmp_path / 'missing.pth'), check=False)
     assert code != 0 and 'checkpoint not found' in out
+    if not torch.cuda.is_available():
+        code, out = run_tool(workspace, osp.join(TOOLS, 'train.py'), SEG_CONFIG, '--amp',
+                             check=False)
+        assert code != 0 and '--amp' in out and 'on CPU' in out
 
 
 def free_port():

@@ -23,7 +23,8 @@ export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore}  # keep the log to the training 
 # Half the cores for compute threads (1 on a 2-core machine), the rest for data loading and
 # everything else. OpenMP threads that must share a core with anything busy wait on each other:
 # on 2 cores with one other busy process, 2 threads ran small matrix products 18x slower than 1.
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) > 3 ? $(nproc) / 2 : 1 ))}
+cores=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores > 3 ? cores / 2 : 1 ))}
 
 banner() { printf '\n==== %s ====\n' "$*"; }
 
@@ -41,7 +42,7 @@ banner "1/4 demo data -> data/demo"
 # train_and_test NAME CONFIG: trains into $DEMO_DIR/NAME, then evaluates its last checkpoint.
 train_and_test() {
   local name=$1 config=$2 work_dir="$DEMO_DIR/$1"
-  "$PYTHON" "$TOOLS/train.py" "$config" --work-dir "$work_dir" "${resume[@]}" \
+  "$PYTHON" "$TOOLS/train.py" "$config" --work-dir "$work_dir" ${resume[@]+"${resume[@]}"} \
     2>&1 | tee "$DEMO_DIR/$name-train.log"
   local checkpoint
   checkpoint=$(cat "$work_dir/last_checkpoint")

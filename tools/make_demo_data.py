@@ -19,9 +19,9 @@ random. As with real object classes, colour is a cue but not the answer: three o
 have their class's typical hue (red circles, blue squares, green triangles, yellow crosses, each
 within +-20 degrees), the rest any hue, so reading colour alone gets a quarter of the objects
 wrong or ambiguous and a model has to learn shape too (--typical-colour 0 makes colour
-uninformative; from scratch on 2 CPU cores that is much slower to learn). Objects overlap: a later shape hides part of an earlier one, and the
-earlier one's mask and box are those of what stays visible (objects left mostly hidden are
-dropped), as in COCO.
+uninformative; from scratch on 2 CPU cores that is much slower to learn). Objects overlap: a
+later shape hides part of an earlier one, and the earlier one's mask and box are those of what
+stays visible (objects left mostly hidden are dropped), as in COCO.
 
 The segmentation labels follow ADE20K's convention: label 0 is "other / unlabelled" and is
 ignored once `reduce_zero_label` shifts it to 255; classes are 1..N on disk (0..N-1 after the

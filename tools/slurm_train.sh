@@ -33,7 +33,7 @@ set -x
 PYTHONPATH="$TOOLS/..${PYTHONPATH:+:$PYTHONPATH}" \
 srun -p "$PARTITION" \
     --job-name="$JOB_NAME" \
-    "${GRES[@]}" \
+    ${GRES[@]+"${GRES[@]}"} \
     --ntasks="$GPUS" \
     --cpus-per-task="$CPUS_PER_TASK" \
     --kill-on-bad-exit=1 \

@@ -154,6 +154,9 @@ def main():
     set_work_dir(cfg, args.config, args.work_dir)
 
     if args.amp:
+        if not torch.cuda.is_available():
+            raise SystemExit("--amp: mmengine's AmpOptimWrapper trains on GPUs (or NPU/MLU/MUSA) "
+                             'only; on CPU train without --amp')
         wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper_type == 'AmpOptimWrapper':
             print_log('AMP is already enabled in the config', logger='current',
@@ -173,8 +176,8 @@ def main():
     if args.resume == 'auto':
         checkpoint = find_latest_complete_checkpoint(cfg.work_dir)
         if checkpoint is None:
-            print_log(f'--resume: no complete checkpoint in {cfg.work_dir}; training from the start',
-                      logger='current', level=logging.WARNING)
+            print_log(f'--resume: no complete checkpoint in {cfg.work_dir}; '
+                      'training from the start', logger='current', level=logging.WARNING)
             cfg.resume = False
         else:
             cfg.resume, cfg.load_from = True, checkpoint

@@ -8,7 +8,8 @@
 # - a DEMO-SIZED Focal model, not Focal-T: embed_dims 32, depths (1,1,2,1), no ImageNet weights
 #   (same focal attention, window 7, focal levels 2); UperNet's and the auxiliary head's widths
 #   are cut to match (64 and 32 channels instead of 512 and 256), with plain BN (one process);
-# - the schedule: a few minutes of AdamW at 1e-3 with warm-up and poly decay.
+# - the schedule: 600 iterations of 8 crops, AdamW at 1e-3 with warm-up and poly decay: about
+#   6 minutes on 2 CPU cores to mIoU 61 (learning curve in docs/demo.md).
 _base_ = ['./upernet_focal_t_512x512_160k_ade20k.py']
 
 data_root = 'data/demo/ade'
