@@ -24,7 +24,6 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import save_checkpoint
 from torch.utils.data import Dataset
 
-from mmfocal import atomic_checkpoint, safe_load
 from mmfocal.atomic_checkpoint import (TEMP_SUFFIX, AtomicLocalBackend, find_latest_complete_checkpoint,
                                        is_complete_checkpoint)
 
@@ -51,12 +50,6 @@ WRITER = textwrap.dedent('''
         while True:
             save_checkpoint(checkpoint, path)
 ''')
-
-
-@pytest.fixture(autouse=True)
-def installed():
-    safe_load.install()
-    atomic_checkpoint.install()
 
 
 @pytest.fixture(scope='module', autouse=True)

@@ -26,7 +26,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint, load_checkpoint
 
-from mmfocal import FocalTransformer, atomic_checkpoint, safe_load
+from mmfocal import FocalTransformer, safe_load
 from mmfocal.safe_load import UnsafeCheckpointError, checkpoint_safe_globals
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -36,12 +36,6 @@ SEG_CLASSES = ('background', ) + DET_CLASSES
 TINY_BACKBONE = dict(arch=None, embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), drop_path_rate=0.,
                      init_cfg=None)
 TINY_CHANNELS = [16, 32, 64, 128]
-
-
-@pytest.fixture(autouse=True)
-def installed():
-    safe_load.install()
-    atomic_checkpoint.install()
 
 
 @pytest.fixture(scope='module', autouse=True)
