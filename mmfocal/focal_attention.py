@@ -260,8 +260,22 @@ def _gather_keys(source: torch.Tensor, index: torch.Tensor, num_windows: int) ->
     return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
 
 
+# Work in chunks of windows whose temporaries (gathered keys and values, biases, probabilities)
+# stay below a few MiB. glibc serves larger blocks with fresh mmap pages, and faulting those in
+# costs more than the attention itself; small blocks are reused from the heap and stay in cache.
+# Only on the CPU: other devices have caching allocators and want large batched kernels.
+CHUNK_BYTES = 4 * 2**20
+
+
+def _window_chunks(num_windows: int, bytes_per_window: int, device: torch.device) -> list:
+    if device.type != 'cpu':
+        return [slice(0, num_windows)]
+    step = max(1, CHUNK_BYTES // bytes_per_window)
+    return [slice(start, min(start + step, num_windows)) for start in range(0, num_windows, step)]
+
+
 def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True):
-    """softmax(q k^T + bias + off_map) v, one fused attention call per image.
+    """softmax(q k^T + bias + off_map) v, by fused attention calls over chunks of windows.
 
     q (B*nW, w*w, heads, d); source (B, S, 2, heads, d); bias (heads, w*w, keys); off_map
     (nW, keys). Returns the output (B*nW, w*w, heads, d) and, if ``need_lse``, the log-sum-exp
@@ -269,28 +283,43 @@ def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True):
     other devices the output alone comes from ``scaled_dot_product_attention``, and with the
     log-sum-exp from plain matmul and softmax.
     """
-    num_windows = off_map.shape[0]
-    k, v = _gather_keys(source, index, num_windows)
-    q = q.transpose(1, 2)
-    mask = (bias.unsqueeze(0) + off_map[:, None, None, :]).to(q.dtype)
-    outs, lses = [], []
-    for start in range(0, q.shape[0], num_windows):
-        window_range = slice(start, start + num_windows)
-        if q.device.type == 'cpu':
-            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                q[window_range], k[window_range], v[window_range], 0.0, False, attn_mask=mask, scale=1.0)
-        elif not need_lse:
-            out, lse = F.scaled_dot_product_attention(q[window_range], k[window_range], v[window_range],
-                                                      attn_mask=mask, scale=1.0), None
-        else:  # no public fused kernel returns the log-sum-exp with an additive bias on every GPU
-            scores = q[window_range] @ k[window_range].transpose(-2, -1) + mask
-            lse = scores.logsumexp(-1)
-            out = (scores - lse.unsqueeze(-1)).exp_() @ v[window_range]
-        outs.append(out)
-        lses.append(lse)
-    out = torch.cat(outs) if len(outs) > 1 else outs[0]
-    lse = None if not need_lse else torch.cat(lses) if len(lses) > 1 else lses[0]
-    return out.transpose(1, 2), lse
+    num_windows, num_keys = off_map.shape
+    batch, _, _, heads, head_dims = source.shape
+    window_area = q.shape[1]
+    bias = bias.to(q.dtype)
+    off_map = off_map.to(q.dtype)
+    index_by_window = index.view(num_windows, num_keys)
+    on_cpu = q.device.type == 'cpu'
+    bytes_per_window = num_keys * (2 * heads * head_dims + heads * window_area) * q.element_size()
+    out = q.new_empty(q.shape)
+    lse = q.new_empty(batch * num_windows, heads, window_area) if need_lse else None
+    for b in range(batch):
+        for chunk in _window_chunks(num_windows, bytes_per_window, q.device):
+            rows = slice(b * num_windows + chunk.start, b * num_windows + chunk.stop)
+            kv = source[b].index_select(0, index_by_window[chunk].reshape(-1))
+            kv = kv.view(-1, num_keys, 2, heads, head_dims)
+            k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+            q_chunk = q[rows].transpose(1, 2)
+            chunk_off_map = off_map[chunk]
+            # Interior windows have no off-map keys: the shared bias broadcasts, nothing to build.
+            if on_cpu and not chunk_off_map.any():
+                mask = bias.unsqueeze(0)
+            else:
+                mask = bias.unsqueeze(0) + chunk_off_map[:, None, None, :]
+            if on_cpu:
+                out_chunk, lse_chunk = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                    q_chunk, k, v, 0.0, False, attn_mask=mask, scale=1.0)
+            elif not need_lse:
+                out_chunk = F.scaled_dot_product_attention(q_chunk, k, v, attn_mask=mask, scale=1.0)
+                lse_chunk = None
+            else:  # no public fused kernel returns the log-sum-exp with an additive bias on every GPU
+                scores = q_chunk @ k.transpose(-2, -1) + mask
+                lse_chunk = scores.logsumexp(-1)
+                out_chunk = (scores - lse_chunk.unsqueeze(-1)).exp_() @ v
+            out[rows] = out_chunk.transpose(1, 2)
+            if need_lse:
+                lse[rows] = lse_chunk
+    return out, lse
 
 
 class _FocalAttentionCore(torch.autograd.Function):
@@ -318,34 +347,41 @@ class _FocalAttentionCore(torch.autograd.Function):
         num_windows, num_keys = off_map.shape
         batch, _, _, heads, head_dims = source.shape
         window_area = q.shape[1]
-        rows = heads * num_windows  # one small GEMM per (head, window) below
+        index_by_window = index.view(num_windows, num_keys)
 
-        def by_head(t):  # (B*nW, w*w, heads, d) -> (B, heads*nW, w*w, d)
-            t = t.reshape(batch, num_windows, window_area, heads, head_dims).permute(0, 3, 1, 2, 4)
-            return t.reshape(batch, rows, window_area, head_dims)
+        def by_head(t):  # (B*nW, w*w, heads, d) -> (B, heads, nW, w*w, d), a view
+            return t.view(batch, num_windows, window_area, heads, head_dims).permute(0, 3, 1, 2, 4)
 
-        q_h, grad_h = by_head(q), by_head(grad_out)
-        delta = (grad_h * by_head(out)).sum(-1, keepdim=True)  # (B, heads*nW, w*w, 1)
-        lse_h = lse.reshape(batch, num_windows, heads, window_area).transpose(1, 2)
+        q_h, grad_h, out_h = by_head(q), by_head(grad_out), by_head(out)
+        lse_h = lse.view(batch, num_windows, heads, window_area).transpose(1, 2)
         # Keys with heads outside the window axis, so every product below is one batched GEMM.
         source_by_head = source.permute(2, 0, 3, 1, 4).contiguous()  # (2, B, heads, S, d)
         grad_source = torch.zeros_like(source_by_head)
-        grad_q = torch.empty_like(q_h)
+        grad_q = torch.empty_like(q_h)  # (B, heads, nW, w*w, d)
         grad_bias = torch.zeros_like(bias)
-        for b in range(batch):  # images one at a time: bounded temporaries
-            kv = source_by_head[:, b].index_select(2, index).view(2, rows, num_keys, head_dims)
-            probs = torch.add(bias.unsqueeze(1), off_map[None, :, None, :]).sub_(lse_h[b].unsqueeze(-1))
-            probs = probs.view(rows, window_area, num_keys).baddbmm_(q_h[b], kv[0].transpose(1, 2)).exp_()
-            grad_scores = torch.bmm(grad_h[b], kv[1].transpose(1, 2))
-            torch.bmm(probs.transpose(1, 2), grad_h[b], out=kv[1])  # values are spent: grad_v in place
-            grad_scores.sub_(delta[b]).mul_(probs)
-            del probs
-            grad_bias += grad_scores.view(heads, num_windows, window_area, num_keys).sum(1)
-            torch.bmm(grad_scores, kv[0], out=grad_q[b])
-            torch.bmm(grad_scores.transpose(1, 2), q_h[b], out=kv[0])  # keys are spent: grad_k in place
-            del grad_scores
-            grad_source[:, b].index_add_(2, index, kv.view(2, heads, num_windows * num_keys, head_dims))
-        grad_q = grad_q.view(batch, heads, num_windows, window_area, head_dims).permute(0, 2, 3, 1, 4)
+        bytes_per_window = heads * num_keys * (2 * head_dims + 2 * window_area) * q.element_size()
+        for b in range(batch):
+            for chunk in _window_chunks(num_windows, bytes_per_window, q.device):
+                windows = chunk.stop - chunk.start
+                rows = heads * windows  # one small GEMM per (head, window) below
+                chunk_index = index_by_window[chunk].reshape(-1)
+                kv = source_by_head[:, b].index_select(2, chunk_index).view(2, rows, num_keys, head_dims)
+                q_chunk = q_h[b, :, chunk].reshape(rows, window_area, head_dims)
+                grad_chunk = grad_h[b, :, chunk].reshape(rows, window_area, head_dims)
+                delta = (grad_h[b, :, chunk] * out_h[b, :, chunk]).sum(-1, keepdim=True)
+                probs = torch.add(bias.unsqueeze(1), off_map[None, chunk, None, :]).sub_(lse_h[b, :, chunk, :, None])
+                probs = probs.view(rows, window_area, num_keys).baddbmm_(q_chunk, kv[0].transpose(1, 2)).exp_()
+                grad_scores = torch.bmm(grad_chunk, kv[1].transpose(1, 2))
+                torch.bmm(probs.transpose(1, 2), grad_chunk, out=kv[1])  # values are spent: grad_v in place
+                grad_scores.view(heads, windows, window_area, num_keys).sub_(delta)
+                grad_scores.mul_(probs)
+                del probs
+                grad_bias += grad_scores.view(heads, windows, window_area, num_keys).sum(1)
+                grad_q[b, :, chunk] = torch.bmm(grad_scores, kv[0]).view(heads, windows, window_area, head_dims)
+                torch.bmm(grad_scores.transpose(1, 2), q_chunk, out=kv[0])  # keys are spent: grad_k in place
+                del grad_scores
+                grad_source[:, b].index_add_(2, chunk_index, kv.view(2, heads, windows * num_keys, head_dims))
+        grad_q = grad_q.permute(0, 2, 3, 1, 4)  # (B, nW, w*w, heads, d)
         return (grad_q.reshape(q.shape).to(q_dtype), grad_source.permute(1, 3, 0, 2, 4).to(source_dtype), None,
                 grad_bias, None)
 

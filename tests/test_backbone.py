@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import mmfocal
-from mmfocal import FocalTransformer
+from mmfocal import FocalTransformer, focal_attention
 from mmfocal.checkpoint import CheckpointMismatchError, match_state_dict
 
 from .naive_focal import naive_block
@@ -73,7 +73,11 @@ def _tiny_block_model(**kwargs):
     (dict(focal_levels=(3, 3, 3, 3)), (22, 29)),               # a second pooled level (stride 2)
     (dict(expand_layer='even', depths=(2, 1, 1, 1)), (16, 16)),
 ])
-def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size):
+@pytest.mark.parametrize('window_chunks', ['default', 'one window each'])
+def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size, window_chunks,
+                                                                    monkeypatch):
+    if window_chunks == 'one window each':  # the CPU path splits big maps into chunks of windows
+        monkeypatch.setattr(focal_attention, 'CHUNK_BYTES', 1)
     # float64, so that what is compared is the math and not float32 rounding of large gradients
     model = _tiny_block_model(**kwargs).train().double()
     block = model.layers[0].blocks[-1]

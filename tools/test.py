@@ -19,7 +19,7 @@ import os
 import os.path as osp
 import warnings
 
-from mmengine.config import ConfigDict, DictAction
+from mmengine.config import ConfigDict
 from mmengine.dist import is_main_process
 from mmdet.registry import VISUALIZERS as DET_VISUALIZERS
 from mmdet.visualization import DetLocalVisualizer
@@ -27,8 +27,8 @@ from mmseg.registry import VISUALIZERS as SEG_VISUALIZERS
 from mmseg.visualization import SegLocalVisualizer
 
 # tools/ is the script's directory, so it is on sys.path: share train.py's setup.
-from train import (LAUNCHERS, build_runner, load_config, prepare_cpu_distributed,  # noqa: E402
-                   set_work_dir)
+from train import (build_runner, load_config, parse_with_shared_arguments,  # noqa: E402
+                   prepare_cpu_distributed, set_work_dir)
 
 
 class _PredictionPNGs:
@@ -138,14 +138,7 @@ def parse_args():
                         'segmentation: directory for predicted label PNGs')
     parser.add_argument('--show-dir', help='directory for the visualised predictions (PNG)')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config entries, KEY=VALUE; lists as key="[a,b]"')
-    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parse_with_shared_arguments(parser)
 
 
 def main():

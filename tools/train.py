@@ -136,6 +136,11 @@ def parse_args():
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by (total batch size / auto_scale_lr.base_batch_size)')
+    return parse_with_shared_arguments(parser)
+
+
+def parse_with_shared_arguments(parser):
+    """Add the options train.py and test.py share (config overrides, launcher) and parse."""
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config entries, KEY=VALUE (e.g. train_cfg.max_iters=100 '
