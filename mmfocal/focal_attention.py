@@ -17,8 +17,9 @@ What one query window attends to, in key order (window size ``w``, expand size `
    window. Off-map positions are zero keys and values whose logits get -100 added.
 
 Instead of the official rolls, partitions, index copies and in-place masked adds, every key of
-every window is fetched by one precomputed ``index_select`` from a single source tensor (map keys,
-pooled keys and one zero row), and all biases and masks are added in one broadcast add.
+every window is fetched by a precomputed ``index_select`` from a single source tensor (map keys,
+pooled keys and one zero row), and all biases and masks are added in one broadcast add, a chunk
+of windows at a time.
 """
 import functools
 import math
