@@ -30,6 +30,10 @@ model = dict(
         embed_dims=32,
         depths=(1, 1, 2, 1),
         num_heads=(1, 2, 4, 8),
+        # At 128 pixels the last stage's map (4x4 tokens) is one window with no neighbours to
+        # roll in: like the official model built for this size, give it no rolled keys, hence
+        # no neighbour table that would never get a gradient (and stall DDP).
+        expand_sizes=(3, 3, 3, 0),
         drop_path_rate=0.1,
         init_cfg=None),
     neck=dict(in_channels=[32, 64, 128, 256], out_channels=demo_channels, norm_cfg=norm_cfg),
@@ -53,11 +57,6 @@ model = dict(
         rpn_proposal=dict(nms_pre=500, max_per_img=200),
         rcnn=dict(sampler=dict(num=64))),
     test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=200)))
-
-# At 128 pixels the last stage's map (4x4 tokens) is a single window, so its attention has no
-# neighbouring windows and their position table gets no gradient: distributed training
-# (tools/dist_train.sh) must be told to expect that.
-find_unused_parameters = True
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -30,17 +30,16 @@ model = dict(
         embed_dims=32,
         depths=(1, 1, 2, 1),
         num_heads=(1, 2, 4, 8),
+        # At 128 pixels the last stage's map (4x4 tokens) is one window with no neighbours to
+        # roll in: like the official model built for this size, give it no rolled keys, hence
+        # no neighbour table that would never get a gradient (and stall DDP).
+        expand_sizes=(3, 3, 3, 0),
         drop_path_rate=0.1,
         init_cfg=None),
     decode_head=dict(in_channels=backbone_channels, channels=64, num_classes=num_classes,
                      norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=backbone_channels[2], channels=32,
                         num_classes=num_classes, norm_cfg=norm_cfg))
-
-# At 128 pixels the last stage's map (4x4 tokens) is a single window, so its attention has no
-# neighbouring windows and their position table gets no gradient: distributed training
-# (tools/dist_train.sh) must be told to expect that.
-find_unused_parameters = True
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
