@@ -268,8 +268,13 @@ def _gather_keys(source: torch.Tensor, index: torch.Tensor, num_windows: int) ->
 CHUNK_BYTES = 4 * 2**20
 
 
+def _uses_cpu_kernels(device: torch.device) -> bool:
+    """The CPU route: PyTorch's CPU flash kernel, over chunks of windows."""
+    return device.type == 'cpu'
+
+
 def _window_chunks(num_windows: int, bytes_per_window: int, device: torch.device) -> list:
-    if device.type != 'cpu':
+    if not _uses_cpu_kernels(device):
         return [slice(0, num_windows)]
     step = max(1, CHUNK_BYTES // bytes_per_window)
     return [slice(start, min(start + step, num_windows)) for start in range(0, num_windows, step)]
@@ -290,7 +295,7 @@ def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True):
     bias = bias.to(q.dtype)
     off_map = off_map.to(q.dtype)
     index_by_window = index.view(num_windows, num_keys)
-    on_cpu = q.device.type == 'cpu'
+    on_cpu = _uses_cpu_kernels(q.device)
     bytes_per_window = num_keys * (2 * heads * head_dims + heads * window_area) * q.element_size()
     out = q.new_empty(q.shape)
     lse = q.new_empty(batch * num_windows, heads, window_area) if need_lse else None

@@ -73,11 +73,13 @@ def _tiny_block_model(**kwargs):
     (dict(focal_levels=(3, 3, 3, 3)), (22, 29)),               # a second pooled level (stride 2)
     (dict(expand_layer='even', depths=(2, 1, 1, 1)), (16, 16)),
 ])
-@pytest.mark.parametrize('window_chunks', ['default', 'one window each'])
-def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size, window_chunks,
+@pytest.mark.parametrize('attention_path', ['cpu', 'cpu, one window per chunk', 'other devices'])
+def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size, attention_path,
                                                                     monkeypatch):
-    if window_chunks == 'one window each':  # the CPU path splits big maps into chunks of windows
+    if attention_path == 'cpu, one window per chunk':  # big maps go in chunks of windows
         monkeypatch.setattr(focal_attention, 'CHUNK_BYTES', 1)
+    elif attention_path == 'other devices':  # scaled_dot_product_attention / matmul, run here on CPU
+        monkeypatch.setattr(focal_attention, '_uses_cpu_kernels', lambda device: False)
     # float64, so that what is compared is the math and not float32 rounding of large gradients
     model = _tiny_block_model(**kwargs).train().double()
     block = model.layers[0].blocks[-1]
@@ -85,6 +87,8 @@ def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size
     ours = block(x)
     reference = naive_block(block, x)
     torch.testing.assert_close(ours, reference, atol=1e-9, rtol=1e-9)
+    with torch.no_grad():  # inference takes a kernel without the log-sum-exp
+        torch.testing.assert_close(block(x), reference, atol=1e-9, rtol=1e-9)
     grad_out = torch.randn_like(ours)
     params = [p for p in block.parameters() if p.requires_grad]
     grads = torch.autograd.grad(ours, [x] + params, grad_out, allow_unused=True)
