@@ -19,7 +19,6 @@ import torch
 from mmengine.config import Config
 from mmengine.fileio import get_file_backend
 from mmengine.model import BaseModel
-from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import save_checkpoint
 from torch.utils.data import Dataset
@@ -50,13 +49,6 @@ WRITER = textwrap.dedent('''
         while True:
             save_checkpoint(checkpoint, path)
 ''')
-
-
-@pytest.fixture(scope='module', autouse=True)
-def default_scope_restored():
-    """Each Runner makes its scope the process-wide default; put back what was there before."""
-    with DefaultScope.overwrite_default_scope('mmengine'):
-        yield
 
 
 def small_checkpoint(iteration):

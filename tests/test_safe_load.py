@@ -22,7 +22,6 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.logging.history_buffer import HistoryBuffer
-from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint, load_checkpoint
 
@@ -36,13 +35,6 @@ SEG_CLASSES = ('background', ) + DET_CLASSES
 TINY_BACKBONE = dict(arch=None, embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), drop_path_rate=0.,
                      init_cfg=None)
 TINY_CHANNELS = [16, 32, 64, 128]
-
-
-@pytest.fixture(scope='module', autouse=True)
-def default_scope_restored():
-    """Each Runner makes its scope the process-wide default; put back what was there before."""
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        yield
 
 
 # ---------------------------------------------------------------- malicious checkpoints
