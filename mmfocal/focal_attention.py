@@ -78,7 +78,8 @@ def key_layout(window_size: int, expand_size: int, focal_window: int, num_pooled
 
     Returns ``index`` (num_windows * num_keys,) into the key source (the map's tokens row-major,
     then each pooled level's tokens row-major, then one zero token) and ``off_map``
-    (num_windows, num_keys), True for pooled keys beyond the map (the zero token, logit -100).
+    (num_windows, num_keys) float32, the logit added to each key: -100 for pooled keys beyond the
+    map (the zero token), 0 elsewhere.
     """
     w = window_size
     hp, wp = n_wh * w, n_ww * w
@@ -115,7 +116,8 @@ def key_layout(window_size: int, expand_size: int, focal_window: int, num_pooled
         parts.append(index.reshape(n_wh * n_ww, -1))
         off_map.append(~inside.reshape(n_wh * n_ww, -1))
         source_offset += size
-    return torch.cat(parts, 1).reshape(-1).to(device), torch.cat(off_map, 1).to(device)
+    off_map_logits = torch.cat(off_map, 1).float() * OFF_MAP_LOGIT
+    return torch.cat(parts, 1).reshape(-1).to(device), off_map_logits.to(device)
 
 
 class DropPath(nn.Module):
@@ -220,7 +222,6 @@ class FocalWindowAttention(nn.Module):
         index, off_map = key_layout(w, self.expand_size, self.focal_window, self.num_pooled_levels,
                                     n_wh, n_ww, with_rolled, x.device)
         bias = self._bias(with_rolled)
-        off_map = off_map.to(x.dtype) * OFF_MAP_LOGIT
 
         # Fold the query scale into the projection instead of scaling a full query tensor.
         scale = torch.ones(3, 1, dtype=x.dtype, device=x.device)

@@ -44,20 +44,18 @@ class PatchEmbed(nn.Module):
         self.patchify = not use_conv_embed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
         s = self.stride
-        pad_b, pad_r = (-H) % s, (-W) % s
+        pad_b, pad_r = (-x.shape[2]) % s, (-x.shape[3]) % s
+        if pad_b or pad_r:
+            x = F.pad(x, (0, pad_r, 0, pad_b))
         if not self.patchify:
-            if pad_b or pad_r:
-                x = F.pad(x, (0, pad_r, 0, pad_b))
             return self.norm(self.proj(x).permute(0, 2, 3, 1))
         # Non-overlapping patches as one matmul over (s, s, C) patch vectors: the same function
         # as the conv, and its backward is several times faster than the conv's on the CPU.
-        x = x.permute(0, 2, 3, 1)
-        if pad_b or pad_r:
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        rows, cols = (H + pad_b) // s, (W + pad_r) // s
-        patches = x.reshape(B, rows, s, cols, s, C).transpose(2, 3).reshape(B, rows, cols, s * s * C)
+        B, C, H, W = x.shape
+        rows, cols = H // s, W // s
+        patches = (x.permute(0, 2, 3, 1).reshape(B, rows, s, cols, s, C).transpose(2, 3)
+                   .reshape(B, rows, cols, s * s * C))
         weight = self.proj.weight.permute(0, 2, 3, 1).reshape(self.proj.out_channels, -1)
         return self.norm(F.linear(patches, weight, self.proj.bias))
 
