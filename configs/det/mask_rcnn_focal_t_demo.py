@@ -5,7 +5,7 @@
 # pictures) with the changes a laptop needs:
 # - data: data/demo/coco, 4 shape classes, pictures at 128 pixels;
 # - a DEMO-SIZED Focal model, not Focal-T: embed_dims 32, depths (1,1,2,1), no ImageNet weights
-#   (same focal attention, window 7, focal levels 2; 1.6 M parameters against Focal-T's 28 M);
+#   (configs/_base_/focal_demo_backbone.py);
 #   the FPN and heads are narrowed to match (64 channels, a 2-conv mask head, fewer sampled RoIs
 #   and proposals), with GroupNorm in the FPN and the mask head, which lets a from-scratch model
 #   train at a high learning rate;
@@ -13,7 +13,7 @@
 # - the schedule: 12 epochs (900 iterations of 8 pictures) of AdamW at 1e-3 with warm-up and
 #   cosine decay: about 19 minutes on 2 CPU cores, bbox mAP_50 0.5 passed after about 6
 #   (learning curve in docs/demo.md).
-_base_ = ['./mask_rcnn_focal_t_1x.py']
+_base_ = ['./mask_rcnn_focal_t_1x.py', '../_base_/focal_demo_backbone.py']
 
 data_root = 'data/demo/coco/'
 classes = ('circle', 'square', 'triangle', 'cross')
@@ -25,18 +25,8 @@ num_classes = len(classes)
 norm_cfg = dict(type='GN', num_groups=16, requires_grad=True)
 demo_channels = 64
 model = dict(
-    backbone=dict(
-        arch=None,
-        embed_dims=32,
-        depths=(1, 1, 2, 1),
-        num_heads=(1, 2, 4, 8),
-        # At 128 pixels the last stage's map (4x4 tokens) is one window with no neighbours to
-        # roll in: like the official model built for this size, give it no rolled keys, hence
-        # no neighbour table that would never get a gradient (and stall DDP).
-        expand_sizes=(3, 3, 3, 0),
-        drop_path_rate=0.1,
-        init_cfg=None),
-    neck=dict(in_channels=[32, 64, 128, 256], out_channels=demo_channels, norm_cfg=norm_cfg),
+    backbone=_base_.focal_demo_backbone,
+    neck=dict(in_channels=_base_.focal_demo_channels, out_channels=demo_channels, norm_cfg=norm_cfg),
     rpn_head=dict(
         in_channels=demo_channels,
         feat_channels=demo_channels,

@@ -6,11 +6,11 @@
 # - data: data/demo/ade, ADE20K's layout and reduce_zero_label convention, 5 classes
 #   (background and 4 shapes), 128-pixel pictures and crops;
 # - a DEMO-SIZED Focal model, not Focal-T: embed_dims 32, depths (1,1,2,1), no ImageNet weights
-#   (same focal attention, window 7, focal levels 2); UperNet's and the auxiliary head's widths
+#   (configs/_base_/focal_demo_backbone.py); UperNet's and the auxiliary head's widths
 #   are cut to match (64 and 32 channels instead of 512 and 256), with plain BN (one process);
 # - the schedule: 600 iterations of 8 crops, AdamW at 1e-3 with warm-up and poly decay: about
 #   6 minutes on 2 CPU cores to mIoU 61 (learning curve in docs/demo.md).
-_base_ = ['./upernet_focal_t_512x512_160k_ade20k.py']
+_base_ = ['./upernet_focal_t_512x512_160k_ade20k.py', '../_base_/focal_demo_backbone.py']
 
 data_root = 'data/demo/ade'
 classes = ('background', 'circle', 'square', 'triangle', 'cross')
@@ -20,22 +20,12 @@ metainfo = dict(classes=classes,
 num_classes = len(classes)
 img_scale = (128, 128)
 crop_size = (128, 128)
-backbone_channels = [32, 64, 128, 256]
+backbone_channels = _base_.focal_demo_channels
 
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(
-        arch=None,
-        embed_dims=32,
-        depths=(1, 1, 2, 1),
-        num_heads=(1, 2, 4, 8),
-        # At 128 pixels the last stage's map (4x4 tokens) is one window with no neighbours to
-        # roll in: like the official model built for this size, give it no rolled keys, hence
-        # no neighbour table that would never get a gradient (and stall DDP).
-        expand_sizes=(3, 3, 3, 0),
-        drop_path_rate=0.1,
-        init_cfg=None),
+    backbone=_base_.focal_demo_backbone,
     decode_head=dict(in_channels=backbone_channels, channels=64, num_classes=num_classes,
                      norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=backbone_channels[2], channels=32,
