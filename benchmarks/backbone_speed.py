@@ -11,6 +11,7 @@ CPU, ``torch.cuda.max_memory_allocated`` on a GPU). On a GPU it times with CUDA 
 reports fp16 and bf16 autocast. Prints times and the ratios ours/Swin; targets are in README.md.
 """
 import argparse
+import functools
 import json
 import os
 import resource
@@ -105,12 +106,12 @@ def measure_memory_here(name, size, batch, device):
         with open('/proc/self/clear_refs', 'w') as f:
             f.write('5')
         base = _status_kib('VmRSS')
-        step(model, x, backward=True)
-        print((_status_kib('VmHWM') - base) / 1024)
+        peak_kib = functools.partial(_status_kib, 'VmHWM')
     except OSError:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        step(model, x, backward=True)
-        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+        peak_kib = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # noqa: E731
+        base = peak_kib()
+    step(model, x, backward=True)
+    print((peak_kib() - base) / 1024)
 
 
 def _status_kib(field: str) -> int:

@@ -140,7 +140,7 @@ def complexity(cfg: Config, shape: Optional[Sequence[int]] = None,
     None for other models.
     """
     scope = _scope_of(cfg)
-    height, width = default_shape(cfg) if shape is None else shape
+    height, width = DEFAULT_SHAPES[scope] if shape is None else shape
     if height < 1 or width < 1:
         raise ValueError(f'the input shape must be two positive integers H W, got {height} {width}')
     model = _build_model(cfg, scope)

@@ -74,13 +74,11 @@ def enable_show_dir(cfg, show_dir):
     if visualizer_type in _PNG_VISUALIZERS:
         cfg.visualizer.type = _PNG_VISUALIZERS[visualizer_type]
         cfg.visualizer.show_dir = show_dir
-    elif cfg.default_scope == 'mmdet':
-        # A custom visualizer: mmdet's own behaviour, an absolute path so it lands where asked.
-        cfg.default_hooks.visualization.test_out_dir = show_dir
-    else:
+    elif cfg.default_scope != 'mmdet':
         cfg.visualizer.save_dir = show_dir
     if cfg.default_scope == 'mmdet':
-        # The hook only writes files when it has an output directory.
+        # The hook only writes files when it has an output directory (absolute, so that a custom
+        # visualizer's files land where asked too).
         cfg.default_hooks.visualization.test_out_dir = show_dir
     os.makedirs(show_dir, exist_ok=True)
     return show_dir
@@ -94,6 +92,7 @@ def _innermost_dataset(dataloader_cfg):
 
 
 def enable_tta(cfg, config_path):
+    dataset = _innermost_dataset(cfg.test_dataloader)
     if cfg.default_scope == 'mmdet':
         if cfg.model.get('roi_head', {}).get('mask_head') is not None or \
                 cfg.model.get('mask_head') is not None:
@@ -107,7 +106,7 @@ def enable_tta(cfg, config_path):
                                               max_per_img=100))
         if 'tta_pipeline' not in cfg:
             warnings.warn('no tta_pipeline in the config: flipping the test pipeline')
-            pipeline = copy.deepcopy(_innermost_dataset(cfg.test_dataloader).pipeline)
+            pipeline = copy.deepcopy(dataset.pipeline)
             meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
                          'flip_direction')
             pipeline[-1] = dict(type='TestTimeAug', transforms=[
@@ -119,7 +118,6 @@ def enable_tta(cfg, config_path):
         for key in ('tta_model', 'tta_pipeline'):
             if key not in cfg:
                 raise SystemExit(f'--tta: {config_path} defines no {key}')
-    dataset = _innermost_dataset(cfg.test_dataloader)
     dataset.pipeline = cfg.tta_pipeline
     if 'batch_shapes_cfg' in dataset:
         dataset.batch_shapes_cfg = None
