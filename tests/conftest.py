@@ -3,11 +3,15 @@ import pytest
 from mmengine.registry import DefaultScope
 
 
-@pytest.fixture(autouse=True)
-def restore_default_scope():
+def _default_scope_restored():
     """A Runner (or init_default_scope) sets mmengine's default scope for the whole process, which
     would send later registry builds of other tests to the wrong package; put it back."""
     before = DefaultScope._instance_dict.copy()
     yield
     DefaultScope._instance_dict.clear()
     DefaultScope._instance_dict.update(before)
+
+
+# Per test, and per module for what module-scoped fixtures (trained Runners) set before it.
+restore_default_scope = pytest.fixture(autouse=True)(_default_scope_restored)
+restore_default_scope_after_module = pytest.fixture(autouse=True, scope='module')(_default_scope_restored)

@@ -173,7 +173,9 @@ def test_ade20k_labels_match_the_pictures(demo_data):
     """Raw label maps: background is 1, shapes 2..5, and 0 only on the thin rims of shapes."""
     import cv2
     folder = osp.join(demo_data, 'ade', 'annotations', 'training')
-    for name in sorted(os.listdir(folder)):
+    names = sorted(os.listdir(folder))
+    assert len(names) == 8  # SMALL's --seg-train
+    for name in names:
         label = cv2.imread(osp.join(folder, name), cv2.IMREAD_UNCHANGED)
         assert label.dtype == np.uint8 and label.ndim == 2
         assert set(np.unique(label)) <= {0, 1, 2, 3, 4, 5}
