@@ -63,6 +63,11 @@ def _tiny_block_model(**kwargs):
     return model
 
 
+class _DropNothing(torch.nn.Identity):
+    """An attention dropout with p > 0 that drops nothing: selects the autograd path, keeps the math."""
+    p = 0.5
+
+
 @pytest.mark.parametrize('kwargs,size', [
     (dict(), (23, 30)),                                        # rolled keys, padding, border masks
     (dict(), (7, 19)),                                         # one window high: no rolled keys
@@ -73,7 +78,8 @@ def _tiny_block_model(**kwargs):
     (dict(focal_levels=(3, 3, 3, 3)), (22, 29)),               # a second pooled level (stride 2)
     (dict(expand_layer='even', depths=(2, 1, 1, 1)), (16, 16)),
 ])
-@pytest.mark.parametrize('attention_path', ['cpu', 'cpu, one window per chunk', 'other devices'])
+@pytest.mark.parametrize('attention_path', ['cpu', 'cpu, one window per chunk', 'other devices',
+                                            'autograd (attention dropout)'])
 def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size, attention_path,
                                                                     monkeypatch):
     if attention_path == 'cpu, one window per chunk':  # big maps go in chunks of windows
@@ -83,6 +89,8 @@ def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size
     # float64, so that what is compared is the math and not float32 rounding of large gradients
     model = _tiny_block_model(**kwargs).train().double()
     block = model.layers[0].blocks[-1]
+    if attention_path == 'autograd (attention dropout)':
+        block.attn.attn_drop = _DropNothing()
     x = torch.randn(2, *size, model.num_features[0], requires_grad=True, dtype=torch.float64)
     ours = block(x)
     reference = naive_block(block, x)
@@ -380,7 +388,10 @@ def test_attention_dropout_path_matches_in_eval_and_trains():
         for a, b in zip(plain.eval()(x), dropping.eval()(x)):
             torch.testing.assert_close(a, b)
     dropping.train()
+    torch.manual_seed(1)
     outs = dropping(x)
+    torch.manual_seed(2)
+    assert not torch.equal(outs[0], dropping(x)[0])  # dropout acts (its math: the test above)
     sum(o.square().mean() for o in outs).backward()
     grad = dropping.layers[0].blocks[0].attn.relative_position_bias_table_to_neighbors.grad
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0

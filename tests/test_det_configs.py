@@ -37,6 +37,15 @@ PAPER_PARAMS = {
     ('retinanet', 't'): 39, ('retinanet', 's'): 62, ('retinanet', 'b'): 101,
     ('cascade_mask_rcnn', 't'): 87, ('atss', 't'): 37, ('sparse_rcnn', 't'): 111,
 }
+# What every config builds (docs/det_results.md), in millions; the paper has no S/B size for
+# Cascade Mask R-CNN, ATSS and Sparse R-CNN.
+OUR_PARAMS_M = {
+    ('mask_rcnn', 't'): 48.70, ('mask_rcnn', 's'): 70.96, ('mask_rcnn', 'b'): 109.60,
+    ('retinanet', 't'): 39.36, ('retinanet', 's'): 61.62, ('retinanet', 'b'): 100.85,
+    ('cascade_mask_rcnn', 't'): 86.53, ('cascade_mask_rcnn', 's'): 108.79, ('cascade_mask_rcnn', 'b'): 147.44,
+    ('atss', 't'): 36.64, ('atss', 's'): 58.90, ('atss', 'b'): 97.53,
+    ('sparse_rcnn', 't'): 110.64, ('sparse_rcnn', 's'): 132.91, ('sparse_rcnn', 'b'): 171.55,
+}
 SCHEDULES = {
     'mask_rcnn': ('1x', '3x'), 'retinanet': ('1x', '3x'), 'cascade_mask_rcnn': ('3x', ),
     'atss': ('3x', ), 'sparse_rcnn': ('3x', ),
@@ -201,6 +210,7 @@ def test_config_builds_the_papers_model_size(name):
     cfg.model.backbone.init_cfg = None  # the ImageNet checkpoint cannot be downloaded here
     model = MODELS.build(cfg.model)
     params = sum(p.numel() for p in model.parameters())
+    assert params / 1e6 == pytest.approx(OUR_PARAMS_M[det, size], abs=0.005), name
     if (det, size) in PAPER_PARAMS:
         paper = PAPER_PARAMS[det, size] * 1e6
         assert abs(params - paper) / paper < 0.02, f'{name}: {params / 1e6:.2f}M vs paper {paper / 1e6:.0f}M'
