@@ -1,8 +1,17 @@
 from setuptools import find_packages, setup
 
+
+def read_version():
+    """The version is written once, in mmfocal/version.py."""
+    namespace = {}
+    with open('mmfocal/version.py') as file:
+        exec(file.read(), namespace)
+    return namespace['__version__']
+
+
 setup(
     name='mmfocal',
-    version='0.1.0',
+    version=read_version(),
     description='Focal Transformer backbone for OpenMMLab detection and segmentation',
     packages=find_packages(include=['mmfocal', 'mmfocal.*']),
     python_requires='>=3.8',

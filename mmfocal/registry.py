@@ -1,11 +1,14 @@
-"""OpenMMLab registration: the top layer. Importing it puts FocalTransformer into the MODELS
-registries of mmdet and mmseg, so configs reach it with
+"""OpenMMLab registration: the top layer. Importing it puts the project's modules into the MODELS
+registries of mmdet and mmseg, so configs reach them with
 ``custom_imports=dict(imports=['mmfocal'], allow_failed_imports=False)``."""
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmseg.registry import MODELS as MMSEG_MODELS
 
-from .focal_transformer import FocalTransformer
+from .models.backbones import FocalTransformer
+
+BACKBONES = (FocalTransformer, )
 
 for _registry in (MMDET_MODELS, MMSEG_MODELS):
-    if _registry.get('FocalTransformer') is not FocalTransformer:
-        _registry.register_module(module=FocalTransformer, force=True)
+    for _module in BACKBONES:
+        if _registry.get(_module.__name__) is not _module:
+            _registry.register_module(module=_module, force=True)

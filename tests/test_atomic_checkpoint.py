@@ -23,7 +23,7 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import save_checkpoint
 from torch.utils.data import Dataset
 
-from mmfocal.atomic_checkpoint import (TEMP_SUFFIX, AtomicLocalBackend, find_latest_complete_checkpoint,
+from mmfocal.engine.atomic_checkpoint import (TEMP_SUFFIX, AtomicLocalBackend, find_latest_complete_checkpoint,
                                        is_complete_checkpoint)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -35,7 +35,7 @@ WRITER = textwrap.dedent('''
     from mmengine.runner.checkpoint import save_checkpoint
     path, mode, fsize_limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if mode == 'atomic':
-        from mmfocal import atomic_checkpoint
+        from mmfocal.engine import atomic_checkpoint
         atomic_checkpoint.install()
     # 16 MB of weights: far more than the size limit, and long enough to write that SIGKILL lands mid-write.
     checkpoint = dict(meta=dict(iter=2), state_dict=dict(weight=torch.full((4_000_000,), 2.0)))

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 import mmfocal
-from mmfocal import FocalTransformer, focal_attention
-from mmfocal.checkpoint import CheckpointMismatchError, match_state_dict
+from mmfocal import FocalTransformer
+from mmfocal.models.layers import focal_attention
+from mmfocal.engine.pretrained import CheckpointMismatchError, match_state_dict
 
 from .naive_focal import naive_block
 

@@ -25,8 +25,9 @@ from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint, load_checkpoint
 
-from mmfocal import FocalTransformer, safe_load
-from mmfocal.safe_load import UnsafeCheckpointError, checkpoint_safe_globals
+from mmfocal import FocalTransformer
+from mmfocal.engine import safe_load
+from mmfocal.engine.safe_load import UnsafeCheckpointError, checkpoint_safe_globals
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 KEYS_FILE = osp.join(ROOT, '..', 'shared', 'reference', 'official_checkpoint_keys.json')

@@ -7,17 +7,15 @@ dropped) and ``meta``; use it as ``init_cfg=dict(type='Pretrained', checkpoint=D
 official file directly works as well: this tool is for those who want a file.
 """
 import argparse
+import io
 import os
-import sys
-import tempfile
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-import mmfocal  # noqa: E402,F401  (safe checkpoint loading)
-from mmfocal.checkpoint import (convert_official_state_dict, extract_state_dict,  # noqa: E402
-                                infer_architecture, match_state_dict)
-from mmfocal.focal_transformer import FocalTransformer  # noqa: E402
+import mmfocal  # noqa: F401  (safe checkpoint loading)
+from mmfocal.engine.atomic_checkpoint import write_atomically
+from mmfocal.engine.pretrained import convert_official_state_dict, extract_state_dict, infer_architecture, match_state_dict
+from mmfocal.models.backbones import FocalTransformer
 
 
 def main(argv=None):
@@ -34,11 +32,9 @@ def main(argv=None):
     checkpoint = dict(state_dict=kept, meta=dict(source=os.path.basename(args.src),
                                                  architecture={k: list(v) if isinstance(v, tuple) else v
                                                                for k, v in arch.items()}))
-    out_dir = os.path.dirname(os.path.abspath(args.dst))
-    os.makedirs(out_dir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=out_dir, prefix='.tmp-', suffix='.pth', delete=False) as tmp:
-        torch.save(checkpoint, tmp)
-    os.replace(tmp.name, args.dst)
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    write_atomically(args.dst, buffer.getvalue())
     print(f'{args.dst}: {len(kept)} backbone tensors ({arch}); dropped {len(report["dropped"])} '
           f'(classifier head, final norm, index buffers); the model will initialise '
           f'{len(report["initialised"])}: {", ".join(report["initialised"]) or "none"}')

@@ -26,9 +26,8 @@ from mmdet.visualization import DetLocalVisualizer
 from mmseg.registry import VISUALIZERS as SEG_VISUALIZERS
 from mmseg.visualization import SegLocalVisualizer
 
-# tools/ is the script's directory, so it is on sys.path: share train.py's setup.
-from train import (build_runner, load_config, parse_with_shared_arguments,  # noqa: E402
-                   prepare_cpu_distributed, set_work_dir)
+import mmfocal  # noqa: F401
+from mmfocal.cli import build_runner, load_config, parse_with_shared_arguments, prepare_cpu_distributed, set_work_dir
 
 
 class _PredictionPNGs:

@@ -197,6 +197,10 @@ class FocalWindowAttention(nn.Module):
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dims, dims)
         self.proj_drop = nn.Dropout(proj_drop)
+        # Set True to keep the attention weights of the next forward passes in ``self.recorded``
+        # (through the plain path; for analysis tools, see tools/analysis/).
+        self.record_attention = False
+        self.recorded = None
 
     def pooled_neighbourhood(self, level: int) -> int:
         """Side of the pooled neighbourhood each window sees at ``level``."""
@@ -240,7 +244,13 @@ class FocalWindowAttention(nn.Module):
             sources.append(sources[0].new_zeros(B, 1, 2, heads, head_dims))
         source = torch.cat(sources, 1)  # (B, S, 2, heads, d): every key and value any window uses
 
-        if self.training and self.attn_drop.p > 0:
+        if self.record_attention:
+            out, weights = _attend_with_autograd(q, source, index, bias, off_map, self.attn_drop,
+                                                 return_weights=True)
+            self.recorded = dict(weights=weights.detach().view(B, n_wh * n_ww, heads, w * w, -1),
+                                 index=index.view(n_wh * n_ww, -1), off_map=off_map, windows=(n_wh, n_ww),
+                                 with_rolled=with_rolled)
+        elif self.training and self.attn_drop.p > 0:
             out = _attend_with_autograd(q, source, index, bias, off_map, self.attn_drop)
         elif torch.is_grad_enabled() and (q.requires_grad or bias.requires_grad):
             out = _FocalAttentionCore.apply(q, source, index, bias, off_map)
@@ -393,8 +403,10 @@ class _FocalAttentionCore(torch.autograd.Function):
                 grad_bias, None)
 
 
-def _attend_with_autograd(q, source, index, bias, off_map, attn_drop: nn.Module):
-    """Plain autograd path, used only with attention dropout (the fused kernels cannot replay it)."""
+def _attend_with_autograd(q, source, index, bias, off_map, attn_drop: nn.Module, return_weights: bool = False):
+    """Plain autograd path: with attention dropout (the fused kernels cannot replay it), and when
+    the attention weights are recorded (``return_weights``: also returns them, (B*nW, heads, w*w,
+    keys), after dropout)."""
     num_windows = off_map.shape[0]
     k, v = _gather_keys(source, index, num_windows)
     q = q.transpose(1, 2)
@@ -402,7 +414,8 @@ def _attend_with_autograd(q, source, index, bias, off_map, attn_drop: nn.Module)
     batch = q.shape[0] // num_windows
     attn = attn.view(batch, num_windows, *attn.shape[1:]) + bias + off_map[:, None, None, :]
     attn = attn_drop(attn.softmax(-1)).flatten(0, 1)
-    return (attn @ v).transpose(1, 2)
+    out = (attn @ v).transpose(1, 2)
+    return (out, attn) if return_weights else out
 
 
 class FocalTransformerBlock(nn.Module):

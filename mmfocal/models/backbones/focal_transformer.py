@@ -1,6 +1,6 @@
 """FocalTransformer backbone: multi-scale NCHW feature maps for detection and segmentation.
 
-Built from :mod:`mmfocal.focal_attention`; parameter names follow the official model
+Built from :mod:`mmfocal.models.layers.focal_attention`; parameter names follow the official model
 (``patch_embed``, ``layers.{i}.blocks.{j}``, ``layers.{i}.downsample``) so its ImageNet
 checkpoints load as published. Adds what dense prediction needs: any input size, one LayerNorm
 per output (``norm{i}``), frozen stages, activation checkpointing and strict pretrained loading.
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 
-from .focal_attention import POOLING_METHODS, FocalTransformerBlock
+from ..layers.focal_attention import POOLING_METHODS, FocalTransformerBlock
 
 ARCH_SETTINGS = {
     'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -102,7 +102,7 @@ class FocalTransformer(BaseModule):
         out_indices: stages to return. frozen_stages: -1 none, 0 the stem, i the stem and stages
             0..i-1 (eval mode, no gradients). with_cp: activation checkpointing per block.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads an official ImageNet
-            checkpoint (or one of ours) strictly; see :mod:`mmfocal.checkpoint`.
+            checkpoint (or one of ours) strictly; see :mod:`mmfocal.engine.pretrained`.
 
     Shapes: (B, in_channels, H, W) with any H, W >= 1 -> tuple of (B, embed_dims * 2**i,
     ceil(H / 2**(i+2)), ceil(W / 2**(i+2))) for i in out_indices, each after its own LayerNorm.
@@ -208,7 +208,7 @@ class FocalTransformer(BaseModule):
 
     def init_weights(self):
         if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            from .checkpoint import load_pretrained
+            from ...engine.pretrained import load_pretrained
             load_pretrained(self, self.init_cfg['checkpoint'], map_location='cpu',
                             prefix=self.init_cfg.get('prefix'))
             self._is_init = True

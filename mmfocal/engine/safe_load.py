@@ -22,7 +22,7 @@ mmengine's URL loader (``init_cfg=dict(type='Pretrained', checkpoint='https://..
   :class:`IncompleteCheckpointError`.
 
 All of mmengine's ways in (``init_cfg`` Pretrained, ``load_from``, ``resume``, ``tools/test.py``,
-``mmfocal.checkpoint.load_pretrained``) go through ``CheckpointLoader.load_checkpoint``, so they
+``mmfocal.engine.pretrained.load_pretrained``) go through ``CheckpointLoader.load_checkpoint``, so they
 are all covered.
 """
 import functools
@@ -75,7 +75,7 @@ class IncompleteCheckpointError(RuntimeError):
             f'{source} is not a complete checkpoint: it is truncated or corrupt ({detail}). A process '
             'killed while writing a checkpoint leaves such a file unless it was written atomically, '
             'as it is with mmfocal imported; to resume, use the newest complete checkpoint '
-            '(mmfocal.atomic_checkpoint.find_latest_complete_checkpoint(work_dir)).')
+            '(mmfocal.engine.atomic_checkpoint.find_latest_complete_checkpoint(work_dir)).')
 
 
 def _history_buffer_statistic(owner, name):

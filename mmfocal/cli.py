@@ -1,0 +1,125 @@
+"""What the scripts under ``tools/`` share: reading a config for mmdet or mmseg, the work dir,
+distributed runs on machines without a GPU, and the command-line options train and test have in
+common. The tools are thin scripts over these functions; they import the installed package, so
+they run from any working directory."""
+import os
+import os.path as osp
+import subprocess
+
+import torch
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS, init_default_scope
+from mmengine.runner import Runner
+
+SCOPES = ('mmdet', 'mmseg')
+LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+
+
+def load_config(path, cfg_options, launcher):
+    """Read CONFIG, apply --cfg-options, and set the registry scope the config belongs to."""
+    if not osp.isfile(path):
+        raise SystemExit(f'config file not found: {path}')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        raise SystemExit(
+            f'{path}: default_scope is {scope!r}; these tools run mmdet configs '
+            f"(default_scope='mmdet') and mmseg configs (default_scope='mmseg'). Inherit the "
+            "library's default_runtime.py, as every config under configs/ does.")
+    init_default_scope(scope)
+    cfg.launcher = launcher
+    return cfg
+
+
+def set_work_dir(cfg, config_path, work_dir):
+    """--work-dir, else the config's work_dir, else work_dirs/<config name>."""
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def _slurm_environment():
+    """torch.distributed's env:// variables from SLURM's, as mmengine's slurm launcher derives
+    them (the first node of the allocation hosts the rendezvous)."""
+    node_list = os.environ['SLURM_NODELIST']
+    if 'MASTER_ADDR' not in os.environ:
+        os.environ['MASTER_ADDR'] = subprocess.getoutput(
+            f'scontrol show hostname {node_list} | head -n1').strip()
+    os.environ.setdefault('MASTER_PORT', '29500')
+    os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+    os.environ['RANK'] = os.environ['SLURM_PROCID']
+    os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+
+
+def _replace_sync_bn(node):
+    """SyncBN layers only run on GPUs; on CPU each process normalises its own batch (BN)."""
+    replaced = 0
+    if isinstance(node, dict):
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
+            replaced += 1
+        for value in node.values():
+            replaced += _replace_sync_bn(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            replaced += _replace_sync_bn(value)
+    return replaced
+
+
+def prepare_cpu_distributed(cfg):
+    """Make a distributed run work where torch has no GPU: gloo instead of nccl, and no GPU
+    device ids for DistributedDataParallel.
+
+    mmengine's launchers call ``torch.cuda.set_device`` before creating the process group, which
+    fails without CUDA, so the group is created here (mmengine then sees it and skips its own);
+    and mmengine gives DDP ``device_ids=[LOCAL_RANK]``, which DDP refuses for a CPU model.
+    """
+    if cfg.launcher == 'none' or torch.cuda.is_available():
+        return
+    if cfg.launcher not in ('pytorch', 'slurm'):
+        raise SystemExit(f'--launcher {cfg.launcher} needs GPUs here; on CPU use '
+                         '--launcher pytorch (tools/dist_train.sh) or slurm')
+    dist_cfg = cfg.setdefault('env_cfg', ConfigDict()).setdefault('dist_cfg', ConfigDict())
+    if dist_cfg.get('backend', 'nccl') != 'gloo':
+        print_log(f"no GPU: distributed backend {dist_cfg.get('backend', 'nccl')} -> gloo",
+                  logger='current')
+    dist_cfg['backend'] = 'gloo'
+    if cfg.launcher == 'slurm':
+        _slurm_environment()
+    if not torch.distributed.is_initialized():
+        options = {k: v for k, v in dist_cfg.items() if k != 'backend'}
+        if 'timeout' in options and not hasattr(options['timeout'], 'total_seconds'):
+            from datetime import timedelta
+            options['timeout'] = timedelta(seconds=options['timeout'])
+        torch.distributed.init_process_group(backend='gloo', **options)
+    wrapper = cfg.get('model_wrapper_cfg') or ConfigDict(type='MMDistributedDataParallel')
+    wrapper.setdefault('broadcast_buffers', False)
+    wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+    if _replace_sync_bn(cfg.model):
+        print_log('no GPU: SyncBN layers of the model run as BN', logger='current')
+
+
+def build_runner(cfg):
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def parse_with_shared_arguments(parser):
+    """Add the options train.py and test.py share (config overrides, launcher) and parse."""
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config entries, KEY=VALUE (e.g. train_cfg.max_iters=100 '
+        'model.backbone.init_cfg=None); lists as key="[a,b]"')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank (older: --local_rank); torchrun sets LOCAL_RANK.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
