@@ -1,11 +1,9 @@
 """FocalTransformer: the official model's numbers, any input size, training features, clear errors."""
-import json
 import os
 import re
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import mmfocal
 from mmfocal import FocalTransformer
@@ -13,14 +11,9 @@ from mmfocal.models.layers import focal_attention
 from mmfocal.engine.pretrained import CheckpointMismatchError, match_state_dict
 
 from .naive_focal import naive_block
+from .reference_data import assert_stages_match, load_reference, official_checkpoint_entries
 
-REFERENCE = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'reference')
-KEYS_FILE = os.path.join(REFERENCE, 'official_checkpoint_keys.json')
 TINY = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), drop_path_rate=0.)
-
-
-def load_reference(name):
-    return torch.load(os.path.join(REFERENCE, f'{name}.pt'))
 
 
 def official_kwargs(args):
@@ -28,7 +21,8 @@ def official_kwargs(args):
                 window_size=args['window_size'], focal_pool=args['focal_pool'],
                 focal_levels=tuple(args['focal_levels']), focal_windows=tuple(args['focal_windows']),
                 expand_sizes=tuple(args['expand_sizes']), expand_layer=args['expand_layer'],
-                use_conv_embed=args.get('use_conv_embed', False), drop_path_rate=0.)
+                use_conv_embed=args.get('use_conv_embed', False), drop_path_rate=0.,
+                out_indices=tuple(range(len(args['depths']))))
 
 
 def build(scope, **kwargs):
@@ -43,16 +37,14 @@ def test_stage_outputs_match_official_model(scope, name):
     model = build(scope, **official_kwargs(ref['official_args'])).eval()
     state = {k: v.float() for k, v in ref['state_dict'].items()}
     report = match_state_dict(model, state)
-    assert sorted(report['dropped']) == ['norm.bias', 'norm.weight']
+    # The 3-stage files leave out the final norm with stage 4 (tests/data/README.md).
+    assert sorted(report['dropped']) == (['norm.bias', 'norm.weight'] if len(model.layers) == 4 else [])
     model.load_state_dict({k: state[k] for k in report['loaded']}, strict=False)
     for case in ref['cases']:
         with torch.no_grad():
             outs = model(case['input'])
-        assert len(outs) == 4
-        for out, tokens in zip(outs, case['stages']):
-            B, C, H, W = out.shape
-            expected = F.layer_norm(tokens, (C, )).transpose(1, 2).reshape(B, C, H, W)
-            torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
+        assert len(outs) == len(model.layers)
+        assert_stages_match(outs, case)
 
 
 def _tiny_block_model(**kwargs):
@@ -133,7 +125,7 @@ def test_out_indices_and_output_norms():
 
 
 def _official_entries(file_name):
-    return json.load(open(KEYS_FILE))[file_name]
+    return official_checkpoint_entries(1)[file_name]
 
 
 def _expected_backbone_params(entry):

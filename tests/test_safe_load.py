@@ -29,8 +29,9 @@ from mmfocal import FocalTransformer
 from mmfocal.engine import safe_load
 from mmfocal.engine.safe_load import UnsafeCheckpointError, checkpoint_safe_globals
 
+from .reference_data import official_checkpoint_entries
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-KEYS_FILE = osp.join(ROOT, '..', 'shared', 'reference', 'official_checkpoint_keys.json')
 DET_CLASSES = ('circle', 'square', 'triangle', 'cross')
 SEG_CLASSES = ('background', ) + DET_CLASSES
 TINY_BACKBONE = dict(arch=None, embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), drop_path_rate=0.,
@@ -230,7 +231,7 @@ def official_format(backbone):
 
 
 def test_official_imagenet_checkpoints_load(tmp_path):
-    official = json.load(open(KEYS_FILE))['focal-tiny-is224-ws7.pth']['keys']
+    official = official_checkpoint_entries(1)['focal-tiny-is224-ws7.pth']['keys']
     first = OrderedDict((key, torch.zeros(spec['shape'], dtype=getattr(torch, spec['dtype'])))
                         for key, spec in list(official.items())[:40])
     torch.save({'model': first}, tmp_path / 'focal-tiny-is224-ws7.pth')
