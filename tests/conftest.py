@@ -15,3 +15,14 @@ def _default_scope_restored():
 # Per test, and per module for what module-scoped fixtures (trained Runners) set before it.
 restore_default_scope = pytest.fixture(autouse=True)(_default_scope_restored)
 restore_default_scope_after_module = pytest.fixture(autouse=True, scope='module')(_default_scope_restored)
+
+
+@pytest.fixture(scope='session')
+def demo_workspace(tmp_path_factory):
+    """A folder holding ``data/demo`` (the demo configs' relative data root), made once per run:
+    4 training and 2 validation pictures per task at 96 pixels. Run tools with ``cwd`` there."""
+    from .helpers import make_demo_data
+    root = tmp_path_factory.mktemp('demo_workspace')
+    make_demo_data(str(root / 'data' / 'demo'), '--scale', '96', '--det-train', '4', '--det-val', '2',
+                   '--seg-train', '4', '--seg-val', '2')
+    return root
