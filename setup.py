@@ -9,14 +9,31 @@ def read_version():
     return namespace['__version__']
 
 
+# The lower bounds are those of what the code calls, each with where it appeared:
+# - torch 2.6: torch.serialization.get_unsafe_globals_in_checkpoint (pytorch PR #139221, Nov 2024,
+#   first released in 2.6.0), add_safe_globals's (object, 'module.name') pairs for numpy's moved
+#   names (PR #142153, Dec 2024, 2.6.0) and weights_only=True as torch.load's default (2.6.0).
+#   add_safe_globals itself is older (PR #124331, 2.4.0), and so is the CPU flash attention op the
+#   backbone calls, aten::_scaled_dot_product_flash_attention_for_cpu with attn_mask and scale
+#   (the masked version, PR #115913, Dec 2023, 2.3.0); torch 2.6 covers all of them.
+# - numpy 1.25: numpy.dtypes (the dtype classes a checkpoint may name). numpy < 2 because mmcv
+#   2.1, mmdet 3.3 and mmseg 1.2 predate numpy 2.
+# - mmengine 0.10.7: mmfocal replaces mmengine's checkpoint loaders and file backend by their
+#   registered names and reads its HistoryBuffer pickles; written and tested against 0.10.7, and
+#   mmengine's 0.x line is where those names live. It finds mmdet::/mmseg:: configs through
+#   pkg_resources, which setuptools 82 removed.
+# - mmcv 2.1 with its compiled ops (mmdet 3.3 and mmseg 1.2.2 accept mmcv < 2.2.0 only), mmdet
+#   3.3 and mmsegmentation 1.2.2: the configs inherit their config files by path (mmdet::,
+#   mmseg::), so they hold to the releases whose files they name.
+# tools/setup_env.sh installs the versions the project is tested with (tools/constraints.txt).
 setup(
     name='mmfocal',
     version=read_version(),
     description='Focal Transformer backbone for OpenMMLab detection and segmentation',
     packages=find_packages(include=['mmfocal', 'mmfocal.*']),
-    python_requires='>=3.8',
+    python_requires='>=3.9',
     install_requires=[
-        'torch>=2.0', 'mmengine==0.10.7', 'mmcv==2.1.0', 'mmdet==3.3.0',
-        'mmsegmentation==1.2.2', 'ftfy', 'regex', 'pycocotools', 'setuptools<82'
+        'torch>=2.6', 'numpy>=1.25,<2', 'mmengine>=0.10.7,<1.0', 'mmcv>=2.1.0,<2.2.0', 'mmdet>=3.3.0,<3.4',
+        'mmsegmentation>=1.2.2,<1.3', 'ftfy', 'regex', 'pycocotools', 'setuptools<82'
     ],
 )

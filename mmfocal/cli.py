@@ -123,3 +123,72 @@ def parse_with_shared_arguments(parser):
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
+
+
+# Where the libraries' own configs expect the data sets, relative to the working directory.
+_DATA_SETS = {
+    'mmdet': 'COCO 2017 (annotations/, train2017/, val2017/) goes in data/coco/, where mmdet\'s configs read it',
+    'mmseg': 'ADE20K (ADEChallengeData2016: images/, annotations/) goes in data/ade/ADEChallengeData2016/, '
+             'where mmseg\'s configs read it',
+}
+_DEMO_DATA = 'data/demo'
+
+
+def _is_remote(path: str) -> bool:
+    return '://' in path
+
+
+def _dataset_paths(dataset_cfg, key):
+    """(config key, path) of what a dataset config reads, as mmengine's BaseDataset joins them:
+    data_root, then ann_file and data_prefix entries under it unless absolute. Wrappers
+    (RepeatDataset, ClassBalancedDataset, ConcatDataset) are followed to the datasets they wrap."""
+    if 'dataset' in dataset_cfg:
+        yield from _dataset_paths(dataset_cfg['dataset'], f'{key}.dataset')
+        return
+    if 'datasets' in dataset_cfg:
+        for index, inner in enumerate(dataset_cfg['datasets']):
+            yield from _dataset_paths(inner, f'{key}.datasets.{index}')
+        return
+    data_root = dataset_cfg.get('data_root') or ''
+    if data_root:
+        yield f'{key}.data_root', data_root
+    if dataset_cfg.get('ann_file'):
+        yield f'{key}.ann_file', osp.join(data_root, dataset_cfg['ann_file'])
+    for name, prefix in (dataset_cfg.get('data_prefix') or {}).items():
+        if isinstance(prefix, str) and prefix:
+            yield f'{key}.data_prefix.{name}', osp.join(data_root, prefix)
+
+
+def check_dataset_paths(cfg, config_path, phases=('train', 'val')):
+    """Stop, with one line naming the missing path and the fix, if a dataset of ``phases`` is
+    not where the config says; before anything is built, so not after a long traceback.
+
+    The paths are those of the dataloaders' datasets and the evaluators' annotation files
+    (``val_evaluator.ann_file`` of a COCO metric), relative ones taken from the working directory
+    as mmengine does. URLs (``s3://``, ...) are the storage backend's business and not checked.
+    """
+    paths = []
+    for phase in phases:
+        loader = cfg.get(f'{phase}_dataloader')
+        if not loader or (phase != 'train' and not cfg.get(f'{phase}_cfg', True)):
+            continue
+        paths += _dataset_paths(loader.dataset, f'{phase}_dataloader.dataset')
+        evaluators = cfg.get(f'{phase}_evaluator') or []
+        for index, evaluator in enumerate(evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]):
+            if isinstance(evaluator, dict) and evaluator.get('ann_file'):
+                key = f'{phase}_evaluator' + (f'.{index}' if isinstance(evaluators, (list, tuple)) else '')
+                paths.append((f'{key}.ann_file', evaluator['ann_file']))
+    for key, path in paths:
+        if _is_remote(path) or osp.exists(path):
+            continue
+        where = f'{path} (under {os.getcwd()})' if not osp.isabs(path) else path
+        if path.replace('\\', '/').startswith(('data/demo/', './data/demo/')) or path.rstrip('/') == _DEMO_DATA:
+            fix = ('make the demo data first: `python tools/make_demo_data.py` (or `make demo`) in the repository, '
+                   'and run from there (the demo configs read data/demo/ relative to the working directory)')
+        else:
+            # The other settings that read from the same place and have to move with it.
+            along = [other for other, other_path in paths if other != key and other_path.startswith(path)
+                     and other.endswith(('.data_root', '_evaluator.ann_file'))]
+            fix = (f"{_DATA_SETS.get(cfg.get('default_scope'), 'put the data set there')}; or point the config "
+                   f'at yours with --cfg-options {key}=...' + (f' ({", ".join(along)} too)' if along else ''))
+        raise SystemExit(f'{config_path}: {key} = {where} does not exist: {fix}')

@@ -1,8 +1,10 @@
 """Test scaffolding, defined once: paths, the tool runner, tiny backbones and configs shrunk to
 test size. Fixtures built on these (the demo data, made once per run) are in conftest.py."""
 import copy
+import importlib.util
 import os
 import os.path as osp
+import socket
 import subprocess
 import sys
 from typing import Optional, Sequence, Tuple
@@ -37,6 +39,20 @@ def tool_environment(**extra) -> dict:
     return env
 
 
+def tool_command(script: str, *args) -> list:
+    """The command line that runs ``tools/<script>`` (or any path): Python for .py, else bash."""
+    path = str(script) if osp.isabs(str(script)) else osp.join(TOOLS, script)
+    return [sys.executable, path, *map(str, args)] if path.endswith('.py') else ['bash', path, *map(str, args)]
+
+
+def load_tool(name: str):
+    """``tools/<name>.py`` imported as a module (the tools are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f'tools_{name}', osp.join(TOOLS, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_tool(script: str, *args, cwd: Optional[str] = None, check: bool = True, timeout: float = 1200,
              env: Optional[dict] = None) -> Tuple[int, str]:
     """Run ``tools/<script>`` (or any path) with ``args``; return (exit code, stdout + stderr).
@@ -44,14 +60,20 @@ def run_tool(script: str, *args, cwd: Optional[str] = None, check: bool = True, 
     A failure (when ``check``) fails the test with the end of the output. ``timeout`` is a
     deadline against a hung tool, not a speed limit.
     """
-    path = script if osp.isabs(script) else osp.join(TOOLS, script)
-    command = [sys.executable, path, *map(str, args)] if path.endswith('.py') else ['bash', path, *map(str, args)]
+    command = tool_command(script, *args)
     result = subprocess.run(command, cwd=cwd or ROOT, env=env or tool_environment(), capture_output=True,
                             text=True, timeout=timeout)
     output = result.stdout + result.stderr
     if check and result.returncode != 0:
         pytest.fail(f'{" ".join(command[:3])} exited with {result.returncode}:\n{output[-6000:]}')
     return result.returncode, output
+
+
+def free_port() -> int:
+    """A TCP port on localhost that was free a moment ago (for a distributed run's rendezvous)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
 
 
 def make_demo_data(out: str, *options: str) -> None:
@@ -85,15 +107,15 @@ def shrink_backbone(cfg, backbone: Optional[dict] = None):
     return cfg
 
 
-def shrink_scales(pipeline):
-    """Divide every resize scale and crop size of a data pipeline (in place) by SCALE_DIVISOR."""
+def shrink_scales(pipeline, divisor: int = SCALE_DIVISOR):
+    """Divide every resize scale and crop size of a data pipeline (in place) by ``divisor``."""
     for transform in pipeline:
         for key in ('scale', 'crop_size'):
             if isinstance(transform.get(key), (tuple, list)) and all(isinstance(s, int) for s in transform[key]):
-                transform[key] = tuple(s // SCALE_DIVISOR for s in transform[key])
+                transform[key] = tuple(s // divisor for s in transform[key])
         if 'scales' in transform:
-            transform['scales'] = [tuple(s // SCALE_DIVISOR for s in scale) for scale in transform['scales']]
+            transform['scales'] = [tuple(s // divisor for s in scale) for scale in transform['scales']]
         for nested in ('transforms', ):
             for group in transform.get(nested, []):
-                shrink_scales(group if isinstance(group, list) else [group])
+                shrink_scales(group if isinstance(group, list) else [group], divisor)
     return pipeline

@@ -3,16 +3,15 @@
 The kills are real: a child process writes a checkpoint through mmengine's own ``save_checkpoint``
 and dies by a signal in the middle of the write, either SIGXFSZ (a file-size limit makes the
 kernel kill it at an exact byte, so the write is surely interrupted) or SIGKILL sent by the test
-while the child is writing checkpoints in a loop.
+once the child reports that it is inside a write (its bytes on disk, the rename still to come).
 """
 import inspect
 import io
 import os
-import os.path as osp
 import signal
 import subprocess
-import sys
 import textwrap
+import zipfile
 
 import pytest
 import torch
@@ -24,13 +23,13 @@ from mmengine.runner.checkpoint import save_checkpoint
 from torch.utils.data import Dataset
 
 from mmfocal.engine.atomic_checkpoint import (TEMP_SUFFIX, AtomicLocalBackend, find_latest_complete_checkpoint,
-                                       is_complete_checkpoint)
+                                              is_complete_checkpoint)
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from .helpers import DET_DEMO_CONFIG, run_tool, tool_command, tool_environment
 
 # The child imports mmfocal only when told to: the control run shows what mmengine alone leaves.
 WRITER = textwrap.dedent('''
-    import os, resource, signal, sys
+    import os, resource, signal, stat, sys
     import torch
     from mmengine.runner.checkpoint import save_checkpoint
     path, mode, fsize_limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -45,9 +44,16 @@ WRITER = textwrap.dedent('''
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
         save_checkpoint(checkpoint, path)
     else:
-        print('writing', flush=True)
-        while True:
-            save_checkpoint(checkpoint, path)
+        # Stop inside the write, once the new bytes are on disk and before the rename makes them
+        # the checkpoint: say so, and wait there for the parent's SIGKILL.
+        fsync = os.fsync
+        def fsync_then_wait(descriptor):
+            fsync(descriptor)
+            if stat.S_ISREG(os.fstat(descriptor).st_mode):  # the file's, not the directory's
+                print('inside a write', flush=True)
+                sys.stdin.read()
+        os.fsync = fsync_then_wait
+        save_checkpoint(checkpoint, path)
 ''')
 
 
@@ -55,12 +61,15 @@ def small_checkpoint(iteration):
     return dict(meta=dict(iter=iteration), state_dict=dict(weight=torch.full((8,), float(iteration))))
 
 
-def run_writer(tmp_path, path, mode, fsize_limit):
+def writer_script(tmp_path):
     script = tmp_path / 'writer.py'
     script.write_text(WRITER)
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-    return subprocess.run([sys.executable, str(script), str(path), mode, str(fsize_limit)], env=env,
-                          capture_output=True, text=True)
+    return script
+
+
+def run_writer(tmp_path, path, mode, fsize_limit):
+    """(exit code, output) of the writer."""
+    return run_tool(writer_script(tmp_path), path, mode, fsize_limit, check=False)
 
 
 def temp_files(directory):
@@ -89,8 +98,8 @@ def test_overwriting_through_a_symlink_replaces_its_target(tmp_path):
 def test_plain_mmengine_leaves_a_truncated_checkpoint_when_killed_mid_write(tmp_path):
     # The control for the next test: without mmfocal the final path gets the partial file.
     path = tmp_path / 'epoch_2.pth'
-    result = run_writer(tmp_path, path, 'plain', fsize_limit=1 << 20)
-    assert result.returncode == -signal.SIGXFSZ, result.stderr
+    code, output = run_writer(tmp_path, path, 'plain', fsize_limit=1 << 20)
+    assert code == -signal.SIGXFSZ, output
     assert path.stat().st_size == 1 << 20
     assert not is_complete_checkpoint(str(path))
 
@@ -99,31 +108,35 @@ def test_killed_mid_write_leaves_the_previous_checkpoint_whole(tmp_path):
     path = tmp_path / 'epoch_2.pth'
     save_checkpoint(small_checkpoint(1), str(path))
     before = path.read_bytes()
-    result = run_writer(tmp_path, path, 'atomic', fsize_limit=1 << 20)
-    assert result.returncode == -signal.SIGXFSZ, result.stderr
+    code, output = run_writer(tmp_path, path, 'atomic', fsize_limit=1 << 20)
+    assert code == -signal.SIGXFSZ, output
     assert path.read_bytes() == before  # the interrupted write never reached the final path
     leftovers = temp_files(tmp_path)
     assert len(leftovers) == 1 and (tmp_path / leftovers[0]).stat().st_size == 1 << 20
     assert find_latest_complete_checkpoint(str(tmp_path)) == str(path)
 
 
-def test_sigkill_during_repeated_saves_never_exposes_a_partial_file(tmp_path):
+def test_sigkill_inside_a_save_never_exposes_a_partial_file(tmp_path):
     path = tmp_path / 'iter_2.pth'
     save_checkpoint(small_checkpoint(1), str(path))
-    script = tmp_path / 'writer.py'
-    script.write_text(WRITER)
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-    child = subprocess.Popen([sys.executable, str(script), str(path), 'atomic', '0'], env=env,
-                             stdout=subprocess.PIPE, text=True)
-    assert child.stdout.readline().strip() == 'writing'
-    while not temp_files(tmp_path):  # the child is inside a write
-        pass
+    child = subprocess.Popen(tool_command(writer_script(tmp_path), path, 'atomic', 0), env=tool_environment(),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    # Reading lines blocks until the child's report, and ends if the child dies first: no spinning.
+    before = []
+    for line in child.stdout:
+        if line.strip() == 'inside a write':
+            break
+        before.append(line)
+    else:
+        pytest.fail(f'the writer ended without reaching the write:\n{"".join(before)}')
+    assert len(temp_files(tmp_path)) == 1  # the new bytes are in a temporary file...
     child.send_signal(signal.SIGKILL)
     child.wait()
+    child.stdin.close()
     child.stdout.close()
     assert child.returncode == -signal.SIGKILL
-    # Old or new content, whichever the kill left, but always a whole checkpoint.
-    assert torch.load(path)['meta']['iter'] in (1, 2)
+    # ...so the kill left the old content, whole (a kill after the rename would leave the new, whole).
+    assert torch.load(path)['meta']['iter'] == 1
     assert find_latest_complete_checkpoint(str(tmp_path)) == str(path)
 
 
@@ -180,6 +193,30 @@ def test_finder_returns_a_complete_but_refused_checkpoint_for_the_loader_to_reje
     assert find_latest_complete_checkpoint(str(tmp_path)) == str(path)
 
 
+def test_completeness_is_decided_for_stated_reasons(tmp_path):
+    whole = tmp_path / 'whole.pth'
+    save_checkpoint(small_checkpoint(1), str(whole))
+    assert is_complete_checkpoint(str(whole))
+    # Whole, but not a training checkpoint: no state_dict.
+    torch.save(dict(model=small_checkpoint(1)['state_dict']), tmp_path / 'weights.pth')
+    assert not is_complete_checkpoint(str(tmp_path / 'weights.pth'))
+    # Not torch's zip format: the legacy format, and bytes that are no checkpoint at all.
+    torch.save(small_checkpoint(1), tmp_path / 'legacy.pth', _use_new_zipfile_serialization=False)
+    assert not is_complete_checkpoint(str(tmp_path / 'legacy.pth'))
+    (tmp_path / 'noise.pth').write_bytes(b'\x80\x02 not a checkpoint')
+    assert not is_complete_checkpoint(str(tmp_path / 'noise.pth'))
+    # A zip whose pickle was damaged: its CRC tells, where unpickling it would fail like a refusal.
+    data = bytearray(whole.read_bytes())
+    with zipfile.ZipFile(whole) as archive:
+        (name, ) = [n for n in archive.namelist() if n.endswith('/data.pkl')]
+        start = bytes(data).index(archive.read(name))
+    data[start + 2:start + 6] = b'\xff\xff\xff\xff'
+    (tmp_path / 'damaged.pth').write_bytes(bytes(data))
+    assert not is_complete_checkpoint(str(tmp_path / 'damaged.pth'))
+    (tmp_path / 'folder.pth').mkdir()
+    assert not is_complete_checkpoint(str(tmp_path / 'folder.pth'))
+
+
 class LinearRegression(BaseModel):
     def __init__(self):
         super().__init__()
@@ -227,18 +264,16 @@ def test_runner_checkpoints_are_whole_and_the_finder_resumes_from_the_last(tmp_p
     assert resumed.train_loop.epoch == 3 and is_complete_checkpoint(str(tmp_path / 'epoch_3.pth'))
 
 
-def test_train_resume_without_a_path_skips_a_checkpoint_cut_short(tmp_path):
+def test_train_resume_without_a_path_skips_a_checkpoint_cut_short(demo_workspace, tmp_path):
     """tools/train.py --resume: epoch 2's save was cut short, so training resumes after epoch 1."""
-    data, work_dir = tmp_path / 'demo', tmp_path / 'work'
-    subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'make_demo_data.py'), '--out', str(data),
-                    '--det-train', '2', '--det-val', '1', '--seg-train', '1', '--seg-val', '1'],
-                   check=True, capture_output=True)
-    options = dict(train_dataloader=dict(dataset=dict(data_root=f'{data}/coco/'), batch_size=1, num_workers=0,
-                                         persistent_workers=False),
+    work_dir = tmp_path / 'work'
+    # Two of the session's demo pictures, one per iteration.
+    options = dict(train_dataloader=dict(dataset=dict(data_root=f'{demo_workspace}/data/demo/coco/', indices=2),
+                                         batch_size=1, num_workers=0, persistent_workers=False),
                    val_cfg=None, val_dataloader=None, val_evaluator=None,
                    default_hooks=dict(checkpoint=dict(interval=1), logger=dict(interval=1)))
     # Epoch 1 in this process (the Runner is built from the config's parts, as from_cfg would).
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'det', 'mask_rcnn_focal_t_demo.py'))
+    cfg = Config.fromfile(DET_DEMO_CONFIG)
     cfg.merge_from_dict(dict(options, train_cfg=dict(max_epochs=1), work_dir=str(work_dir)))
     arguments = set(inspect.signature(Runner.__init__).parameters) - {'self', 'cfg'}
     Runner(**{name: cfg[name] for name in arguments if name in cfg}).train()
@@ -250,11 +285,7 @@ def test_train_resume_without_a_path_skips_a_checkpoint_cut_short(tmp_path):
     config = tmp_path / 'demo_config.py'
     cfg.merge_from_dict(dict(train_cfg=dict(max_epochs=2)))
     cfg.dump(str(config))
-    result = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'train.py'), str(config), '--resume'],
-                            env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'), cwd=ROOT,
-                            capture_output=True, text=True)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-3000:]
+    _, log = run_tool('train.py', config, '--resume')
     assert f'Load checkpoint from {work_dir / "epoch_1.pth"}' in log and 'resumed epoch: 1, iter: 2' in log
     assert torch.load(work_dir / 'epoch_2.pth')['meta']['epoch'] == 2  # rewritten, whole
     assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / 'epoch_2.pth')

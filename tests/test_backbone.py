@@ -10,10 +10,9 @@ from mmfocal import FocalTransformer
 from mmfocal.models.layers import focal_attention
 from mmfocal.engine.pretrained import CheckpointMismatchError, match_state_dict
 
+from .helpers import TINY, run_tool
 from .naive_focal import naive_block
 from .reference_data import assert_stages_match, load_reference, official_checkpoint_entries
-
-TINY = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), drop_path_rate=0.)
 
 
 def official_kwargs(args):
@@ -240,15 +239,11 @@ def test_checkpoint_of_another_size_is_a_clear_error(tmp_path):
 
 
 def test_convert_tool_writes_loadable_backbone_file(tmp_path):
-    import subprocess
-    import sys
     entry = _official_entries('focal-tiny-useconv-is224-ws7.pth')
     src, dst = tmp_path / 'official.pth', tmp_path / 'converted.pth'
     torch.save(_fake_checkpoint(entry, seed=1), src)
-    root = os.path.join(os.path.dirname(__file__), '..')
-    result = subprocess.run([sys.executable, os.path.join(root, 'tools', 'convert_official_ckpt.py'), str(src),
-                             str(dst)], capture_output=True, text=True, check=True)
-    assert 'use_conv_embed' in result.stdout
+    _, output = run_tool('convert_official_ckpt.py', src, dst, cwd=tmp_path)  # from any working directory
+    assert 'use_conv_embed' in output
     converted = torch.load(dst)['state_dict']
     assert 'head.weight' not in converted and 'layers.0.blocks.0.attn.relative_position_index' not in converted
     model = FocalTransformer(arch='tiny', use_conv_embed=True,

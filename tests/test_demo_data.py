@@ -4,24 +4,20 @@ import hashlib
 import json
 import os
 import os.path as osp
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-MAKE_DEMO_DATA = osp.join(ROOT, 'tools', 'make_demo_data.py')
-DET_CONFIG = osp.join(ROOT, 'configs', 'det', 'mask_rcnn_focal_t_demo.py')
-SEG_CONFIG = osp.join(ROOT, 'configs', 'seg', 'upernet_focal_t_demo.py')
+from .helpers import DET_DEMO_CONFIG as DET_CONFIG, SEG_DEMO_CONFIG as SEG_CONFIG, load_tool, make_demo_data, run_tool
+
+# More pictures than the session's demo workspace has: these tests look at the data set itself.
 SMALL = ['--det-train', '24', '--det-val', '6', '--seg-train', '8', '--seg-val', '4']
 
 
 def make_data(out, *extra):
-    subprocess.run([sys.executable, MAKE_DEMO_DATA, '--out', str(out), *SMALL, *extra],
-                   check=True, capture_output=True, text=True)
+    make_demo_data(str(out), *SMALL, *extra)
     return out
 
 
@@ -57,10 +53,9 @@ def test_same_seed_same_bytes_other_seed_other_pictures(demo_data, tmp_path):
     ('--typical-colour', '1.5', '--typical-colour must be between 0 and 1'),
 ])
 def test_bad_arguments_are_refused(tmp_path, option, value, message):
-    result = subprocess.run([sys.executable, MAKE_DEMO_DATA, '--out', str(tmp_path), option, value],
-                            capture_output=True, text=True)
-    assert result.returncode != 0
-    assert message in result.stderr
+    code, output = run_tool('make_demo_data.py', '--out', tmp_path, option, value, check=False)
+    assert code != 0
+    assert message in output
 
 
 def coco_dataset(data_root, split):
@@ -191,11 +186,7 @@ def test_colour_is_a_cue_not_the_answer(demo_data):
     """About three objects in four have their class's typical hue; the rest do not."""
     import cv2
     from pycocotools import mask as mask_utils
-    sys.path.insert(0, osp.dirname(MAKE_DEMO_DATA))
-    try:
-        from make_demo_data import CLASS_HUES, HUE_SPREAD
-    finally:
-        sys.path.pop(0)
+    tool = load_tool('make_demo_data')
     with open(osp.join(demo_data, 'coco', 'annotations', 'instances_train.json')) as f:
         coco = json.load(f)
     images = {img['id']: img for img in coco['images']}
@@ -209,7 +200,7 @@ def test_colour_is_a_cue_not_the_answer(demo_data):
         if inner.sum() < 10:
             continue
         hue = np.median(cv2.cvtColor(picture, cv2.COLOR_BGR2HSV)[..., 0][inner])
-        distance = abs(hue - CLASS_HUES[ann['category_id'] - 1])
-        typical.append(min(distance, 180 - distance) <= HUE_SPREAD + 4)
+        distance = abs(hue - tool.CLASS_HUES[ann['category_id'] - 1])
+        typical.append(min(distance, 180 - distance) <= tool.HUE_SPREAD + 4)
     assert len(typical) > 50
     assert 0.6 < np.mean(typical) < 0.92

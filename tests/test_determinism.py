@@ -7,13 +7,11 @@ random flips and the from-scratch initialisation all in play).
 """
 import glob
 import json
-import os
 import os.path as osp
 import subprocess
-import sys
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIG = osp.join(ROOT, 'configs', 'det', 'mask_rcnn_focal_t_demo.py')
+from .helpers import DET_DEMO_CONFIG as CONFIG, ROOT, make_demo_data, tool_command, tool_environment
+
 ITERATIONS = 3
 BATCH_SIZE = 2
 
@@ -29,9 +27,9 @@ def logged_losses(work_dir):
 
 def test_two_seeded_deterministic_cpu_runs_log_identical_losses(tmp_path):
     data = tmp_path / 'demo'
-    subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'make_demo_data.py'), '--out', str(data),
-                    '--det-train', str(ITERATIONS * BATCH_SIZE), '--det-val', '1', '--seg-train', '1',
-                    '--seg-val', '1'], check=True, capture_output=True)
+    # Its own data: more training pictures, at the default scale, than the session's demo workspace.
+    make_demo_data(str(data), '--det-train', str(ITERATIONS * BATCH_SIZE), '--det-val', '1', '--seg-train', '1',
+                   '--seg-val', '1')
     options = [
         'randomness.seed=0', 'randomness.deterministic=True',
         f'train_dataloader.dataset.data_root={data}/coco/', f'train_dataloader.batch_size={BATCH_SIZE}',
@@ -39,10 +37,10 @@ def test_two_seeded_deterministic_cpu_runs_log_identical_losses(tmp_path):
         'train_cfg.max_epochs=1', 'val_cfg=None', 'val_dataloader=None', 'val_evaluator=None',
         'default_hooks.logger.interval=1',
     ]
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-    runs = [subprocess.Popen([sys.executable, osp.join(ROOT, 'tools', 'train.py'), CONFIG, '--work-dir',
-                              str(tmp_path / f'run{i}'), '--cfg-options', *options],
-                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    runs = [subprocess.Popen(tool_command('train.py', CONFIG, '--work-dir', tmp_path / f'run{i}', '--cfg-options',
+                                          *options),
+                             env=tool_environment(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
             for i in range(2)]
     outputs = [run.communicate()[0] for run in runs]
     for run, output in zip(runs, outputs):

@@ -2,11 +2,8 @@
 backbone's fused attention counted, cascade mask heads on 100 RoIs, and clear errors. The
 models are the real configs' with a one-block, 32-channel backbone and small inputs."""
 import copy
-import importlib.util
 import os.path as osp
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,31 +12,14 @@ import torch.nn.functional as F
 from mmengine.analysis import FlopAnalyzer
 from mmengine.config import Config
 
-ROOT = osp.join(osp.dirname(__file__), '..')
-TOOL = osp.join(ROOT, 'tools', 'get_flops.py')
-TINY_BACKBONE = dict(arch=None, embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), init_cfg=None)
-TINY_CHANNELS = [32, 64, 128, 256]
+from .helpers import ROOT, load_tool, run_tool, shrink_backbone
 
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location('get_flops', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-get_flops = load_tool()
+get_flops = load_tool('get_flops')
 
 
 def tiny_config(path):
-    cfg = Config.fromfile(osp.join(ROOT, path))
-    cfg.model.backbone.update(TINY_BACKBONE)
-    if 'neck' in cfg.model:
-        cfg.model.neck.in_channels = [TINY_CHANNELS[i] for i in cfg.model.backbone.out_indices]
-    else:  # UperNet: the decode head and auxiliary head read the backbone directly
-        cfg.model.decode_head.in_channels = TINY_CHANNELS
-        cfg.model.auxiliary_head.in_channels = TINY_CHANNELS[cfg.model.auxiliary_head.in_index]
-    return cfg
+    """The config at ``path`` (from the repository root) with the tiny backbone and heads to match."""
+    return shrink_backbone(Config.fromfile(osp.join(ROOT, path)))
 
 
 def count(module, *inputs):
@@ -125,8 +105,8 @@ def test_cascade_mask_heads_are_counted_on_100_rois():
 def test_command_line_prints_params_and_flops():
     overrides = ['model.backbone.arch=None', 'model.backbone.embed_dims=32', 'model.backbone.depths=[1,1,1,1]',
                  'model.backbone.num_heads=[1,2,4,8]', 'model.neck.in_channels=[64,128,256]']
-    out = subprocess.run([sys.executable, TOOL, 'configs/det/retinanet_focal_t_1x.py', '--shape', '64', '96',
-                          '--cfg-options', *overrides], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    _, out = run_tool('get_flops.py', 'configs/det/retinanet_focal_t_1x.py', '--shape', '64', '96',
+                      '--cfg-options', *overrides, cwd=ROOT)
     assert re.search(r'^configs/det/retinanet_focal_t_1x\.py: params \d+\.\d\d M, FLOPs \d+\.\d G '
                      r'at input 3x64x96 \(HxW\)$', out, re.M), out
 

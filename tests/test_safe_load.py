@@ -13,7 +13,9 @@ import os.path as osp
 import pickle
 import subprocess
 import sys
+import textwrap
 import threading
+import zipfile
 from collections import OrderedDict
 from functools import partial
 
@@ -27,16 +29,14 @@ from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint, load_
 
 from mmfocal import FocalTransformer
 from mmfocal.engine import safe_load
-from mmfocal.engine.safe_load import UnsafeCheckpointError, checkpoint_safe_globals
+from mmfocal.engine.safe_load import CheckpointDownloadError, UnsafeCheckpointError, checkpoint_safe_globals
 
+from .helpers import (DET_DEMO_CONFIG, SEG_CONFIGS, TINY_BACKBONE, free_port, run_tool, shrink_backbone, tool_command,
+                      tool_environment)
 from .reference_data import official_checkpoint_entries
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DET_CLASSES = ('circle', 'square', 'triangle', 'cross')
 SEG_CLASSES = ('background', ) + DET_CLASSES
-TINY_BACKBONE = dict(arch=None, embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), drop_path_rate=0.,
-                     init_cfg=None)
-TINY_CHANNELS = [16, 32, 64, 128]
 
 
 # ---------------------------------------------------------------- malicious checkpoints
@@ -218,6 +218,68 @@ def test_a_downloaded_official_checkpoint_loads(web_server):
     assert torch.equal(loaded.patch_embed.proj.weight, backbone.patch_embed.proj.weight)
 
 
+def test_a_failed_download_names_the_url_and_how_to_use_a_local_copy(web_server):
+    _, url = web_server
+    with pytest.raises(CheckpointDownloadError, match=r'could not download the checkpoint .*/missing\.pth \(HTTP 404: '
+                       r'.*--cfg-options model\.backbone\.init_cfg\.checkpoint=/path/to/file\.pth'):
+        _load_checkpoint(f'{url}/missing.pth')
+
+
+# Two ranks load a URL as mmengine's loader does under a distributed launcher (gloo, on CPU).
+TWO_RANKS = textwrap.dedent('''
+    import sys
+    import torch.distributed as dist
+    from mmfocal.engine.safe_load import load_checkpoint_url
+    rank, port, site, model_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2)
+    for name in ('missing.pth', 'focal-tiny.pth'):
+        try:
+            checkpoint = load_checkpoint_url(f'{site}/{name}', model_dir=model_dir)
+            print(f'{name}: loaded {len(checkpoint["model"])} tensors', flush=True)
+        except Exception as error:
+            print(f'{name}: {type(error).__name__}: {error}', flush=True)
+''')
+
+
+def test_a_failed_download_on_rank_0_stops_every_rank(web_server, tmp_path):
+    """Rank 0 downloads first; when it fails, the other ranks learn it and raise too, instead of
+    waiting at a barrier for ever. Then a URL that works loads on both."""
+    site, url = web_server
+    torch.save(official_format(FocalTransformer(**TINY_BACKBONE)), site / 'focal-tiny.pth')
+    script = tmp_path / 'two_ranks.py'
+    script.write_text(TWO_RANKS)
+    port = free_port()
+    ranks = [subprocess.Popen(tool_command(script, rank, port, url, tmp_path / 'cache'), env=tool_environment(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    try:
+        # A deadline against the hang this test is about (each rank imports mmfocal, then loads twice).
+        outputs = [rank.communicate(timeout=600)[0] for rank in ranks]
+    finally:
+        for rank in ranks:
+            rank.kill()
+    assert [rank.returncode for rank in ranks] == [0, 0], outputs
+    missing = f'{url}/missing.pth'
+    assert f'missing.pth: CheckpointDownloadError: could not download the checkpoint {missing} (HTTP 404' in outputs[0]
+    assert (f'missing.pth: RuntimeError: rank 1: not loading {missing}, because rank 0 failed to download or load '
+            f'it: CheckpointDownloadError: could not download the checkpoint {missing}') in outputs[1]
+    assert all('focal-tiny.pth: loaded' in output for output in outputs), outputs
+
+
+def test_a_damaged_zip_checkpoint_is_reported_as_incomplete(tmp_path):
+    """Bytes changed inside the pickle of a whole zip file: damaged, not a refusal of its content."""
+    path = tmp_path / 'epoch_3.pth'
+    torch.save(dict(state_dict=dict(weight=torch.zeros(10))), path)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        (name, ) = [n for n in archive.namelist() if n.endswith('/data.pkl')]
+        start = bytes(data).index(archive.read(name))
+    data[start + 2:start + 6] = b'\xff\xff\xff\xff'  # not pickle opcodes
+    path.write_bytes(bytes(data))
+    with pytest.raises(safe_load.IncompleteCheckpointError) as error_info:
+        _load_checkpoint(str(path))
+    assert str(path) in str(error_info.value)
+
+
 # ---------------------------------------------------------------- legitimate checkpoints load
 
 def official_format(backbone):
@@ -225,8 +287,9 @@ def official_format(backbone):
     state = OrderedDict(backbone.state_dict())
     for i in range(4):
         state.pop(f'norm{i}.weight'), state.pop(f'norm{i}.bias')
-    state['norm.weight'], state['norm.bias'] = torch.ones(128), torch.zeros(128)
-    state['head.weight'], state['head.bias'] = torch.zeros(1000, 128), torch.zeros(1000)
+    channels = backbone.num_features[-1]
+    state['norm.weight'], state['norm.bias'] = torch.ones(channels), torch.zeros(channels)
+    state['head.weight'], state['head.bias'] = torch.zeros(1000, channels), torch.zeros(1000)
     return {'model': state}
 
 
@@ -257,36 +320,28 @@ def test_numpy_values_of_any_dtype_load(tmp_path):
 
 
 @pytest.fixture(scope='module')
-def demo_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp('demo')
-    subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'make_demo_data.py'), '--out', str(out),
-                    '--scale', '64', '--det-train', '2', '--det-val', '1', '--seg-train', '2', '--seg-val', '1'],
-                   check=True, capture_output=True)
-    return out
+def demo_data(demo_workspace):
+    """The session's demo data (data/demo of the demo workspace)."""
+    return demo_workspace / 'data' / 'demo'
 
 
 def tiny_detector_config(work_dir, data_root):
     """configs/det/mask_rcnn_focal_t_demo.py on two demo pictures, one epoch, no evaluation."""
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'det', 'mask_rcnn_focal_t_demo.py'))
-    cfg.model.backbone.update(TINY_BACKBONE)
-    cfg.model.neck.in_channels = TINY_CHANNELS
+    cfg = shrink_backbone(Config.fromfile(DET_DEMO_CONFIG))
     cfg.train_dataloader.update(batch_size=1, num_workers=0, persistent_workers=False,
                                 sampler=dict(type='DefaultSampler', shuffle=False))
-    cfg.train_dataloader.dataset.data_root = osp.join(str(data_root), 'coco')
+    cfg.train_dataloader.dataset.update(data_root=osp.join(str(data_root), 'coco'), indices=2)
     return finish_config(cfg, work_dir, dict(type='EpochBasedTrainLoop', max_epochs=1),
                          dict(type='CheckpointHook', interval=1))
 
 
 def tiny_segmenter_config(work_dir, data_root):
     """configs/seg/upernet_focal_t_512x512_160k_ade20k.py, tiny, 2 iterations on 64x64 demo crops."""
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'seg', 'upernet_focal_t_512x512_160k_ade20k.py'))
-    cfg.model.backbone.update(TINY_BACKBONE)
+    cfg = shrink_backbone(Config.fromfile(osp.join(SEG_CONFIGS, 'upernet_focal_t_512x512_160k_ade20k.py')))
     cfg.model.data_preprocessor.size = (64, 64)
     batch_norm = dict(type='BN', requires_grad=True)  # SyncBN needs a process group
-    cfg.model.decode_head.update(in_channels=TINY_CHANNELS, channels=16, num_classes=len(SEG_CLASSES),
-                                 norm_cfg=batch_norm)
-    cfg.model.auxiliary_head.update(in_channels=TINY_CHANNELS[2], channels=16, num_classes=len(SEG_CLASSES),
-                                    norm_cfg=batch_norm)
+    cfg.model.decode_head.update(channels=16, num_classes=len(SEG_CLASSES), norm_cfg=batch_norm)
+    cfg.model.auxiliary_head.update(channels=16, num_classes=len(SEG_CLASSES), norm_cfg=batch_norm)
     pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True),
                 dict(type='Resize', scale=(64, 64), keep_ratio=False), dict(type='PackSegInputs')]
     cfg.train_dataloader = dict(
@@ -395,21 +450,12 @@ def test_runner_load_from_and_resume_refuse_code(malicious, demo_data, tmp_path,
     assert_refused(error_info, path, refused, marker)
 
 
-def run_tool(tool, *args):
-    script = osp.join(ROOT, 'tools', tool)
-    if not osp.exists(script):
-        pytest.skip(f'tools/{tool} is not written yet')
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-    return subprocess.run([sys.executable, script, *args], env=env, capture_output=True, text=True, cwd=ROOT)
-
-
 def test_train_resume_refuses_code(shell_payload, demo_data, tmp_path):
     path, marker, refused = shell_payload
     config = tmp_path / 'tiny_mask_rcnn.py'
     tiny_detector_config(tmp_path / 'work', demo_data).dump(str(config))
-    result = run_tool('train.py', str(config), '--work-dir', str(tmp_path / 'work'), '--resume', path)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
+    code, output = run_tool('train.py', config, '--work-dir', tmp_path / 'work', '--resume', path, check=False)
+    assert code != 0
     assert 'NOT executed' in output and path in output and refused in output and not marker.exists()
 
 
@@ -417,7 +463,7 @@ def test_test_tool_refuses_code(shell_payload, demo_data, tmp_path):
     path, marker, refused = shell_payload
     config = tmp_path / 'tiny_mask_rcnn.py'
     cfg = tiny_detector_config(tmp_path / 'work', demo_data)
-    demo = Config.fromfile(osp.join(ROOT, 'configs', 'det', 'mask_rcnn_focal_t_demo.py'))
+    demo = Config.fromfile(DET_DEMO_CONFIG)
     coco = osp.join(str(demo_data), 'coco')
     cfg.test_dataloader = demo.test_dataloader
     cfg.test_dataloader.update(num_workers=0, persistent_workers=False)
@@ -425,7 +471,6 @@ def test_test_tool_refuses_code(shell_payload, demo_data, tmp_path):
     cfg.test_cfg = demo.test_cfg
     cfg.test_evaluator = dict(demo.test_evaluator, ann_file=osp.join(coco, 'annotations', 'instances_val.json'))
     cfg.dump(str(config))
-    result = run_tool('test.py', str(config), path, '--work-dir', str(tmp_path / 'work'))
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
+    code, output = run_tool('test.py', config, path, '--work-dir', tmp_path / 'work', check=False)
+    assert code != 0
     assert 'NOT executed' in output and path in output and refused in output and not marker.exists()

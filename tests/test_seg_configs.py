@@ -26,7 +26,7 @@ from mmseg.models import SegTTAModel
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-CONFIG_DIR = osp.join(osp.dirname(__file__), '..', 'configs', 'seg')
+from .helpers import SCALE_DIVISOR, SEG_CONFIGS as CONFIG_DIR, shrink_backbone, shrink_scales
 CHECKPOINT_URL = 'https://projects4jw.blob.core.windows.net/model/focal-transformer/imagenet1k/{}'
 
 # size -> (arch, paper's parameter count, backbone output channels)
@@ -41,11 +41,8 @@ OUR_PARAMS_M = {'t': 60.84, 's': 83.11, 'b': 123.74}
 MMSEG_CONFIGS = osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs')
 SWIN_CONFIG = 'swin-{}-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
 
-TINY_BACKBONE = dict(arch=None, embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), init_cfg=None)
-TINY_CHANNELS = [32, 64, 128, 256]
-# ADE20K images are resized to fit (2048, 512); the CPU tests use 1/8 of every image scale.
-SCALE_DIVISOR = 8
-SMALL_CROP = (64, 64)
+# ADE20K images are resized to fit (2048, 512); the CPU tests use 1/8 of every image scale and crop.
+SMALL_CROP = (512 // SCALE_DIVISOR, 512 // SCALE_DIVISOR)
 
 
 @pytest.fixture(autouse=True)
@@ -69,26 +66,6 @@ def build_full_model(size):
     cfg = load_config(size)
     cfg.model.backbone.init_cfg = None  # the ImageNet checkpoint cannot be downloaded here
     return MODELS.build(cfg.model)
-
-
-def shrink_model(cfg):
-    """The config's model with a one-block-per-stage, 32-channel backbone."""
-    cfg.model.backbone.update(TINY_BACKBONE)
-    cfg.model.decode_head.in_channels = TINY_CHANNELS
-    cfg.model.auxiliary_head.in_channels = TINY_CHANNELS[cfg.model.auxiliary_head.in_index]
-    return cfg
-
-
-def shrink_scales(pipeline, divisor=SCALE_DIVISOR):
-    """Divide every resize scale of a (TTA) pipeline by ``divisor`` and use SMALL_CROP crops."""
-    for transform in pipeline:
-        if 'scale' in transform:
-            transform['scale'] = tuple(s // divisor for s in transform['scale'])
-        if 'crop_size' in transform:
-            transform['crop_size'] = SMALL_CROP
-        for group in transform.get('transforms', []):
-            shrink_scales(group, divisor)
-    return pipeline
 
 
 def write_ade_like_dataset(root, sizes=((100, 75), (90, 130))):
@@ -251,7 +228,7 @@ class TrainStepRecorder(Hook):
 
 def test_one_training_step_then_whole_image_test_with_the_runner(tmp_path):
     """What tools/train.py and tools/test.py do, single process: SyncBN is reverted to BN there."""
-    cfg = shrink_model(load_config('t'))
+    cfg = shrink_backbone(load_config('t'))
     cfg = point_data_at(cfg, write_ade_like_dataset(tmp_path / 'ade'), tmp_path / 'work')
     cfg.train_cfg.update(max_iters=1, val_begin=2)  # tested below, as tools/test.py does
     cfg.default_hooks.checkpoint.update(save_last=False)
@@ -273,7 +250,7 @@ def test_one_training_step_then_whole_image_test_with_the_runner(tmp_path):
 
 @pytest.mark.parametrize('image_hw', [(75, 100), (33, 47)])
 def test_whole_and_slide_inference_on_sizes_not_multiple_of_32(image_hw):
-    cfg = shrink_model(load_config('t'))
+    cfg = shrink_backbone(load_config('t'))
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).eval()
     image = torch.randint(0, 256, (3, *image_hw), dtype=torch.uint8)
@@ -314,7 +291,7 @@ def test_multi_scale_flip_views_follow_the_single_scale_test_size(tmp_path):
 
 def test_multi_scale_flip_testing_like_tools_test_tta(tmp_path):
     """The config change tools/test.py --tta makes, then mmengine's test loop, step by step."""
-    cfg = shrink_model(load_config('t'))
+    cfg = shrink_backbone(load_config('t'))
     cfg = point_data_at(cfg, write_ade_like_dataset(tmp_path / 'ade', sizes=[(100, 75)]), tmp_path / 'work')
     # 1/16 of the scales: 12 views from 16x21 to 56x75 (HxW) through the 512-channel head.
     cfg.test_dataloader.dataset.pipeline = shrink_scales(cfg.tta_pipeline, divisor=16)

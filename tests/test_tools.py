@@ -5,25 +5,17 @@ made in the test's folder (the demo configs' data paths are relative, so the too
 then checks what the tools wrote and printed.
 """
 import os
-import os.path as osp
 import re
 import signal
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TOOLS = osp.join(ROOT, 'tools')
-DET_CONFIG = osp.join(ROOT, 'configs', 'det', 'mask_rcnn_focal_t_demo.py')
-SEG_CONFIG = osp.join(ROOT, 'configs', 'seg', 'upernet_focal_t_demo.py')
+from .helpers import (DET_DEMO_CONFIG as DET_CONFIG, IN_PROCESS, ROOT, SEG_DEMO_CONFIG as SEG_CONFIG, free_port,
+                      override, run_tool, tool_command, tool_environment)
 
-# Data loading in the main process: a few small pictures need no workers.
-IN_PROCESS = [f'{loader}.{key}' for loader in ('train_dataloader', 'val_dataloader',
-                                              'test_dataloader')
-              for key in ('num_workers=0', 'persistent_workers=False')]
 # A few iterations of small pictures; validation and logging every epoch / few iterations.
 DET_SHORT = IN_PROCESS + [
     'train_dataloader.batch_size=2', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
@@ -33,41 +25,15 @@ SEG_SHORT = IN_PROCESS + [
     'default_hooks.checkpoint.interval=2', 'default_hooks.logger.interval=1']
 
 
-def override(options, *changes):
-    """options with each KEY=VALUE of changes replacing (or adding) its key."""
-    keys = {change.split('=')[0] for change in changes}
-    return [o for o in options if o.split('=')[0] not in keys] + list(changes)
-
-
-@pytest.fixture(scope='module')
-def workspace(tmp_path_factory):
-    """A folder holding data/demo with 4 training and 2 validation pictures per task."""
-    root = tmp_path_factory.mktemp('tools')
-    subprocess.run([sys.executable, osp.join(TOOLS, 'make_demo_data.py'),
-                    '--out', str(root / 'data' / 'demo'), '--scale', '96',
-                    '--det-train', '4', '--det-val', '2', '--seg-train', '4', '--seg-val', '2'],
-                   check=True, capture_output=True)
-    return root
-
-
-def environment():
-    env = dict(os.environ, PYTHONWARNINGS='ignore')
-    env.setdefault('OMP_NUM_THREADS', '1')
-    return env
-
-
-def run_tool(workspace, *args, check=True):
-    result = subprocess.run([sys.executable, *args], cwd=workspace, env=environment(),
-                            capture_output=True, text=True)
-    output = result.stdout + result.stderr
-    if check and result.returncode != 0:
-        pytest.fail(f'{" ".join(args[:2])} exited with {result.returncode}:\n{output[-6000:]}')
-    return result.returncode, output
+@pytest.fixture
+def workspace(demo_workspace):
+    """The session's folder with data/demo (4 training and 2 validation pictures per task)."""
+    return demo_workspace
 
 
 def train(workspace, config, work_dir, options, *extra, check=True):
-    return run_tool(workspace, osp.join(TOOLS, 'train.py'), config, '--work-dir', str(work_dir),
-                    *extra, '--cfg-options', *options, check=check)
+    return run_tool('train.py', config, '--work-dir', work_dir, *extra, '--cfg-options', *options, cwd=workspace,
+                    check=check)
 
 
 def checkpoint_meta(path):
@@ -92,9 +58,8 @@ def test_detector_trains_tests_and_draws(workspace, tmp_path):
 
     show_dir = tmp_path / 'drawn'
     pickle_file = tmp_path / 'predictions.pkl'
-    _, out = run_tool(workspace, osp.join(TOOLS, 'test.py'), DET_CONFIG, str(checkpoint),
-                      '--work-dir', str(tmp_path / 'det_test'), '--show-dir', str(show_dir),
-                      '--out', str(pickle_file))
+    _, out = run_tool('test.py', DET_CONFIG, checkpoint, '--work-dir', tmp_path / 'det_test', '--show-dir', show_dir,
+                      '--out', pickle_file, cwd=workspace)
     for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50'):
         assert re.search(rf'^  {key}: -?[0-9.]+$', out, re.M), key
     drawn = sorted(os.listdir(show_dir))
@@ -103,8 +68,7 @@ def test_detector_trains_tests_and_draws(workspace, tmp_path):
 
 
 def test_detector_tta_refuses_masks_clearly(workspace, tmp_path):
-    code, out = run_tool(workspace, osp.join(TOOLS, 'test.py'), DET_CONFIG, __file__, '--tta',
-                         check=False)
+    code, out = run_tool('test.py', DET_CONFIG, __file__, '--tta', cwd=workspace, check=False)
     assert code != 0 and f'--tta: {DET_CONFIG} predicts instance masks' in out and 'merges boxes only' in out
 
 
@@ -115,10 +79,9 @@ def test_segmenter_trains_tests_with_tta_and_resumes_from_a_path(workspace, tmp_
     assert re.search(r'Iter\(train\) +\[2/2\]', log) and 'mIoU' in log
 
     for extra in ([], ['--tta']):
-        _, out = run_tool(workspace, osp.join(TOOLS, 'test.py'), SEG_CONFIG,
-                          str(work_dir / 'iter_2.pth'), '--work-dir', str(tmp_path / 'test'),
-                          '--show-dir', str(tmp_path / 'drawn'), *extra,
-                          '--cfg-options', 'default_hooks.visualization.interval=1')
+        _, out = run_tool('test.py', SEG_CONFIG, work_dir / 'iter_2.pth', '--work-dir', tmp_path / 'test',
+                          '--show-dir', tmp_path / 'drawn', *extra,
+                          '--cfg-options', 'default_hooks.visualization.interval=1', cwd=workspace)
         for key in ('aAcc', 'mIoU', 'mAcc'):
             assert re.search(rf'^  {key}: [0-9.]+$', out, re.M), (extra, key)
     assert sorted(os.listdir(tmp_path / 'drawn')) == ['ADE_val_00000000.png',
@@ -138,11 +101,9 @@ def test_resume_after_kill_mid_epoch(workspace, tmp_path):
     newest complete checkpoint, with the optimizer and schedule where they were."""
     work_dir = tmp_path / 'det'
     options = override(DET_SHORT, 'train_cfg.max_epochs=3', 'train_cfg.val_interval=10')
-    process = subprocess.Popen(
-        [sys.executable, osp.join(TOOLS, 'train.py'), DET_CONFIG, '--work-dir', str(work_dir),
-         '--cfg-options', *options],
-        cwd=workspace, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
+    process = subprocess.Popen(tool_command('train.py', DET_CONFIG, '--work-dir', work_dir, '--cfg-options', *options),
+                               cwd=workspace, env=tool_environment(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
     # Kill it as soon as its second epoch has begun: the first is saved, the second is not.
     killed = False
     for line in process.stdout:
@@ -172,40 +133,83 @@ def test_resume_without_checkpoint_starts_afresh(workspace, tmp_path):
 
 
 def test_bad_arguments_are_named(workspace, tmp_path):
-    code, out = run_tool(workspace, osp.join(TOOLS, 'train.py'), str(tmp_path / 'nope.py'),
-                         check=False)
+    code, out = run_tool('train.py', tmp_path / 'nope.py', cwd=workspace, check=False)
     assert code != 0 and 'config file not found' in out
     plain = tmp_path / 'plain.py'
     plain.write_text('model = dict(type="Nothing")\n')
-    code, out = run_tool(workspace, osp.join(TOOLS, 'train.py'), str(plain), check=False)
+    code, out = run_tool('train.py', plain, cwd=workspace, check=False)
     assert code != 0 and 'default_scope' in out
-    code, out = run_tool(workspace, osp.join(TOOLS, 'test.py'), SEG_CONFIG,
-                         str(tmp_path / 'missing.pth'), check=False)
+    code, out = run_tool('test.py', SEG_CONFIG, tmp_path / 'missing.pth', cwd=workspace, check=False)
     assert code != 0 and 'checkpoint not found' in out
     if not torch.cuda.is_available():
-        code, out = run_tool(workspace, osp.join(TOOLS, 'train.py'), SEG_CONFIG, '--amp',
-                             check=False)
+        code, out = run_tool('train.py', SEG_CONFIG, '--amp', cwd=workspace, check=False)
         assert code != 0 and '--amp' in out and 'on CPU' in out
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU (gloo) path')
 def test_two_process_cpu_training_with_dist_train_sh(workspace, tmp_path):
     work_dir = tmp_path / 'dist'
-    env = dict(environment(), PORT=str(free_port()), PYTHON=sys.executable)
+    env = tool_environment(PORT=str(free_port()), PYTHON=sys.executable)
     # Each of the 2 processes takes a batch of 2: the 4 pictures make one iteration per epoch.
-    result = subprocess.run(
-        ['bash', osp.join(TOOLS, 'dist_train.sh'), DET_CONFIG, '2', '--work-dir', str(work_dir),
-         '--cfg-options', *override(DET_SHORT, 'train_cfg.max_epochs=2')],
-        cwd=workspace, env=env, capture_output=True, text=True)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-6000:]
+    _, log = run_tool('dist_train.sh', DET_CONFIG, '2', '--work-dir', work_dir,
+                      '--cfg-options', *override(DET_SHORT, 'train_cfg.max_epochs=2'), cwd=workspace, env=env)
     assert 'distributed backend nccl -> gloo' in log
     assert re.search(r'Epoch\(train\) +\[2\]\[1/1\]', log)
     final = checkpoint_meta(work_dir / 'epoch_2.pth')
     assert final['meta']['iter'] == 2
+
+
+def test_shell_scripts_stop_when_their_python_lacks_mmfocal(tmp_path):
+    """tools/python.sh, which every shell script sources, names the interpreter and the fix."""
+    python = tmp_path / 'bin' / 'python'  # a Python without mmfocal: nothing on its path but the standard library
+    python.parent.mkdir()
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} -I -S "$@"\n')
+    python.chmod(0o755)
+    env = {key: value for key, value in tool_environment(PYTHON=str(python)).items() if key != 'PYTHONPATH'}
+    for script, args in (('dist_train.sh', (DET_CONFIG, 1)), ('dist_test.sh', (DET_CONFIG, __file__, 1))):
+        code, out = run_tool(script, *args, cwd=tmp_path, env=env, check=False)
+        assert code == 1 and last_line(out) == f'{python} cannot import mmfocal: run `make env` (or `pip install -e ' \
+            f'{ROOT}`), or set PYTHON', out
+
+
+# ---------------------------------------------------------------- missing data: one line, the fix
+
+def last_line(output):
+    return output.strip().splitlines()[-1]
+
+
+def test_demo_config_without_demo_data_names_the_command_that_makes_it(tmp_path):
+    code, out = run_tool('train.py', DET_CONFIG, '--work-dir', tmp_path / 'work', cwd=tmp_path, check=False)
+    assert code != 0 and 'Traceback' not in out
+    line = last_line(out)
+    assert line.startswith(f'{DET_CONFIG}: train_dataloader.dataset.data_root = data/demo/coco/ (under {tmp_path})')
+    assert 'python tools/make_demo_data.py' in line and 'make demo' in line
+    assert not (tmp_path / 'work').exists()  # stopped before anything was built
+
+
+def test_coco_config_without_coco_names_where_mmdet_expects_it_and_the_option_that_moves_it(tmp_path):
+    config = os.path.join(os.path.dirname(DET_CONFIG), 'mask_rcnn_focal_t_1x.py')
+    code, out = run_tool('test.py', config, __file__, '--work-dir', tmp_path / 'work', cwd=tmp_path, check=False)
+    assert code != 0 and 'Traceback' not in out
+    line = last_line(out)
+    assert line.startswith(f'{config}: test_dataloader.dataset.data_root = data/coco/ (under {tmp_path}) does not exist')
+    assert 'COCO 2017' in line and 'data/coco/' in line
+    assert '--cfg-options test_dataloader.dataset.data_root=... (test_evaluator.ann_file too)' in line
+
+
+def test_dataset_paths_are_checked_below_the_data_root(tmp_path):
+    """In process: ADE20K's message, and an annotation file missing from a data root that exists."""
+    from mmengine.config import Config
+    from mmfocal.cli import check_dataset_paths
+    ade_config = os.path.join(os.path.dirname(SEG_CONFIG), 'upernet_focal_t_512x512_160k_ade20k.py')
+    cfg = Config.fromfile(ade_config)
+    with pytest.raises(SystemExit, match=r'train_dataloader\.dataset\.data_root = data/ade/ADEChallengeData2016 '
+                       r'.*ADE20K .*--cfg-options train_dataloader\.dataset\.data_root=\.\.\.'):
+        check_dataset_paths(cfg, ade_config)
+    (tmp_path / 'images' / 'training').mkdir(parents=True)
+    cfg.train_dataloader.dataset.data_root = str(tmp_path)
+    with pytest.raises(SystemExit, match=r'train_dataloader\.dataset\.data_prefix\.seg_map_path = '
+                       + re.escape(str(tmp_path / 'annotations' / 'training'))):
+        check_dataset_paths(cfg, ade_config, phases=('train', ))
+    (tmp_path / 'annotations' / 'training').mkdir(parents=True)
+    check_dataset_paths(cfg, ade_config, phases=('train', ))  # all there: no error

@@ -10,12 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS=tools
-# The Python of the active virtual environment, else the project's .venv, else python3 (PYTHON overrides).
-if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -n "${VIRTUAL_ENV:-}" ]]; then PYTHON="$VIRTUAL_ENV/bin/python"
-  elif [[ -x "$TOOLS/../.venv/bin/python" ]]; then PYTHON="$TOOLS/../.venv/bin/python"
-  else PYTHON=python3; fi
-fi
+source "$TOOLS/python.sh"  # sets PYTHON
 DEMO_DIR=${DEMO_DIR:-work_dirs/demo}
 DET_CONFIG=configs/det/mask_rcnn_focal_t_demo.py
 SEG_CONFIG=configs/seg/upernet_focal_t_demo.py

@@ -17,12 +17,7 @@ GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
 TOOLS="$(cd "$(dirname "$0")" && pwd)"
-# The Python of the active virtual environment, else the project's .venv, else python3 (PYTHON overrides).
-if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -n "${VIRTUAL_ENV:-}" ]]; then PYTHON="$VIRTUAL_ENV/bin/python"
-  elif [[ -x "$TOOLS/../.venv/bin/python" ]]; then PYTHON="$TOOLS/../.venv/bin/python"
-  else PYTHON=python3; fi
-fi
+source "$TOOLS/python.sh"  # sets PYTHON
 GRES=()
 if [[ "$GPUS_PER_NODE" -gt 0 ]]; then
   GRES=(--gres="gpu:$GPUS_PER_NODE" --ntasks-per-node="$GPUS_PER_NODE")
@@ -30,7 +25,6 @@ fi
 
 set -x
 # shellcheck disable=SC2086  # SRUN_ARGS holds several srun options
-PYTHONPATH="$TOOLS/..${PYTHONPATH:+:$PYTHONPATH}" \
 srun -p "$PARTITION" \
     --job-name="$JOB_NAME" \
     ${GRES[@]+"${GRES[@]}"} \

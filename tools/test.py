@@ -28,6 +28,7 @@ from mmseg.visualization import SegLocalVisualizer
 
 import mmfocal  # noqa: F401
 from mmfocal.cli import build_runner, load_config, parse_with_shared_arguments, prepare_cpu_distributed, set_work_dir
+from mmfocal.cli import check_dataset_paths
 
 
 class _PredictionPNGs:
@@ -144,6 +145,7 @@ def main():
         raise SystemExit(f'checkpoint not found: {args.checkpoint}')
     cfg = load_config(args.config, args.cfg_options, args.launcher)
     set_work_dir(cfg, args.config, args.work_dir)
+    check_dataset_paths(cfg, args.config, phases=('test', ))  # before anything is built
     cfg.load_from = args.checkpoint
 
     show_dir = enable_show_dir(cfg, args.show_dir) if args.show_dir else None

@@ -18,6 +18,7 @@ from mmengine.logging import print_log
 # (torch's weights_only) and be written atomically, which --resume relies on.
 import mmfocal  # noqa: F401
 from mmfocal.cli import build_runner, load_config, parse_with_shared_arguments, prepare_cpu_distributed, set_work_dir
+from mmfocal.cli import check_dataset_paths
 from mmfocal.engine.atomic_checkpoint import find_latest_complete_checkpoint
 
 
@@ -41,6 +42,7 @@ def main():
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options, args.launcher)
     set_work_dir(cfg, args.config, args.work_dir)
+    check_dataset_paths(cfg, args.config)  # before anything is built
 
     if args.amp:
         if not torch.cuda.is_available():

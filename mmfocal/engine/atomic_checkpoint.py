@@ -19,6 +19,7 @@ import os
 import os.path as osp
 import pickle
 import secrets
+import zipfile
 from pathlib import Path
 from typing import List, Optional, Union
 
@@ -96,21 +97,45 @@ def install() -> None:
 
 
 def is_complete_checkpoint(path: str) -> bool:
-    """Whether ``path`` is a whole training checkpoint (a torch zip file with a ``state_dict``).
+    """Whether ``path`` is a whole training checkpoint: a torch zip file with a ``state_dict``.
 
-    Reads the zip directory and unpickles the object tree with ``weights_only=True`` while tensor
-    storage is memory-mapped, not read, so the check costs little even for a large file. A
-    truncated file has lost the zip directory at its end and fails. A whole file whose contents
-    the allow-list refuses counts as complete: refusing it, with the reason, is the loader's job.
+    Decided in this order, each for its reason:
+
+    * no such file: False;
+    * the zip directory or the pickle record (``data.pkl``) cannot be read (``zipfile.BadZipFile``):
+      False. The directory is the last thing written, so a truncated file has lost it, and the
+      record's CRC catches a damaged pickle. Files in torch's legacy (pre-1.6) format are not zip
+      files either and count as not complete: mmengine writes the zip format with any torch this
+      package supports;
+    * the pickle loads with ``weights_only=True`` (tensor storage memory-mapped, not read, so the
+      check costs little for a large file): True if it is a dict with a ``state_dict``;
+    * the allow-list refuses the pickle (``pickle.UnpicklingError``): True. Its bytes were checked
+      whole above, so the file is complete; refusing it, with the reason, is the loader's job, and
+      skipping it here would resume silently from an older state;
+    * torch's reader finds a storage record missing or damaged (a ``RuntimeError`` from its
+      ``PytorchStreamReader``): False.
+
+    Anything else, such as a file that cannot be read at all (``PermissionError``), is raised: it
+    says nothing about completeness.
     """
     if not osp.isfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [name for name in archive.namelist() if name.endswith('/data.pkl') or name == 'data.pkl']
+            if len(pickles) != 1:
+                return False
+            archive.read(pickles[0])  # checks the record's CRC
+    except zipfile.BadZipFile:
         return False
     try:
         checkpoint = torch.load(path, map_location='cpu', mmap=True, weights_only=True)
     except pickle.UnpicklingError:
         return True
-    except Exception:
-        return False
+    except RuntimeError as error:
+        if 'PytorchStreamReader' in str(error):
+            return False
+        raise
     return isinstance(checkpoint, dict) and 'state_dict' in checkpoint
 
 

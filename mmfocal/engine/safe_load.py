@@ -30,18 +30,20 @@ import os
 import os.path as osp
 import pickle
 import re
+import urllib.error
+import zipfile
 from collections import OrderedDict
 from typing import Callable, List, Optional, Tuple
 from urllib.parse import urlparse
 
 import numpy as np
 import torch
-from mmengine.dist import get_dist_info
+from mmengine.dist import broadcast_object_list, get_dist_info
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
-__all__ = ['UnsafeCheckpointError', 'IncompleteCheckpointError', 'checkpoint_safe_globals',
+__all__ = ['UnsafeCheckpointError', 'IncompleteCheckpointError', 'CheckpointDownloadError', 'checkpoint_safe_globals',
            'install', 'load_checkpoint_file', 'load_checkpoint_url']
 
 # The only attributes a checkpoint may fetch with ``getattr``: HistoryBuffer pickles its table of
@@ -76,6 +78,19 @@ class IncompleteCheckpointError(RuntimeError):
             'killed while writing a checkpoint leaves such a file unless it was written atomically, '
             'as it is with mmfocal imported; to resume, use the newest complete checkpoint '
             '(mmfocal.engine.atomic_checkpoint.find_latest_complete_checkpoint(work_dir)).')
+
+
+class CheckpointDownloadError(OSError):
+    """A checkpoint URL could not be downloaded; the message says how to use a local copy instead."""
+
+    def __init__(self, url: str, cause: Exception):
+        self.url = url
+        reason = getattr(cause, 'reason', None) or cause
+        status = f'HTTP {cause.code}: ' if getattr(cause, 'code', None) else ''
+        super().__init__(
+            f'could not download the checkpoint {url} ({status}{reason}). Download it by other means, '
+            "or get it from someone who has it, and point the config at the local file, e.g. "
+            '--cfg-options model.backbone.init_cfg.checkpoint=/path/to/file.pth')
 
 
 def _history_buffer_statistic(owner, name):
@@ -130,13 +145,17 @@ _UNSAFE_GLOBAL_PATTERNS = (re.compile(r'GLOBAL (\S+) was not an allowed global')
 
 
 def _refused_globals(message: str, local_file: Optional[str]) -> List[str]:
+    """The objects a refused checkpoint names, for the error message.
+
+    From a torch zip file on disk, every one of them: ``get_unsafe_globals_in_checkpoint`` reads
+    the pickle's opcodes and imports or calls nothing. It reads zip files only, so for a legacy
+    (pre-1.6) file or one that is not on disk the list is what torch's message names, its first
+    refused object. If the pickle of a zip file cannot even be scanned, the file is damaged, and
+    that is raised as :class:`IncompleteCheckpointError` by the caller.
+    """
     found = []
-    if local_file is not None:
-        try:
-            # Reads the pickle's opcodes only; nothing is imported or called.
-            found = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(local_file))
-        except Exception:  # not a zip checkpoint: fall back to what torch reported
-            found = []
+    if local_file is not None and zipfile.is_zipfile(local_file):
+        found = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(local_file))
     for pattern in _UNSAFE_GLOBAL_PATTERNS:
         found += [name for name in pattern.findall(message) if name not in found]
     return found
@@ -162,8 +181,12 @@ def _translate_errors(source: str, local_file: Optional[str]):
                 raise
             except pickle.UnpicklingError as error:
                 message = str(error)
-                raise UnsafeCheckpointError(source, _refused_globals(message, local_file),
-                                            _refusal_detail(message)) from None
+                try:
+                    refused = _refused_globals(message, local_file)
+                except Exception as scan_error:  # noqa: BLE001  reported, with its cause
+                    raise IncompleteCheckpointError(
+                        source, f'its pickle cannot be read: {type(scan_error).__name__}: {scan_error}') from None
+                raise UnsafeCheckpointError(source, refused, _refusal_detail(message)) from None
             except (EOFError, RuntimeError) as error:
                 if isinstance(error, RuntimeError) and 'PytorchStreamReader' not in str(error):
                     raise
@@ -192,16 +215,33 @@ def load_checkpoint_url(url: str, map_location=None, model_dir: Optional[str] = 
 
     @_translate_errors(f'{url} (downloaded to {cached_file})', cached_file)
     def download_and_load():
-        return torch.hub.load_state_dict_from_url(url, model_dir=model_dir, map_location=map_location,
-                                                  progress=progress, weights_only=True)
+        try:
+            return torch.hub.load_state_dict_from_url(url, model_dir=model_dir, map_location=map_location,
+                                                      progress=progress, weights_only=True)
+        except urllib.error.URLError as error:  # HTTPError included
+            raise CheckpointDownloadError(url, error) from None
 
     rank, world_size = get_dist_info()
+    if world_size == 1:
+        return download_and_load()
+    # Rank 0 downloads first; the other ranks then load its file from the cache. Rank 0's outcome
+    # is broadcast (which every rank waits for, as at a barrier), so a failed download stops every
+    # rank with the reason rather than leaving the others waiting for a file that never comes.
+    checkpoint, failure = None, None
     if rank == 0:
-        checkpoint = download_and_load()
-    if world_size > 1:
-        torch.distributed.barrier()
-        if rank > 0:
+        try:
             checkpoint = download_and_load()
+        except Exception as error:  # noqa: BLE001  raised below, on every rank
+            failure = error
+    outcome = [None if failure is None else f'{type(failure).__name__}: {failure}']
+    broadcast_object_list(outcome, src=0)
+    if failure is not None:
+        raise failure
+    if outcome[0] is not None:
+        raise RuntimeError(f'rank {rank}: not loading {url}, because rank 0 failed to download or load it: '
+                           f'{outcome[0]}')
+    if rank > 0:
+        checkpoint = download_and_load()
     return checkpoint
 
 
