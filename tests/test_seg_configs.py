@@ -161,17 +161,22 @@ def test_heads_read_the_backbones_outputs_and_are_swins_upernet_heads(size):
         assert n_params == sum(p.numel() for p in swin_head.parameters()), name
 
 
-# Focal-S and -B land 1.9M and 2.3M under the paper's counts with Swin's heads; the paper's
-# segmentation code is unreleased, so the gap is documented (docs/seg_results.md), not fitted.
-SEG_COUNT_GAP = pytest.mark.xfail(strict=True, reason='Swin-recipe UperNet is 83.11M (S) / 123.74M (B) '
-                                  'vs the paper\'s 85M / 126M; see docs/seg_results.md')
+# The decision (docs/seg_results.md): the UperNet heads of mmseg's Swin configs, which the paper
+# follows. Focal-T is then within 1.5M of the paper's count, and Focal-S and -B are 1.89M and 2.26M
+# under it; the authors' segmentation code is unreleased, so nothing is fitted to their numbers.
+# These are the exact counts, so that any change of model size is noticed.
+OUR_PARAMS = {'t': 60_844_352, 's': 83_105_912, 'b': 123_740_844}
 
 
-@pytest.mark.parametrize('size', ['t', pytest.param('s', marks=SEG_COUNT_GAP), pytest.param('b', marks=SEG_COUNT_GAP)])
-def test_parameter_count_within_1_5m_of_the_paper(size):
+@pytest.mark.parametrize('size', sorted(PAPER))
+def test_parameter_count_is_pinned_and_its_gap_to_the_paper_is_the_documented_one(size):
     _, paper_params, _ = PAPER[size]
     n_params = measure_full_model(size)[0]
-    assert abs(n_params - paper_params) <= PARAMS_TOLERANCE, f'{n_params / 1e6:.2f}M vs {paper_params / 1e6:.0f}M'
+    assert n_params == OUR_PARAMS[size]
+    if size == 't':
+        assert abs(n_params - paper_params) <= PARAMS_TOLERANCE, f'{n_params / 1e6:.2f}M vs {paper_params / 1e6:.0f}M'
+    else:  # Swin's heads: under the paper by more than the tolerance, as documented
+        assert paper_params - n_params > PARAMS_TOLERANCE
 
 
 @pytest.mark.parametrize('size', sorted(PAPER))
