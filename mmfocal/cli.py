@@ -182,7 +182,7 @@ def check_dataset_paths(cfg, config_path, phases=('train', 'val')):
         if _is_remote(path) or osp.exists(path):
             continue
         where = f'{path} (under {os.getcwd()})' if not osp.isabs(path) else path
-        if path.replace('\\', '/').startswith(('data/demo/', './data/demo/')) or path.rstrip('/') == _DEMO_DATA:
+        if (osp.normpath(path) + '/').startswith(_DEMO_DATA + '/'):  # the demo configs' relative paths
             fix = ('make the demo data first: `python tools/make_demo_data.py` (or `make demo`) in the repository, '
                    'and run from there (the demo configs read data/demo/ relative to the working directory)')
         else:

@@ -1,8 +1,9 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh, run for real on the demo configs.
 
-Each test trains the demo detector or segmenter for a few iterations on a tiny demo data set
-made in the test's folder (the demo configs' data paths are relative, so the tools run there),
-then checks what the tools wrote and printed.
+Each test trains the demo detector or segmenter for a few iterations on the tiny demo data set
+made once per test run (conftest's ``demo_workspace``; the demo configs' data paths are relative,
+so the tools run there), then checks what the tools wrote and printed. The last tests run the
+tools without data and check the one-line errors.
 """
 import os
 import re
@@ -13,8 +14,8 @@ import sys
 import pytest
 import torch
 
-from .helpers import (DET_DEMO_CONFIG as DET_CONFIG, IN_PROCESS, ROOT, SEG_DEMO_CONFIG as SEG_CONFIG, free_port,
-                      override, run_tool, tool_command, tool_environment)
+from .helpers import (DET_CONFIGS, DET_DEMO_CONFIG as DET_CONFIG, IN_PROCESS, ROOT, SEG_CONFIGS,
+                      SEG_DEMO_CONFIG as SEG_CONFIG, free_port, override, run_tool, tool_command, tool_environment)
 
 # A few iterations of small pictures; validation and logging every epoch / few iterations.
 DET_SHORT = IN_PROCESS + [
@@ -25,14 +26,8 @@ SEG_SHORT = IN_PROCESS + [
     'default_hooks.checkpoint.interval=2', 'default_hooks.logger.interval=1']
 
 
-@pytest.fixture
-def workspace(demo_workspace):
-    """The session's folder with data/demo (4 training and 2 validation pictures per task)."""
-    return demo_workspace
-
-
-def train(workspace, config, work_dir, options, *extra, check=True):
-    return run_tool('train.py', config, '--work-dir', work_dir, *extra, '--cfg-options', *options, cwd=workspace,
+def train(demo_workspace, config, work_dir, options, *extra, check=True):
+    return run_tool('train.py', config, '--work-dir', work_dir, *extra, '--cfg-options', *options, cwd=demo_workspace,
                     check=check)
 
 
@@ -48,9 +43,9 @@ def optimizer_steps(checkpoint):
     return {int(state['step']) for state in states}
 
 
-def test_detector_trains_tests_and_draws(workspace, tmp_path):
+def test_detector_trains_tests_and_draws(demo_workspace, tmp_path):
     work_dir = tmp_path / 'det'
-    _, log = train(workspace, DET_CONFIG, work_dir, DET_SHORT)
+    _, log = train(demo_workspace, DET_CONFIG, work_dir, DET_SHORT)
     checkpoint = work_dir / 'epoch_1.pth'
     assert checkpoint.is_file()
     assert re.search(r'Epoch\(train\) +\[1\]\[2/2\].*eta:', log)  # progress with ETA
@@ -59,7 +54,7 @@ def test_detector_trains_tests_and_draws(workspace, tmp_path):
     show_dir = tmp_path / 'drawn'
     pickle_file = tmp_path / 'predictions.pkl'
     _, out = run_tool('test.py', DET_CONFIG, checkpoint, '--work-dir', tmp_path / 'det_test', '--show-dir', show_dir,
-                      '--out', pickle_file, cwd=workspace)
+                      '--out', pickle_file, cwd=demo_workspace)
     for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50'):
         assert re.search(rf'^  {key}: -?[0-9.]+$', out, re.M), key
     drawn = sorted(os.listdir(show_dir))
@@ -67,28 +62,28 @@ def test_detector_trains_tests_and_draws(workspace, tmp_path):
     assert pickle_file.is_file()
 
 
-def test_detector_tta_refuses_masks_clearly(workspace, tmp_path):
-    code, out = run_tool('test.py', DET_CONFIG, __file__, '--tta', cwd=workspace, check=False)
+def test_detector_tta_refuses_masks_clearly(demo_workspace, tmp_path):
+    code, out = run_tool('test.py', DET_CONFIG, __file__, '--tta', cwd=demo_workspace, check=False)
     assert code != 0 and f'--tta: {DET_CONFIG} predicts instance masks' in out and 'merges boxes only' in out
 
 
-def test_segmenter_trains_tests_with_tta_and_resumes_from_a_path(workspace, tmp_path):
+def test_segmenter_trains_tests_with_tta_and_resumes_from_a_path(demo_workspace, tmp_path):
     work_dir = tmp_path / 'seg'
-    _, log = train(workspace, SEG_CONFIG, work_dir, SEG_SHORT)
+    _, log = train(demo_workspace, SEG_CONFIG, work_dir, SEG_SHORT)
     assert (work_dir / 'iter_2.pth').is_file()
     assert re.search(r'Iter\(train\) +\[2/2\]', log) and 'mIoU' in log
 
     for extra in ([], ['--tta']):
         _, out = run_tool('test.py', SEG_CONFIG, work_dir / 'iter_2.pth', '--work-dir', tmp_path / 'test',
                           '--show-dir', tmp_path / 'drawn', *extra,
-                          '--cfg-options', 'default_hooks.visualization.interval=1', cwd=workspace)
+                          '--cfg-options', 'default_hooks.visualization.interval=1', cwd=demo_workspace)
         for key in ('aAcc', 'mIoU', 'mAcc'):
             assert re.search(rf'^  {key}: [0-9.]+$', out, re.M), (extra, key)
     assert sorted(os.listdir(tmp_path / 'drawn')) == ['ADE_val_00000000.png',
                                                       'ADE_val_00000001.png']
 
     # --resume CHECKPOINT continues that run: iteration, optimizer and schedule.
-    _, log = train(workspace, SEG_CONFIG, work_dir, override(SEG_SHORT, 'train_cfg.max_iters=4'),
+    _, log = train(demo_workspace, SEG_CONFIG, work_dir, override(SEG_SHORT, 'train_cfg.max_iters=4'),
                    '--resume', str(work_dir / 'iter_2.pth'))
     assert 'resumed epoch: 0, iter: 2' in log
     final = checkpoint_meta(work_dir / 'iter_4.pth')
@@ -96,13 +91,13 @@ def test_segmenter_trains_tests_with_tta_and_resumes_from_a_path(workspace, tmp_
     assert optimizer_steps(final) == {4}
 
 
-def test_resume_after_kill_mid_epoch(workspace, tmp_path):
+def test_resume_after_kill_mid_epoch(demo_workspace, tmp_path):
     """Killed during its second epoch, a run resumed with a bare --resume starts from its
     newest complete checkpoint, with the optimizer and schedule where they were."""
     work_dir = tmp_path / 'det'
     options = override(DET_SHORT, 'train_cfg.max_epochs=3', 'train_cfg.val_interval=10')
     process = subprocess.Popen(tool_command('train.py', DET_CONFIG, '--work-dir', work_dir, '--cfg-options', *options),
-                               cwd=workspace, env=tool_environment(), stdout=subprocess.PIPE,
+                               cwd=demo_workspace, env=tool_environment(), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     # Kill it as soon as its second epoch has begun: the first is saved, the second is not.
     killed = False
@@ -116,7 +111,7 @@ def test_resume_after_kill_mid_epoch(workspace, tmp_path):
     assert killed, 'training ended before its second epoch began'
     assert (work_dir / 'epoch_1.pth').is_file() and not (work_dir / 'epoch_2.pth').exists()
 
-    _, log = train(workspace, DET_CONFIG, work_dir, options, '--resume')
+    _, log = train(demo_workspace, DET_CONFIG, work_dir, options, '--resume')
     assert 'resumed epoch: 1, iter: 2' in log
     final = checkpoint_meta(work_dir / 'epoch_3.pth')
     assert (final['meta']['epoch'], final['meta']['iter']) == (3, 6)
@@ -124,35 +119,35 @@ def test_resume_after_kill_mid_epoch(workspace, tmp_path):
     assert [s['last_step'] for s in final['param_schedulers']] == [6, 6]
 
 
-def test_resume_without_checkpoint_starts_afresh(workspace, tmp_path):
-    _, log = train(workspace, SEG_CONFIG, tmp_path / 'empty',
+def test_resume_without_checkpoint_starts_afresh(demo_workspace, tmp_path):
+    _, log = train(demo_workspace, SEG_CONFIG, tmp_path / 'empty',
                    override(SEG_SHORT, 'train_cfg.max_iters=1', 'train_cfg.val_interval=10',
                             'default_hooks.checkpoint.interval=1'), '--resume')
     assert 'no complete checkpoint' in log
     assert (tmp_path / 'empty' / 'iter_1.pth').is_file()
 
 
-def test_bad_arguments_are_named(workspace, tmp_path):
-    code, out = run_tool('train.py', tmp_path / 'nope.py', cwd=workspace, check=False)
+def test_bad_arguments_are_named(demo_workspace, tmp_path):
+    code, out = run_tool('train.py', tmp_path / 'nope.py', cwd=demo_workspace, check=False)
     assert code != 0 and 'config file not found' in out
     plain = tmp_path / 'plain.py'
     plain.write_text('model = dict(type="Nothing")\n')
-    code, out = run_tool('train.py', plain, cwd=workspace, check=False)
+    code, out = run_tool('train.py', plain, cwd=demo_workspace, check=False)
     assert code != 0 and 'default_scope' in out
-    code, out = run_tool('test.py', SEG_CONFIG, tmp_path / 'missing.pth', cwd=workspace, check=False)
+    code, out = run_tool('test.py', SEG_CONFIG, tmp_path / 'missing.pth', cwd=demo_workspace, check=False)
     assert code != 0 and 'checkpoint not found' in out
     if not torch.cuda.is_available():
-        code, out = run_tool('train.py', SEG_CONFIG, '--amp', cwd=workspace, check=False)
+        code, out = run_tool('train.py', SEG_CONFIG, '--amp', cwd=demo_workspace, check=False)
         assert code != 0 and '--amp' in out and 'on CPU' in out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU (gloo) path')
-def test_two_process_cpu_training_with_dist_train_sh(workspace, tmp_path):
+def test_two_process_cpu_training_with_dist_train_sh(demo_workspace, tmp_path):
     work_dir = tmp_path / 'dist'
     env = tool_environment(PORT=str(free_port()), PYTHON=sys.executable)
     # Each of the 2 processes takes a batch of 2: the 4 pictures make one iteration per epoch.
     _, log = run_tool('dist_train.sh', DET_CONFIG, '2', '--work-dir', work_dir,
-                      '--cfg-options', *override(DET_SHORT, 'train_cfg.max_epochs=2'), cwd=workspace, env=env)
+                      '--cfg-options', *override(DET_SHORT, 'train_cfg.max_epochs=2'), cwd=demo_workspace, env=env)
     assert 'distributed backend nccl -> gloo' in log
     assert re.search(r'Epoch\(train\) +\[2\]\[1/1\]', log)
     final = checkpoint_meta(work_dir / 'epoch_2.pth')
@@ -188,11 +183,12 @@ def test_demo_config_without_demo_data_names_the_command_that_makes_it(tmp_path)
 
 
 def test_coco_config_without_coco_names_where_mmdet_expects_it_and_the_option_that_moves_it(tmp_path):
-    config = os.path.join(os.path.dirname(DET_CONFIG), 'mask_rcnn_focal_t_1x.py')
+    config = os.path.join(DET_CONFIGS, 'mask_rcnn_focal_t_1x.py')
     code, out = run_tool('test.py', config, __file__, '--work-dir', tmp_path / 'work', cwd=tmp_path, check=False)
     assert code != 0 and 'Traceback' not in out
     line = last_line(out)
-    assert line.startswith(f'{config}: test_dataloader.dataset.data_root = data/coco/ (under {tmp_path}) does not exist')
+    assert line.startswith(f'{config}: test_dataloader.dataset.data_root = data/coco/ (under {tmp_path}) '
+                           'does not exist')
     assert 'COCO 2017' in line and 'data/coco/' in line
     assert '--cfg-options test_dataloader.dataset.data_root=... (test_evaluator.ann_file too)' in line
 
@@ -201,7 +197,7 @@ def test_dataset_paths_are_checked_below_the_data_root(tmp_path):
     """In process: ADE20K's message, and an annotation file missing from a data root that exists."""
     from mmengine.config import Config
     from mmfocal.cli import check_dataset_paths
-    ade_config = os.path.join(os.path.dirname(SEG_CONFIG), 'upernet_focal_t_512x512_160k_ade20k.py')
+    ade_config = os.path.join(SEG_CONFIGS, 'upernet_focal_t_512x512_160k_ade20k.py')
     cfg = Config.fromfile(ade_config)
     with pytest.raises(SystemExit, match=r'train_dataloader\.dataset\.data_root = data/ade/ADEChallengeData2016 '
                        r'.*ADE20K .*--cfg-options train_dataloader\.dataset\.data_root=\.\.\.'):
