@@ -295,13 +295,14 @@ def _chunk_bias(bias: torch.Tensor, bias_columns: Optional[torch.Tensor], chunk:
     """The position bias of the windows in ``chunk``: (heads, 1 or windows, w*w, keys), a view or a gather.
 
     ``bias`` is one of: (heads, w*w, keys), shared by every window; (nW, heads, w*w, keys), one per
-    window; or, with ``bias_columns`` (nW, keys), a table (heads, w*w, U) whose column
-    ``bias_columns[n, j]`` holds key j of window n (Focal-fast: windows share the table's columns).
+    window; or, with ``bias_columns`` (nW, keys), a table (U, heads, w*w) whose row
+    ``bias_columns[n, j]`` holds key j of window n (Focal-fast: windows share the table's rows;
+    gathering whole rows is many times faster than gathering along a last dimension).
     """
     if bias_columns is not None:
         columns = bias_columns[chunk]
-        heads, area = bias.shape[:2]
-        return bias.index_select(2, columns.reshape(-1)).view(heads, area, *columns.shape).transpose(1, 2)
+        rows = bias.index_select(0, columns.reshape(-1))
+        return rows.view(*columns.shape, *bias.shape[1:]).permute(2, 0, 3, 1)
     if bias.dim() == 4:
         return bias[chunk].transpose(0, 1)
     return bias.unsqueeze(1)
@@ -312,8 +313,8 @@ def _add_bias_grad(grad_bias: torch.Tensor, grad_scores: torch.Tensor, bias_colu
     """Accumulate ``grad_scores`` (heads, windows, w*w, keys) into ``grad_bias`` (shaped as the bias)."""
     if bias_columns is not None:
         heads, windows, area, keys = grad_scores.shape
-        grad_bias.index_add_(2, bias_columns[chunk].reshape(-1),
-                             grad_scores.permute(0, 2, 1, 3).reshape(heads, area, windows * keys))
+        grad_bias.index_add_(0, bias_columns[chunk].reshape(-1),
+                             grad_scores.permute(1, 3, 0, 2).reshape(windows * keys, heads, area))
     elif grad_bias.dim() == 4:
         grad_bias[chunk] += grad_scores.transpose(0, 1)
     else:
@@ -416,8 +417,9 @@ class _FocalAttentionCore(torch.autograd.Function):
                 q_chunk = q_h[b, :, chunk].reshape(rows, window_area, head_dims)
                 grad_chunk = grad_h[b, :, chunk].reshape(rows, window_area, head_dims)
                 delta = (grad_h[b, :, chunk] * out_h[b, :, chunk]).sum(-1, keepdim=True)
-                probs = torch.add(_chunk_bias(bias, bias_columns, chunk), off_map[None, chunk, None, :])
-                probs = probs.sub_(lse_h[b, :, chunk, :, None])
+                probs = q.new_empty(heads, windows, window_area, num_keys)
+                torch.add(_chunk_bias(bias, bias_columns, chunk), off_map[None, chunk, None, :], out=probs)
+                probs.sub_(lse_h[b, :, chunk, :, None])
                 probs = probs.view(rows, window_area, num_keys).baddbmm_(q_chunk, kv[0].transpose(1, 2)).exp_()
                 grad_scores = torch.bmm(grad_chunk, kv[1].transpose(1, 2))
                 torch.bmm(probs.transpose(1, 2), grad_chunk, out=kv[1])  # values are spent: grad_v in place

@@ -170,12 +170,12 @@ class FocalFastAttention(nn.Module):
         self.recorded = None
 
     def bias_table(self, layout: FastKeyLayout, dtype: torch.dtype) -> torch.Tensor:
-        """(heads, w*w, U): the MLP bias of every query token against every distinct key offset."""
+        """(U, heads, w*w): the MLP bias of every query token against every distinct key offset."""
         tables = []
         for mlp, key_positions in zip(self.coord2rpb_all, layout.offsets):
             offsets = (self.query_positions - key_positions).to(dtype)  # (w*w, U_l, 2): query minus key
             tables.append(mlp(offsets))
-        return torch.cat(tables, 1).permute(2, 0, 1)
+        return torch.cat(tables, 1).permute(1, 2, 0).contiguous()
 
     def forward(self, x: torch.Tensor, pooled: Sequence[torch.Tensor], size: Tuple[int, int]) -> torch.Tensor:
         B, hp, wp, C = x.shape
