@@ -193,15 +193,16 @@ class FocalBackbone(BaseModule):
 
     def init_weights(self):
         """mmengine's initialisers of ``init_cfg``, then the strict loader for a 'Pretrained' entry."""
-        configs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg] if self.init_cfg else []
+        original = self.init_cfg
+        configs = original if isinstance(original, list) else [original] if original else []
         pretrained = [c for c in configs if c.get('type') == 'Pretrained']
         others = [c for c in configs if c.get('type') != 'Pretrained']
         if others or not pretrained:
-            self.init_cfg = others or None
+            self.init_cfg = others or None  # mmengine's own Pretrained loader would not be strict
             try:
                 super().init_weights()
             finally:
-                self.init_cfg = configs if isinstance(configs, list) and len(configs) > 1 else (configs or [None])[0]
+                self.init_cfg = original
         if pretrained:
             from ...engine.pretrained import load_pretrained
             load_pretrained(self, pretrained[0]['checkpoint'], map_location='cpu', prefix=pretrained[0].get('prefix'))
@@ -300,11 +301,9 @@ def _init_like_official(m: nn.Module):
 
 def _check_init_cfg(init_cfg):
     """None, a dict or a list of dicts, each with a 'type'; at most one 'Pretrained'."""
-    configs = init_cfg if isinstance(init_cfg, list) else [init_cfg] if init_cfg is not None else []
-    if isinstance(init_cfg, list) and len(init_cfg) == 1:
-        init_cfg = init_cfg[0]
     if init_cfg is not None and not isinstance(init_cfg, (dict, list)):
         raise TypeError(f'init_cfg must be a dict, a list of dicts or None, got {type(init_cfg).__name__}')
+    configs = init_cfg if isinstance(init_cfg, list) else [init_cfg] if init_cfg is not None else []
     if any(not isinstance(c, dict) or 'type' not in c for c in configs):
         raise TypeError(f'every init_cfg entry must be a dict with a type, got {configs}')
     pretrained = [c for c in configs if c['type'] == 'Pretrained']
@@ -312,7 +311,7 @@ def _check_init_cfg(init_cfg):
         raise ValueError(f'init_cfg names {len(pretrained)} Pretrained checkpoints; give one')
     if pretrained and 'checkpoint' not in pretrained[0]:
         raise ValueError(f'a Pretrained init_cfg needs a checkpoint, got {pretrained[0]}')
-    return init_cfg
+    return configs[0] if isinstance(init_cfg, list) and len(configs) == 1 else init_cfg
 
 
 def _check_window_size(window_size):

@@ -45,22 +45,25 @@ def nearest_tokens(centre_rows: torch.Tensor, centre_cols: torch.Tensor, height:
                    topk: int) -> torch.Tensor:
     """(n, min(topk, height*width)) row-major indices of the grid tokens nearest to each centre.
 
-    The official rule, to the bit: float32 distances ``sqrt(dr**2 + dc**2)``, then ``torch.topk``
-    of their negation over each centre's whole row of ``height * width`` tokens (on the CPU, whose
-    tie-breaking among equidistant tokens the official indices carry). Rows go in chunks; topk
-    treats each row on its own, so chunking does not change the result.
+    The official rule: ``torch.topk`` of the negated distances from each centre to the whole row
+    of ``height * width`` tokens, on the CPU, whose tie-breaking among equidistant tokens the
+    official indices carry. The official model ranks float32 ``sqrt(dr**2 + dc**2)``; we rank the
+    exact integer ``dr**2 + dc**2`` instead, which orders and ties every pair of tokens the same
+    way (square roots of distinct integers below 2**31 are distinct in float32), so topk makes the
+    same comparisons and picks the same tokens, without a square root over the map. Rows go in
+    chunks; topk treats each row on its own, so chunking does not change the result.
     """
     k = min(topk, height * width)
-    rows = torch.arange(height, dtype=torch.float32)
-    cols = torch.arange(width, dtype=torch.float32)
-    centre_rows, centre_cols = centre_rows.float(), centre_cols.float()
+    rows = torch.arange(height, dtype=torch.int32)
+    cols = torch.arange(width, dtype=torch.int32)
+    centre_rows, centre_cols = centre_rows.to(torch.int32), centre_cols.to(torch.int32)
     step = max(1, _DISTANCE_CHUNK_ELEMENTS // (height * width))
     picks = []
     for start in range(0, len(centre_rows), step):
         d_rows = (centre_rows[start:start + step, None] - rows)**2  # (n, H)
         d_cols = (centre_cols[start:start + step, None] - cols)**2  # (n, W)
-        distances = torch.sqrt(d_rows[:, :, None] + d_cols[:, None, :]).view(len(d_rows), -1)
-        picks.append(torch.topk(-distances, k, dim=1).indices)
+        negated = (d_rows.neg()[:, :, None] - d_cols[:, None, :]).view(len(d_rows), -1)
+        picks.append(torch.topk(negated, k, dim=1).indices)
     return torch.cat(picks)
 
 
