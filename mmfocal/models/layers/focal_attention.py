@@ -227,19 +227,7 @@ class FocalWindowAttention(nn.Module):
                                     n_wh, n_ww, with_rolled, x.device)
         bias = self._bias(with_rolled)
 
-        # Fold the query scale into the projection instead of scaling a full query tensor.
-        scale = torch.ones(3, 1, dtype=x.dtype, device=x.device)
-        scale[0] = self.scale
-        weight = (self.qkv.weight.view(3, C, C) * scale.view(3, 1, 1)).view(3 * C, C)
-        qkv_bias = None if self.qkv.bias is None else (self.qkv.bias.view(3, C) * scale).view(-1)
-        qkv = F.linear(x, weight, qkv_bias).view(B, n_wh, w, n_ww, w, 3, heads, head_dims)
-        # (B * nW, w*w, heads, d): query windows, row-major like the official partition
-        q = qkv[:, :, :, :, :, 0].permute(0, 1, 3, 2, 4, 5, 6).reshape(B * n_wh * n_ww, w * w, heads, head_dims)
-
-        sources = [qkv[..., 1:, :, :].reshape(B, hp * wp, 2, heads, head_dims)]
-        for level in pooled:
-            kv = F.linear(level, self.qkv.weight[C:], None if self.qkv.bias is None else self.qkv.bias[C:])
-            sources.append(kv.reshape(B, -1, 2, heads, head_dims))
+        q, sources = window_queries_and_keys(x, pooled, self.qkv, self.scale, heads, w)
         if self.num_pooled_levels:
             sources.append(sources[0].new_zeros(B, 1, 2, heads, head_dims))
         source = torch.cat(sources, 1)  # (B, S, 2, heads, d): every key and value any window uses
@@ -263,6 +251,32 @@ class FocalWindowAttention(nn.Module):
         return (f'dims={self.dims}, num_heads={self.num_heads}, window_size={self.window_size}, '
                 f'expand_size={self.expand_size}, focal_window={self.focal_window}, '
                 f'pooled_levels={self.num_pooled_levels}')
+
+
+def window_queries_and_keys(x: torch.Tensor, pooled: Sequence[torch.Tensor], qkv: nn.Linear, scale: float,
+                            num_heads: int, window_size: int) -> Tuple[torch.Tensor, list]:
+    """Queries by window and the parts of the key source, from one qkv projection.
+
+    x (B, Hp, Wp, C) with Hp, Wp multiples of ``window_size``; ``pooled`` maps (B, h, w, C).
+    Returns q (B*nW, w*w, heads, d), scaled and in windows row-major like the official partition,
+    and a list of (B, n, 2, heads, d) keys and values: the map's, then each pooled map's.
+    """
+    B, hp, wp, C = x.shape
+    w, head_dims = window_size, C // num_heads
+    n_wh, n_ww = hp // w, wp // w
+    # Fold the query scale into the projection instead of scaling a full query tensor.
+    scales = torch.ones(3, 1, dtype=x.dtype, device=x.device)
+    scales[0] = scale
+    weight = (qkv.weight.view(3, C, C) * scales.view(3, 1, 1)).view(3 * C, C)
+    qkv_bias = None if qkv.bias is None else (qkv.bias.view(3, C) * scales).view(-1)
+    projected = F.linear(x, weight, qkv_bias).view(B, n_wh, w, n_ww, w, 3, num_heads, head_dims)
+    q = projected[:, :, :, :, :, 0].permute(0, 1, 3, 2, 4, 5, 6).reshape(B * n_wh * n_ww, w * w, num_heads,
+                                                                         head_dims)
+    sources = [projected[..., 1:, :, :].reshape(B, hp * wp, 2, num_heads, head_dims)]
+    for level in pooled:
+        kv = F.linear(level, qkv.weight[C:], None if qkv.bias is None else qkv.bias[C:])
+        sources.append(kv.reshape(B, -1, 2, num_heads, head_dims))
+    return q, sources
 
 
 def _gather_keys(source: torch.Tensor, index: torch.Tensor, num_windows: int) -> Tuple[torch.Tensor, torch.Tensor]:

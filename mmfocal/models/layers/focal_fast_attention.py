@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .focal_attention import (FocalTransformerBlock, _attend_fused, _attend_with_autograd, _centre_to,
-                              _FocalAttentionCore)
+                              _FocalAttentionCore, window_queries_and_keys)
 
 # Rows of the distance matrix handed to torch.topk at once: bounds the layout's temporaries.
 _DISTANCE_CHUNK_ELEMENTS = 2**22
@@ -183,22 +183,11 @@ class FocalFastAttention(nn.Module):
     def forward(self, x: torch.Tensor, pooled: Sequence[torch.Tensor], size: Tuple[int, int]) -> torch.Tensor:
         B, hp, wp, C = x.shape
         w, heads = self.window_size, self.num_heads
-        head_dims = C // heads
         n_wh, n_ww = hp // w, wp // w
         layout = fast_key_layout(w, self.topk, bool(pooled), size[0], size[1], x.device)
         bias = self.bias_table(layout, x.dtype)
 
-        # Fold the query scale into the projection instead of scaling a full query tensor.
-        scale = torch.ones(3, 1, dtype=x.dtype, device=x.device)
-        scale[0] = self.scale
-        weight = (self.qkv.weight.view(3, C, C) * scale.view(3, 1, 1)).view(3 * C, C)
-        qkv_bias = None if self.qkv.bias is None else (self.qkv.bias.view(3, C) * scale).view(-1)
-        qkv = F.linear(x, weight, qkv_bias).view(B, n_wh, w, n_ww, w, 3, heads, head_dims)
-        q = qkv[:, :, :, :, :, 0].permute(0, 1, 3, 2, 4, 5, 6).reshape(B * n_wh * n_ww, w * w, heads, head_dims)
-        sources = [qkv[..., 1:, :, :].reshape(B, hp * wp, 2, heads, head_dims)]
-        for level in pooled:
-            kv = F.linear(level, self.qkv.weight[C:], None if self.qkv.bias is None else self.qkv.bias[C:])
-            sources.append(kv.reshape(B, -1, 2, heads, head_dims))
+        q, sources = window_queries_and_keys(x, pooled, self.qkv, self.scale, heads, w)
         source = torch.cat(sources, 1)  # (B, S, 2, heads, d)
 
         args = (q, source, layout.index, bias, layout.off_map)
