@@ -202,6 +202,41 @@ def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size
         torch.testing.assert_close(g, r, atol=1e-8, rtol=1e-8, msg=lambda m: f'{name}: {m}')
 
 
+def test_bfloat16_autocast_trains_close_to_float32():
+    """The bias MLPs run in bfloat16 under autocast; the kernel's backward accumulates in float32."""
+    torch.manual_seed(0)
+    model = FocalFastTransformer(**FAST_TINY)
+    x = torch.randn(1, 3, 64, 96)
+    reference = model(x)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = model(x)
+        loss = sum(o.float().square().mean() for o in outs)
+    loss.backward()
+    for out, ref in zip(outs, reference):
+        assert (out.float() - ref).abs().mean() < 0.05
+    grad = model.layers[0].blocks[0].attn.coord2rpb_all[1][0].weight.grad
+    assert grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_kernel_takes_a_bias_per_window_as_well_as_table_rows():
+    """The three bias forms of the shared kernel agree: table rows by column, one bias per window."""
+    torch.manual_seed(0)
+    layout = fast_key_layout(7, 20, True, 12, 17, torch.device('cpu'))
+    num_windows, keys = layout.off_map.shape
+    table = torch.randn(int(layout.bias_columns.max()) + 1, 2, 49, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(2 * num_windows, 49, 2, 4, dtype=torch.float64, requires_grad=True)
+    source = torch.randn(2, 14 * 21 + num_windows, 2, 2, 4, dtype=torch.float64, requires_grad=True)
+    per_window = table[layout.bias_columns].permute(0, 2, 3, 1)  # (nW, heads, w*w, keys)
+    args = (q, source, layout.index)
+    by_rows = focal_attention._FocalAttentionCore.apply(*args, table, layout.off_map, layout.bias_columns)
+    by_window = focal_attention._FocalAttentionCore.apply(*args, per_window, layout.off_map)
+    torch.testing.assert_close(by_rows, by_window)
+    grad = torch.randn_like(by_rows)
+    for a, b in zip(torch.autograd.grad(by_rows, (q, source, table), grad),
+                    torch.autograd.grad(by_window, (q, source, table), grad)):
+        torch.testing.assert_close(a, b)
+
+
 def test_recorded_attention_is_the_forward_pass():
     model = _tiny_block_model().eval().double()  # float64: the two paths agree to rounding
     attn = model.layers[0].blocks[0].attn
