@@ -1,14 +1,16 @@
-"""Focal-T (mmfocal) against mmdet's SwinTransformer-T, timed in the same process.
+"""Focal-T and Focal-fast-T (mmfocal) against mmdet's SwinTransformer-T, timed in the same process.
 
     python benchmarks/backbone_speed.py                      # all sizes, batch 1 and 2
     python benchmarks/backbone_speed.py --sizes 800x1344 --batches 1 --repeats 3
 
-Both backbones have embed dims 96, depths (2, 2, 6, 2), heads (3, 6, 12, 24), window 7 and drop
-path 0.2. For each input size and batch: forward without gradients and forward+backward in train
-mode, interleaved (ours, Swin, ours, Swin, ...) after warm-up, median of ``--repeats`` runs; then
+All backbones have embed dims 96, depths (2, 2, 6, 2), heads (3, 6, 12, 24), window 7 and drop
+path 0.2 (Focal-fast-T with its published conv embedding and 128 nearest keys per level). For each
+input size and batch: forward without gradients and forward+backward in train mode, interleaved
+(Focal, Focal-fast, Swin, Focal, ...) after warm-up, median of ``--repeats`` runs; then
 the peak memory of one forward+backward of each, measured in a fresh process (peak RSS growth on
 CPU, ``torch.cuda.max_memory_allocated`` on a GPU). On a GPU it times with CUDA events and also
-reports fp16 and bf16 autocast. Prints times and the ratios ours/Swin; targets are in README.md.
+reports fp16 and bf16 autocast. Prints times and the ratios Focal/Swin, Focal-fast/Swin and
+Focal-fast/Focal; targets are in README.md. ``--models`` picks a subset.
 """
 import argparse
 import functools
@@ -26,10 +28,16 @@ SWIN_T = dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), wind
               drop_path_rate=0.2, out_indices=(0, 1, 2, 3))
 
 
+LABELS = {'focal': 'Focal-T', 'fast': 'Focal-fast-T', 'swin': 'Swin-T'}
+
+
 def build(name: str, device: str) -> torch.nn.Module:
     if name == 'focal':
         from mmfocal import FocalTransformer
         model = FocalTransformer(arch='tiny', drop_path_rate=0.2)
+    elif name == 'fast':
+        from mmfocal import FocalFastTransformer
+        model = FocalFastTransformer(arch='tiny', drop_path_rate=0.2)
     else:
         from mmdet.models.backbones import SwinTransformer
         model = SwinTransformer(**SWIN_T)
@@ -128,16 +136,19 @@ def main():
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--no-memory', action='store_true')
     parser.add_argument('--json', help='also write the results here')
+    parser.add_argument('--models', nargs='+', default=list(LABELS), choices=list(LABELS))
     args = parser.parse_args()
 
     import mmfocal  # noqa: F401
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     torch.manual_seed(0)
-    models = {'focal': build('focal', device), 'swin': build('swin', device)}
+    models = {name: build(name, device) for name in args.models}
     precisions = [None] + ([torch.float16, torch.bfloat16] if device == 'cuda' else [])
     print(f'device: {torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"}; '
           f'torch {torch.__version__}; median of {args.repeats}')
-    print(f'{"input":>14} {"precision":>9} {"pass":>8} {"Focal-T s":>10} {"Swin-T s":>10} {"ratio":>6}')
+    ratios = [(a, b) for a, b in (('focal', 'swin'), ('fast', 'swin'), ('fast', 'focal')) if {a, b} <= set(models)]
+    print(f'{"input":>14} {"precision":>9} {"pass":>8} ' + ' '.join(f'{LABELS[n] + " s":>14}' for n in models) + ' '
+          + ' '.join(f'{LABELS[a] + "/" + LABELS[b]:>20}' for a, b in ratios))
     rows = []
     for size_text in args.sizes:
         size = tuple(int(v) for v in size_text.split('x'))
@@ -146,18 +157,16 @@ def main():
                 results = compare_speed(models, size, batch, args.repeats, args.warmup, device, dtype)
                 label = {None: 'fp32', torch.float16: 'fp16', torch.bfloat16: 'bf16'}[dtype]
                 for pass_name, t in results.items():
-                    ratio = t['focal'] / t['swin']
-                    rows.append(dict(size=size_text, batch=batch, precision=label, pass_=pass_name,
-                                     focal=t['focal'], swin=t['swin'], ratio=ratio))
-                    print(f'{batch}x{size_text:>10} {label:>9} {pass_name:>8} {t["focal"]:10.3f} '
-                          f'{t["swin"]:10.3f} {ratio:6.2f}', flush=True)
+                    rows.append(dict(size=size_text, batch=batch, precision=label, pass_=pass_name, **t,
+                                     **{f'{a}/{b}': t[a] / t[b] for a, b in ratios}))
+                    print(f'{batch}x{size_text:>10} {label:>9} {pass_name:>8} ' + ' '.join(f'{t[n]:14.3f}' for n in models)
+                          + ' ' + ' '.join(f'{t[a] / t[b]:20.2f}' for a, b in ratios), flush=True)
             if not args.no_memory:
-                mem = {name: peak_memory(name, size, batch, device) for name in ('focal', 'swin')}
-                ratio = mem['focal'] / mem['swin']
-                rows.append(dict(size=size_text, batch=batch, precision='fp32', pass_='peak MiB', focal=mem['focal'],
-                                 swin=mem['swin'], ratio=ratio))
-                print(f'{batch}x{size_text:>10} {"fp32":>9} {"peak MiB":>8} {mem["focal"]:10.0f} {mem["swin"]:10.0f} '
-                      f'{ratio:6.2f}', flush=True)
+                mem = {name: peak_memory(name, size, batch, device) for name in models}
+                rows.append(dict(size=size_text, batch=batch, precision='fp32', pass_='peak MiB', **mem,
+                                 **{f'{a}/{b}': mem[a] / mem[b] for a, b in ratios}))
+                print(f'{batch}x{size_text:>10} {"fp32":>9} {"peak MiB":>8} ' + ' '.join(f'{mem[n]:14.0f}' for n in models)
+                      + ' ' + ' '.join(f'{mem[a] / mem[b]:20.2f}' for a, b in ratios), flush=True)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(rows, f, indent=1)

@@ -14,11 +14,11 @@ Layout (as mmdet's own):
 ``import mmfocal`` registers everything and makes checkpoints load as data only and be written
 atomically.
 """
-from .models import ARCH_SETTINGS, FocalTransformer
+from .models import ARCH_SETTINGS, FocalFastTransformer, FocalTransformer
 from .registry import MMDET_MODELS, MMSEG_MODELS  # noqa: F401  registers the modules
 from .version import __version__
 
-__all__ = ['ARCH_SETTINGS', 'FocalTransformer', '__version__']
+__all__ = ['ARCH_SETTINGS', 'FocalFastTransformer', 'FocalTransformer', '__version__']
 
 from .engine import atomic_checkpoint, safe_load  # noqa: E402
 

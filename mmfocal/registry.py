@@ -4,9 +4,9 @@ registries of mmdet and mmseg, so configs reach them with
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmseg.registry import MODELS as MMSEG_MODELS
 
-from .models.backbones import FocalTransformer
+from .models.backbones import FocalFastTransformer, FocalTransformer
 
-BACKBONES = (FocalTransformer, )
+BACKBONES = (FocalTransformer, FocalFastTransformer)
 
 for _registry in (MMDET_MODELS, MMSEG_MODELS):
     for _module in BACKBONES:

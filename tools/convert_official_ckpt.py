@@ -1,6 +1,10 @@
 """Convert an official Focal Transformer ImageNet checkpoint to a backbone-only mmfocal file.
 
     python tools/convert_official_ckpt.py focal-tiny-is224-ws7.pth focal-tiny-backbone.pth
+    python tools/convert_official_ckpt.py focalv2-tiny-useconv-is224-ws7.pth focal-fast-tiny-backbone.pth
+
+Both kinds: the paper's model (focal-*.pth, for FocalTransformer) and Focal-fast (focalv2-*.pth,
+for FocalFastTransformer); ``meta.backbone`` names the one the file is for.
 
 The output holds ``state_dict`` (backbone tensors, classifier head, final norm and index buffers
 dropped) and ``meta``; use it as ``init_cfg=dict(type='Pretrained', checkpoint=DST)``. Loading the
@@ -14,8 +18,9 @@ import torch
 
 import mmfocal  # noqa: F401  (safe checkpoint loading)
 from mmfocal.engine.atomic_checkpoint import write_atomically
-from mmfocal.engine.pretrained import convert_official_state_dict, extract_state_dict, infer_architecture, match_state_dict
-from mmfocal.models.backbones import FocalTransformer
+from mmfocal.engine.pretrained import (backbone_class_name, convert_official_state_dict, extract_state_dict,
+                                       infer_architecture, match_state_dict)
+from mmfocal.models import backbones
 
 
 def main(argv=None):
@@ -27,15 +32,16 @@ def main(argv=None):
     from mmengine.runner.checkpoint import CheckpointLoader
     state = extract_state_dict(CheckpointLoader.load_checkpoint(args.src, map_location='cpu'))
     arch = infer_architecture(state)
-    report = match_state_dict(FocalTransformer(**arch), state)
+    backbone = backbone_class_name(state)
+    report = match_state_dict(getattr(backbones, backbone)(**arch), state)
     kept, _ = convert_official_state_dict(state)
-    checkpoint = dict(state_dict=kept, meta=dict(source=os.path.basename(args.src),
+    checkpoint = dict(state_dict=kept, meta=dict(source=os.path.basename(args.src), backbone=backbone,
                                                  architecture={k: list(v) if isinstance(v, tuple) else v
                                                                for k, v in arch.items()}))
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     write_atomically(args.dst, buffer.getvalue())
-    print(f'{args.dst}: {len(kept)} backbone tensors ({arch}); dropped {len(report["dropped"])} '
+    print(f'{args.dst}: {len(kept)} {backbone} tensors ({arch}); dropped {len(report["dropped"])} '
           f'(classifier head, final norm, index buffers); the model will initialise '
           f'{len(report["initialised"])}: {", ".join(report["initialised"]) or "none"}')
 

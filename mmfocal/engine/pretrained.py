@@ -1,4 +1,8 @@
-"""Pretrained weights for FocalTransformer: official ImageNet checkpoints as published, or ours.
+"""Pretrained weights for the Focal backbones: official ImageNet checkpoints as published, or ours.
+
+Both kinds of official checkpoint: the paper's model (focal-*.pth, :class:`FocalTransformer`) and
+Focal-fast (focalv2-*.pth, :class:`FocalFastTransformer`); one given to the other backbone is an
+error that says so.
 
 Strict by design (unlike mmengine's ``strict=False`` default): every tensor of the checkpoint is
 either loaded or named as deliberately unused, every model tensor is either loaded or named as
@@ -14,9 +18,14 @@ import torch.nn as nn
 from mmengine.logging import print_log
 
 # Parts of the official classifier a backbone does not use: the head, the final norm and the
-# index/mask buffers it registers (we recompute those; they are not learned).
+# index/mask buffers it registers (we recompute those; they are not learned). Focal-fast's buffers
+# (nearest-token indices and their coordinates) are bound to the 224x224 image size it was built for.
 _UNUSED_OFFICIAL = re.compile(r'^(head\.|norm\.)|\.(relative_position_index(_\d+)?|valid_ind_rolled|'
-                              r'valid_ind_unfold_\d+|attn_mask)$')
+                              r'valid_ind_unfold_\d+|attn_mask|topk_cloest_indice_\d+|topk_cloest_coords_\d+|'
+                              r'window_coords)$')
+# What tells the two models apart: learned tables (paper model) or bias MLPs (Focal-fast).
+_PAPER_MODEL_KEY = re.compile(r'\.attn\.relative_position_bias_table')
+_FAST_MODEL_KEY = re.compile(r'\.attn\.(coord2rpb_all\.|topk_cloest_)')
 # What a checkpoint may lack and gets initialised instead: the output norms of a dense-prediction
 # backbone, and the neighbour tables of a stage that was a single window at 224x224 (stage 4).
 _INITIALISABLE = re.compile(r'^norm\d+\.(weight|bias)$|\.relative_position_bias_table_to_neighbors$')
@@ -72,6 +81,11 @@ def match_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Dic
     Raises CheckpointMismatchError for shape mismatches, unknown keys, or model tensors missing
     from the checkpoint that cannot sensibly be initialised.
     """
+    model_kind, checkpoint_kind = checkpoint_kind_of(model.state_dict()), checkpoint_kind_of(state)
+    if checkpoint_kind is not None and model_kind is not None and checkpoint_kind != model_kind:
+        raise CheckpointMismatchError(
+            f'this is a {_KIND_NAMES[checkpoint_kind]} checkpoint, but the model is a {type(model).__name__} '
+            f'({_KIND_NAMES[model_kind]}): use {_KIND_BACKBONES[checkpoint_kind]} for it')
     kept, dropped = convert_official_state_dict(state)
     own = model.state_dict()
     mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
@@ -89,7 +103,7 @@ def match_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Dic
         problems.append(f'{len(not_initialisable)} model keys missing from the checkpoint: '
                         f'{_abbrev(not_initialisable)}')
     if problems:
-        raise CheckpointMismatchError('checkpoint does not fit this FocalTransformer (' + _describe(model)
+        raise CheckpointMismatchError(f'checkpoint does not fit this {type(model).__name__} (' + _describe(model)
                                       + '):\n' + '\n'.join(problems))
     return dict(loaded=list(kept), dropped=dropped, initialised=missing)
 
@@ -110,7 +124,7 @@ def load_pretrained(model: nn.Module, filename: str, map_location='cpu', prefix:
             own[key].copy_(state[key])
     buffers = [k for k in report['dropped'] if not re.match(r'^(head|norm)\.', k)]
     learned = [k for k in report['dropped'] if k not in buffers]
-    print_log(f'FocalTransformer: loaded {len(report["loaded"])} tensors from {filename}; '
+    print_log(f'{type(model).__name__}: loaded {len(report["loaded"])} tensors from {filename}; '
               f'not used: {_abbrev(learned)} and {len(buffers)} index buffers (recomputed); '
               f'initialised (not in the checkpoint): {_abbrev(report["initialised"])}', logger=logger)
     return report
@@ -129,8 +143,27 @@ def _describe(model: nn.Module) -> str:
     return f'embed_dims={dims}, depths={tuple(depths)}'
 
 
+_KIND_NAMES = dict(focal='Focal Transformer (paper model)', fast='Focal-fast')
+_KIND_BACKBONES = dict(focal='FocalTransformer', fast='FocalFastTransformer')
+
+
+def checkpoint_kind_of(state: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """'focal' (the paper's model), 'fast' (Focal-fast) or None (neither kind of attention key)."""
+    if any(_FAST_MODEL_KEY.search(k) for k in state):
+        return 'fast'
+    if any(_PAPER_MODEL_KEY.search(k) for k in state):
+        return 'focal'
+    return None
+
+
+def backbone_class_name(state: Mapping[str, torch.Tensor]) -> str:
+    """The backbone a checkpoint's state dict is for: 'FocalTransformer' or 'FocalFastTransformer'."""
+    return _KIND_BACKBONES[checkpoint_kind_of(state) or 'focal']
+
+
 def infer_architecture(state: Mapping[str, torch.Tensor]) -> dict:
-    """FocalTransformer arguments (embed_dims, depths, num_heads, use_conv_embed) that fit ``state``."""
+    """Backbone arguments (embed_dims, depths, num_heads, use_conv_embed, in_channels) that fit
+    ``state``, for the backbone :func:`backbone_class_name` names."""
     try:
         stem = state['patch_embed.proj.weight']
     except KeyError:
@@ -140,6 +173,9 @@ def infer_architecture(state: Mapping[str, torch.Tensor]) -> dict:
         i = len(depths)
         blocks = {int(m.group(1)) for k in state for m in [re.match(rf'layers\.{i}\.blocks\.(\d+)\.', k)] if m}
         depths.append(max(blocks) + 1)
-        num_heads.append(state[f'layers.{i}.blocks.0.attn.relative_position_bias_table'].shape[1])
+        if checkpoint_kind_of(state) == 'fast':  # the bias MLP's output layer has one row per head
+            num_heads.append(state[f'layers.{i}.blocks.0.attn.coord2rpb_all.0.2.weight'].shape[0])
+        else:
+            num_heads.append(state[f'layers.{i}.blocks.0.attn.relative_position_bias_table'].shape[1])
     return dict(embed_dims=stem.shape[0], depths=tuple(depths), num_heads=tuple(num_heads),
                 use_conv_embed=stem.shape[-1] == 7, in_channels=stem.shape[1])

@@ -1,3 +1,4 @@
-from .focal_transformer import ARCH_SETTINGS, FocalTransformer
+from .focal_fast_transformer import FocalFastTransformer
+from .focal_transformer import ARCH_SETTINGS, FocalBackbone, FocalTransformer
 
-__all__ = ['ARCH_SETTINGS', 'FocalTransformer']
+__all__ = ['ARCH_SETTINGS', 'FocalBackbone', 'FocalFastTransformer', 'FocalTransformer']

@@ -5,7 +5,7 @@ Built from :mod:`mmfocal.models.layers.focal_attention`; parameter names follow 
 checkpoints load as published. Adds what dense prediction needs: any input size, one LayerNorm
 per output (``norm{i}``), frozen stages, activation checkpointing and strict pretrained loading.
 """
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -85,66 +85,30 @@ class FocalStage(nn.Module):
         return x, self.downsample(x.permute(0, 3, 1, 2))
 
 
-class FocalTransformer(BaseModule):
-    """Focal Transformer backbone (Yang et al., arXiv 2107.00641), the official v1 model's math.
+class FocalBackbone(BaseModule):
+    """What the Focal backbones share: arch sizes, the stem, the stages of blocks with their
+    downsamples, output norms, frozen stages, activation checkpointing and strict pretrained
+    loading. A subclass differs only in its blocks: it passes ``make_block(stage, index, dims,
+    num_heads, drop_path)``, which builds block ``index`` of stage ``stage``.
 
-    Args:
-        arch: 'tiny', 'small' or 'base' set embed_dims, depths and num_heads to the published
-            sizes; None keeps the values given.
-        embed_dims: channels of stage 1; stage i has ``embed_dims * 2**i``.
-        depths, num_heads: blocks and attention heads per stage.
-        window_size: query window (tokens per side).
-        focal_levels: levels per stage counting the fine one (2: fine + one pooled level).
-        focal_windows: pooled neighbourhood per stage (odd). expand_sizes: rolled-neighbour reach
-            per stage. expand_layer: which blocks use rolled neighbours: 'all', 'even', 'odd'.
-        focal_pool: 'fc' (published), 'conv', 'mean', 'max' or 'none' (no pooled levels).
-        use_conv_embed: overlapping conv stem and downsamples (the '-useconv' checkpoints).
-        out_indices: stages to return. frozen_stages: -1 none, 0 the stem, i the stem and stages
-            0..i-1 (eval mode, no gradients). with_cp: activation checkpointing per block.
-        init_cfg: ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads an official ImageNet
-            checkpoint (or one of ours) strictly; see :mod:`mmfocal.engine.pretrained`.
-
-    Shapes: (B, in_channels, H, W) with any H, W >= 1 -> tuple of (B, embed_dims * 2**i,
-    ceil(H / 2**(i+2)), ceil(W / 2**(i+2))) for i in out_indices, each after its own LayerNorm.
+    ``arch`` is a name of ``arch_settings`` or a dict with ``embed_dims``, ``depths`` and
+    ``num_heads``; an explicit size that contradicts it is an error. Without ``arch`` the sizes
+    given (or, where not given, the tiny sizes) are used. ``stage_settings`` are the subclass's
+    other per-stage sequences, checked for one entry per stage.
     """
 
-    def __init__(self,
-                 arch: Optional[str] = None,
-                 embed_dims: int = 96,
-                 depths: Sequence[int] = (2, 2, 6, 2),
-                 num_heads: Sequence[int] = (3, 6, 12, 24),
-                 window_size: int = 7,
-                 mlp_ratio: float = 4.,
-                 qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None,
-                 drop_rate: float = 0.,
-                 attn_drop_rate: float = 0.,
-                 drop_path_rate: float = 0.2,
-                 focal_levels: Sequence[int] = (2, 2, 2, 2),
-                 focal_windows: Sequence[int] = (7, 5, 3, 1),
-                 expand_sizes: Sequence[int] = (3, 3, 3, 3),
-                 expand_layer: str = 'all',
-                 focal_pool: str = 'fc',
-                 use_conv_embed: bool = False,
-                 patch_size: int = 4,
-                 in_channels: int = 3,
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
-                 frozen_stages: int = -1,
-                 with_cp: bool = False,
-                 init_cfg: Optional[dict] = None):
-        if init_cfg is not None and not isinstance(init_cfg, dict):
-            raise TypeError(f'init_cfg must be a dict or None, got {type(init_cfg).__name__}')
+    arch_settings = ARCH_SETTINGS
+
+    def __init__(self, make_block: Callable[..., nn.Module], arch, embed_dims, depths, num_heads, mlp_ratio,
+                 drop_rate, drop_path_rate, focal_levels, focal_pool, use_conv_embed, patch_size, in_channels,
+                 out_indices, frozen_stages, with_cp, init_cfg, stage_settings: Optional[dict] = None):
+        init_cfg = _check_init_cfg(init_cfg)
         super().__init__(init_cfg=init_cfg)
-        if arch is not None:
-            if arch not in ARCH_SETTINGS:
-                raise ValueError(f'arch must be one of {sorted(ARCH_SETTINGS)} or None, got {arch!r}')
-            embed_dims, depths, num_heads = (ARCH_SETTINGS[arch][k] for k in ('embed_dims', 'depths', 'num_heads'))
-        depths, num_heads = tuple(depths), tuple(num_heads)
-        focal_levels, focal_windows, expand_sizes = tuple(focal_levels), tuple(focal_windows), tuple(expand_sizes)
+        embed_dims, depths, num_heads = self._resolve_arch(arch, embed_dims, depths, num_heads)
         out_indices = tuple(out_indices)
-        _check_arguments(embed_dims, depths, num_heads, focal_levels, focal_windows, expand_sizes,
-                         expand_layer, focal_pool, in_channels, patch_size, window_size, out_indices,
-                         frozen_stages)
+        per_stage = dict(depths=depths, num_heads=num_heads, focal_levels=tuple(focal_levels),
+                         **{k: tuple(v) for k, v in (stage_settings or {}).items()})
+        _check_arguments(embed_dims, per_stage, focal_pool, in_channels, patch_size, out_indices, frozen_stages)
         self.arch = arch
         self.embed_dims = embed_dims
         self.in_channels = in_channels
@@ -156,19 +120,11 @@ class FocalTransformer(BaseModule):
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, use_conv_embed, is_stem=True)
         self.pos_drop = nn.Dropout(drop_rate)
         drop_path_rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
-        no_expand_parity = {'all': None, 'even': 0, 'odd': 1}[expand_layer]
         self.layers = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
             dims = self.num_features[i]
             first = sum(depths[:i])
-            blocks = [
-                FocalTransformerBlock(
-                    dims, heads, window_size,
-                    expand_size=0 if j % 2 == no_expand_parity else expand_sizes[i],
-                    focal_window=focal_windows[i], focal_level=focal_levels[i], pool_method=focal_pool,
-                    mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
-                    attn_drop=attn_drop_rate, drop_path=drop_path_rates[first + j]) for j in range(depth)
-            ]
+            blocks = [make_block(i, j, dims, heads, drop_path_rates[first + j]) for j in range(depth)]
             downsample = (PatchEmbed(dims, 2 * dims, 2, use_conv_embed)
                           if i < self.num_stages - 1 else None)
             self.layers.append(FocalStage(blocks, downsample, with_cp))
@@ -177,14 +133,43 @@ class FocalTransformer(BaseModule):
         self.apply(_init_like_official)
         self._freeze_stages()
 
+    def _resolve_arch(self, arch, embed_dims, depths, num_heads):
+        """(embed_dims, depths, num_heads) from ``arch`` and the explicit sizes (None: not given)."""
+        given = dict(embed_dims=embed_dims, depths=depths, num_heads=num_heads)
+        given = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in given.items() if v is not None}
+        if arch is None:
+            return tuple({**self.arch_settings['tiny'], **given}[k] for k in ('embed_dims', 'depths', 'num_heads'))
+        if isinstance(arch, str):
+            if arch not in self.arch_settings:
+                raise ValueError(f'arch must be one of {sorted(self.arch_settings)}, a dict of sizes or None, '
+                                 f'got {arch!r}')
+            settings = self.arch_settings[arch]
+        elif isinstance(arch, dict):
+            missing = {'embed_dims', 'depths', 'num_heads'} - set(arch)
+            unknown = set(arch) - {'embed_dims', 'depths', 'num_heads'}
+            if missing or unknown:
+                raise ValueError(f'an arch dict needs exactly embed_dims, depths and num_heads; '
+                                 f'missing {sorted(missing)}, unknown {sorted(unknown)}')
+            settings = arch
+        else:
+            raise TypeError(f'arch must be a name, a dict of sizes or None, got {type(arch).__name__}')
+        settings = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in settings.items()}
+        contradictions = [f'{k}={v!r} (arch {arch!r} has {settings[k]!r})' for k, v in given.items()
+                          if v != settings[k]]
+        if contradictions:
+            raise ValueError(f'{type(self).__name__}: arch={arch!r} contradicts the sizes given: '
+                             + ', '.join(contradictions) + '; give either arch or the sizes (arch=None)')
+        return settings['embed_dims'], settings['depths'], settings['num_heads']
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        name = type(self).__name__
         if x.dim() != 4:
-            raise ValueError(f'FocalTransformer expects a 4-D (B, C, H, W) input, got shape {tuple(x.shape)}')
+            raise ValueError(f'{name} expects a 4-D (B, C, H, W) input, got shape {tuple(x.shape)}')
         if x.shape[1] != self.in_channels:
-            raise ValueError(f'FocalTransformer was built with in_channels={self.in_channels}, '
+            raise ValueError(f'{name} was built with in_channels={self.in_channels}, '
                              f'but the input has {x.shape[1]} channels (shape {tuple(x.shape)})')
         if x.shape[2] < 1 or x.shape[3] < 1:
-            raise ValueError(f'FocalTransformer got an empty image of shape {tuple(x.shape)}')
+            raise ValueError(f'{name} got an empty image of shape {tuple(x.shape)}')
         x = self.pos_drop(self.patch_embed(x))
         outs = []
         for i, stage in enumerate(self.layers):
@@ -207,13 +192,94 @@ class FocalTransformer(BaseModule):
         return self
 
     def init_weights(self):
-        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
+        """mmengine's initialisers of ``init_cfg``, then the strict loader for a 'Pretrained' entry."""
+        original = self.init_cfg
+        configs = original if isinstance(original, list) else [original] if original else []
+        pretrained = [c for c in configs if c.get('type') == 'Pretrained']
+        others = [c for c in configs if c.get('type') != 'Pretrained']
+        if others or not pretrained:
+            self.init_cfg = others or None  # mmengine's own Pretrained loader would not be strict
+            try:
+                super().init_weights()
+            finally:
+                self.init_cfg = original
+        if pretrained:
             from ...engine.pretrained import load_pretrained
-            load_pretrained(self, self.init_cfg['checkpoint'], map_location='cpu',
-                            prefix=self.init_cfg.get('prefix'))
+            load_pretrained(self, pretrained[0]['checkpoint'], map_location='cpu', prefix=pretrained[0].get('prefix'))
             self._is_init = True
-            return
-        super().init_weights()
+
+
+class FocalTransformer(FocalBackbone):
+    """Focal Transformer backbone (Yang et al., arXiv 2107.00641), the official v1 model's math.
+
+    Args:
+        arch: 'tiny', 'small' or 'base' (the published sizes), or a dict of ``embed_dims``,
+            ``depths`` and ``num_heads``; None uses the sizes given. Giving a size that differs
+            from the arch's is an error.
+        embed_dims: channels of stage 1; stage i has ``embed_dims * 2**i``.
+        depths, num_heads: blocks and attention heads per stage.
+        window_size: query window (tokens per side).
+        focal_levels: levels per stage counting the fine one (2: fine + one pooled level).
+        focal_windows: pooled neighbourhood per stage (odd). expand_sizes: rolled-neighbour reach
+            per stage. expand_layer: which blocks use rolled neighbours: 'all', 'even', 'odd'.
+        focal_pool: 'fc' (published), 'conv', 'mean', 'max' or 'none' (no pooled levels).
+        use_conv_embed: overlapping conv stem and downsamples (the '-useconv' checkpoints).
+        out_indices: stages to return. frozen_stages: -1 none, 0 the stem, i the stem and stages
+            0..i-1 (eval mode, no gradients). with_cp: activation checkpointing per block.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads an official ImageNet
+            checkpoint (or one of ours) strictly; see :mod:`mmfocal.engine.pretrained`. A list may
+            add mmengine initialisers, applied before the checkpoint.
+
+    Shapes: (B, in_channels, H, W) with any H, W >= 1 -> tuple of (B, embed_dims * 2**i,
+    ceil(H / 2**(i+2)), ceil(W / 2**(i+2))) for i in out_indices, each after its own LayerNorm.
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict, None] = None,
+                 embed_dims: Optional[int] = None,
+                 depths: Optional[Sequence[int]] = None,
+                 num_heads: Optional[Sequence[int]] = None,
+                 window_size: int = 7,
+                 mlp_ratio: float = 4.,
+                 qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.2,
+                 focal_levels: Sequence[int] = (2, 2, 2, 2),
+                 focal_windows: Sequence[int] = (7, 5, 3, 1),
+                 expand_sizes: Sequence[int] = (3, 3, 3, 3),
+                 expand_layer: str = 'all',
+                 focal_pool: str = 'fc',
+                 use_conv_embed: bool = False,
+                 patch_size: int = 4,
+                 in_channels: int = 3,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 with_cp: bool = False,
+                 init_cfg: Union[dict, list, None] = None):
+        focal_levels, focal_windows, expand_sizes = tuple(focal_levels), tuple(focal_windows), tuple(expand_sizes)
+        _check_window_size(window_size)
+        if expand_layer not in EXPAND_LAYERS:
+            raise ValueError(f'expand_layer must be one of {EXPAND_LAYERS}, got {expand_layer!r}')
+        if any(isinstance(fw, int) and fw % 2 == 0 for fw in focal_windows):
+            raise ValueError(f'focal_windows must be odd, got {focal_windows}')
+        if any(isinstance(e, int) and e >= window_size for e in expand_sizes):
+            raise ValueError(f'expand_sizes must be smaller than window_size={window_size}, got {expand_sizes}')
+        no_expand_parity = {'all': None, 'even': 0, 'odd': 1}[expand_layer]
+
+        def make_block(stage, index, dims, heads, drop_path):
+            return FocalTransformerBlock(
+                dims, heads, window_size,
+                expand_size=0 if index % 2 == no_expand_parity else expand_sizes[stage],
+                focal_window=focal_windows[stage], focal_level=focal_levels[stage], pool_method=focal_pool,
+                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
+                attn_drop=attn_drop_rate, drop_path=drop_path)
+
+        super().__init__(make_block, arch, embed_dims, depths, num_heads, mlp_ratio, drop_rate, drop_path_rate,
+                         focal_levels, focal_pool, use_conv_embed, patch_size, in_channels, out_indices,
+                         frozen_stages, with_cp, init_cfg,
+                         stage_settings=dict(focal_windows=focal_windows, expand_sizes=expand_sizes))
 
 
 def _freeze(module: nn.Module):
@@ -233,14 +299,31 @@ def _init_like_official(m: nn.Module):
         nn.init.zeros_(m.bias)
 
 
-def _check_arguments(embed_dims, depths, num_heads, focal_levels, focal_windows, expand_sizes,
-                     expand_layer, focal_pool, in_channels, patch_size, window_size, out_indices,
-                     frozen_stages):
-    per_stage = dict(depths=depths, num_heads=num_heads, focal_levels=focal_levels,
-                     focal_windows=focal_windows, expand_sizes=expand_sizes)
+def _check_init_cfg(init_cfg):
+    """None, a dict or a list of dicts, each with a 'type'; at most one 'Pretrained'."""
+    if init_cfg is not None and not isinstance(init_cfg, (dict, list)):
+        raise TypeError(f'init_cfg must be a dict, a list of dicts or None, got {type(init_cfg).__name__}')
+    configs = init_cfg if isinstance(init_cfg, list) else [init_cfg] if init_cfg is not None else []
+    if any(not isinstance(c, dict) or 'type' not in c for c in configs):
+        raise TypeError(f'every init_cfg entry must be a dict with a type, got {configs}')
+    pretrained = [c for c in configs if c['type'] == 'Pretrained']
+    if len(pretrained) > 1:
+        raise ValueError(f'init_cfg names {len(pretrained)} Pretrained checkpoints; give one')
+    if pretrained and 'checkpoint' not in pretrained[0]:
+        raise ValueError(f'a Pretrained init_cfg needs a checkpoint, got {pretrained[0]}')
+    return configs[0] if isinstance(init_cfg, list) and len(configs) == 1 else init_cfg
+
+
+def _check_window_size(window_size):
+    if not isinstance(window_size, int) or window_size < 1:
+        raise ValueError(f'window_size must be a positive integer, got {window_size!r}')
+
+
+def _check_arguments(embed_dims, per_stage, focal_pool, in_channels, patch_size, out_indices, frozen_stages):
     lengths = {name: len(v) for name, v in per_stage.items()}
     if len(set(lengths.values())) != 1:
         raise ValueError(f'per-stage settings must have one entry per stage; got lengths {lengths}')
+    depths, num_heads = per_stage['depths'], per_stage['num_heads']
     num_stages = lengths['depths']
     if num_stages == 0:
         raise ValueError('depths must name at least one stage')
@@ -254,19 +337,12 @@ def _check_arguments(embed_dims, depths, num_heads, focal_levels, focal_windows,
         if (embed_dims * 2**i) % heads:
             raise ValueError(f'stage {i} has {embed_dims * 2**i} channels (embed_dims={embed_dims} * 2**{i}), '
                              f'not divisible by num_heads[{i}]={heads}')
-    if any(level < 1 for level in focal_levels):
-        raise ValueError(f'focal_levels count the fine level, so each must be >= 1, got {focal_levels}')
-    if any(fw % 2 == 0 for fw in focal_windows):
-        raise ValueError(f'focal_windows must be odd, got {focal_windows}')
-    if any(e >= window_size for e in expand_sizes):
-        raise ValueError(f'expand_sizes must be smaller than window_size={window_size}, got {expand_sizes}')
+    if any(level < 1 for level in per_stage['focal_levels']):
+        raise ValueError(f'focal_levels count the fine level, so each must be >= 1, got {per_stage["focal_levels"]}')
     if focal_pool not in POOLING_METHODS:
         raise ValueError(f'focal_pool must be one of {POOLING_METHODS}, got {focal_pool!r}')
-    if expand_layer not in EXPAND_LAYERS:
-        raise ValueError(f'expand_layer must be one of {EXPAND_LAYERS}, got {expand_layer!r}')
-    if in_channels < 1 or patch_size < 1 or window_size < 1:
-        raise ValueError(f'in_channels, patch_size and window_size must be positive, got '
-                         f'{in_channels}, {patch_size}, {window_size}')
+    if in_channels < 1 or patch_size < 1:
+        raise ValueError(f'in_channels and patch_size must be positive, got {in_channels}, {patch_size}')
     if not out_indices or any(not 0 <= i < num_stages for i in out_indices):
         raise ValueError(f'out_indices must be a non-empty subset of 0..{num_stages - 1}, got {out_indices}')
     if list(out_indices) != sorted(set(out_indices)):

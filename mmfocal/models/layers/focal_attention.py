@@ -227,19 +227,7 @@ class FocalWindowAttention(nn.Module):
                                     n_wh, n_ww, with_rolled, x.device)
         bias = self._bias(with_rolled)
 
-        # Fold the query scale into the projection instead of scaling a full query tensor.
-        scale = torch.ones(3, 1, dtype=x.dtype, device=x.device)
-        scale[0] = self.scale
-        weight = (self.qkv.weight.view(3, C, C) * scale.view(3, 1, 1)).view(3 * C, C)
-        qkv_bias = None if self.qkv.bias is None else (self.qkv.bias.view(3, C) * scale).view(-1)
-        qkv = F.linear(x, weight, qkv_bias).view(B, n_wh, w, n_ww, w, 3, heads, head_dims)
-        # (B * nW, w*w, heads, d): query windows, row-major like the official partition
-        q = qkv[:, :, :, :, :, 0].permute(0, 1, 3, 2, 4, 5, 6).reshape(B * n_wh * n_ww, w * w, heads, head_dims)
-
-        sources = [qkv[..., 1:, :, :].reshape(B, hp * wp, 2, heads, head_dims)]
-        for level in pooled:
-            kv = F.linear(level, self.qkv.weight[C:], None if self.qkv.bias is None else self.qkv.bias[C:])
-            sources.append(kv.reshape(B, -1, 2, heads, head_dims))
+        q, sources = window_queries_and_keys(x, pooled, self.qkv, self.scale, heads, w)
         if self.num_pooled_levels:
             sources.append(sources[0].new_zeros(B, 1, 2, heads, head_dims))
         source = torch.cat(sources, 1)  # (B, S, 2, heads, d): every key and value any window uses
@@ -263,6 +251,32 @@ class FocalWindowAttention(nn.Module):
         return (f'dims={self.dims}, num_heads={self.num_heads}, window_size={self.window_size}, '
                 f'expand_size={self.expand_size}, focal_window={self.focal_window}, '
                 f'pooled_levels={self.num_pooled_levels}')
+
+
+def window_queries_and_keys(x: torch.Tensor, pooled: Sequence[torch.Tensor], qkv: nn.Linear, scale: float,
+                            num_heads: int, window_size: int) -> Tuple[torch.Tensor, list]:
+    """Queries by window and the parts of the key source, from one qkv projection.
+
+    x (B, Hp, Wp, C) with Hp, Wp multiples of ``window_size``; ``pooled`` maps (B, h, w, C).
+    Returns q (B*nW, w*w, heads, d), scaled and in windows row-major like the official partition,
+    and a list of (B, n, 2, heads, d) keys and values: the map's, then each pooled map's.
+    """
+    B, hp, wp, C = x.shape
+    w, head_dims = window_size, C // num_heads
+    n_wh, n_ww = hp // w, wp // w
+    # Fold the query scale into the projection instead of scaling a full query tensor.
+    scales = torch.ones(3, 1, dtype=x.dtype, device=x.device)
+    scales[0] = scale
+    weight = (qkv.weight.view(3, C, C) * scales.view(3, 1, 1)).view(3 * C, C)
+    qkv_bias = None if qkv.bias is None else (qkv.bias.view(3, C) * scales).view(-1)
+    projected = F.linear(x, weight, qkv_bias).view(B, n_wh, w, n_ww, w, 3, num_heads, head_dims)
+    q = projected[:, :, :, :, :, 0].permute(0, 1, 3, 2, 4, 5, 6).reshape(B * n_wh * n_ww, w * w, num_heads,
+                                                                         head_dims)
+    sources = [projected[..., 1:, :, :].reshape(B, hp * wp, 2, num_heads, head_dims)]
+    for level in pooled:
+        kv = F.linear(level, qkv.weight[C:], None if qkv.bias is None else qkv.bias[C:])
+        sources.append(kv.reshape(B, -1, 2, num_heads, head_dims))
+    return q, sources
 
 
 def _gather_keys(source: torch.Tensor, index: torch.Tensor, num_windows: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -291,12 +305,42 @@ def _window_chunks(num_windows: int, bytes_per_window: int, device: torch.device
     return [slice(start, min(start + step, num_windows)) for start in range(0, num_windows, step)]
 
 
-def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True):
+def _chunk_bias(bias: torch.Tensor, bias_columns: Optional[torch.Tensor], chunk: slice) -> torch.Tensor:
+    """The position bias of the windows in ``chunk``: (heads, 1 or windows, w*w, keys), a view or a gather.
+
+    ``bias`` is one of: (heads, w*w, keys), shared by every window; (nW, heads, w*w, keys), one per
+    window; or, with ``bias_columns`` (nW, keys), a table (U, heads, w*w) whose row
+    ``bias_columns[n, j]`` holds key j of window n (Focal-fast: windows share the table's rows;
+    gathering whole rows is many times faster than gathering along a last dimension).
+    """
+    if bias_columns is not None:
+        columns = bias_columns[chunk]
+        rows = bias.index_select(0, columns.reshape(-1))
+        return rows.view(*columns.shape, *bias.shape[1:]).permute(2, 0, 3, 1)
+    if bias.dim() == 4:
+        return bias[chunk].transpose(0, 1)
+    return bias.unsqueeze(1)
+
+
+def _add_bias_grad(grad_bias: torch.Tensor, grad_scores: torch.Tensor, bias_columns: Optional[torch.Tensor],
+                   chunk: slice):
+    """Accumulate ``grad_scores`` (heads, windows, w*w, keys) into ``grad_bias`` (shaped as the bias)."""
+    if bias_columns is not None:
+        heads, windows, area, keys = grad_scores.shape
+        grad_bias.index_add_(0, bias_columns[chunk].reshape(-1),
+                             grad_scores.permute(1, 3, 0, 2).reshape(windows * keys, heads, area))
+    elif grad_bias.dim() == 4:
+        grad_bias[chunk] += grad_scores.transpose(0, 1)
+    else:
+        grad_bias += grad_scores.sum(1)
+
+
+def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True, bias_columns=None):
     """softmax(q k^T + bias + off_map) v, by fused attention calls over chunks of windows.
 
-    q (B*nW, w*w, heads, d); source (B, S, 2, heads, d); bias (heads, w*w, keys); off_map
-    (nW, keys). Returns the output (B*nW, w*w, heads, d) and, if ``need_lse``, the log-sum-exp
-    (B*nW, heads, w*w) for the backward. On the CPU both come from PyTorch's flash kernel; on
+    q (B*nW, w*w, heads, d); source (B, S, 2, heads, d); bias (heads, w*w, keys), or per window as
+    :func:`_chunk_bias` describes; off_map (nW, keys). Returns the output (B*nW, w*w, heads, d)
+    and, if ``need_lse``, the log-sum-exp (B*nW, heads, w*w) for the backward. On the CPU both come from PyTorch's flash kernel; on
     other devices the output alone comes from ``scaled_dot_product_attention``, and with the
     log-sum-exp from plain matmul and softmax.
     """
@@ -318,11 +362,10 @@ def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True):
             k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
             q_chunk = q[rows].transpose(1, 2)
             chunk_off_map = off_map[chunk]
+            mask = _chunk_bias(bias, bias_columns, chunk).transpose(0, 1)
             # Interior windows have no off-map keys: the shared bias broadcasts, nothing to build.
-            if on_cpu and not chunk_off_map.any():
-                mask = bias.unsqueeze(0)
-            else:
-                mask = bias.unsqueeze(0) + chunk_off_map[:, None, None, :]
+            if not on_cpu or chunk_off_map.any():
+                mask = mask + chunk_off_map[:, None, None, :]
             if on_cpu:
                 out_chunk, lse_chunk = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
                     q_chunk, k, v, 0.0, False, attn_mask=mask, scale=1.0)
@@ -348,14 +391,16 @@ class _FocalAttentionCore(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, source, index, bias, off_map):
-        out, lse = _attend_fused(q, source, index, bias, off_map)
+    def forward(ctx, q, source, index, bias, off_map, bias_columns=None):
+        out, lse = _attend_fused(q, source, index, bias, off_map, bias_columns=bias_columns)
         ctx.save_for_backward(q, source, index, bias, off_map, out, lse)
+        ctx.bias_columns = bias_columns
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         q, source, index, bias, off_map, out, lse = ctx.saved_tensors
+        bias_columns = ctx.bias_columns
         # Under autocast the inputs may be fp16/bf16: accumulate the recomputation in float32.
         dtype = torch.promote_types(q.dtype, torch.float32)
         q_dtype, source_dtype = q.dtype, source.dtype
@@ -386,28 +431,33 @@ class _FocalAttentionCore(torch.autograd.Function):
                 q_chunk = q_h[b, :, chunk].reshape(rows, window_area, head_dims)
                 grad_chunk = grad_h[b, :, chunk].reshape(rows, window_area, head_dims)
                 delta = (grad_h[b, :, chunk] * out_h[b, :, chunk]).sum(-1, keepdim=True)
-                probs = torch.add(bias.unsqueeze(1), off_map[None, chunk, None, :]).sub_(lse_h[b, :, chunk, :, None])
+                probs = q.new_empty(heads, windows, window_area, num_keys)
+                torch.add(_chunk_bias(bias, bias_columns, chunk), off_map[None, chunk, None, :], out=probs)
+                probs.sub_(lse_h[b, :, chunk, :, None])
                 probs = probs.view(rows, window_area, num_keys).baddbmm_(q_chunk, kv[0].transpose(1, 2)).exp_()
                 grad_scores = torch.bmm(grad_chunk, kv[1].transpose(1, 2))
                 torch.bmm(probs.transpose(1, 2), grad_chunk, out=kv[1])  # values are spent: grad_v in place
                 grad_scores.view(heads, windows, window_area, num_keys).sub_(delta)
                 grad_scores.mul_(probs)
                 del probs
-                grad_bias += grad_scores.view(heads, windows, window_area, num_keys).sum(1)
+                _add_bias_grad(grad_bias, grad_scores.view(heads, windows, window_area, num_keys), bias_columns, chunk)
                 grad_q[b, :, chunk] = torch.bmm(grad_scores, kv[0]).view(heads, windows, window_area, head_dims)
                 torch.bmm(grad_scores.transpose(1, 2), q_chunk, out=kv[0])  # keys are spent: grad_k in place
                 del grad_scores
                 grad_source[:, b].index_add_(2, chunk_index, kv.view(2, heads, windows * num_keys, head_dims))
         grad_q = grad_q.permute(0, 2, 3, 1, 4)  # (B, nW, w*w, heads, d)
         return (grad_q.reshape(q.shape).to(q_dtype), grad_source.permute(1, 3, 0, 2, 4).to(source_dtype), None,
-                grad_bias, None)
+                grad_bias, None, None)
 
 
-def _attend_with_autograd(q, source, index, bias, off_map, attn_drop: nn.Module, return_weights: bool = False):
+def _attend_with_autograd(q, source, index, bias, off_map, attn_drop: nn.Module, return_weights: bool = False,
+                          bias_columns=None):
     """Plain autograd path: with attention dropout (the fused kernels cannot replay it), and when
     the attention weights are recorded (``return_weights``: also returns them, (B*nW, heads, w*w,
-    keys), after dropout)."""
+    keys), after dropout). ``bias`` as in :func:`_chunk_bias`."""
     num_windows = off_map.shape[0]
+    if bias_columns is not None or bias.dim() == 4:  # one bias per window: (nW, heads, w*w, keys)
+        bias = _chunk_bias(bias, bias_columns, slice(0, num_windows)).transpose(0, 1)
     k, v = _gather_keys(source, index, num_windows)
     q = q.transpose(1, 2)
     attn = q @ k.transpose(-2, -1)

@@ -1,0 +1,79 @@
+"""FocalFastTransformer backbone: the authors' faster Focal Transformer ("Focal-fast").
+
+The same backbone as :class:`~.focal_transformer.FocalTransformer` (stem, stages, downsamples,
+output norms, frozen stages, checkpointing, strict pretrained loading: one code path, in
+:class:`~.focal_transformer.FocalBackbone`); only the blocks differ: their attention is
+:class:`~mmfocal.models.layers.focal_fast_attention.FocalFastAttention`. Parameter names follow
+the official ``classification/focal_transformer_v2.py``, so the three published Focal-fast
+checkpoints (focalv2-{tiny,small,base}-useconv-is224-ws7.pth) load as published.
+"""
+from typing import Optional, Sequence, Union
+
+from ..layers.focal_fast_attention import FocalFastTransformerBlock
+from .focal_transformer import FocalBackbone, _check_window_size
+
+
+class FocalFastTransformer(FocalBackbone):
+    """Focal-fast backbone: each window attends to the ``focal_topk`` map tokens and pooled window
+    tokens nearest to it, with MLP position biases.
+
+    Args:
+        arch: 'tiny', 'small' or 'base' (the published sizes, those of FocalTransformer), or a
+            dict of ``embed_dims``, ``depths`` and ``num_heads``; None uses the sizes given.
+        embed_dims, depths, num_heads: as FocalTransformer.
+        window_size: query window (tokens per side); never shrinks (maps are padded to it).
+        focal_levels: per stage, 1 (map tokens only) or 2 (and the pooled window tokens).
+        focal_topk: keys per level (128 in the published models).
+        focal_pool: how a window is pooled to one token: 'fc' (published), 'conv', 'mean', 'max',
+            or 'none' (no pooled level).
+        use_conv_embed: overlapping conv stem and downsamples (all published checkpoints).
+        mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate, drop_path_rate, patch_size,
+        in_channels, out_indices, frozen_stages, with_cp, init_cfg: as FocalTransformer.
+
+    Any input size runs: neighbour sets come from the actual map of each stage by the official
+    rule (see :func:`~mmfocal.models.layers.focal_fast_attention.fast_key_layout`).
+
+    Shapes: (B, in_channels, H, W) with any H, W >= 1 -> tuple of (B, embed_dims * 2**i,
+    ceil(H / 2**(i+2)), ceil(W / 2**(i+2))) for i in out_indices, each after its own LayerNorm.
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict, None] = None,
+                 embed_dims: Optional[int] = None,
+                 depths: Optional[Sequence[int]] = None,
+                 num_heads: Optional[Sequence[int]] = None,
+                 window_size: int = 7,
+                 mlp_ratio: float = 4.,
+                 qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.2,
+                 focal_levels: Sequence[int] = (2, 2, 2, 2),
+                 focal_topk: int = 128,
+                 focal_pool: str = 'fc',
+                 use_conv_embed: bool = True,
+                 patch_size: int = 4,
+                 in_channels: int = 3,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 with_cp: bool = False,
+                 init_cfg: Union[dict, list, None] = None):
+        focal_levels = tuple(focal_levels)
+        _check_window_size(window_size)
+        if any(level not in (1, 2) for level in focal_levels):
+            raise ValueError(f'focal_levels of FocalFastTransformer must each be 1 or 2 (the official model '
+                             f'has one pooled level), got {focal_levels}')
+        if not isinstance(focal_topk, int) or focal_topk < 1:
+            raise ValueError(f'focal_topk must be a positive integer, got {focal_topk!r}')
+        self.focal_topk = focal_topk
+
+        def make_block(stage, index, dims, heads, drop_path):
+            return FocalFastTransformerBlock(
+                dims, heads, window_size, focal_level=focal_levels[stage], topk=focal_topk,
+                pool_method=focal_pool, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                drop=drop_rate, attn_drop=attn_drop_rate, drop_path=drop_path)
+
+        super().__init__(make_block, arch, embed_dims, depths, num_heads, mlp_ratio, drop_rate, drop_path_rate,
+                         focal_levels, focal_pool, use_conv_embed, patch_size, in_channels, out_indices,
+                         frozen_stages, with_cp, init_cfg)

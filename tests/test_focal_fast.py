@@ -1,0 +1,481 @@
+"""FocalFastTransformer (the authors' Focal-fast): the official numbers through mmdet and mmseg
+builds, the published checkpoints, any input size, gradients against a straightforward
+implementation, the shared backbone features, and its detection and segmentation configs."""
+import copy
+import functools
+import os.path as osp
+import re
+import runpy
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import DefaultScope
+
+import mmfocal
+from mmfocal import FocalFastTransformer, FocalTransformer
+from mmfocal.engine.pretrained import CheckpointMismatchError, match_state_dict
+from mmfocal.models.backbones import FocalBackbone
+from mmfocal.models.layers import focal_attention
+from mmfocal.models.layers.focal_fast_attention import fast_key_layout
+
+from .helpers import CONFIGS, TINY, TOOLS, shrink_backbone
+from .naive_focal_fast import naive_fast_block, nearest
+from .reference_data import assert_stages_match, load_reference, official_checkpoint_entries
+
+SIZES = {'t': 'tiny', 's': 'small', 'b': 'base'}
+V2_FILE = 'focalv2-{}-useconv-is224-ws7.pth'
+V2_URL = 'https://projects4jw.blob.core.windows.net/model/focal-transformer/imagenet1k/' + V2_FILE
+FAST_TINY = dict(TINY, focal_topk=16)  # fewer keys than a 16-token-wide map: the nearest ones matter
+
+
+def official_state(name):
+    """The reference file's weights as an official checkpoint holds them (float32, under 'model')."""
+    return {'model': {k: v.float() for k, v in load_reference(name)['state_dict'].items()}}
+
+
+# ---------------------------------------------------------------------------------------------
+# The official numbers
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+@pytest.mark.parametrize('name', ['mini_fast', 'mini_fast_topk64'])
+def test_stage_outputs_match_official_model(scope, name, tmp_path):
+    ref = load_reference(name)
+    args = ref['official_args']
+    path = tmp_path / 'official.pth'
+    torch.save(official_state(name), path)
+    registry = mmfocal.MMDET_MODELS if scope == 'mmdet' else mmfocal.MMSEG_MODELS
+    model = registry.build(dict(type='FocalFastTransformer', embed_dims=args['embed_dim'], depths=args['depths'],
+                                num_heads=args['num_heads'], focal_levels=args['focal_levels'],
+                                focal_topk=args['focal_topK'], drop_path_rate=0.,
+                                out_indices=tuple(range(len(args['depths']))),
+                                init_cfg=dict(type='Pretrained', checkpoint=str(path))))
+    model.init_weights()
+    model.eval()
+    for case in ref['cases']:
+        with torch.no_grad():
+            assert_stages_match(model(case['input']), case)
+
+
+# ---------------------------------------------------------------------------------------------
+# Published checkpoints
+
+
+def _fake_checkpoint(entry):
+    return {k: torch.empty(v['shape'], dtype=getattr(torch, v['dtype']), device='meta')
+            for k, v in entry['keys'].items()}
+
+
+@pytest.mark.parametrize('size', 'tsb')
+def test_published_checkpoints_load_strictly_and_parameter_counts(size):
+    entry = official_checkpoint_entries(2)[V2_FILE.format(SIZES[size])]
+    with torch.device('meta'):
+        model = FocalFastTransformer(arch=SIZES[size])
+    report = match_state_dict(model, _fake_checkpoint(entry))
+    keys = entry['keys']
+    params = {k for k, v in keys.items() if v['kind'] == 'parameter'}
+    assert params - set(report['loaded']) == {'head.weight', 'head.bias', 'norm.weight', 'norm.bias'}
+    buffers = {k for k, v in keys.items() if v['kind'] == 'buffer'}
+    assert set(report['dropped']) == buffers | {'head.weight', 'head.bias', 'norm.weight', 'norm.bias'}
+    assert {re.sub(r'^.*\.attn\.', '', k) for k in buffers} == {
+        'window_coords', 'topk_cloest_indice_0', 'topk_cloest_indice_1', 'topk_cloest_coords_0',
+        'topk_cloest_coords_1'}
+    assert set(report['initialised']) == {f'norm{i}.{p}' for i in range(4) for p in ('weight', 'bias')}
+    head_and_norm = sum(torch.Size(keys[k]['shape']).numel() for k in ('head.weight', 'head.bias', 'norm.weight',
+                                                                        'norm.bias'))
+    out_norms = sum(2 * model.num_features[i] for i in range(4))
+    assert sum(p.numel() for p in model.parameters()) == entry['n_parameters'] - head_and_norm + out_norms
+
+
+def test_a_checkpoint_of_the_other_model_is_a_clear_error():
+    fast = _fake_checkpoint(official_checkpoint_entries(2)[V2_FILE.format('tiny')])
+    paper = _fake_checkpoint(official_checkpoint_entries(1)['focal-tiny-useconv-is224-ws7.pth'])
+    with torch.device('meta'):
+        fast_model = FocalFastTransformer(arch='tiny')
+        paper_model = FocalTransformer(arch='tiny', use_conv_embed=True)
+    with pytest.raises(CheckpointMismatchError, match=r'Focal Transformer \(paper model\) checkpoint, but the '
+                       r'model is a FocalFastTransformer.*use FocalTransformer'):
+        match_state_dict(fast_model, paper)
+    with pytest.raises(CheckpointMismatchError, match=r'Focal-fast checkpoint, but the model is a '
+                       r'FocalTransformer.*use FocalFastTransformer'):
+        match_state_dict(paper_model, fast)
+
+
+def test_convert_tool_writes_a_focal_fast_backbone_file(tmp_path, capsys):
+    src, dst = tmp_path / 'focalv2-mini.pth', tmp_path / 'converted.pth'
+    torch.save(official_state('mini_fast'), src)
+    # In this process (mmdet is imported already); the paper model's file: tests/test_backbone.py.
+    runpy.run_path(osp.join(TOOLS, 'convert_official_ckpt.py'), run_name='convert')['main']([str(src), str(dst)])
+    assert 'FocalFastTransformer tensors' in capsys.readouterr().out
+    converted = torch.load(dst, weights_only=True)
+    assert converted['meta']['backbone'] == 'FocalFastTransformer'
+    assert 'norm.weight' not in converted['state_dict']
+    model = FocalFastTransformer(**converted['meta']['architecture'], init_cfg=dict(type='Pretrained',
+                                                                                    checkpoint=str(dst)))
+    model.init_weights()
+    for key, value in converted['state_dict'].items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+# ---------------------------------------------------------------------------------------------
+# Any input size; gradients against the straightforward implementation
+
+
+@pytest.mark.parametrize('size', [(1, 1), (5, 3), (17, 23), (31, 500), (64, 64), (97, 33)])
+def test_any_input_size_gives_strided_maps(size):
+    model = FocalFastTransformer(**FAST_TINY).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(2, 3, *size))
+    for i, out in enumerate(outs):
+        stride = 2**(i + 2)
+        assert out.shape == (2, 16 * 2**i, -(-size[0] // stride), -(-size[1] // stride))
+        assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('height,width', [(16, 23), (8, 125), (3, 5), (28, 28)])
+def test_neighbour_sets_follow_the_official_rule_on_the_actual_map(height, width):
+    """Level-0 keys: the topk tokens of the unpadded map nearest to each window centre (never a
+    padded token); level-1 keys: the topk nearest pooled tokens; recorded as the forward used them."""
+    w, topk = 7, 30
+    layout = fast_key_layout(w, topk, True, height, width, torch.device('cpu'))
+    n_wh, n_ww = -(-height // w), -(-width // w)
+    hp, wp = n_wh * w, n_ww * w
+    index = layout.index.view(n_wh * n_ww, -1)
+    k0, k1 = layout.keys_per_level
+    assert (k0, k1) == (min(topk, height * width), min(topk, n_wh * n_ww))
+    for n in range(n_wh * n_ww):
+        i, j = divmod(n, n_ww)
+        expected = nearest((i * w + w // 2, j * w + w // 2), height, width, topk)
+        map_keys = index[n][index[n] < hp * wp]
+        assert sorted((map_keys // wp * width + map_keys % wp).tolist()) == sorted(expected.tolist())
+        assert ((map_keys // wp) < height).all() and ((map_keys % wp) < width).all()
+        pooled_keys = index[n][index[n] >= hp * wp] - hp * wp
+        assert sorted(pooled_keys.tolist()) == sorted(nearest((i, j), n_wh, n_ww, topk).tolist())
+
+
+def _tiny_block_model(**kwargs):
+    torch.manual_seed(0)
+    model = FocalFastTransformer(**{**FAST_TINY, **kwargs})
+    for name, p in model.named_parameters():  # large enough that the attention branch dominates
+        if 'norm' not in name:
+            nn.init.normal_(p, std=0.3)
+    return model
+
+
+class _DropNothing(nn.Identity):
+    """An attention dropout with p > 0 that drops nothing: selects the autograd path, keeps the math."""
+    p = 0.5
+
+
+@pytest.mark.parametrize('kwargs,size', [
+    (dict(), (23, 30)),                     # padding at the bottom and right; pooled centre padding
+    (dict(), (5, 40)),                      # a map lower than one window
+    (dict(focal_topk=128), (16, 16)),       # more keys than the map has: all of them
+    (dict(focal_pool='none'), (16, 16)),    # map tokens only
+])
+@pytest.mark.parametrize('attention_path', ['cpu', 'cpu, one window per chunk', 'other devices',
+                                            'autograd (attention dropout)'])
+def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size, attention_path, monkeypatch):
+    if attention_path == 'cpu, one window per chunk':
+        monkeypatch.setattr(focal_attention, 'CHUNK_BYTES', 1)
+    elif attention_path == 'other devices':
+        monkeypatch.setattr(focal_attention, '_uses_cpu_kernels', lambda device: False)
+    model = _tiny_block_model(**kwargs).train().double()  # float64: compare the math, not rounding
+    block = model.layers[1].blocks[-1]  # two heads
+    if attention_path == 'autograd (attention dropout)':
+        block.attn.attn_drop = _DropNothing()
+    x = torch.randn(2, *size, model.num_features[1], requires_grad=True, dtype=torch.float64)
+    ours = block(x)
+    reference = naive_fast_block(block, x)
+    torch.testing.assert_close(ours, reference, atol=1e-9, rtol=1e-9)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), reference, atol=1e-9, rtol=1e-9)
+    grad_out = torch.randn_like(ours)
+    params = [p for p in block.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(ours, [x] + params, grad_out)
+    ref_grads = torch.autograd.grad(reference, [x] + params, grad_out)
+    names = ['input'] + [n for n, p in block.named_parameters() if p.requires_grad]
+    for name, g, r in zip(names, grads, ref_grads):
+        torch.testing.assert_close(g, r, atol=1e-8, rtol=1e-8, msg=lambda m: f'{name}: {m}')
+
+
+def test_bfloat16_autocast_trains_close_to_float32():
+    """The bias MLPs run in bfloat16 under autocast; the kernel's backward accumulates in float32."""
+    torch.manual_seed(0)
+    model = FocalFastTransformer(**FAST_TINY)
+    x = torch.randn(1, 3, 64, 96)
+    reference = model(x)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = model(x)
+        loss = sum(o.float().square().mean() for o in outs)
+    loss.backward()
+    for out, ref in zip(outs, reference):
+        assert (out.float() - ref).abs().mean() < 0.05
+    grad = model.layers[0].blocks[0].attn.coord2rpb_all[1][0].weight.grad
+    assert grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_kernel_takes_a_bias_per_window_as_well_as_table_rows():
+    """The three bias forms of the shared kernel agree: table rows by column, one bias per window."""
+    torch.manual_seed(0)
+    layout = fast_key_layout(7, 20, True, 12, 17, torch.device('cpu'))
+    num_windows, keys = layout.off_map.shape
+    table = torch.randn(int(layout.bias_columns.max()) + 1, 2, 49, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(2 * num_windows, 49, 2, 4, dtype=torch.float64, requires_grad=True)
+    source = torch.randn(2, 14 * 21 + num_windows, 2, 2, 4, dtype=torch.float64, requires_grad=True)
+    per_window = table[layout.bias_columns].permute(0, 2, 3, 1)  # (nW, heads, w*w, keys)
+    args = (q, source, layout.index)
+    by_rows = focal_attention._FocalAttentionCore.apply(*args, table, layout.off_map, layout.bias_columns)
+    by_window = focal_attention._FocalAttentionCore.apply(*args, per_window, layout.off_map)
+    torch.testing.assert_close(by_rows, by_window)
+    grad = torch.randn_like(by_rows)
+    for a, b in zip(torch.autograd.grad(by_rows, (q, source, table), grad),
+                    torch.autograd.grad(by_window, (q, source, table), grad)):
+        torch.testing.assert_close(a, b)
+
+
+def test_recorded_attention_is_the_forward_pass():
+    model = _tiny_block_model().eval().double()  # float64: the two paths agree to rounding
+    attn = model.layers[0].blocks[0].attn
+    x = torch.randn(2, 3, 75, 90, dtype=torch.float64)
+    with torch.no_grad():
+        plain = model(x)
+        attn.record_attention = True
+        recorded = model(x)
+    for a, b in zip(plain, recorded):
+        torch.testing.assert_close(a, b)
+    rec = attn.recorded
+    n_wh, n_ww = rec['windows']
+    assert (n_wh, n_ww) == (3, 4) and rec['size'] == (19, 23)  # the stage-1 map of 75x90 is 19x23
+    keys = sum(rec['keys_per_level'])
+    assert rec['weights'].shape == (2, 12, 1, 49, keys) and rec['index'].shape == (12, keys)
+    torch.testing.assert_close(rec['weights'].sum(-1), torch.ones(2, 12, 1, 49, dtype=torch.float64))
+    assert rec['index'].max() < 21 * 28 + 12  # the padded map's tokens, then one pooled token per window
+
+
+# ---------------------------------------------------------------------------------------------
+# One backbone code path; arch and init_cfg
+
+
+def test_both_backbones_share_one_code_path():
+    assert issubclass(FocalFastTransformer, FocalBackbone) and issubclass(FocalTransformer, FocalBackbone)
+    for name in ('forward', 'train', 'init_weights', '_freeze_stages'):
+        assert name not in vars(FocalFastTransformer) and name not in vars(FocalTransformer)
+    with torch.device('meta'):
+        fast, paper = FocalFastTransformer(arch='tiny'), FocalTransformer(arch='tiny', use_conv_embed=True)
+    fast_names = {n for n, _ in fast.named_parameters()}
+    paper_names = {n for n, _ in paper.named_parameters()}
+    assert {n for n in fast_names ^ paper_names if '.attn.' not in n} == set()
+
+
+def test_frozen_stages_and_checkpointing():
+    torch.manual_seed(0)
+    model = FocalFastTransformer(**FAST_TINY, frozen_stages=2).train()
+    assert not model.patch_embed.training and not model.layers[1].training and model.layers[2].training
+    assert not any(p.requires_grad for p in model.layers[1].parameters())
+    with_cp = FocalFastTransformer(**FAST_TINY, frozen_stages=2, with_cp=True).train()
+    with_cp.load_state_dict(model.state_dict())
+    x = torch.randn(1, 3, 64, 72)
+    a, b = model(x), with_cp(x)
+    sum(o.square().sum() for o in a).backward()
+    sum(o.square().sum() for o in b).backward()
+    for (name, p), q in zip(model.named_parameters(), with_cp.parameters()):
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, q.grad, msg=lambda m: f'{name}: {m}')
+
+
+@pytest.mark.parametrize('backbone', [FocalTransformer, FocalFastTransformer])
+def test_arch_and_explicit_sizes(backbone):
+    with pytest.raises(ValueError, match=r"arch='tiny'.*embed_dims=128 \(arch 'tiny' has 96\)"):
+        backbone(arch='tiny', embed_dims=128)
+    with pytest.raises(ValueError, match=r"depths=\(2, 2, 2, 2\)"):
+        backbone(arch='small', depths=[2, 2, 2, 2])
+    assert backbone(arch='tiny', embed_dims=96).embed_dims == 96  # agreeing with the arch is fine
+    sizes = dict(embed_dims=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4])
+    from_dict = backbone(arch=sizes)
+    assert from_dict.num_features == [16, 32, 64, 128] and len(from_dict.layers[3].blocks) == 1
+    with pytest.raises(ValueError, match=r"missing \['num_heads'\]"):
+        backbone(arch=dict(embed_dims=16, depths=[1, 1, 1, 1]))
+    with pytest.raises(ValueError, match='arch must be one of'):
+        backbone(arch='huge')
+
+
+def test_init_cfg_list_applies_initialisers_then_the_checkpoint(tmp_path):
+    path = tmp_path / 'official.pth'
+    torch.save(official_state('mini_fast'), path)
+    args = load_reference('mini_fast')['official_args']
+    sizes = dict(embed_dims=args['embed_dim'], depths=args['depths'], num_heads=args['num_heads'])
+    model = FocalFastTransformer(**sizes, init_cfg=[
+        dict(type='Constant', layer='LayerNorm', val=3., bias=0.),
+        dict(type='Pretrained', checkpoint=str(path))])
+    model.init_weights()
+    state = official_state('mini_fast')['model']
+    assert torch.equal(model.patch_embed.norm.weight, state['patch_embed.norm.weight'])  # the checkpoint wins
+    assert (model.norm0.weight == 3.).all()  # not in the checkpoint: the initialiser's value
+    with pytest.raises(ValueError, match='2 Pretrained checkpoints'):
+        FocalFastTransformer(**sizes, init_cfg=[dict(type='Pretrained', checkpoint='a'),
+                                                dict(type='Pretrained', checkpoint='b')])
+    with pytest.raises(TypeError, match='dict with a type'):
+        FocalFastTransformer(**sizes, init_cfg=['Pretrained'])
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match='focal_levels of FocalFastTransformer must each be 1 or 2'):
+        FocalFastTransformer(**FAST_TINY | dict(focal_levels=(3, 2, 2, 2)))
+    with pytest.raises(ValueError, match='focal_topk must be a positive integer'):
+        FocalFastTransformer(**FAST_TINY | dict(focal_topk=0))
+    with pytest.raises(ValueError, match='FocalFastTransformer was built with in_channels=3'):
+        FocalFastTransformer(**FAST_TINY)(torch.randn(1, 1, 32, 32))
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs
+
+
+# What the configs build, in millions: the Focal configs' models with a backbone 1.03M / 0.07M /
+# 0.96M larger (T / S / B: the conv embedding, bias MLPs instead of position tables).
+DET_PARAMS_M = {'t': 49.73, 's': 71.03, 'b': 110.56}
+SEG_PARAMS_M = {'t': 61.87, 's': 83.18, 'b': 124.70}
+DROP_PATH = {'det': {'t': 0.2, 's': 0.3, 'b': 0.3}, 'seg': {'t': 0.3, 's': 0.3, 'b': 0.3}}
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed_config(path):
+    return Config.fromfile(path)  # resolving mmseg:: bases scans mmseg's model index (seconds)
+
+
+def load_config(path):
+    return copy.deepcopy(_parsed_config(path))
+
+
+def config_path(task, size):
+    if task == 'det':
+        return osp.join(CONFIGS, 'det', f'mask_rcnn_focal_fast_{size}_3x.py')
+    return osp.join(CONFIGS, 'seg', f'upernet_focal_fast_{size}_512x512_160k_ade20k.py')
+
+
+def registry_of(task):
+    return mmfocal.MMDET_MODELS if task == 'det' else mmfocal.MMSEG_MODELS
+
+
+@pytest.mark.parametrize('task', ['det', 'seg'])
+@pytest.mark.parametrize('size', 'tsb')
+def test_config_is_the_focal_config_with_the_fast_backbone(task, size):
+    cfg = load_config(config_path(task, size))
+    focal = load_config(config_path(task, size).replace('focal_fast_', 'focal_'))
+    backbone = cfg.model.backbone
+    assert backbone.type == 'FocalFastTransformer' and backbone.arch == SIZES[size]
+    assert backbone.drop_path_rate == DROP_PATH[task][size] == focal.model.backbone.drop_path_rate
+    assert backbone.init_cfg == dict(type='Pretrained', checkpoint=V2_URL.format(SIZES[size]))
+    for key in ('optim_wrapper', 'param_scheduler', 'train_cfg', 'train_dataloader'):
+        assert cfg[key] == focal[key], key
+    focal.model.backbone.update(type='FocalFastTransformer', init_cfg=backbone.init_cfg)
+    assert cfg.model == focal.model
+    with DefaultScope.overwrite_default_scope('mmdet' if task == 'det' else 'mmseg'), torch.device('meta'):
+        backbone.init_cfg = None  # the checkpoint cannot be downloaded here
+        model = registry_of(task).build(cfg.model)
+    assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(
+        (DET_PARAMS_M if task == 'det' else SEG_PARAMS_M)[size], abs=0.005)
+
+
+def _tiny_config(task):
+    cfg = shrink_backbone(load_config(config_path(task, 't')), dict(focal_topk=16))
+    if task == 'det':
+        model = cfg.model
+        model.train_cfg.rpn_proposal.max_per_img = model.test_cfg.rpn.max_per_img = 50
+        model.train_cfg.rcnn.sampler.num = 32
+        model.test_cfg.rcnn.update(max_per_img=10, score_thr=0.)
+    else:
+        cfg.model.data_preprocessor.size = (64, 64)
+    return cfg
+
+
+def _det_batch(sizes):
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    inputs, samples = [], []
+    for i, (h, w) in enumerate(sizes):
+        generator = torch.Generator().manual_seed(i)
+        image = torch.randint(0, 60, (3, h, w), dtype=torch.uint8, generator=generator)
+        image[:, h // 4:3 * h // 4, w // 5:w // 2] = 200
+        masks = torch.zeros(1, h, w, dtype=torch.uint8)
+        masks[:, h // 4:3 * h // 4, w // 5:w // 2] = 1
+        sample = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1., 1.)))
+        sample.gt_instances = InstanceData(
+            bboxes=torch.tensor([[w / 5, h / 4, w / 2, 3 * h / 4]]), labels=torch.tensor([3]),
+            masks=BitmapMasks(masks.numpy(), h, w))
+        inputs.append(image)
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def _seg_batch(sizes):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    inputs, samples = [], []
+    for i, (h, w) in enumerate(sizes):
+        generator = torch.Generator().manual_seed(i)
+        inputs.append(torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator))
+        label = torch.zeros(1, h, w, dtype=torch.long)
+        label[:, :, w // 3:] = 1 + i
+        sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
+        sample.gt_sem_seg = PixelData(data=label)
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+@pytest.mark.parametrize('task', ['det', 'seg'])
+def test_one_training_step_and_one_predict_at_test_size(task):
+    cfg = _tiny_config(task)
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmdet' if task == 'det' else 'mmseg'):
+        model = registry_of(task).build(cfg.model)
+        model.init_weights()
+        optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+        sizes = [(64, 80), (72, 56)]
+        # The segmenter trains on 64x64 crops (its preprocessor pads to the crop size) and predicts
+        # one whole image at a time.
+        batch = _det_batch(sizes) if task == 'det' else _seg_batch([(64, 64), (64, 64)])
+        model.train()
+        loss, _ = model.parse_losses(model(**model.data_preprocessor(batch, True), mode='loss'))
+        assert torch.isfinite(loss) and loss > 0
+        optim_wrapper.backward(loss)
+        for stage in model.backbone.layers:  # every level's bias MLP got a gradient
+            for mlp in stage.blocks[0].attn.coord2rpb_all:
+                assert mlp[0].weight.grad is not None and mlp[0].weight.grad.abs().sum() > 0
+        before = model.backbone.patch_embed.proj.weight.detach().clone()
+        optim_wrapper.step()
+        assert not torch.equal(before, model.backbone.patch_embed.proj.weight)
+        model.eval()
+        with torch.no_grad():
+            if task == 'det':
+                results = model.test_step(batch)
+            else:
+                results = [model.test_step(_seg_batch([size]))[0] for size in sizes]
+    assert len(results) == 2
+    if task == 'det':
+        for result in results:
+            assert 0 < len(result.pred_instances) <= 10 and torch.isfinite(result.pred_instances.bboxes).all()
+    else:
+        assert [r.pred_sem_seg.data.shape for r in results] == [(1, 64, 80), (1, 72, 56)]
+
+
+@pytest.mark.parametrize('task', ['det', 'seg'])
+def test_no_decay_on_norms_and_decay_on_the_position_bias_mlps(task):
+    cfg = _tiny_config(task)
+    with DefaultScope.overwrite_default_scope('mmdet' if task == 'det' else 'mmseg'):
+        model = registry_of(task).build(cfg.model)
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    decay_of = {id(p): group['weight_decay'] for group in optim_wrapper.optimizer.param_groups for p in group['params']}
+    base_decay = cfg.optim_wrapper.optimizer.weight_decay
+    norms = {id(p) for m in model.modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm))
+             for p in m.parameters(recurse=False)}
+    mlps = 0
+    for name, param in model.backbone.named_parameters():
+        assert decay_of[id(param)] == (0. if id(param) in norms else base_decay), name
+        mlps += 'coord2rpb_all' in name
+    assert mlps == 4 * 2 * 4  # 4 stages x 2 levels x (2 weights + 2 biases), all decayed
