@@ -54,7 +54,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
-from mmcv.ops import CornerPool, DeformConv2d
+from mmcv.ops import CornerPool
 from mmdet.models.dense_heads import RepPointsHead
 from mmdet.models.utils import filter_scores_and_topk, images_to_levels, multi_apply, unmap
 from mmdet.registry import MODELS, TASK_UTILS
@@ -65,6 +65,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from ..task_modules import foreground_targets
+from .deform_conv import SampledDeformConv2d
 
 # Corner and offset maps: 1 score channel per corner, 2 offset channels (x, y) per corner.
 CORNER_MAP_CHANNELS = 2 + 4
@@ -232,12 +233,12 @@ class RepPointsV2Head(RepPointsHead):
 
         pts_out_dim = 2 * self.num_points
         fused_channels = self.feat_channels + CORNER_MAP_CHANNELS
-        self.reppoints_cls_conv = DeformConv2d(fused_channels, self.point_feat_channels, self.dcn_kernel, 1,
+        self.reppoints_cls_conv = SampledDeformConv2d(fused_channels, self.point_feat_channels, self.dcn_kernel, 1,
                                                self.dcn_pad)
         self.reppoints_cls_out = nn.Conv2d(self.point_feat_channels, self.cls_out_channels, 1)
         self.reppoints_pts_init_conv = nn.Conv2d(self.feat_channels, self.point_feat_channels, 3, padding=1)
         self.reppoints_pts_init_out = nn.Conv2d(self.point_feat_channels, pts_out_dim, 1)
-        self.reppoints_pts_refine_conv = DeformConv2d(fused_channels, self.point_feat_channels, self.dcn_kernel,
+        self.reppoints_pts_refine_conv = SampledDeformConv2d(fused_channels, self.point_feat_channels, self.dcn_kernel,
                                                       1, self.dcn_pad)
         self.reppoints_pts_refine_out = nn.Conv2d(self.point_feat_channels, pts_out_dim, 1)
 
