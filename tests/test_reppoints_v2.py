@@ -10,6 +10,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from mmcv.ops import DeformConv2d
 from mmdet.models.utils.gaussian_target import gaussian_radius as cornernet_radius
 from mmdet.registry import DATASETS, MODELS, TASK_UTILS
 from mmdet.structures import DetDataSample
@@ -21,6 +22,7 @@ from mmengine.structures import InstanceData
 
 import mmfocal  # noqa: F401  registers the head, loss and assigners
 from mmfocal.models.dense_heads import snap_corners
+from mmfocal.models.dense_heads.deform_conv import SampledDeformConv2d
 from mmfocal.models.task_modules import foreground_targets
 
 from .helpers import DET_CONFIGS, shrink_backbone, shrink_scales
@@ -190,6 +192,29 @@ def test_corners_snap_to_the_best_cell_of_their_2x2_window_plus_its_offset():
     assert snapped.tolist() == [[(2 + 0.25) * 8, (1 - 0.5) * 8], [(2 + 0.25) * 8, (1 - 0.5) * 8], [0., 16.]]
     with pytest.raises(ValueError, match='2x2'):
         snap_corners(corners, logits[:1], offsets[:, :1], stride=8)
+
+
+@pytest.mark.parametrize('size', [(7, 6), (2, 3), (1, 1)])
+def test_deform_conv_by_sampling_matches_mmcvs_kernels(size):
+    """The CPU path of the head's deformable convs against mmcv's own CPU kernels: outputs and
+    gradients (input, offsets, weight), with offsets reaching beyond the map; a 1x1 map (the
+    coarsest levels) included."""
+    torch.manual_seed(0)
+    ours = SampledDeformConv2d(5, 4, 3, 1, 1)
+    mmcv_conv = DeformConv2d(5, 4, 3, 1, 1)
+    mmcv_conv.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 5, *size)
+    offset = torch.randn(2, 18, *size) * 3
+    results = []
+    for conv in (ours, mmcv_conv):
+        inputs = (x.clone().requires_grad_(), offset.clone().requires_grad_())
+        out = conv(*inputs)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out, inputs[0].grad, inputs[1].grad, conv.weight.grad))
+    for name, a, b in zip(('output', 'input grad', 'offset grad', 'weight grad'), *results):
+        assert torch.allclose(a, b, atol=1e-5), name
+    with pytest.raises(ValueError, match='does not fit'):
+        ours(x, offset[:, :16])
 
 
 def test_head_outputs_and_the_corner_and_foreground_losses_on_a_fixed_input():

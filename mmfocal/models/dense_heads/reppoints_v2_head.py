@@ -46,6 +46,9 @@ Where this port differs from the authors' mmdet 2 code (Scalsol/RepPointsV2):
   ``nms_pre`` boxes with the highest class score, then ``multiclass_nms``. Corner snapping is
   theirs, applied to the kept boxes.
 * ``use_grid_points`` (the bbox-grid variant of RepPoints v1) is refused: V2 never used it.
+* The deformable convs are mmcv's ``DeformConv2d``; on CPU they compute the same numbers by
+  bilinear sampling and a matrix product (``deform_conv.py``), because mmcv's CPU backward made
+  a CPU training step several times slower.
 """
 import inspect
 from typing import Dict, List, Optional, Sequence, Tuple
