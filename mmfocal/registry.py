@@ -1,14 +1,30 @@
-"""OpenMMLab registration: the top layer. Importing it puts the project's modules into the MODELS
+"""OpenMMLab registration: the top layer. Importing it puts the project's modules into the
 registries of mmdet and mmseg, so configs reach them with
-``custom_imports=dict(imports=['mmfocal'], allow_failed_imports=False)``."""
+``custom_imports=dict(imports=['mmfocal'], allow_failed_imports=False)``: the backbone into the
+MODELS of both, the RepPointsV2 detector parts (head, loss; assigners into TASK_UTILS) into
+mmdet's only."""
 from mmdet.registry import MODELS as MMDET_MODELS
+from mmdet.registry import TASK_UTILS as MMDET_TASK_UTILS
 from mmseg.registry import MODELS as MMSEG_MODELS
 
 from .models.backbones import FocalFastTransformer, FocalTransformer
+from .models.dense_heads import RepPointsV2Head
+from .models.losses import SeparateFocalLoss
+from .models.task_modules import CornerHeatmapAssigner, PointAssignerV2
 
 BACKBONES = (FocalTransformer, FocalFastTransformer)
+DETECTION_MODELS = (RepPointsV2Head, SeparateFocalLoss)
+DETECTION_TASK_UTILS = (CornerHeatmapAssigner, PointAssignerV2)
+
+
+def _register(registry, modules) -> None:
+    """Register each module under its class name (again, if a reload made a new class)."""
+    for module in modules:
+        if registry.get(module.__name__) is not module:
+            registry.register_module(module=module, force=True)
+
 
 for _registry in (MMDET_MODELS, MMSEG_MODELS):
-    for _module in BACKBONES:
-        if _registry.get(_module.__name__) is not _module:
-            _registry.register_module(module=_module, force=True)
+    _register(_registry, BACKBONES)
+_register(MMDET_MODELS, DETECTION_MODELS)
+_register(MMDET_TASK_UTILS, DETECTION_TASK_UTILS)
