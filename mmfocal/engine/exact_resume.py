@@ -6,36 +6,32 @@ these: the random number generators (data augmentation, drop path, RoI sampling)
 and the data workers' random streams. A resumed run therefore learns something else from the
 batches after the checkpoint than the interrupted run would have.
 
-:class:`ExactResumeHook` closes that gap without changing mmengine. It defines, for each kind of
-training loop, one point per step where the generators of every process are *captured*
-(``P``, just before :class:`~mmengine.hooks.CheckpointHook` saves) and one where they are *put
-back* (``R``, where the next step's data is drawn):
+:class:`ExactResumeHook` closes that gap without changing mmengine's code. After every training
+iteration (point ``P``, before :class:`~mmengine.hooks.CheckpointHook` saves) it captures the
+generators of its process; every checkpoint then carries the states of all ranks (gathered to
+rank 0, which alone writes). Where the next batch is drawn (point ``R``) the captured state is put
+back: in the uninterrupted run its own, in a resumed run the checkpoint's. So whatever runs
+between ``P`` and ``R`` (the other hooks, validation, the checkpoint write, or in a resumed
+process the whole start-up) leaves no trace in what follows.
 
-* ``IterBasedTrainLoop``: ``P`` is the end of each iteration (``after_train_iter``), ``R`` the
-  fetch of the next batch. On resume, mmengine replays the loader over the batches already
-  trained (that moves ``InfiniteSampler`` to its position and takes data workers through the same
-  draws as before); the generators are put back after that replay, right before the first new
-  batch is drawn.
-* ``EpochBasedTrainLoop``: ``P`` is the end of each epoch, ``R`` the start of the next
-  (``before_train_epoch``, after ``DistSamplerSeedHook`` has set the sampler's epoch). Data
-  workers start afresh every epoch, seeded from (seed, rank, worker, epoch), so that a resumed
-  epoch's workers draw what the uninterrupted run's drew (persistent workers would carry their
-  streams across epochs, which a new process cannot reproduce).
+* ``IterBasedTrainLoop``: ``R`` is each fetch from ``dataloader_iterator``. On resume, mmengine
+  replays the loader over the batches already trained (that moves ``InfiniteSampler`` to its
+  position and takes data workers through the same draws as before); the state goes back after
+  that replay.
+* ``EpochBasedTrainLoop``: ``R`` is the start of each epoch (before the loader's iterator draws its
+  seed and starts workers) and each fetch. Data workers start afresh every epoch, seeded from
+  (seed, rank, worker, epoch), so that a resumed epoch's workers draw what the uninterrupted
+  run's drew (persistent workers would carry their streams across epochs, which a new process
+  cannot reproduce). Resumed from a checkpoint written inside an epoch (``CheckpointHook`` with
+  ``by_epoch=False``), the epoch's batches already trained are replayed, not trained again as
+  mmengine alone would; the loop's ``batch_idx`` then counts from the resume point for the rest
+  of that epoch (only log lines show it).
 
-The uninterrupted run puts its own captured state back at ``R`` too, so whatever ran between
-``P`` and ``R`` (the rest of the hooks, validation, the checkpoint write) has the same effect,
-none, in a run that went straight through and in a resumed one.
-
-The states of every rank are gathered to rank 0 (which alone writes checkpoints) and stored under
-``checkpoint['exact_resume']`` as tensors and plain numbers, so the checkpoint still loads with
-``torch.load(weights_only=True)``. A checkpoint without that state (written without the hook)
-resumes as mmengine resumes, with one warning that the continuation is not exact.
-
-What stays out of reach: kernels that are not deterministic (on GPUs, unless
-``randomness.deterministic=True`` and the model's operators have deterministic versions), a
-changed number of processes, data workers or batch size (each is detected and warned about), and
-an epoch-based run resumed from a checkpoint written in the middle of an epoch, which mmengine's
-``EpochBasedTrainLoop`` restarts from the epoch's first batch.
+The state is stored under ``checkpoint['exact_resume']`` as tensors and plain numbers, so the
+checkpoint still loads with ``torch.load(weights_only=True)``. A resume that cannot be exact (a
+checkpoint written without the hook, another number of processes, data workers or batch size)
+continues as mmengine resumes, with one warning saying so. On GPUs, kernels that are not
+deterministic can still make runs differ, interrupted or not.
 """
 import functools
 import logging
