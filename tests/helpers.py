@@ -1,6 +1,7 @@
 """Test scaffolding, defined once: paths, the tool runner, tiny backbones and configs shrunk to
 test size. Fixtures built on these (the demo data, made once per run) are in conftest.py."""
 import copy
+import multiprocessing
 import os
 import os.path as osp
 import signal
@@ -112,9 +113,10 @@ def write_config(path, base: str, **entries) -> str:
 
 
 class SigkillAfterIteration(Hook):
-    """Kill the training process with SIGKILL (no cleanup, as a preempted job dies) at the end of
-    iteration ``iteration`` (counted from 1; 0 never), after CheckpointHook has saved, if it saves
-    there. A tool run gets it from a config with
+    """Kill the training process and its data workers with SIGKILL (no cleanup, as a preempted job
+    dies) at the end of iteration ``iteration`` (counted from 1; 0 never), after CheckpointHook has
+    saved, if it saves there. (A worker left alone would outlive its parent, and keep the tool's
+    output open.) A tool run gets it from a config with
     ``custom_imports=dict(imports=['mmfocal', 'tests.helpers'])`` and
     ``custom_hooks=[dict(type='SigkillAfterIteration', iteration=N)]``."""
 
@@ -125,6 +127,8 @@ class SigkillAfterIteration(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         if runner.iter + 1 == self.iteration:
+            for worker in multiprocessing.active_children():
+                os.kill(worker.pid, signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -140,8 +140,17 @@ class _RestoringLoader:
         self.runner = runner
         self.replayed = 0
 
+    _OWN = ('loader', 'hook', 'runner', 'replayed')
+
     def __getattr__(self, name):
         return getattr(self.loader, name)
+
+    def __setattr__(self, name, value):
+        # Hooks that reconfigure the loader (mmdet's PipelineSwitchHook) reach the real one.
+        if name in self._OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.loader, name, value)
 
     def __len__(self):
         return len(self.loader)
