@@ -5,6 +5,7 @@ import multiprocessing
 import os
 import os.path as osp
 import signal
+import socket
 import subprocess
 import sys
 from typing import Optional, Sequence, Tuple
@@ -56,6 +57,13 @@ def run_tool(script: str, *args, cwd: Optional[str] = None, check: bool = True, 
     if check and result.returncode != 0:
         pytest.fail(f'{" ".join(command[:3])} exited with {result.returncode}:\n{output[-6000:]}')
     return result.returncode, output
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now, for a distributed run's rendezvous (tools/dist_train.sh PORT)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
 
 
 def make_demo_data(out: str, *options: str) -> None:
