@@ -24,9 +24,10 @@ from .helpers import DET_DEMO_CONFIG, SEG_DEMO_CONFIG, TINY_BACKBONE, free_port,
 
 DETERMINISTIC = ['randomness.seed=0', 'randomness.deterministic=True', 'default_hooks.logger.interval=1',
                  'default_hooks.checkpoint.max_keep_ckpts=-1', 'train_dataloader.batch_size=2']
-# 6 iterations, a checkpoint every 2, validation after the 3rd (between a checkpoint and the next
-# iteration, where it must not change what follows); the demo's data worker.
-SEG = DETERMINISTIC + ['train_cfg.max_iters=6', 'train_cfg.val_interval=3', 'default_hooks.checkpoint.interval=2']
+# 6 iterations, a checkpoint every 2, validation after the 4th (between a checkpoint and the next
+# iteration: the uninterrupted run validates there, the run resumed from that checkpoint does not)
+# and the 6th; the demo's data worker.
+SEG = DETERMINISTIC + ['train_cfg.max_iters=6', 'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=2']
 # 2 epochs of 2 iterations (4 pictures), a checkpoint and validation after each; the demo's
 # persistent data worker.
 DET = DETERMINISTIC + ['train_cfg.max_epochs=2', 'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1']
@@ -149,34 +150,23 @@ def test_checkpoint_without_the_state_resumes_with_one_warning(seg, demo_workspa
 
 # --- Epoch-based: the detector -------------------------------------------------------------------
 
-@pytest.fixture(scope='module')
-def det(demo_workspace, tmp_path_factory):
-    root = tmp_path_factory.mktemp('det')
-    config = config_for(root, DET_DEMO_CONFIG)
-    train(demo_workspace, config, root / 'straight', DET)
-    return dict(root=root, config=config, straight=root / 'straight')
-
-
-def test_detector_killed_mid_epoch_redoes_the_epoch_exactly(det, demo_workspace):
-    killed = det['root'] / 'killed'
-    train(demo_workspace, det['config'], killed, DET, kill_after=3)  # the first batch of epoch 2
-    log = train(demo_workspace, det['config'], killed, DET, '--resume')
-    assert 'resumed epoch: 1, iter: 2' in log and NOT_EXACT not in log
-    assert_same_training_state(det['straight'] / 'epoch_2.pth', killed / 'epoch_2.pth')
-    straight = logged(det['straight'])
+def test_detector_killed_mid_epoch_ends_as_the_uninterrupted_run(demo_workspace, tmp_path):
+    """Killed in the middle of epoch 2 with only epoch checkpoints, the resume trains epoch 2 again
+    from its start, exactly; that run, now writing a checkpoint every iteration (CheckpointHook
+    by_epoch=False), is killed in the middle of epoch 2 again, and its resume skips the batch of
+    the epoch already trained instead of training the epoch again."""
+    config = config_for(tmp_path, DET_DEMO_CONFIG)
+    train(demo_workspace, config, tmp_path / 'straight', DET)
+    killed = tmp_path / 'killed'
+    train(demo_workspace, config, killed, DET, kill_after=3)  # after the first batch of epoch 2
+    every_iteration = DET + ['default_hooks.checkpoint.by_epoch=False']
+    logs = [train(demo_workspace, config, killed, every_iteration, '--resume', kill_after=3),
+            train(demo_workspace, config, killed, every_iteration, '--resume')]
+    assert 'resumed epoch: 1, iter: 2' in logs[0] and 'resumed epoch: 1, iter: 3' in logs[1]
+    assert not any(NOT_EXACT in log for log in logs)
+    assert_same_training_state(tmp_path / 'straight' / 'epoch_2.pth', killed / 'iter_4.pth')
+    straight = logged(tmp_path / 'straight')
     assert sorted(straight) == [1, 2, 3, 4] and logged(killed) == straight  # iteration 3 logged twice, the same
-
-
-def test_detector_resumed_from_a_checkpoint_in_the_middle_of_an_epoch(det, demo_workspace):
-    """With checkpoints every iteration (CheckpointHook by_epoch=False), the resume skips the
-    batches of the epoch already trained instead of training the epoch again."""
-    killed = det['root'] / 'mid_epoch'
-    options = DET + ['default_hooks.checkpoint.by_epoch=False']
-    train(demo_workspace, det['config'], killed, options, kill_after=3)
-    log = train(demo_workspace, det['config'], killed, options, '--resume')
-    assert 'resumed epoch: 1, iter: 3' in log and NOT_EXACT not in log
-    assert_same_training_state(det['straight'] / 'epoch_2.pth', killed / 'iter_4.pth')
-    assert logged(killed) == logged(det['straight'])
 
 
 # --- Two processes (gloo) ------------------------------------------------------------------------

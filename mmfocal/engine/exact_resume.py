@@ -47,7 +47,7 @@ from mmengine.logging import print_log
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
 __all__ = ['ExactResumeHook', 'STATE_KEY', 'capture_random_state', 'restore_random_state',
-           'enable_exact_resume']
+           'enable_exact_resume', 'disable_exact_resume']
 
 STATE_KEY = 'exact_resume'
 FORMAT = 1
@@ -71,13 +71,15 @@ def capture_random_state() -> Dict[str, Any]:
         python_gauss_next=python_gauss_next)
 
 
+def _cuda_devices() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def restore_random_state(state: Dict[str, Any]) -> None:
-    """Put back what :func:`capture_random_state` captured (tensors may be on any device)."""
+    """Put back what :func:`capture_random_state` captured (tensors may be on any device), in a
+    process that sees as many CUDA devices as the one that captured it."""
     torch.set_rng_state(state['torch'].cpu())
-    if state['cuda'] and torch.cuda.is_available():
-        if len(state['cuda']) != torch.cuda.device_count():
-            raise ValueError(f"the state holds {len(state['cuda'])} CUDA generators; this process sees "
-                             f'{torch.cuda.device_count()} devices')
+    if state['cuda']:
         torch.cuda.set_rng_state_all([generator.cpu() for generator in state['cuda']])
     np.random.set_state(('MT19937', state['numpy_keys'].cpu().numpy().astype(np.uint32),
                          state['numpy_position'], state['numpy_has_gauss'], state['numpy_cached_gaussian']))
@@ -270,6 +272,10 @@ class ExactResumeHook(Hook):
                   f'{world_size}: {not_exact}')
             return None
         state = content['ranks'][rank]
+        if len(state['cuda']) != _cuda_devices():
+            _warn(f"the interrupted run's processes saw {len(state['cuda'])} CUDA devices each, this run's "
+                  f'see {_cuda_devices()}: {not_exact}')
+            return None
         current = self._data_position(runner)
         for key, what in (('batch_size', 'batch size'), ('num_workers', 'number of data workers'),
                           ('worker_seeds', "data workers' seeds")):
