@@ -1,12 +1,16 @@
 """OpenMMLab registration: the top layer. Importing it puts the project's modules into the
-registries of mmdet and mmseg, so configs reach them with
-``custom_imports=dict(imports=['mmfocal'], allow_failed_imports=False)``: the backbone into the
-MODELS of both, the RepPointsV2 detector parts (head, loss; assigners into TASK_UTILS) into
-mmdet's only."""
+registries of mmengine, mmdet and mmseg, so configs reach them with
+``custom_imports=dict(imports=['mmfocal'], allow_failed_imports=False)``: the backbones into the
+MODELS of mmdet and mmseg, the RepPointsV2 detector parts into mmdet's (head, loss into MODELS;
+assigners into TASK_UTILS), the training hooks into the HOOKS of all three."""
+from mmdet.registry import HOOKS as MMDET_HOOKS
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmdet.registry import TASK_UTILS as MMDET_TASK_UTILS
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmseg.registry import HOOKS as MMSEG_HOOKS
 from mmseg.registry import MODELS as MMSEG_MODELS
 
+from .engine.exact_resume import ExactResumeHook
 from .models.backbones import FocalFastTransformer, FocalTransformer
 from .models.dense_heads import RepPointsV2Head
 from .models.losses import SeparateFocalLoss
@@ -15,6 +19,7 @@ from .models.task_modules import CornerHeatmapAssigner, PointAssignerV2
 BACKBONES = (FocalTransformer, FocalFastTransformer)
 DETECTION_MODELS = (RepPointsV2Head, SeparateFocalLoss)
 DETECTION_TASK_UTILS = (CornerHeatmapAssigner, PointAssignerV2)
+HOOKS = (ExactResumeHook, )
 
 
 def _register(registry, modules) -> None:
@@ -28,3 +33,5 @@ for _registry in (MMDET_MODELS, MMSEG_MODELS):
     _register(_registry, BACKBONES)
 _register(MMDET_MODELS, DETECTION_MODELS)
 _register(MMDET_TASK_UTILS, DETECTION_TASK_UTILS)
+for _registry in (MMENGINE_HOOKS, MMDET_HOOKS, MMSEG_HOOKS):
+    _register(_registry, HOOKS)

@@ -2,14 +2,18 @@
 test size. Fixtures built on these (the demo data, made once per run) are in conftest.py."""
 import copy
 import importlib.util
+import multiprocessing
 import os
 import os.path as osp
+import signal
 import socket
 import subprocess
 import sys
 from typing import Optional, Sequence, Tuple
 
 import pytest
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools')
@@ -119,3 +123,35 @@ def shrink_scales(pipeline, divisor: int = SCALE_DIVISOR):
             for group in transform.get(nested, []):
                 shrink_scales(group if isinstance(group, list) else [group], divisor)
     return pipeline
+
+
+def write_config(path, base: str, **entries) -> str:
+    """A config file at ``path`` that inherits ``base`` and sets ``entries`` (plain Python values),
+    for what --cfg-options cannot say (lists of dicts such as ``custom_hooks``). Returns the path."""
+    lines = [f'_base_ = [{base!r}]'] + [f'{key} = {value!r}' for key, value in entries.items()]
+    with open(path, 'w') as file:
+        file.write('\n'.join(lines) + '\n')
+    return str(path)
+
+
+class SigkillAfterIteration(Hook):
+    """Kill the training process and its data workers with SIGKILL (no cleanup, as a preempted job
+    dies) at the end of iteration ``iteration`` (counted from 1; 0 never), after CheckpointHook has
+    saved, if it saves there. (A worker left alone would outlive its parent, and keep the tool's
+    output open.) A tool run gets it from a config with
+    ``custom_imports=dict(imports=['mmfocal', 'tests.helpers'])`` and
+    ``custom_hooks=[dict(type='SigkillAfterIteration', iteration=N)]``."""
+
+    priority = 'LOWEST'  # after CheckpointHook (VERY_LOW)
+
+    def __init__(self, iteration: int = 0):
+        self.iteration = iteration
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 == self.iteration:
+            for worker in multiprocessing.active_children():
+                os.kill(worker.pid, signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+HOOKS.register_module(module=SigkillAfterIteration, force=True)

@@ -1,11 +1,15 @@
 """Train a detector (mmdet config) or a segmenter (mmseg config) with a Focal Transformer backbone.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--amp]
-        [--auto-scale-lr] [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
+        [--auto-scale-lr] [--no-exact-resume] [--cfg-options KEY=VALUE ...]
+        [--launcher none|pytorch|slurm|mpi]
 
 The same command line as mmdet's and mmseg's own tools/train.py. The config's ``default_scope``
 ('mmdet' or 'mmseg') decides which library runs it. Without a GPU, distributed runs
 (tools/dist_train.sh, --launcher pytorch|slurm) use the gloo backend on CPU.
+
+Training runs with mmfocal's ExactResumeHook: checkpoints carry every process's random state, and
+a run resumed from one continues as the uninterrupted run would have (--no-exact-resume: without).
 """
 import argparse
 import logging
@@ -20,6 +24,7 @@ import mmfocal  # noqa: F401
 from mmfocal.cli import build_runner, load_config, parse_with_shared_arguments, prepare_cpu_distributed, set_work_dir
 from mmfocal.cli import check_dataset_paths
 from mmfocal.engine.atomic_checkpoint import find_latest_complete_checkpoint
+from mmfocal.engine.exact_resume import disable_exact_resume, enable_exact_resume
 
 
 def parse_args():
@@ -35,6 +40,10 @@ def parse_args():
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by (total batch size / auto_scale_lr.base_batch_size)')
+    parser.add_argument(
+        '--no-exact-resume', action='store_true',
+        help="train without ExactResumeHook (also when the config names it): checkpoints don't carry "
+        'the random states, and a resumed run continues as mmengine resumes, not exactly')
     return parse_with_shared_arguments(parser)
 
 
@@ -43,6 +52,10 @@ def main():
     cfg = load_config(args.config, args.cfg_options, args.launcher)
     set_work_dir(cfg, args.config, args.work_dir)
     check_dataset_paths(cfg, args.config)  # before anything is built
+    if args.no_exact_resume:
+        disable_exact_resume(cfg)
+    else:
+        enable_exact_resume(cfg)
 
     if args.amp:
         if not torch.cuda.is_available():
