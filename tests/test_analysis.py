@@ -111,7 +111,7 @@ def test_attention_map_tool(config, demo_workspace, tmp_path):
         torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoint)
         extra = ['--checkpoint', checkpoint, '--stage', '1', '--block', '0']
     else:
-        image, point = demo_workspace / 'data/demo/ade/images/validation/000000.jpg', ('5', '90')
+        image, point = demo_workspace / 'data/demo/ade/images/validation/ADE_val_00000000.jpg', ('5', '90')
         extra = []
     out = tmp_path / 'attention.png'
     _, output = run_tool('analysis/focal_attention_map.py', config, image, '--point', *point, '--out', out,

@@ -69,10 +69,11 @@ banner "4/5 learning curves and an attention map"
   --title "demo detector: $DET_CONFIG" --out "$DEMO_DIR/det_curves.png"
 "$PYTHON" "$TOOLS/analysis/plot_curves.py" "$DEMO_DIR/seg" --labels "UperNet (demo)" \
   --title "demo segmenter: $SEG_CONFIG" --out "$DEMO_DIR/seg_curves.png"
-# A query on the edge of a shape of val picture 000003, in stage 1's first block: the trained
-# detector's own attention weights over its window, rolled neighbours and pooled windows.
-"$PYTHON" "$TOOLS/analysis/focal_attention_map.py" "$DET_CONFIG" data/demo/coco/val/000003.jpg \
-  --point ATTN_X ATTN_Y --checkpoint "$(cat "$DEMO_DIR/det/last_checkpoint")" --stage 0 --block 0 \
+# A query on the small square at the bottom left of val picture 000001, in the first block: the
+# trained detector's own weights over the query's window, the rolled neighbours (those left of the
+# map wrap around to its right edge) and the pooled windows (some beyond the map).
+"$PYTHON" "$TOOLS/analysis/focal_attention_map.py" "$DET_CONFIG" data/demo/coco/val/000001.jpg \
+  --point 15 110 --checkpoint "$(cat "$DEMO_DIR/det/last_checkpoint")" --stage 0 --block 0 \
   --out "$DEMO_DIR/attention_map.png"
 
 # The metric lines tools/test.py printed at the end ("  coco/bbox_mAP: 0.61").

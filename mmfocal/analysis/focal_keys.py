@@ -216,3 +216,16 @@ def focal_window_query_keys(attention, map_size: Tuple[int, int], row: int, col:
 
 def _numpy(tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
+
+
+# How to read each attention layer's recording; a new focal backbone adds its layer here with a
+# function that describes its key source (grids) and key groups, as the one above does.
+QUERY_KEYS = {'FocalWindowAttention': focal_window_query_keys}
+
+
+def query_keys(attention, map_size: Tuple[int, int], row: int, col: int, sample: int = 0) -> QueryKeys:
+    """The keys and weights of query token (``row``, ``col``) of any supported attention layer."""
+    reader = QUERY_KEYS.get(type(attention).__name__)
+    if reader is None:
+        raise ValueError(f'no key layout known for {type(attention).__name__}; supported: {", ".join(QUERY_KEYS)}')
+    return reader(attention, map_size, row, col, sample)

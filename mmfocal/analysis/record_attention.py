@@ -12,7 +12,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .focal_keys import QueryKeys, focal_window_query_keys
+from .focal_keys import QueryKeys, query_keys
 
 
 @dataclass
@@ -28,6 +28,7 @@ class RecordedQuery:
 def build_model(config: str, checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None):
     """The model of an mmdet/mmseg ``config`` in eval mode: ``checkpoint``'s weights, or without one
     a random initialisation (seeded; the backbone's pretrained weights are *not* fetched)."""
+    from mmengine.logging import MMLogger
     from mmengine.registry import MODELS
     from mmengine.runner import load_checkpoint
 
@@ -39,7 +40,13 @@ def build_model(config: str, checkpoint: Optional[str] = None, cfg_options: Opti
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     if checkpoint is None:
-        model.init_weights()
+        logger = MMLogger.get_current_instance()
+        level = logger.level
+        logger.setLevel('WARNING')  # init_weights logs every parameter
+        try:
+            model.init_weights()
+        finally:
+            logger.setLevel(level)
     else:
         load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
     return model.eval(), cfg
@@ -100,8 +107,11 @@ def record_query(model, inputs: torch.Tensor, image: np.ndarray, metainfo: dict,
     scale_x, scale_y = (float(s) for s in np.broadcast_to(metainfo.get('scale_factor', (1.0, 1.0)), (2, )))
     block_module, attention = attention_layer(model.backbone, stage, block)
     map_size = {}
-    hook = block_module.register_forward_pre_hook(
-        lambda module, args: map_size.setdefault('hw', tuple(args[0].shape[1:3])))
+
+    def note_map_size(module, args):  # the block's input (B, H, W, C): the map before padding
+        map_size.setdefault('hw', tuple(args[0].shape[1:3]))
+
+    hook = block_module.register_forward_pre_hook(note_map_size)
     attention.record_attention, attention.recorded = True, None
     try:
         with torch.no_grad():
@@ -111,6 +121,6 @@ def record_query(model, inputs: torch.Tensor, image: np.ndarray, metainfo: dict,
         hook.remove()
     stride = token_stride(model.backbone, stage)
     px, py = x * scale_x, y * scale_y
-    keys = focal_window_query_keys(attention, map_size['hw'], int(py // stride), int(px // stride))
+    keys = query_keys(attention, map_size['hw'], int(py // stride), int(px // stride))
     attention.recorded = None
     return RecordedQuery(keys, image, stride, (px, py), (scale_x, scale_y))

@@ -60,7 +60,8 @@ def draw_attention_map(keys: QueryKeys, image: np.ndarray, stride: float, title:
     panels = [('level', g) for g in range(len(keys.groups))] + [('head', h) for h in range(heads)]
     cols = min(4, len(panels))
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 4.5 * rows + 1.3), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.9 * rows + 1.4), squeeze=False,
+                             layout='constrained')
     limits = _view_limits(keys, image.shape[:2], stride)
     for ax, (kind, which) in zip(axes.ravel(), panels):
         _draw_background(ax, keys, image, stride, limits)
@@ -92,9 +93,8 @@ def draw_attention_map(keys: QueryKeys, image: np.ndarray, stride: float, title:
     for ax in axes.ravel()[len(panels):]:
         ax.axis('off')
     fig.suptitle(title, fontsize=11)
-    fig.legend(handles=_legend_handles(keys, cmaps), loc='lower center', ncol=min(4, 3 + len(keys.groups)),
+    fig.legend(handles=_legend_handles(keys, cmaps), loc='outside lower center', ncol=min(4, cols),
                fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 1.0 / (4.5 * rows + 1.3), 1, 1 - 0.5 / (4.5 * rows + 1.3)))
     if out_file:
         fig.savefig(out_file, dpi=dpi)
     return fig
@@ -154,7 +154,7 @@ def _draw_group(ax, keys: QueryKeys, group: int, weights, stride, cmap_name: str
     for top, left, size, weight in squares:
         ax.add_patch(Rectangle((left * stride, top * stride), size * stride, size * stride,
                                facecolor=cmap(norm(weight)), edgecolor=edge, linewidth=0.4,
-                               alpha=0.85, zorder=depth, gid=f'key:{group}'))
+                               alpha=0.75, zorder=depth, gid=f'key:{group}'))
     wrapped = np.flatnonzero((keys.group == group) & keys.wrapped)
     for k in wrapped:
         ax.add_patch(Rectangle((keys.nominal_left[k] * stride, keys.nominal_top[k] * stride),
@@ -196,6 +196,9 @@ def _legend_handles(keys: QueryKeys, cmaps):
         label = f'{group.name}: {group.count} keys, {share:.1%} of the weight'
         if off:
             label += f' ({off} off the map)'
+        repeats = group.count - off - len(key_squares(keys, g, keys.mean_weights()))
+        if repeats:
+            label += f' ({repeats} fetched twice: their squares add both)'
         handles.append(Patch(facecolor=plt.get_cmap(cmap_name)(_BASE_COLOUR), edgecolor='0.3', label=label))
     if keys.wrapped.any():
         handles.append(Patch(facecolor='none', edgecolor='0.3', linestyle='--',

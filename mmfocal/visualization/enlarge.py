@@ -28,9 +28,11 @@ def _repeat(array, factor: int):
     return np.repeat(np.repeat(array, factor, -2), factor, -1)
 
 
-def _enlarge_instances(instances, factor: int):
+def _enlarged_instances(instances, factor: int):
+    """A copy of an InstanceData with its boxes and masks ``factor`` times larger."""
     from mmdet.structures.bbox import BaseBoxes
     from mmdet.structures.mask import BitmapMasks, PolygonMasks
+    instances = instances.clone()  # a new container; the fields below are replaced, not changed
     if 'bboxes' in instances:
         boxes = instances.bboxes
         if isinstance(boxes, BaseBoxes):
@@ -46,6 +48,7 @@ def _enlarge_instances(instances, factor: int):
         else:
             masks = _repeat(masks, factor)
         instances.masks = masks
+    return instances
 
 
 def enlarge_sample(image: np.ndarray, data_sample, factor: int):
@@ -56,10 +59,10 @@ def enlarge_sample(image: np.ndarray, data_sample, factor: int):
         return image, data_sample
     height, width = image.shape[:2]
     image = mmcv.imresize(image, (width * factor, height * factor), interpolation='bicubic')
-    data_sample = data_sample.clone()
+    data_sample = data_sample.clone()  # shallow: every field drawn is replaced below
     for field in ('gt_instances', 'pred_instances'):
         if field in data_sample:
-            _enlarge_instances(getattr(data_sample, field), factor)
+            setattr(data_sample, field, _enlarged_instances(getattr(data_sample, field), factor))
     for field in ('gt_sem_seg', 'pred_sem_seg', 'gt_depth_map', 'pred_depth_map'):
         if field in data_sample:
             pixels = getattr(data_sample, field)

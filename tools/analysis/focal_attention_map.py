@@ -34,6 +34,10 @@ def parse_args():
     return parser.parse_args()
 
 
+def _count(n, noun):
+    return f'{n} {noun}' + ('s' if n != 1 else '')
+
+
 def main():
     args = parse_args()
     model, cfg = build_model(args.config, args.checkpoint, args.cfg_options)
@@ -42,7 +46,7 @@ def main():
     keys = query.keys
     weights = 'random init (no checkpoint)' if args.checkpoint is None else osp.basename(args.checkpoint)
     title = (f'{osp.basename(args.config)}, {weights}: stage {args.stage} block {args.block}, '
-             f'{keys.weights.shape[0]} head(s)\nquery at pixel ({args.point[0]:g}, {args.point[1]:g}) '
+             f'{_count(keys.weights.shape[0], "head")}\nquery at pixel ({args.point[0]:g}, {args.point[1]:g}) '
              f'= token (row {keys.query[0]}, col {keys.query[1]}) of a {keys.map_size[0]}x{keys.map_size[1]} '
              f'map ({query.stride} px per token), window {keys.window[2]}x{keys.window[2]}')
     out_dir = osp.dirname(osp.abspath(args.out))
