@@ -3,7 +3,7 @@
 One panel per quantity against the training iteration, every run in its own colour. A metric's
 ``_50``/``_75`` variants (COCO's mAP at IoU 0.5 and 0.75) share its panel as dashed and dotted
 lines. Training values, logged every few iterations, are noisy: they are drawn faintly and with a
-running mean over ``smooth`` points on top.
+mean over ``smooth`` points around each on top.
 """
 import re
 from typing import List, Optional, Sequence
@@ -13,7 +13,7 @@ import numpy as np
 from ..analysis.scalars import TrainingHistory
 
 VARIANT = re.compile(r'_(50|75)$')
-VARIANT_STYLES = {'': '-', '_50': '--', '_75': ':'}
+VARIANT_STYLES = {'': ('-', 'o'), '_50': ('--', 's'), '_75': (':', '^')}
 
 
 def panel_keys(keys: Sequence[str]) -> List[List[str]]:
@@ -29,12 +29,14 @@ def panel_keys(keys: Sequence[str]) -> List[List[str]]:
 
 
 def running_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """Mean over the last ``window`` points (fewer at the start)."""
+    """Mean over ``window`` points centred on each point (fewer at the ends), so no lag."""
     if window <= 1 or len(values) < 2:
         return values
-    sums = np.cumsum(np.insert(values, 0, 0.0))
-    counts = np.minimum(np.arange(1, len(values) + 1), window)
-    return (sums[1:] - sums[np.arange(1, len(values) + 1) - counts]) / counts
+    half = window // 2
+    sums = np.cumsum(np.insert(np.asarray(values, float), 0, 0.0))
+    ends = np.minimum(np.arange(len(values)) + half + 1, len(values))
+    starts = np.maximum(np.arange(len(values)) - half, 0)
+    return (sums[ends] - sums[starts]) / (ends - starts)
 
 
 def plot_curves(histories: Sequence[TrainingHistory], keys: Sequence[str], out_file: Optional[str] = None,
@@ -50,7 +52,8 @@ def plot_curves(histories: Sequence[TrainingHistory], keys: Sequence[str], out_f
         raise ValueError('nothing to plot: no keys given')
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.3 * rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows + 0.7), squeeze=False,
+                             layout='constrained')
     colours = plt.get_cmap('tab10').colors
     for ax, group in zip(axes.ravel(), panels):
         variants = set()
@@ -63,14 +66,14 @@ def plot_curves(histories: Sequence[TrainingHistory], keys: Sequence[str], out_f
                 suffix = key[len(VARIANT.sub('', key)):]
                 variants.add(suffix)
                 iters, values = series
-                style = VARIANT_STYLES.get(suffix, '-')
+                style, marker = VARIANT_STYLES.get(suffix, ('-', 'o'))
                 if key in history.train and key != 'lr':
                     ax.plot(iters, values, color=colour, alpha=0.25, linewidth=0.8)
                     ax.plot(iters, running_mean(values, smooth), color=colour, linestyle=style, linewidth=1.6)
                 elif key in history.train:
                     ax.plot(iters, values, color=colour, linestyle=style, linewidth=1.6)
                 else:
-                    ax.plot(iters, values, color=colour, linestyle=style, marker='o', markersize=3.5,
+                    ax.plot(iters, values, color=colour, linestyle=style, marker=marker, markersize=3.5,
                             linewidth=1.4)
         ax.set_title(', '.join(group), fontsize=10)
         ax.set_xlabel('iteration', fontsize=9)
@@ -80,8 +83,8 @@ def plot_curves(histories: Sequence[TrainingHistory], keys: Sequence[str], out_f
         if group[0] == 'lr':
             ax.ticklabel_format(axis='y', style='sci', scilimits=(-3, 3))
         if len(variants) > 1:
-            ax.legend(handles=[Line2D([], [], color='0.3', linestyle=VARIANT_STYLES.get(v, '-'),
-                                      label=VARIANT.sub('', group[0]) + v) for v in sorted(variants)],
+            ax.legend(handles=[Line2D([], [], color='0.3', linestyle=VARIANT_STYLES[v][0], marker=VARIANT_STYLES[v][1],
+                                      markersize=3.5, label=VARIANT.sub('', group[0]) + v) for v in sorted(variants)],
                       fontsize=7, loc='best')
         if not ax.lines:
             ax.text(0.5, 0.5, 'not logged by these runs', ha='center', va='center', transform=ax.transAxes,
@@ -90,11 +93,10 @@ def plot_curves(histories: Sequence[TrainingHistory], keys: Sequence[str], out_f
         ax.axis('off')
     run_handles = [Line2D([], [], color=colours[i % len(colours)], linewidth=2, label=h.name)
                    for i, h in enumerate(histories)]
-    fig.legend(handles=run_handles, loc='lower center', ncol=min(4, len(histories)), fontsize=9, frameon=False)
+    fig.legend(handles=run_handles, loc='outside lower center', ncol=min(4, len(histories)), fontsize=9,
+               frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)
-    bottom = 0.45 / (3.3 * rows + 0.6)
-    fig.tight_layout(rect=(0, bottom + 0.02, 1, 1))
     if out_file:
         fig.savefig(out_file, dpi=dpi)
     return fig
