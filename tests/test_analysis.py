@@ -14,7 +14,7 @@ from mmfocal.models.layers.focal_attention import FocalTransformerBlock
 from mmfocal.visualization.attention_map import draw_attention_map
 from mmfocal.visualization.curves import panel_keys, plot_curves
 
-from .helpers import DET_DEMO_CONFIG, SEG_DEMO_CONFIG, run_tool
+from .helpers import DET_DEMO_CONFIG, SEG_DEMO_CONFIG, TOOLS, run_tool
 
 WINDOW, EXPAND, FOCAL_WINDOW = 7, 3, 7
 MAP = (17, 20)  # not a multiple of the window: padded to 21 x 21, 3 x 3 windows
@@ -100,35 +100,46 @@ def test_drawn_squares_are_the_layouts(recorded_block, tmp_path):
     assert osp.getsize(tmp_path / 'map.png') > 10000
 
 
-@pytest.mark.parametrize('config', [DET_DEMO_CONFIG, SEG_DEMO_CONFIG], ids=['detection', 'segmentation'])
-def test_attention_map_tool(config, demo_workspace, tmp_path):
-    """Random init for the segmenter; the detector with a checkpoint (its own initial weights)."""
-    if config == DET_DEMO_CONFIG:
-        image, point = demo_workspace / 'data/demo/coco/val/000000.jpg', ('50', '40')
-        from mmfocal.analysis.record_attention import build_model
-        model, _ = build_model(str(config))
-        checkpoint = tmp_path / 'weights.pth'
-        torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoint)
-        extra = ['--checkpoint', checkpoint, '--stage', '1', '--block', '0']
-    else:
-        image, point = demo_workspace / 'data/demo/ade/images/validation/ADE_val_00000000.jpg', ('5', '90')
-        extra = []
+def run_in_process(script, *args):
+    """Run ``tools/<script>`` in this process (no interpreter start-up, no second import of mmdet
+    and mmseg); its SystemExit comes back as the exception."""
+    import runpy
+    import sys
+    argv = sys.argv
+    sys.argv = [script, *map(str, args)]
+    try:
+        runpy.run_path(osp.join(TOOLS, script), run_name='__main__')
+    finally:
+        sys.argv = argv
+
+
+def test_attention_map_tool_detection(demo_workspace, tmp_path):
+    """The whole command, with a checkpoint (the detector's initial weights), in stage 1."""
+    from mmfocal.analysis.record_attention import build_model
+    model, _ = build_model(DET_DEMO_CONFIG)
+    checkpoint = tmp_path / 'weights.pth'
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoint)
     out = tmp_path / 'attention.png'
-    _, output = run_tool('analysis/focal_attention_map.py', config, image, '--point', *point, '--out', out,
-                         *extra, cwd=str(demo_workspace))
+    _, output = run_tool('analysis/focal_attention_map.py', DET_DEMO_CONFIG, 'data/demo/coco/val/000000.jpg',
+                         '--point', '50', '40', '--checkpoint', checkpoint, '--stage', '1', '--out', out,
+                         cwd=str(demo_workspace))
     assert out.is_file() and osp.getsize(out) > 20000
     shares = [float(s.split()[-1]) for s in output.split('(mean over heads): ')[1].splitlines()[0].split(', ')]
     assert len(shares) == 3 and abs(sum(shares) - 1) < 1e-3
 
 
-def test_attention_map_tool_refuses_bad_requests(demo_workspace, tmp_path):
-    image = demo_workspace / 'data/demo/coco/val/000000.jpg'
-    code, output = run_tool('analysis/focal_attention_map.py', DET_DEMO_CONFIG, image, '--point', '5', '5',
-                            '--stage', '4', '--out', tmp_path / 'x.png', check=False)
-    assert code != 0 and '--stage 4: the backbone has stages 0..3' in output
-    code, output = run_tool('analysis/focal_attention_map.py', DET_DEMO_CONFIG, image, '--point', '5000', '5',
-                            '--out', tmp_path / 'x.png', check=False)
-    assert code != 0 and 'is outside the' in output
+def test_attention_map_segmentation_random_init(demo_workspace, tmp_path, capsys):
+    image = demo_workspace / 'data/demo/ade/images/validation/ADE_val_00000000.jpg'
+    out = tmp_path / 'attention.png'
+    run_in_process('analysis/focal_attention_map.py', SEG_DEMO_CONFIG, image, '--point', '5', '90', '--out', out)
+    assert out.is_file() and osp.getsize(out) > 20000
+    assert 'window tokens' in capsys.readouterr().out
+    with pytest.raises(SystemExit, match='--stage 4: the backbone has stages 0..3'):
+        run_in_process('analysis/focal_attention_map.py', SEG_DEMO_CONFIG, image, '--point', '5', '5',
+                       '--stage', '4', '--out', out)
+    with pytest.raises(SystemExit, match='--point 5000 5 is outside the'):
+        run_in_process('analysis/focal_attention_map.py', SEG_DEMO_CONFIG, image, '--point', '5000', '5',
+                       '--out', out)
 
 
 def write_scalars(run_dir, lines):
@@ -178,10 +189,10 @@ def test_learning_curves(tmp_path):
     out = tmp_path / 'curves.png'
     _, output = run_tool('analysis/plot_curves.py', det, seg, '--keys', 'loss*', 'coco/*', '--out', out)
     assert out.is_file() and osp.getsize(out) > 10000 and str(out) in output
-    code, output = run_tool('analysis/plot_curves.py', det, '--keys', 'nothing', '--out', out, check=False)
-    assert code != 0 and '--keys nothing: no run logged it' in output
-    code, output = run_tool('analysis/plot_curves.py', tmp_path / 'missing', check=False)
-    assert code != 0 and 'no such work dir' in output
+    with pytest.raises(SystemExit, match='--keys nothing: no run logged it'):
+        run_in_process('analysis/plot_curves.py', det, '--keys', 'nothing', '--out', out)
+    with pytest.raises(SystemExit, match='no such work dir'):
+        run_in_process('analysis/plot_curves.py', tmp_path / 'missing')
 
 
 def test_small_pictures_are_drawn_enlarged():

@@ -37,17 +37,18 @@ def build_model(config: str, checkpoint: Optional[str] = None, cfg_options: Opti
     if checkpoint is not None and not osp.isfile(checkpoint):
         raise SystemExit(f'checkpoint not found: {checkpoint}')
     cfg.model.setdefault('backbone', {})['init_cfg'] = None
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    if checkpoint is None:
-        logger = MMLogger.get_current_instance()
-        level = logger.level
-        logger.setLevel('WARNING')  # init_weights logs every parameter
-        try:
-            model.init_weights()
-        finally:
-            logger.setLevel(level)
-    else:
+    with torch.random.fork_rng(devices=[]):  # the same random weights every time, the caller's RNG untouched
+        torch.manual_seed(0)
+        model = MODELS.build(cfg.model)
+        if checkpoint is None:
+            logger = MMLogger.get_current_instance()
+            level = logger.level
+            logger.setLevel('WARNING')  # init_weights logs every parameter
+            try:
+                model.init_weights()
+            finally:
+                logger.setLevel(level)
+    if checkpoint is not None:
         load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
     return model.eval(), cfg
 
@@ -103,7 +104,7 @@ def record_query(model, inputs: torch.Tensor, image: np.ndarray, metainfo: dict,
     x, y = point
     ori_h, ori_w = metainfo['ori_shape'][:2]
     if not (0 <= x < ori_w and 0 <= y < ori_h):
-        raise SystemExit(f'--point {x} {y} is outside the {ori_w}x{ori_h} image')
+        raise SystemExit(f'--point {x:g} {y:g} is outside the {ori_w}x{ori_h} image')
     scale_x, scale_y = (float(s) for s in np.broadcast_to(metainfo.get('scale_factor', (1.0, 1.0)), (2, )))
     block_module, attention = attention_layer(model.backbone, stage, block)
     map_size = {}
