@@ -195,10 +195,12 @@ def test_learning_curves(tmp_path):
         run_in_process('analysis/plot_curves.py', tmp_path / 'missing')
 
 
-def test_small_pictures_are_drawn_enlarged():
-    """Boxes, masks and label maps scale with the picture, and the library visualizers draw it."""
+def test_small_pictures_are_drawn_enlarged(tmp_path):
+    """Boxes, masks and label maps scale with the picture, and tools/test.py's visualizers (mmdet's
+    and mmseg's, writing PNGs for --show-dir) draw the enlarged picture."""
+    import runpy
+
     from mmdet.structures import DetDataSample
-    from mmdet.visualization import DetLocalVisualizer
     from mmengine.structures import InstanceData, PixelData
     from mmseg.structures import SegDataSample
 
@@ -216,12 +218,20 @@ def test_small_pictures_are_drawn_enlarged():
     assert big.pred_instances.bboxes.tolist() == [[120., 40., 200., 80.]]
     assert big.pred_instances.masks[0].nonzero().min(0).values.tolist() == [40, 120]
     assert sample.pred_instances.bboxes.tolist() == [[30., 10., 50., 20.]]  # the original is left alone
-    visualizer = DetLocalVisualizer(name='enlarged')
-    visualizer.dataset_meta = dict(classes=('circle', ), palette=[(220, 20, 60)])
-    visualizer.add_datasample('x', big_image, big, draw_gt=False)
-    assert visualizer.get_image().shape == (400, 512, 3)
 
     seg = SegDataSample()
     seg.pred_sem_seg = PixelData(data=torch.arange(6).view(1, 2, 3))
     _, big_seg = enlarge_sample(np.zeros((2, 3, 3), np.uint8), seg, 2)
     assert big_seg.pred_sem_seg.data[0].tolist() == [[0, 0, 1, 1, 2, 2]] * 2 + [[3, 3, 4, 4, 5, 5]] * 2
+
+    test_tool = runpy.run_path(osp.join(TOOLS, 'test.py'), run_name='test_tool')  # its visualizers
+    detector = test_tool['DetPredictionPNGs'](name='enlarged_det', show_dir=str(tmp_path))
+    detector.dataset_meta = dict(classes=('circle', ), palette=[(220, 20, 60)])
+    detector.add_datasample('x', image, data_sample=sample, draw_gt=False, out_file='val/000007.jpg')
+    segmenter = test_tool['SegPredictionPNGs'](name='enlarged_seg', show_dir=str(tmp_path))
+    segmenter.dataset_meta = dict(classes=tuple('abcdef'), palette=[(i * 40, 0, 0) for i in range(6)])
+    seg.pred_sem_seg = PixelData(data=torch.zeros(1, 100, 128, dtype=torch.long))
+    segmenter.add_datasample('test_000008.jpg', image, data_sample=seg, draw_gt=False)
+    import cv2
+    assert cv2.imread(str(tmp_path / '000007.png')).shape == (400, 512, 3)
+    assert cv2.imread(str(tmp_path / '000008.png')).shape == (400, 512, 3)
