@@ -81,7 +81,7 @@ def draw_attention_map(keys: QueryKeys, image: np.ndarray, stride: float, title:
                 _draw_group(ax, keys, g, weights, stride, cmaps[g], vmax=vmax)
             _draw_off_map(ax, keys, stride)
             shares = keys.mass_per_group(weights)
-            ax.set_title(f'head {which}: ' + ', '.join(f'{_short(g.name)} {s:.0%}'
+            ax.set_title(f'head {which}\n' + ', '.join(f'{_short(g.name)} {s:.0%}'
                                                         for g, s in zip(keys.groups, shares)), fontsize=10)
         _draw_query(ax, keys, stride, point)
         ax.set_xlim(limits[1])
@@ -101,7 +101,8 @@ def draw_attention_map(keys: QueryKeys, image: np.ndarray, stride: float, title:
 
 
 def _short(name: str) -> str:
-    return {'window tokens': 'window', 'rolled neighbours': 'rolled'}.get(name, name.replace('pooled level ', 'pooled '))
+    short = {'window tokens': 'window', 'rolled neighbours': 'rolled'}
+    return short.get(name, name.replace('pooled level ', 'pooled (level ') + ')')
 
 
 def _back_to_front(keys: QueryKeys) -> Sequence[int]:
