@@ -1,0 +1,231 @@
+"""Where the keys of one focal-attention query lie on the stage map, and what weight each got.
+
+A focal-attention layer with ``record_attention = True`` keeps, from its real forward pass, the
+softmax weights of every query over every key and ``index``, where each key was fetched from: a
+*key source* made of the stage map's tokens, then each pooled level's tokens (all row-major), then
+one zero token for pooled keys that fall off the map. This module turns that into geometry: for
+one query, each key's square on the stage map (in stage-map tokens), its level, whether it fell
+off the map, and for the rolled neighbours where the layout put it before the roll wrapped it
+around the map border. Pure torch/numpy; drawing is in :mod:`mmfocal.visualization.attention_map`.
+
+Only the *description* of the key source and the key groups is backbone specific:
+:func:`focal_transformer_key_source` and :func:`focal_transformer_key_groups` for
+``FocalWindowAttention`` (window tokens, rolled neighbours, pooled levels); everything else reads
+positions out of the recorded ``index``.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..models.layers.focal_attention import rolled_neighbour_offsets
+
+
+@dataclass(frozen=True)
+class KeyGrid:
+    """One part of the key source: ``rows`` x ``cols`` tokens, row-major, token (r, c) covering the
+    ``cell`` x ``cell`` stage-map tokens from ``(top + r * cell, left + c * cell)``."""
+    name: str
+    rows: int
+    cols: int
+    cell: int = 1
+    top: int = 0
+    left: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.rows * self.cols
+
+
+@dataclass(frozen=True)
+class KeyGroup:
+    """A run of ``count`` consecutive keys of one kind (one *level* in the pictures).
+
+    ``layout``: where the group's keys lie relative to the query window's top-left token, before
+    any wrap-around, as (row, col) per key in stage-map tokens, when fixed (window tokens, rolled
+    neighbours); ``grid_side``: the keys form a ``grid_side`` x ``grid_side`` block of source
+    tokens, row-major (pooled levels), which places the keys that fell off the map.
+    """
+    name: str
+    count: int
+    layout: Optional[np.ndarray] = None
+    grid_side: Optional[int] = None
+
+
+@dataclass
+class QueryKeys:
+    """Every key of one query, in key order (arrays of length ``num_keys`` unless said otherwise).
+
+    Positions are in stage-map tokens (row, col), squares of side ``size``:
+    ``top, left``: where the key's token is (its source; off-map keys: where it would be);
+    ``nominal_top, nominal_left``: where the key layout puts it before wrapping around the map;
+    ``wrapped``: the two differ (a rolled neighbour that the roll brought from the far side);
+    ``off_map``: a pooled key beyond the map (a zero token whose logit got -100);
+    ``group``: index into ``groups``; ``weights``: (heads, num_keys), each row sums to 1.
+    """
+    groups: List[KeyGroup]
+    group: np.ndarray
+    top: np.ndarray
+    left: np.ndarray
+    size: np.ndarray
+    nominal_top: np.ndarray
+    nominal_left: np.ndarray
+    off_map: np.ndarray
+    weights: np.ndarray
+    query: Tuple[int, int]
+    window: Tuple[int, int, int]  # top, left, side of the query's window (stage-map tokens)
+    map_size: Tuple[int, int]  # the stage map before padding
+    padded_size: Tuple[int, int]  # the map the windows tile (multiples of the window)
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def wrapped(self) -> np.ndarray:
+        return (self.top != self.nominal_top) | (self.left != self.nominal_left)
+
+    def mean_weights(self) -> np.ndarray:
+        return self.weights.mean(0)
+
+    def mass_per_group(self, weights: Optional[np.ndarray] = None) -> np.ndarray:
+        """Total weight of each group (mean over heads unless ``weights`` (num_keys,) given)."""
+        weights = self.mean_weights() if weights is None else weights
+        return np.array([weights[self.group == g].sum() for g in range(len(self.groups))])
+
+
+def focal_transformer_key_source(attention, windows: Tuple[int, int]) -> List[KeyGrid]:
+    """The key source of ``FocalWindowAttention`` for an ``n_wh`` x ``n_ww`` grid of windows.
+
+    The padded map, then per pooled level ``k`` a ``n_wh * 2**k`` x ``n_ww * 2**k`` grid of
+    sub-windows of ``floor(w / 2**k)`` tokens, centred on the padded map as the block's pooling
+    crops (or pads) it to a whole number of sub-windows.
+    """
+    w = attention.window_size
+    n_wh, n_ww = windows
+    hp, wp = n_wh * w, n_ww * w
+    grids = [KeyGrid('map', hp, wp)]
+    for k in range(attention.num_pooled_levels):
+        cell = math.floor(w / 2**k)
+        rows, cols = n_wh * 2**k, n_ww * 2**k
+        grids.append(KeyGrid(f'pooled level {k + 1}', rows, cols, cell, _centring_offset(hp, rows * cell),
+                             _centring_offset(wp, cols * cell)))
+    return grids
+
+
+def _centring_offset(have: int, want: int) -> int:
+    """Where a ``want``-long span starts on a ``have``-long one, cropped or zero-padded symmetrically
+    (the extra one at the end)."""
+    return (have - want) // 2 if have >= want else -((want - have) // 2)
+
+
+def focal_transformer_key_groups(attention, with_rolled: bool) -> List[KeyGroup]:
+    """The key groups of ``FocalWindowAttention`` in key order: the window's ``w*w`` tokens, the
+    rolled neighbours (when used), then one group per pooled level."""
+    w, e = attention.window_size, attention.expand_size
+    rows, cols = np.meshgrid(np.arange(w), np.arange(w), indexing='ij')
+    groups = [KeyGroup('window tokens', w * w, layout=np.stack([rows.ravel(), cols.ravel()], 1))]
+    if with_rolled and e > 0:
+        offsets = rolled_neighbour_offsets(w, e).numpy()
+        groups.append(KeyGroup('rolled neighbours', len(offsets), layout=offsets[:, :2] + offsets[:, 2:]))
+    for k in range(attention.num_pooled_levels):
+        side = attention.pooled_neighbourhood(k)
+        groups.append(KeyGroup(f'pooled level {k + 1}', side * side, grid_side=side))
+    return groups
+
+
+def locate_keys(index: np.ndarray, source: Sequence[KeyGrid], groups: Sequence[KeyGroup],
+                window_origin: Tuple[int, int]):
+    """Positions of one window's keys from their ``index`` into the key source.
+
+    Returns (group, top, left, size, nominal_top, nominal_left, off_map), arrays over the keys.
+    An index past the grids is the zero token: an off-map key, placed by its group's grid.
+    """
+    index = np.asarray(index).astype(np.int64)
+    if sum(g.count for g in groups) != len(index):
+        raise ValueError(f'the key groups count {sum(g.count for g in groups)} keys, the recorded '
+                         f'index has {len(index)}')
+    starts = np.cumsum([0] + [grid.size for grid in source])
+    grid_of = np.searchsorted(starts, index, side='right') - 1
+    off_map = grid_of >= len(source)
+    top, left, size = (np.zeros(len(index)) for _ in range(3))
+    for g, grid in enumerate(source):
+        keys = grid_of == g
+        r, c = np.divmod(index[keys] - starts[g], grid.cols)
+        top[keys], left[keys], size[keys] = grid.top + r * grid.cell, grid.left + c * grid.cell, grid.cell
+    group = np.repeat(np.arange(len(groups)), [g.count for g in groups])
+    nominal_top, nominal_left = top.copy(), left.copy()
+    for g, spec in enumerate(groups):
+        keys = np.flatnonzero(group == g)
+        if spec.layout is not None:
+            if off_map[keys].any():
+                raise ValueError(f'{spec.name}: keys with a fixed layout cannot fall off the map')
+            nominal_top[keys] = window_origin[0] + spec.layout[:, 0]
+            nominal_left[keys] = window_origin[1] + spec.layout[:, 1]
+        elif spec.grid_side is not None:
+            _place_on_grid(keys, spec, top, left, size, off_map)
+            nominal_top[keys], nominal_left[keys] = top[keys], left[keys]
+    return group, top, left, size, nominal_top, nominal_left, off_map
+
+
+def _place_on_grid(keys, spec: KeyGroup, top, left, size, off_map):
+    """Fill in the squares of a grid group's off-map keys from its on-map ones (in place), and check
+    that the on-map ones do form the regular grid the layout promises."""
+    on_map = keys[~off_map[keys]]
+    if len(on_map) == 0:
+        raise ValueError(f'{spec.name}: every key is off the map; nothing to place the grid by')
+    anchor = on_map[0]
+    cell = size[anchor]
+    slot_rows, slot_cols = np.divmod(keys - keys[0], spec.grid_side)
+    anchor_row, anchor_col = slot_rows[anchor - keys[0]], slot_cols[anchor - keys[0]]
+    grid_top = top[anchor] + (slot_rows - anchor_row) * cell
+    grid_left = left[anchor] + (slot_cols - anchor_col) * cell
+    on = ~off_map[keys]
+    if not (np.array_equal(grid_top[on], top[keys][on]) and np.array_equal(grid_left[on], left[keys][on])):
+        raise ValueError(f'{spec.name}: the recorded keys do not form a {spec.grid_side}x{spec.grid_side} grid')
+    top[keys], left[keys], size[keys] = grid_top, grid_left, cell
+
+
+def focal_window_query_keys(attention, map_size: Tuple[int, int], row: int, col: int,
+                            sample: int = 0) -> QueryKeys:
+    """The keys and weights of query token (``row``, ``col``) of a ``FocalWindowAttention`` whose
+    last forward pass was recorded (``record_attention = True``) on a stage map of ``map_size``
+    (before padding)."""
+    recorded = getattr(attention, 'recorded', None)
+    if not recorded:
+        raise ValueError('the attention layer recorded nothing: set record_attention = True '
+                         'and run a forward pass first')
+    height, width = map_size
+    if not (0 <= row < height and 0 <= col < width):
+        raise ValueError(f'query token ({row}, {col}) is outside the {height}x{width} stage map')
+    w = attention.window_size
+    n_wh, n_ww = recorded['windows']
+    window = (row // w) * n_ww + col // w
+    slot = (row % w) * w + col % w
+    origin = ((row // w) * w, (col // w) * w)
+    source = focal_transformer_key_source(attention, (n_wh, n_ww))
+    groups = focal_transformer_key_groups(attention, recorded['with_rolled'])
+    index = _numpy(recorded['index'][window])
+    located = locate_keys(index, source, groups, origin)
+    weights = _numpy(recorded['weights'][sample, window, :, slot, :]).astype(np.float64)
+    recorded_off_map = _numpy(recorded['off_map'][window]) < 0
+    if not np.array_equal(recorded_off_map, located[-1]):
+        raise ValueError('the off-map keys of the recorded mask and of the key source disagree')
+    return QueryKeys(groups, *located, weights=weights, query=(row, col), window=(*origin, w),
+                     map_size=(height, width), padded_size=(n_wh * w, n_ww * w))
+
+
+def _numpy(tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
+
+
+# How to read each attention layer's recording; a new focal backbone adds its layer here with a
+# function that describes its key source (grids) and key groups, as the one above does.
+QUERY_KEYS = {'FocalWindowAttention': focal_window_query_keys}
+
+
+def query_keys(attention, map_size: Tuple[int, int], row: int, col: int, sample: int = 0) -> QueryKeys:
+    """The keys and weights of query token (``row``, ``col``) of any supported attention layer."""
+    reader = QUERY_KEYS.get(type(attention).__name__)
+    if reader is None:
+        raise ValueError(f'no key layout known for {type(attention).__name__}; supported: {", ".join(QUERY_KEYS)}')
+    return reader(attention, map_size, row, col, sample)
