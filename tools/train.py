@@ -17,7 +17,8 @@ from mmengine.logging import print_log
 # Registers the project's modules with mmdet and mmseg, and makes checkpoints load as data only
 # (torch's weights_only) and be written atomically, which --resume relies on.
 import mmfocal  # noqa: F401
-from mmfocal.cli import build_runner, load_config, parse_with_shared_arguments, prepare_cpu_distributed, set_work_dir
+from mmfocal.cli import (build_runner, check_pretrained_checkpoint, load_config, parse_with_shared_arguments,
+                         prepare_cpu_distributed, set_work_dir)
 from mmfocal.engine.atomic_checkpoint import find_latest_complete_checkpoint
 
 
@@ -41,6 +42,7 @@ def main():
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options, args.launcher)
     set_work_dir(cfg, args.config, args.work_dir)
+    check_pretrained_checkpoint(cfg)
 
     if args.amp:
         if not torch.cuda.is_available():
