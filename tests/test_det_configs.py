@@ -121,8 +121,8 @@ def reaches_mmdet(path):
 
 
 def test_every_paper_detector_has_its_config():
-    names = sorted(osp.splitext(f)[0] for f in os.listdir(CONFIG_DIR)
-                   if f.endswith('.py') and 'demo' not in f)
+    names = sorted(osp.splitext(f)[0] for f in os.listdir(CONFIG_DIR)  # Focal-L's: tests/test_focal_l.py
+                   if f.endswith('.py') and 'demo' not in f and '_focal_l_' not in f)
     assert names == sorted(CONFIGS)
 
 

@@ -13,8 +13,8 @@ model = dict(
         _base_.focal_large,
         _delete_=True,
         # Window 12, as Swin-L in this recipe: the published 229M fits Focal-L with window 12
-        # (230.89M, +0.8%), not with window 7 (213.80M, -6.6%). The window sets the size of every
-        # relative-position table, so it is the only free setting that moves the count this far.
+        # (230.94M, +0.8%), not with window 7 (213.85M, -6.6%). The window sets the size of every
+        # relative-position table, so it is the one free setting that moves the count this far.
         window_size=12,
         drop_path_rate=0.2,  # the recipe's, as for Swin-L
         out_indices=(1, 2, 3)))  # stages 2-4 feed the FPN (P3-P7); an unused stage would stall DDP

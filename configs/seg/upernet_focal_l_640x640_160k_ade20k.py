@@ -19,7 +19,8 @@ model = dict(
     backbone=dict(
         arch='large',
         # Window 7, the 224 setting of Focal-T/S/B: the published 240M fits Focal-L with window 7
-        # (237.47M, -1.1%), not with window 12 (254.48M, +6.0%), the window of the COCO systems.
+        # (237.45M, -1.1%), not with window 12 (254.54M, +6.1%), the window of the COCO systems.
+        # No single window fits both systems with mmdet's and mmseg's heads: docs/det_results.md.
         window_size=7,
         # Activation checkpointing: the 640x640 crops of a 200M backbone do not fit otherwise
         # (docs/seg_results.md).

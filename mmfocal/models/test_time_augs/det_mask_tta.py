@@ -30,7 +30,29 @@ class DetMaskTTAModel(DetTTAModel):
     the best ``tta_cfg.max_per_img`` kept; each kept detection brings the (N, H, W) mask its view
     predicted at the original image size (the detectors' ``rescale=True`` output), flipped back.
     Views must predict masks; a view without them is an error, not a box-only result.
+
+    Each view runs with ``flip=False`` in its metainfo, its flip restored for the merge: mmdet
+    3.3's HTC mask prediction reads ``flip`` and undoes it on a tensor with a numpy slice (a
+    ValueError), a leftover of mmdet 2's test-time augmentation; a view's stages need no flip.
     """
+
+    def test_step(self, data):
+        flips = [[(s.metainfo.get('flip', False), s.metainfo.get('flip_direction')) for s in view_samples]
+                 for view_samples in data['data_samples']]
+        for view_samples in data['data_samples']:
+            for sample in view_samples:
+                sample.set_metainfo(dict(flip=False))
+        try:
+            views = [self.module.test_step(dict(inputs=inputs, data_samples=samples))
+                     for inputs, samples in zip(data['inputs'], data['data_samples'])]
+        finally:
+            for view_samples, view_flips in zip(data['data_samples'], flips):
+                for sample, (flip, direction) in zip(view_samples, view_flips):
+                    sample.set_metainfo(dict(flip=flip, flip_direction=direction))
+        for predictions, view_flips in zip(views, flips):
+            for prediction, (flip, direction) in zip(predictions, view_flips):
+                prediction.set_metainfo(dict(flip=flip, flip_direction=direction))
+        return self.merge_preds(list(zip(*views)))
 
     def _merge_single_sample(self, data_samples: List[DetDataSample]) -> DetDataSample:
         bboxes, scores, labels, masks = [], [], [], []
