@@ -42,6 +42,27 @@ def set_work_dir(cfg, config_path, work_dir):
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
+# Checkpoint locations mmengine's CheckpointLoader fetches or resolves itself, not local paths.
+REMOTE_CHECKPOINT_PREFIXES = ('http://', 'https://', 's3://', 'pavi://', 'torchvision://',
+                              'open-mmlab://', 'openmmlab://', 'mmcls://', 'modelzoo://')
+
+
+def check_pretrained_checkpoint(cfg):
+    """Stop with one clear line when the backbone's pretrained checkpoint is a local file that is
+    not there, before the runner builds the model and the datasets (which takes minutes for the
+    large models, whose weights users supply themselves)."""
+    init_cfg = cfg.model.get('backbone', {}).get('init_cfg')
+    if not isinstance(init_cfg, dict) or init_cfg.get('type') != 'Pretrained':
+        return
+    checkpoint = init_cfg.get('checkpoint')
+    if not checkpoint or checkpoint.startswith(REMOTE_CHECKPOINT_PREFIXES) or osp.isfile(checkpoint):
+        return
+    raise SystemExit(
+        f'pretrained backbone checkpoint not found: {checkpoint} (model.backbone.init_cfg); give '
+        'its path with --cfg-options model.backbone.init_cfg.checkpoint=PATH, or train from '
+        'scratch with --cfg-options model.backbone.init_cfg=None')
+
+
 def _slurm_environment():
     """torch.distributed's env:// variables from SLURM's, as mmengine's slurm launcher derives
     them (the first node of the allocation hosts the rendezvous)."""

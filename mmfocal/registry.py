@@ -1,8 +1,8 @@
 """OpenMMLab registration: the top layer. Importing it puts the project's modules into the
 registries of mmengine, mmdet and mmseg, so configs reach them with
 ``custom_imports=dict(imports=['mmfocal'], allow_failed_imports=False)``: the backbones into the
-MODELS of mmdet and mmseg, the RepPointsV2 detector parts into mmdet's (head, loss into MODELS;
-assigners into TASK_UTILS), the training hooks into the HOOKS of all three."""
+MODELS of mmdet and mmseg, the RepPointsV2 detector parts and the mask TTA model into mmdet's
+(head, loss, DetMaskTTAModel into MODELS; assigners into TASK_UTILS), the training hooks into the HOOKS of all three."""
 from mmdet.registry import HOOKS as MMDET_HOOKS
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmdet.registry import TASK_UTILS as MMDET_TASK_UTILS
@@ -15,9 +15,10 @@ from .models.backbones import FocalFastTransformer, FocalTransformer
 from .models.dense_heads import RepPointsV2Head
 from .models.losses import SeparateFocalLoss
 from .models.task_modules import CornerHeatmapAssigner, PointAssignerV2
+from .models.test_time_augs import DetMaskTTAModel
 
 BACKBONES = (FocalTransformer, FocalFastTransformer)
-DETECTION_MODELS = (RepPointsV2Head, SeparateFocalLoss)
+DETECTION_MODELS = (RepPointsV2Head, SeparateFocalLoss, DetMaskTTAModel)
 DETECTION_TASK_UTILS = (CornerHeatmapAssigner, PointAssignerV2)
 HOOKS = (ExactResumeHook, )
 

@@ -117,6 +117,8 @@ def shrink_scales(pipeline, divisor: int = SCALE_DIVISOR):
         for key in ('scale', 'crop_size'):
             if isinstance(transform.get(key), (tuple, list)) and all(isinstance(s, int) for s in transform[key]):
                 transform[key] = tuple(s // divisor for s in transform[key])
+            elif isinstance(transform.get(key), list):  # RandomResize's range: [(w, h), (w, h)]
+                transform[key] = [tuple(s // divisor for s in scale) for scale in transform[key]]
         if 'scales' in transform:
             transform['scales'] = [tuple(s // divisor for s in scale) for scale in transform['scales']]
         for nested in ('transforms', ):

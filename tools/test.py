@@ -11,7 +11,8 @@ which library evaluates: COCO bbox/segm mAP (mmdet's CocoMetric) or mIoU (mmseg'
 --show-dir one PNG per drawn prediction, named after its image, written into DIR itself
            (mmdet draws every test image, mmseg every default_hooks.visualization.interval-th).
 --tta      the config's tta_model/tta_pipeline (for detection, a flip TTA is made up when the
-           config has none, as mmdet's own tool does).
+           config has none, as mmdet's own tool does; a detector with masks needs its config's
+           tta_model to be DetMaskTTAModel, which keeps the masks).
 """
 import argparse
 import copy
@@ -100,11 +101,13 @@ def _innermost_dataset(dataloader_cfg):
 def enable_tta(cfg, config_path):
     dataset = _innermost_dataset(cfg.test_dataloader)
     if cfg.default_scope == 'mmdet':
-        if cfg.model.get('roi_head', {}).get('mask_head') is not None or \
-                cfg.model.get('mask_head') is not None:
+        predicts_masks = cfg.model.get('roi_head', {}).get('mask_head') is not None or \
+            cfg.model.get('mask_head') is not None
+        if predicts_masks and cfg.get('tta_model', {}).get('type') != 'DetMaskTTAModel':
             raise SystemExit(
                 f"--tta: {config_path} predicts instance masks, and mmdet's DetTTAModel merges "
-                'boxes only (mmdet 3.3 has no mask TTA); evaluate it without --tta')
+                "boxes only (mmdet 3.3 has no mask TTA); set tta_model=dict(type='DetMaskTTAModel', "
+                '...) as configs/det/htc_plusplus_focal_l_3x.py does, or evaluate it without --tta')
         if 'tta_model' not in cfg:
             warnings.warn('no tta_model in the config: using DetTTAModel with NMS 0.5')
             cfg.tta_model = dict(type='DetTTAModel',

@@ -21,8 +21,8 @@ from mmengine.logging import print_log
 # Registers the project's modules with mmdet and mmseg, and makes checkpoints load as data only
 # (torch's weights_only) and be written atomically, which --resume relies on.
 import mmfocal  # noqa: F401
-from mmfocal.cli import build_runner, load_config, parse_with_shared_arguments, prepare_cpu_distributed, set_work_dir
-from mmfocal.cli import check_dataset_paths
+from mmfocal.cli import (build_runner, check_dataset_paths, check_pretrained_checkpoint, load_config,
+                         parse_with_shared_arguments, prepare_cpu_distributed, set_work_dir)
 from mmfocal.engine.atomic_checkpoint import find_latest_complete_checkpoint
 from mmfocal.engine.exact_resume import disable_exact_resume, enable_exact_resume
 
@@ -52,6 +52,7 @@ def main():
     cfg = load_config(args.config, args.cfg_options, args.launcher)
     set_work_dir(cfg, args.config, args.work_dir)
     check_dataset_paths(cfg, args.config)  # before anything is built
+    check_pretrained_checkpoint(cfg)
     if args.no_exact_resume:
         disable_exact_resume(cfg)
     else:

@@ -79,3 +79,19 @@ train_pipeline_3x_instance = [
     ms_crop_resize,
     dict(type='PackDetInputs'),
 ]
+
+# Focal-L (arch='large': Swin-L's widths, inferred from the published system sizes; the window is
+# set per system in its config). No ImageNet-22K weights of Focal-L were ever published: put
+# yours at this path, or give `--cfg-options model.backbone.init_cfg.checkpoint=PATH`
+# (`model.backbone.init_cfg=None` trains from scratch); tools/train.py stops before building
+# anything if the file is missing. Activation checkpointing on: these systems train at up to
+# 2000x1200 pixels.
+focal_large_checkpoint = 'checkpoints/focal-large-in22k.pth'
+focal_large = dict(
+    type='FocalTransformer',
+    arch='large',
+    with_cp=True,
+    init_cfg=dict(type='Pretrained', checkpoint=focal_large_checkpoint))
+
+# What a test-time-augmentation pipeline packs: the flip, so DetTTAModel can undo it.
+tta_meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip', 'flip_direction')

@@ -19,6 +19,9 @@ ARCH_SETTINGS = {
     'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
     'small': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
     'base': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+    # Never published: Swin-L's widths, inferred from the sizes of the paper's Focal-L systems
+    # (ATSS + DyHead 229M, UperNet 240M); see docs/det_results.md and docs/seg_results.md.
+    'large': dict(embed_dims=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
 }
 EXPAND_LAYERS = ('all', 'even', 'odd')
 
@@ -213,9 +216,12 @@ class FocalTransformer(FocalBackbone):
     """Focal Transformer backbone (Yang et al., arXiv 2107.00641), the official v1 model's math.
 
     Args:
-        arch: 'tiny', 'small' or 'base' (the published sizes), or a dict of ``embed_dims``,
-            ``depths`` and ``num_heads``; None uses the sizes given. Giving a size that differs
-            from the arch's is an error.
+        arch: 'tiny', 'small' or 'base' (the published sizes); 'large', Swin-L's widths (192,
+            (2, 2, 18, 2), (6, 12, 24, 48)), inferred: Focal-L was never published, and these
+            widths give the paper's Focal-L system sizes (ATSS + DyHead 229M: 230.94M with window
+            12; UperNet 240M: 237.45M with window 7); or a dict of ``embed_dims``, ``depths`` and
+            ``num_heads``. None uses the sizes given. Giving a size that differs from the arch's
+            is an error.
         embed_dims: channels of stage 1; stage i has ``embed_dims * 2**i``.
         depths, num_heads: blocks and attention heads per stage.
         window_size: query window (tokens per side).
