@@ -19,6 +19,8 @@ from mmfocal.models.layers.focal_attention import FocalTransformerBlock, FocalWi
 from .helpers import DET_CONFIGS, DET_DEMO_CONFIG, IN_PROCESS, SEG_DEMO_CONFIG, run_tool, shrink_backbone
 
 TOLERANCE = 1e-4
+ONE_STAGE = dict(embed_dims=16, focal_levels=(2, ), focal_windows=(7, ), expand_sizes=(3, ), out_indices=(0, ),
+                 drop_path_rate=0.)
 
 
 def _test_size(arch: str) -> dict:
@@ -123,13 +125,15 @@ def test_backbone_dynamic_onnx_matches_pytorch_at_every_size(arch, tmp_path):
 
 def test_one_stage_detector_dynamic_onnx_matches_pytorch(tmp_path):
     cfg = shrink_backbone(Config.fromfile(osp.join(DET_CONFIGS, 'retinanet_focal_t_1x.py')))
+    cfg.model.neck.out_channels = 32  # the head's width does not matter here; its time does
+    cfg.model.bbox_head.update(in_channels=32, feat_channels=32, stacked_convs=1)
     model = build_model(cfg)
     module = ExportedPart(model, 'model')
     path = str(tmp_path / 'retinanet.onnx')
-    outputs = export_onnx(module, _random(1, 3, 128, 160), path, dynamic=True)
+    outputs = export_onnx(module, _random(1, 3, 96, 128), path, dynamic=True)
     assert len(outputs) == 10  # scores and boxes at 5 levels
     ort_model = ORTModel(path)
-    for shape in [(1, 3, 128, 160), (2, 3, 100, 90), (1, 3, 161, 77), (2, 3, 64, 64)]:
+    for shape in [(1, 3, 96, 128), (2, 3, 70, 90), (1, 3, 121, 57), (2, 3, 64, 64)]:
         assert _max_difference(module, ort_model, _random(*shape)) < TOLERANCE, shape
 
 
@@ -141,7 +145,7 @@ def test_two_stage_detector_model_part_is_refused_clearly():
 
 def test_onnx_file_of_fixed_size_refuses_other_sizes(tmp_path):
     torch.manual_seed(0)
-    backbone = FocalTransformer(embed_dims=16, depths=(1, ), num_heads=(1, )).eval()
+    backbone = FocalTransformer(**ONE_STAGE, depths=(1, ), num_heads=(1, )).eval()
     path = str(tmp_path / 'fixed.onnx')
     export_onnx(backbone, _random(1, 3, 64, 64), path, part='backbone')
     ort_model = ORTModel(path)
@@ -154,7 +158,7 @@ def test_dynamo_exporter_and_torch_export_with_dynamic_sizes(tmp_path):
     """The torch.export-based ONNX exporter, on a one-stage backbone to keep the test short (the
     symbolic-shape tracing costs about half a minute per stage on a busy CPU)."""
     torch.manual_seed(0)
-    backbone = FocalTransformer(embed_dims=16, depths=(2, ), num_heads=(2, ), drop_path_rate=0.).eval()
+    backbone = FocalTransformer(**ONE_STAGE, depths=(2, ), num_heads=(2, )).eval()
     path = str(tmp_path / 'dynamo.onnx')
     export_onnx(backbone, _random(2, 3, 64, 96), path, dynamic=True, dynamo=True, part='backbone')
     ort_model = ORTModel(path)
@@ -189,7 +193,8 @@ def test_torch_compile_fullgraph_inference_and_training_match_eager_with_one_rec
             results.append([out.detach()] + [g for g in grads if g is not None])
         eager, compiled_results = results
         assert len(eager) == len(compiled_results) > 10
-        assert max((e - c).abs().max().item() for e, c in zip(eager, compiled_results)) < 1e-5, shape
+        for e, c in zip(eager, compiled_results):  # 1e-5 relative to each tensor's scale
+            assert (e - c).abs().max() <= 1e-5 * e.abs().max().clamp(min=1), shape
     assert len(graphs) <= 2  # the first size, and at most one recompile for the sizes after it
 
 
