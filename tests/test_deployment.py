@@ -215,7 +215,7 @@ def test_onnx_test_gives_the_segmenters_miou(demo_workspace, tmp_path):
     model = _random_checkpoint(cfg, checkpoint)
     # UperNet's pyramid pooling (scales 1, 2, 3, 6) exports with the TorchScript exporter when
     # the stage-4 map is a multiple of 6: the demo's 128-pixel pictures padded to 192.
-    options = [*IN_PROCESS, 'model.data_preprocessor.size=[192,192]']
+    options = [*IN_PROCESS, 'model.data_preprocessor.test_cfg.size=[192,192]']
     module = ExportedPart(model, 'model')
     export_onnx(module, _random(1, 3, 192, 192), onnx_file)
     assert _max_difference(module, ORTModel(onnx_file), _random(1, 3, 192, 192, seed=1)) < TOLERANCE
