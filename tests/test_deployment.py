@@ -11,7 +11,7 @@ import torch
 from mmengine.config import Config
 
 from mmfocal.deployment.export import ExportedPart, build_model, export_onnx, flatten_outputs
-from mmfocal.deployment.ort_model import ORTModel, run_part_with_onnxruntime
+from mmfocal.deployment.ort_model import ORTModel
 from mmfocal.models.backbones.focal_transformer import ARCH_SETTINGS, FocalTransformer
 from mmfocal.models.layers import focal_attention
 from mmfocal.models.layers.focal_attention import FocalTransformerBlock, FocalWindowAttention
@@ -204,6 +204,15 @@ def _random_checkpoint(cfg, path):
     return model
 
 
+def _test_with_pytorch_and_onnxruntime(config, checkpoint, onnx_file, options, workspace, tmp_path):
+    """The printed results of tools/test.py and of tools/deployment/onnx_test.py."""
+    common = ['--work-dir', str(tmp_path / 'work'), '--cfg-options', *options]
+    _, torch_out = run_tool('test.py', config, checkpoint, *common, cwd=str(workspace))
+    _, onnx_out = run_tool(osp.join('deployment', 'onnx_test.py'), config, checkpoint, onnx_file, *common,
+                           cwd=str(workspace))
+    return torch_out, onnx_out
+
+
 def _metric(output, key):
     return float(re.findall(rf'{key}: ([0-9.]+)', output)[-1])
 
@@ -219,10 +228,8 @@ def test_onnx_test_gives_the_segmenters_miou(demo_workspace, tmp_path):
     module = ExportedPart(model, 'model')
     export_onnx(module, _random(1, 3, 192, 192), onnx_file)
     assert _max_difference(module, ORTModel(onnx_file), _random(1, 3, 192, 192, seed=1)) < TOLERANCE
-    common = ['--work-dir', str(tmp_path / 'work'), '--cfg-options', *options]
-    _, torch_out = run_tool('test.py', SEG_DEMO_CONFIG, checkpoint, *common, cwd=str(demo_workspace))
-    _, onnx_out = run_tool(osp.join('deployment', 'onnx_test.py'), SEG_DEMO_CONFIG, checkpoint, onnx_file, *common,
-                           cwd=str(demo_workspace))
+    torch_out, onnx_out = _test_with_pytorch_and_onnxruntime(SEG_DEMO_CONFIG, checkpoint, onnx_file, options,
+                                                             demo_workspace, tmp_path)
     assert 'model in ONNX Runtime' in onnx_out
     assert abs(_metric(torch_out, 'mIoU') - _metric(onnx_out, 'mIoU')) <= 0.01
 
@@ -230,12 +237,13 @@ def test_onnx_test_gives_the_segmenters_miou(demo_workspace, tmp_path):
 def test_onnx_test_gives_mask_rcnn_bbox_map_with_backbone_and_neck_in_onnx(demo_workspace, tmp_path):
     checkpoint, onnx_file = str(tmp_path / 'det.pth'), str(tmp_path / 'det.onnx')
     torch.manual_seed(0)
-    _random_checkpoint(Config.fromfile(DET_DEMO_CONFIG), checkpoint)
-    run_tool(osp.join('deployment', 'pytorch2onnx.py'), DET_DEMO_CONFIG, '--checkpoint', checkpoint, '--out',
-             onnx_file, '--part', 'features', '--shape', '128', '128', '--dynamic')
-    common = ['--work-dir', str(tmp_path / 'work'), '--cfg-options', *IN_PROCESS]
-    _, torch_out = run_tool('test.py', DET_DEMO_CONFIG, checkpoint, *common, cwd=str(demo_workspace))
-    _, onnx_out = run_tool(osp.join('deployment', 'onnx_test.py'), DET_DEMO_CONFIG, checkpoint, onnx_file, *common,
-                           cwd=str(demo_workspace))
+    model = _random_checkpoint(Config.fromfile(DET_DEMO_CONFIG), checkpoint)
+    _, printed = run_tool(osp.join('deployment', 'pytorch2onnx.py'), DET_DEMO_CONFIG, '--checkpoint', checkpoint,
+                          '--out', onnx_file, '--part', 'features', '--shape', '128', '128', '--dynamic')
+    assert f'exported to {onnx_file}' in printed and 'output out_4:' in printed  # FPN's 5 levels
+    # the val batch: 2 pictures, padded by the data preprocessor
+    assert _max_difference(ExportedPart(model, 'features'), ORTModel(onnx_file), _random(2, 3, 128, 128)) < TOLERANCE
+    torch_out, onnx_out = _test_with_pytorch_and_onnxruntime(DET_DEMO_CONFIG, checkpoint, onnx_file, IN_PROCESS,
+                                                             demo_workspace, tmp_path)
     assert 'features in ONNX Runtime' in onnx_out
     assert abs(_metric(torch_out, 'coco/bbox_mAP') - _metric(onnx_out, 'coco/bbox_mAP')) <= 0.001

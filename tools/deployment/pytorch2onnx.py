@@ -17,9 +17,8 @@ import torch
 from mmengine.config import DictAction
 
 import mmfocal  # noqa: F401
-from mmfocal.deployment.export import PARTS, ExportedPart, build_model, export_onnx
+from mmfocal.deployment.export import PARTS, ExportedPart, build_model, export_onnx, flatten_outputs
 from mmfocal.deployment.ort_model import ORTModel
-from mmfocal.deployment.export import flatten_outputs
 
 
 def parse_args():
