@@ -54,7 +54,6 @@ def main():
     print(f'torch {torch.__version__}, {threads} threads; ONNX Runtime with {threads} intra-op threads')
     models = {name: _Backbone(build(name, 'cpu')).eval() for name in ('focal', 'swin')}
     compiled = None if args.no_compile else torch.compile(models['focal'], fullgraph=True)
-    rows = []
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         for size in args.sizes:
             height, width = map(int, size.split('x'))
@@ -64,7 +63,7 @@ def main():
                 path = os.path.join(tmp, f'{name}_{size}.onnx')
                 start = time.perf_counter()
                 export_onnx(model, x, path, part='backbone')
-                print(f'{name} exported at {size} in {time.perf_counter() - start:.0f} s')
+                print(f'{name} exported at {size} in {time.perf_counter() - start:.0f} s', flush=True)
                 runners[f'{name} ORT'] = ORTModel(path, num_threads=threads)
             runners['focal eager'] = models['focal']
             if compiled is not None:
@@ -79,16 +78,19 @@ def main():
                 for name, fn in runners.items():
                     times[name].append(median_time(fn, x, 1))
             medians = {name: statistics.median(t) for name, t in times.items()}
-            rows.append((size, medians))
-    print(f'\n{"input":>10} ' + ' '.join(f'{name:>15}' for name in rows[0][1]) +
+            print_row(size, medians)
+
+
+def print_row(size, medians):
+    """One line per size, printed as soon as it is measured (a run at 800x1344 takes long)."""
+    print(f'{"input":>10} ' + ' '.join(f'{name:>15}' for name in medians) +
           '  Focal/Swin ORT  Focal ORT/eager  compiled/eager')
-    for size, medians in rows:
-        line = f'{size:>10} ' + ' '.join(f'{t:>14.3f}s' for t in medians.values())
-        line += f'  {medians["focal ORT"] / medians["swin ORT"]:>14.2f}'
-        line += f'  {medians["focal ORT"] / medians["focal eager"]:>15.2f}'
-        if 'focal compiled' in medians:
-            line += f'  {medians["focal compiled"] / medians["focal eager"]:>14.2f}'
-        print(line)
+    line = f'{size:>10} ' + ' '.join(f'{t:>14.3f}s' for t in medians.values())
+    line += f'  {medians["focal ORT"] / medians["swin ORT"]:>14.2f}'
+    line += f'  {medians["focal ORT"] / medians["focal eager"]:>15.2f}'
+    if 'focal compiled' in medians:
+        line += f'  {medians["focal compiled"] / medians["focal eager"]:>14.2f}'
+    print(line, flush=True)
 
 
 if __name__ == '__main__':
