@@ -31,6 +31,8 @@ if ! "$PY" -c 'import mmcv, mmcv.ops; assert mmcv.__version__ == "2.1.0"' 2>/dev
   MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" pip_install --no-build-isolation mmcv==2.1.0
 fi
 pip_install mmdet==3.3.0 mmsegmentation==1.2.2 ftfy regex pycocotools pytest
+# Deployment: ONNX export (onnxscript for the torch.export-based exporter) and ONNX Runtime (CPU).
+pip_install onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0
 pip_install --no-build-isolation --no-deps -e .
 "$PY" -c 'import mmcv.ops, mmdet, mmseg, mmfocal' 
 touch "$("$PY" -c 'import sys; print(sys.prefix)')/$stamp"

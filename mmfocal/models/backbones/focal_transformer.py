@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 
-from ..layers.focal_attention import POOLING_METHODS, FocalTransformerBlock
+from ..layers.focal_attention import POOLING_METHODS, FocalTransformerBlock, uses_standard_ops
 
 ARCH_SETTINGS = {
     'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -48,8 +48,9 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.stride
-        pad_b, pad_r = (-x.shape[2]) % s, (-x.shape[3]) % s
-        if pad_b or pad_r:
+        H, W = x.shape[2:]
+        pad_b, pad_r = (H + s - 1) // s * s - H, (W + s - 1) // s * s - W
+        if uses_standard_ops(x) or pad_b or pad_r:  # traced: no branch on a (symbolic) size
             x = F.pad(x, (0, pad_r, 0, pad_b))
         if not self.patchify:
             return self.norm(self.proj(x).permute(0, 2, 3, 1))

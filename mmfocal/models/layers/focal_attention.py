@@ -50,36 +50,33 @@ def rolled_neighbour_offsets(window_size: int, expand_size: int) -> torch.Tensor
     """``(n, 4)`` rows of (row in window, col in window, row offset, col offset), one per rolled key.
 
     Order as in the official model: rolls by (-e,-e), (-e,+e), (+e,-e), (+e,+e); within each roll
-    the window slots, row-major, that the roll fills from outside the window.
+    the window slots, row-major, that the roll fills from outside the window. Built in Python, so
+    it is a constant also while tracing (no data-dependent boolean indexing).
     """
     w, e = window_size, expand_size
-    rows, cols = torch.meshgrid(torch.arange(w), torch.arange(w), indexing='ij')
-    rows, cols = rows.reshape(-1), cols.reshape(-1)
-    near_bottom, near_right = rows >= w - e, cols >= w - e
-    near_top, near_left = rows < e, cols < e
-    # A roll by (-dy, -dx) puts the token at (r + dy, c + dx) into slot (r, c).
-    rolls = (((e, e), near_bottom | near_right), ((e, -e), near_bottom | near_left),
-             ((-e, e), near_top | near_right), ((-e, -e), near_top | near_left))
-    parts = []
-    for (dy, dx), outside in rolls:
-        r, c = rows[outside], cols[outside]
-        parts.append(torch.stack([r, c, torch.full_like(r, dy), torch.full_like(c, dx)], 1))
-    return torch.cat(parts)
+    # A roll by (-dy, -dx) puts the token at (r + dy, c + dx) into slot (r, c); it fills from
+    # outside the window the slots within e of the edges it moves away from.
+    rolls = (((e, e), lambda r, c: r >= w - e or c >= w - e), ((e, -e), lambda r, c: r >= w - e or c < e),
+             ((-e, e), lambda r, c: r < e or c >= w - e), ((-e, -e), lambda r, c: r < e or c < e))
+    rows = [(r, c, dy, dx) for (dy, dx), outside in rolls for r in range(w) for c in range(w) if outside(r, c)]
+    return torch.tensor(rows, dtype=torch.long).view(-1, 4)
 
 
 def num_rolled_keys(window_size: int, expand_size: int) -> int:
     return 4 * (window_size**2 - (window_size - expand_size)**2) if expand_size > 0 else 0
 
 
-@functools.lru_cache(maxsize=64)  # bounded: multi-scale training sees many map sizes
-def key_layout(window_size: int, expand_size: int, focal_window: int, num_pooled_levels: int, n_wh: int,
-               n_ww: int, with_rolled: bool, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+def compute_key_layout(window_size: int, expand_size: int, focal_window: int, num_pooled_levels: int, n_wh,
+                       n_ww, with_rolled: bool, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
     """Where every key of every window comes from, for an ``n_wh`` x ``n_ww`` grid of windows.
 
     Returns ``index`` (num_windows * num_keys,) into the key source (the map's tokens row-major,
     then each pooled level's tokens row-major, then one zero token) and ``off_map``
     (num_windows, num_keys) float32, the logit added to each key: -100 for pooled keys beyond the
     map (the zero token), 0 elsewhere.
+
+    Tensor ops only, so ``n_wh`` and ``n_ww`` may be symbolic (torch.export's SymInts, the ONNX
+    tracer's 0-d tensors) and the exported graph computes the layout for each input size.
     """
     w = window_size
     hp, wp = n_wh * w, n_ww * w
@@ -94,7 +91,7 @@ def key_layout(window_size: int, expand_size: int, focal_window: int, num_pooled
         slot_cols.append(offsets[:, 1] + offsets[:, 3])
     slot_rows = torch.cat(slot_rows).view(1, 1, 1, -1)
     slot_cols = torch.cat(slot_cols).view(1, 1, 1, -1)
-    map_index = ((win_rows + slot_rows) % hp) * wp + (win_cols + slot_cols) % wp
+    map_index = _wrap(win_rows + slot_rows, hp) * wp + _wrap(win_cols + slot_cols, wp)
     parts = [map_index.reshape(n_wh * n_ww, -1)]
     off_map = [torch.zeros_like(parts[0], dtype=torch.bool)]
 
@@ -112,12 +109,47 @@ def key_layout(window_size: int, expand_size: int, focal_window: int, num_pooled
     source_offset = hp * wp
     zero_token = source_offset + sum(size for _, _, size in levels)
     for positions, inside, size in levels:
-        index = torch.where(inside, positions + source_offset, torch.full_like(positions, zero_token))
+        index = torch.where(inside, positions + source_offset, torch.zeros_like(positions) + zero_token)
         parts.append(index.reshape(n_wh * n_ww, -1))
         off_map.append(~inside.reshape(n_wh * n_ww, -1))
         source_offset += size
     off_map_logits = torch.cat(off_map, 1).float() * OFF_MAP_LOGIT
     return torch.cat(parts, 1).reshape(-1).to(device), off_map_logits.to(device)
+
+
+def _wrap(positions: torch.Tensor, size) -> torch.Tensor:
+    """``positions % size`` for positions in [-size, 2 * size): rolls wrap around the map. Written
+    with comparisons, as a remainder by a symbolic size makes torch.export guard on the size."""
+    return positions + size * ((positions < 0).long() - (positions >= size).long())
+
+
+# Eager runs reuse the layout of each map size; bounded, as multi-scale training sees many sizes.
+# Never called with symbolic sizes (they cannot be hashed): the standard-ops path computes the
+# layout in the graph with compute_key_layout.
+key_layout = functools.lru_cache(maxsize=64)(compute_key_layout)
+
+# Logit added to rolled keys where the map is too small for them, on the standard-ops path, which
+# keeps one key layout for every size: exp() of it underflows to exactly 0 next to any real key.
+DROPPED_KEY_LOGIT = -1e4
+
+
+def uses_standard_ops(x: torch.Tensor) -> bool:
+    """Whether ``x`` is being traced for export or compilation rather than run eagerly.
+
+    Then the model takes a path of standard ops with the same math (:func:`attend_with_standard_ops`,
+    no size-dependent Python branches): the eager CPU kernels call a private ATen op and write
+    chunks into a preallocated buffer, which the TorchScript ONNX tracer records as a constant
+    (all zeros in the graph: the attention output is lost, see tests/test_deployment.py).
+    """
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return True
+    from torch._subclasses.fake_tensor import is_fake
+    return is_fake(x)
+
+
+def map_side_exceeds(size, window_size: int, device: torch.device) -> torch.Tensor:
+    """``size > window_size`` as a 0-d bool tensor, without a Python branch on a symbolic size."""
+    return (torch.arange(size, device=device) >= window_size).any()
 
 
 class DropPath(nn.Module):
@@ -218,14 +250,33 @@ class FocalWindowAttention(nn.Module):
             parts.append(table[:, index.view(-1)].view(heads, w2, -1))
         return torch.cat(parts, -1)
 
+    def _layout_for_any_size(self, n_wh, n_ww, with_rolled, device: torch.device):
+        """The key layout of the standard-ops path: computed in the graph from the (possibly
+        symbolic) window grid, always with the rolled keys' slots; where ``with_rolled`` (a 0-d
+        bool tensor or a bool) is False they get DROPPED_KEY_LOGIT, which removes them exactly."""
+        index, off_map = compute_key_layout(self.window_size, self.expand_size, self.focal_window,
+                                            self.num_pooled_levels, n_wh, n_ww, True, device)
+        if self.expand_size > 0:
+            w2, rolled = self.window_size**2, num_rolled_keys(self.window_size, self.expand_size)
+            pooled = sum(self.pooled_neighbourhood(k)**2 for k in range(self.num_pooled_levels))
+            is_rolled = torch.cat([off_map.new_zeros(w2), off_map.new_ones(rolled), off_map.new_zeros(pooled)])
+            dropped = ~torch.as_tensor(with_rolled, device=device)
+            off_map = off_map + is_rolled * dropped.to(off_map.dtype) * DROPPED_KEY_LOGIT
+        return index, off_map
+
     def forward(self, x: torch.Tensor, pooled: Sequence[torch.Tensor], with_rolled: bool = True) -> torch.Tensor:
-        B, hp, wp, C = x.shape
-        w, heads = self.window_size, self.num_heads
+        B, hp, wp, _ = x.shape
+        C, w, heads = self.dims, self.window_size, self.num_heads
         head_dims = C // heads
         n_wh, n_ww = hp // w, wp // w
-        index, off_map = key_layout(w, self.expand_size, self.focal_window, self.num_pooled_levels,
-                                    n_wh, n_ww, with_rolled, x.device)
-        bias = self._bias(with_rolled)
+        standard_ops = uses_standard_ops(x)
+        if standard_ops:
+            index, off_map = self._layout_for_any_size(n_wh, n_ww, with_rolled, x.device)
+            bias = self._bias(True)
+        else:
+            index, off_map = key_layout(w, self.expand_size, self.focal_window, self.num_pooled_levels,
+                                        n_wh, n_ww, with_rolled, x.device)
+            bias = self._bias(with_rolled)
 
         q, sources = window_queries_and_keys(x, pooled, self.qkv, self.scale, heads, w)
         if self.num_pooled_levels:
@@ -238,6 +289,8 @@ class FocalWindowAttention(nn.Module):
             self.recorded = dict(weights=weights.detach().view(B, n_wh * n_ww, heads, w * w, -1),
                                  index=index.view(n_wh * n_ww, -1), off_map=off_map, windows=(n_wh, n_ww),
                                  with_rolled=with_rolled)
+        elif standard_ops:
+            out = attend_with_standard_ops(q, source, index, bias, off_map, self.attn_drop)
         elif self.training and self.attn_drop.p > 0:
             out = _attend_with_autograd(q, source, index, bias, off_map, self.attn_drop)
         elif torch.is_grad_enabled() and (q.requires_grad or bias.requires_grad):
@@ -261,12 +314,13 @@ def window_queries_and_keys(x: torch.Tensor, pooled: Sequence[torch.Tensor], qkv
     Returns q (B*nW, w*w, heads, d), scaled and in windows row-major like the official partition,
     and a list of (B, n, 2, heads, d) keys and values: the map's, then each pooled map's.
     """
-    B, hp, wp, C = x.shape
+    B, hp, wp, _ = x.shape
+    C = qkv.in_features  # a plain int also while tracing, where x.shape gives traced sizes
     w, head_dims = window_size, C // num_heads
     n_wh, n_ww = hp // w, wp // w
-    # Fold the query scale into the projection instead of scaling a full query tensor.
-    scales = torch.ones(3, 1, dtype=x.dtype, device=x.device)
-    scales[0] = scale
+    # Fold the query scale into the projection instead of scaling a full query tensor (built, not
+    # written in place: a tracer may keep the buffer and drop the write).
+    scales = torch.tensor([[scale], [1.], [1.]], dtype=x.dtype, device=x.device)
     weight = (qkv.weight.view(3, C, C) * scales.view(3, 1, 1)).view(3 * C, C)
     qkv_bias = None if qkv.bias is None else (qkv.bias.view(3, C) * scales).view(-1)
     projected = F.linear(x, weight, qkv_bias).view(B, n_wh, w, n_ww, w, 3, num_heads, head_dims)
@@ -468,6 +522,29 @@ def _attend_with_autograd(q, source, index, bias, off_map, attn_drop: nn.Module,
     return (out, attn) if return_weights else out
 
 
+def attend_with_standard_ops(q, source, index, bias, off_map, attn_drop: Optional[nn.Module] = None):
+    """softmax(q k^T + bias + off_map) v in standard ops (gather, matmul, softmax), for export and
+    compilation: every window at once, no in-place writes, no private kernels, no Python branch on
+    sizes or values.
+
+    Arguments as :func:`_attend_fused`: q (B*nW, w*w, heads, d); source (B, S, 2, heads, d); index
+    (nW * keys,); bias (heads, w*w, keys), or per window (nW, heads, w*w, keys); off_map (nW,
+    keys). ``attn_drop`` acts on the probabilities (in training). Returns (B*nW, w*w, heads, d).
+    """
+    batch, _, _, heads, head_dims = source.shape
+    window_area = q.shape[1]
+    num_keys = off_map.shape[-1]
+    kv = source.index_select(1, index).view(batch, -1, num_keys, 2, heads, head_dims)
+    k = kv[:, :, :, 0].permute(0, 1, 3, 4, 2)  # (B, nW, heads, d, keys)
+    v = kv[:, :, :, 1].transpose(2, 3)  # (B, nW, heads, keys, d)
+    q_by_head = q.view(batch, -1, window_area, heads, head_dims).transpose(2, 3)  # (B, nW, heads, w*w, d)
+    scores = q_by_head @ k + bias + off_map[:, None, None, :]
+    probs = scores.softmax(-1)
+    if attn_drop is not None:
+        probs = attn_drop(probs)
+    return (probs @ v).transpose(2, 3).reshape(q.shape)
+
+
 class FocalTransformerBlock(nn.Module):
     """Pre-norm focal attention and MLP, each with a residual; stochastic depth on both.
 
@@ -513,7 +590,7 @@ class FocalTransformerBlock(nn.Module):
         B, hp, wp, C = x.shape
         size = self.pooled_window_sizes[level]
         rows, cols = hp // self.window_size * 2**level, wp // self.window_size * 2**level
-        x = _centre_to(x, rows * size, cols * size)
+        x = _crop_centre(x, rows * size, cols * size)
         if self.pool_method == 'fc':
             fc = self.pool_layers[level]
             windows = x.view(B, rows, size, cols, size, C)
@@ -531,30 +608,33 @@ class FocalTransformerBlock(nn.Module):
         w = self.window_size
         shortcut = x
         x = self.norm1(x)
-        pad_b, pad_r = (-H) % w, (-W) % w
-        if pad_b or pad_r:
+        # Written as a multiple of w minus the size (not (-H) % w): simpler for symbolic sizes.
+        pad_b, pad_r = (H + w - 1) // w * w - H, (W + w - 1) // w * w - W
+        # Traced for export or compilation, the sizes may be symbolic: no Python branch on them,
+        # so one graph serves every input size (padding by 0 and cropping to the size are no-ops).
+        traced = uses_standard_ops(x)
+        if traced or pad_b or pad_r:
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         pooled = [self._pool(x, k) for k in range(len(self.pooled_window_sizes))]
-        x = self.attn(x, pooled, with_rolled=min(H, W) > w)
-        if pad_b or pad_r:
+        if traced:
+            with_rolled = map_side_exceeds(H, w, x.device) & map_side_exceeds(W, w, x.device)
+        else:
+            with_rolled = min(H, W) > w
+        x = self.attn(x, pooled, with_rolled=with_rolled)
+        if traced:  # a gather, not a view: no guard on whether the crop is a no-op
+            x = x.index_select(1, torch.arange(H, device=x.device)).index_select(2, torch.arange(W, device=x.device))
+        elif pad_b or pad_r:
             x = x[:, :H, :W]
         x = shortcut + self.drop_path(x)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-def _centre_to(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    """Crop or zero-pad (B, H, W, C) symmetrically (extra row/col at the end) to (rows, cols)."""
-    H, W = x.shape[1:3]
-    if H > rows:
-        top = (H - rows) // 2
-        x = x[:, top:top + rows]
-    elif H < rows:
-        top = (rows - H) // 2
-        x = F.pad(x, (0, 0, 0, 0, top, rows - H - top))
-    if W > cols:
-        left = (W - cols) // 2
-        x = x[:, :, left:left + cols]
-    elif W < cols:
-        left = (cols - W) // 2
-        x = F.pad(x, (0, 0, left, cols - W - left))
-    return x
+def _crop_centre(x: torch.Tensor, rows, cols) -> torch.Tensor:
+    """Crop (B, H, W, C) symmetrically (extra row/col at the end) to (rows, cols) <= (H, W).
+
+    Pooling only ever crops: ``Hp / w * 2**k`` sub-windows of ``floor(w / 2**k)`` tokens never
+    exceed the padded map. No branch on the sizes, so symbolic sizes trace to one graph.
+    """
+    top, left = (x.shape[1] - rows) // 2, (x.shape[2] - cols) // 2
+    # narrow, not slicing: its result has exactly ``rows`` rows, also for symbolic sizes
+    return x.narrow(1, top, rows).narrow(2, left, cols)

@@ -1,0 +1,180 @@
+"""Export of a config's model, or a part of it, to ONNX.
+
+Parts (``PARTS``):
+
+- ``backbone``: ``model.backbone(inputs)``, the multi-scale maps;
+- ``features``: ``model.extract_feat(inputs)``, backbone and neck (what a two-stage detector's RoI
+  heads read: their inputs come from RPN post-processing, NMS and top-k, so they stay in PyTorch);
+- ``model``: ``model(inputs, mode='tensor')``, the raw tensor outputs of a one-stage detector's
+  head (classification scores and box regressions per level) or a segmenter's logits.
+
+The file records which part it holds and how its flat outputs nest (ONNX metadata), so
+:mod:`mmfocal.deployment.ort_model` can put it back in place of that part.
+"""
+import contextlib
+import json
+import os.path as osp
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+PARTS = ('backbone', 'features', 'model')
+INPUT_NAME = 'inputs'
+DEFAULT_OPSET = 17  # the TorchScript exporter's; the torch.export-based one needs >= 18
+DYNAMO_MIN_OPSET = 18
+METADATA_PART, METADATA_STRUCTURE = 'mmfocal.part', 'mmfocal.structure'
+
+
+def build_model(config, checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None) -> nn.Module:
+    """The model of an mmdet or mmseg ``config`` (a path or a loaded Config) in eval mode on the
+    CPU, with the weights of ``checkpoint`` or, without one, as initialised at construction (no
+    pretrained weights are loaded or downloaded: ``init_weights`` is not called)."""
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import load_checkpoint
+
+    from ..cli import load_config
+    if isinstance(config, str):
+        cfg = load_config(config, cfg_options, 'none')
+    else:
+        cfg = config
+        init_default_scope(cfg.default_scope)
+    if cfg.default_scope == 'mmdet':
+        from mmdet.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    model = MODELS.build(cfg.model)
+    if checkpoint is not None:
+        if not osp.isfile(checkpoint):
+            raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+    return model.eval()
+
+
+def _is_two_stage(model: nn.Module) -> bool:
+    return hasattr(model, 'rpn_head') or hasattr(model, 'roi_head')
+
+
+class ExportedPart(nn.Module):
+    """``model``'s ``part`` as a module of one image-batch tensor, for the exporters."""
+
+    def __init__(self, model: nn.Module, part: str):
+        super().__init__()
+        if part not in PARTS:
+            raise ValueError(f'part must be one of {PARTS}, got {part!r}')
+        if part == 'model' and _is_two_stage(model):
+            raise ValueError(
+                f'--part model: {type(model).__name__} is a two-stage detector; its RoI heads take '
+                'proposals from the RPN\'s post-processing (NMS, top-k), which has no standard-ONNX '
+                'form. Export --part features (backbone and neck) and run the heads in PyTorch, as '
+                'tools/deployment/onnx_test.py does.')
+        if part == 'features' and not hasattr(model, 'extract_feat'):
+            raise ValueError(f'--part features: {type(model).__name__} has no extract_feat')
+        self.model, self.part = model, part
+
+    def forward(self, inputs: torch.Tensor):
+        if self.part == 'backbone':
+            return tuple(self.model.backbone(inputs))
+        if self.part == 'features':
+            return tuple(self.model.extract_feat(inputs))
+        return self.model._forward(inputs)  # what model(inputs, mode='tensor') returns
+
+
+@contextlib.contextmanager
+def backbone_sizes_fixed(module: nn.Module, example: torch.Tensor):
+    """While tracing a fixed-size export: the backbone's outputs reshaped to their sizes at
+    ``example``, as constants. The backbone computes its sizes in the graph (so that a dynamic
+    export serves every size); without this, layers after it that need known sizes at export
+    time (the adaptive pooling of UperNet's pyramid pooling module) cannot be exported."""
+    backbone = getattr(getattr(module, 'model', module), 'backbone', None)
+    if backbone is None:
+        yield
+        return
+    with torch.no_grad():
+        shapes = [tuple(o.shape) for o in backbone(example)]
+
+    def pin(_module, _inputs, outputs):
+        return tuple(o.reshape(shape) for o, shape in zip(outputs, shapes))
+
+    handle = backbone.register_forward_hook(pin)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def flatten_outputs(outputs) -> Tuple[List[torch.Tensor], object]:
+    """Nested tuples/lists of tensors -> (flat list, structure): structure is None for a tensor,
+    else the list of its items' structures."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs], None
+    if not isinstance(outputs, (tuple, list)):
+        raise TypeError(f'cannot export an output of type {type(outputs).__name__}')
+    flat, structure = [], []
+    for item in outputs:
+        item_flat, item_structure = flatten_outputs(item)
+        flat += item_flat
+        structure.append(item_structure)
+    return flat, structure
+
+
+def unflatten_outputs(flat: Sequence, structure):
+    """Inverse of :func:`flatten_outputs`: nested tuples of the items of ``flat``."""
+    items = iter(flat)
+
+    def build(node):
+        return next(items) if node is None else tuple(build(child) for child in node)
+
+    return build(structure)
+
+
+def output_names(structure, prefix: str = 'out') -> List[str]:
+    """``out`` for a single tensor, else ``out_0``, ``out_1_3``, ...: the nesting in the name."""
+    if structure is None:
+        return [prefix]
+    return [name for i, child in enumerate(structure) for name in output_names(child, f'{prefix}_{i}')]
+
+
+def export_onnx(module: nn.Module, example: torch.Tensor, out: str, dynamic: bool = False,
+                opset: Optional[int] = None, dynamo: bool = False, part: str = 'model') -> List[Tuple[str, list]]:
+    """Export ``module`` (one tensor in) at ``example`` to the ONNX file ``out``.
+
+    ``dynamic``: batch, height and width are dynamic axes, so one file serves every input size.
+    ``dynamo``: the torch.export-based exporter (opset >= 18) instead of the TorchScript tracer.
+    Returns the outputs' names and shapes (symbolic dimensions as strings).
+    """
+    import onnx
+    module = module.eval()
+    opset = opset or (DYNAMO_MIN_OPSET if dynamo else DEFAULT_OPSET)
+    if dynamo and opset < DYNAMO_MIN_OPSET:
+        raise ValueError(f'the torch.export-based exporter needs opset >= {DYNAMO_MIN_OPSET}, got {opset}')
+    with torch.no_grad():
+        flat, structure = flatten_outputs(module(example))
+    names = output_names(structure)
+    if dynamo:
+        export_example = example
+        dynamic_shapes = None
+        if dynamic:
+            auto = torch.export.Dim.AUTO
+            dynamic_shapes = ({0: auto, 2: auto, 3: auto}, )
+            # torch.export fixes every size that is 1 in the example: trace a batch of two.
+            if example.shape[0] == 1:
+                export_example = example.expand(2, *example.shape[1:]).contiguous()
+        torch.onnx.export(module, (export_example, ), out, dynamo=True, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=names, dynamic_shapes=dynamic_shapes,
+                          report=False, verbose=False)
+    else:
+        dynamic_axes = None
+        if dynamic:
+            dynamic_axes = {INPUT_NAME: {0: 'batch', 2: 'height', 3: 'width'}}
+            dynamic_axes.update({name: {0: 'batch'} for name in names})
+        with contextlib.nullcontext() if dynamic else backbone_sizes_fixed(module, example):
+            torch.onnx.export(module, (example, ), out, dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=names, dynamic_axes=dynamic_axes)
+    model = onnx.load(out)
+    for key, value in ((METADATA_PART, part), (METADATA_STRUCTURE, json.dumps(structure))):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, out)
+    return [(output.name, [d.dim_param or d.dim_value for d in output.type.tensor_type.shape.dim])
+            for output in model.graph.output]

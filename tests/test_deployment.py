@@ -1,0 +1,249 @@
+"""Deployment: ONNX files that compute what PyTorch computes (TorchScript and torch.export-based
+exporters), ONNX Runtime evaluation through mmdet's / mmseg's metrics, torch.export and
+torch.compile. Tiny models at small sizes; ONNX Runtime on the CPU provider."""
+import os.path as osp
+import re
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from mmengine.config import Config
+
+from mmfocal.deployment.export import ExportedPart, build_model, export_onnx, flatten_outputs
+from mmfocal.deployment.ort_model import ORTModel
+from mmfocal.models.backbones.focal_transformer import ARCH_SETTINGS, FocalTransformer
+from mmfocal.models.layers import focal_attention
+from mmfocal.models.layers.focal_attention import FocalTransformerBlock, FocalWindowAttention
+
+from .helpers import DET_CONFIGS, DET_DEMO_CONFIG, IN_PROCESS, SEG_DEMO_CONFIG, run_tool, shrink_backbone
+
+TOLERANCE = 1e-4
+ONE_STAGE = dict(embed_dims=16, focal_levels=(2, ), focal_windows=(7, ), expand_sizes=(3, ), out_indices=(0, ),
+                 drop_path_rate=0.)
+
+
+def _test_size(arch: str) -> dict:
+    """The arch's heads, window and focal settings, with a quarter of its channels and at most
+    2 blocks per stage: the full sizes take minutes to export and run on 2 CPU cores."""
+    settings = ARCH_SETTINGS[arch]
+    return dict(embed_dims=settings['embed_dims'] // 4, num_heads=settings['num_heads'],
+                depths=tuple(min(d, 2) for d in settings['depths']), drop_path_rate=0.)
+
+
+def _max_difference(module, ort_model, inputs):
+    with torch.no_grad():
+        expected, _ = flatten_outputs(module(inputs))
+    got, _ = flatten_outputs(ort_model(inputs))
+    assert [e.shape for e in expected] == [g.shape for g in got]
+    return max((e - g).abs().max().item() for e, g in zip(expected, got))
+
+
+def _random(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+class _Attention(torch.nn.Module):
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.attn = FocalWindowAttention(16, 2).eval()
+
+    def forward(self, x, pooled):
+        return self.attn(x, [pooled])
+
+
+def _export_attention(path):
+    module = _Attention()
+    example = (_random(1, 14, 14, 16), _random(1, 2, 2, 16, seed=1))
+    torch.onnx.export(module, example, path, dynamo=False, opset_version=17, input_names=['x', 'pooled'])
+    session = ORTSession(path)
+    return module, session
+
+
+class ORTSession:
+    """A bare ONNX Runtime session for graphs without our metadata."""
+
+    def __init__(self, path):
+        import onnxruntime
+        self.session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+
+    def __call__(self, *inputs):
+        names = [i.name for i in self.session.get_inputs()]
+        return self.session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})[0]
+
+
+def test_cause_of_wrong_onnx_graphs_eager_kernel_output_buffer_is_traced_as_a_constant(tmp_path, monkeypatch):
+    """The 0.43 error: the eager kernels write the attention output chunk by chunk into a
+    preallocated buffer (``out[rows] = ...``) and call a private ATen kernel; the TorchScript
+    tracer records the buffer as a constant (zeros) and drops the writes, so the exported block
+    computes proj(0) whatever the input. The export path takes standard ops instead."""
+    x, pooled = _random(1, 14, 14, 16, seed=2), _random(1, 2, 2, 16, seed=3)
+    monkeypatch.setattr(focal_attention, 'uses_standard_ops', lambda x: False)
+    module, session = _export_attention(str(tmp_path / 'eager_kernel.onnx'))
+    constant = session(x, pooled)
+    np.testing.assert_allclose(constant, session(2 * x, -pooled))  # the input is ignored
+    np.testing.assert_allclose(constant[0, 0, 0], module.attn.proj.bias.detach().numpy(), atol=1e-6)
+    with torch.no_grad():
+        assert np.abs(module(x, pooled).numpy() - constant).max() > 0.05
+
+    monkeypatch.undo()
+    module, session = _export_attention(str(tmp_path / 'standard_ops.onnx'))
+    ops = {node.op_type for node in onnx.load(str(tmp_path / 'standard_ops.onnx')).graph.node}
+    assert {'Gather', 'Softmax', 'MatMul'} <= ops
+    with torch.no_grad():
+        assert np.abs(module(x, pooled).numpy() - session(x, pooled)).max() < 1e-5
+
+
+def test_standard_ops_path_is_the_eager_math_with_and_without_rolled_keys():
+    """The export path keeps the rolled keys' slots at every size and removes them with a logit
+    where the map is too small: the same outputs as the eager kernels, which drop them."""
+    torch.manual_seed(0)
+    block = FocalTransformerBlock(16, 2).eval()
+    for shape in [(2, 6, 20, 16), (1, 15, 9, 16), (1, 5, 5, 16)]:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            eager = block(x)
+            traced = torch.jit.trace(block, x, check_trace=False)(x)
+        assert (eager - traced).abs().max() < 1e-5, shape
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'small', 'base'])
+def test_backbone_dynamic_onnx_matches_pytorch_at_every_size(arch, tmp_path):
+    torch.manual_seed(0)
+    backbone = FocalTransformer(**_test_size(arch)).eval()
+    path = str(tmp_path / f'{arch}.onnx')
+    outputs = export_onnx(backbone, _random(1, 3, 96, 128), path, dynamic=True, part='backbone')
+    assert [name for name, _ in outputs] == [f'out_{i}' for i in range(4)]
+    ort_model = ORTModel(path)
+    # the export size, sizes that are no multiple of 32 or of the window, batch 2, and both
+    # sides over 7 windows at stage 4 (rolled keys there)
+    for shape in [(1, 3, 96, 128), (2, 3, 75, 111), (1, 3, 33, 250), (1, 3, 236, 230)]:
+        assert _max_difference(backbone, ort_model, _random(*shape)) < TOLERANCE, shape
+
+
+def test_one_stage_detector_dynamic_onnx_matches_pytorch(tmp_path):
+    cfg = shrink_backbone(Config.fromfile(osp.join(DET_CONFIGS, 'retinanet_focal_t_1x.py')))
+    cfg.model.neck.out_channels = 32  # the head's width does not matter here; its time does
+    cfg.model.bbox_head.update(in_channels=32, feat_channels=32, stacked_convs=1)
+    model = build_model(cfg)
+    module = ExportedPart(model, 'model')
+    path = str(tmp_path / 'retinanet.onnx')
+    outputs = export_onnx(module, _random(1, 3, 96, 128), path, dynamic=True)
+    assert len(outputs) == 10  # scores and boxes at 5 levels
+    ort_model = ORTModel(path)
+    for shape in [(1, 3, 96, 128), (2, 3, 70, 90), (1, 3, 121, 57), (2, 3, 64, 64)]:
+        assert _max_difference(module, ort_model, _random(*shape)) < TOLERANCE, shape
+
+
+def test_two_stage_detector_model_part_is_refused_clearly():
+    cfg = shrink_backbone(Config.fromfile(DET_DEMO_CONFIG))
+    with pytest.raises(ValueError, match='two-stage detector.*--part features'):
+        ExportedPart(build_model(cfg), 'model')
+
+
+def test_onnx_file_of_fixed_size_refuses_other_sizes(tmp_path):
+    torch.manual_seed(0)
+    backbone = FocalTransformer(**ONE_STAGE, depths=(1, ), num_heads=(1, )).eval()
+    path = str(tmp_path / 'fixed.onnx')
+    export_onnx(backbone, _random(1, 3, 64, 64), path, part='backbone')
+    ort_model = ORTModel(path)
+    assert _max_difference(backbone, ort_model, _random(1, 3, 64, 64)) < TOLERANCE
+    with pytest.raises(ValueError, match=r'takes inputs of shape \[1, 3, 64, 64\].*--dynamic'):
+        ort_model(_random(1, 3, 64, 96))
+
+
+def test_dynamo_exporter_and_torch_export_with_dynamic_sizes(tmp_path):
+    """The torch.export-based ONNX exporter, on a one-stage backbone to keep the test short (the
+    symbolic-shape tracing costs about half a minute per stage on a busy CPU)."""
+    torch.manual_seed(0)
+    backbone = FocalTransformer(**ONE_STAGE, depths=(2, ), num_heads=(2, )).eval()
+    path = str(tmp_path / 'dynamo.onnx')
+    export_onnx(backbone, _random(2, 3, 64, 96), path, dynamic=True, dynamo=True, part='backbone')
+    ort_model = ORTModel(path)
+    for shape in [(2, 3, 64, 96), (1, 3, 64, 96), (1, 3, 45, 250), (2, 3, 20, 13)]:
+        assert _max_difference(backbone, ort_model, _random(*shape)) < TOLERANCE, shape
+
+    auto = torch.export.Dim.AUTO
+    program = torch.export.export(backbone, (_random(2, 3, 64, 96), ), dynamic_shapes=({0: auto, 2: auto, 3: auto}, ))
+    x = _random(3, 3, 75, 111)
+    with torch.no_grad():
+        for expected, got in zip(backbone(x), program.module()(x)):
+            assert (expected - got).abs().max() < 1e-5
+
+
+def test_torch_compile_fullgraph_inference_and_training_match_eager_with_one_recompile():
+    torch.manual_seed(0)
+    block = FocalTransformerBlock(16, 2, drop_path=0.)
+    graphs = []
+
+    def count_graphs(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    compiled = torch.compile(block, fullgraph=True, dynamic=True, backend=count_graphs)
+    for shape in [(2, 9, 20, 16), (2, 16, 13, 16), (3, 23, 11, 16)]:
+        x = torch.randn(*shape, requires_grad=True)
+        wrt = [x] + [p for p in block.parameters()]
+        results = []
+        for fn in (block, compiled):
+            out = fn(x)
+            grads = torch.autograd.grad(out.square().sum(), wrt, allow_unused=True)
+            results.append([out.detach()] + [g for g in grads if g is not None])
+        eager, compiled_results = results
+        assert len(eager) == len(compiled_results) > 10
+        for e, c in zip(eager, compiled_results):  # 1e-5 relative to each tensor's scale
+            assert (e - c).abs().max() <= 1e-5 * e.abs().max().clamp(min=1), shape
+    assert len(graphs) <= 2  # the first size, and at most one recompile for the sizes after it
+
+
+def _random_checkpoint(cfg, path):
+    model = build_model(cfg)
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
+    return model
+
+
+def _test_with_pytorch_and_onnxruntime(config, checkpoint, onnx_file, options, workspace, tmp_path):
+    """The printed results of tools/test.py and of tools/deployment/onnx_test.py."""
+    common = ['--work-dir', str(tmp_path / 'work'), '--cfg-options', *options]
+    _, torch_out = run_tool('test.py', config, checkpoint, *common, cwd=str(workspace))
+    _, onnx_out = run_tool(osp.join('deployment', 'onnx_test.py'), config, checkpoint, onnx_file, *common,
+                           cwd=str(workspace))
+    return torch_out, onnx_out
+
+
+def _metric(output, key):
+    return float(re.findall(rf'{key}: ([0-9.]+)', output)[-1])
+
+
+def test_onnx_test_gives_the_segmenters_miou(demo_workspace, tmp_path):
+    checkpoint, onnx_file = str(tmp_path / 'seg.pth'), str(tmp_path / 'seg.onnx')
+    cfg = Config.fromfile(SEG_DEMO_CONFIG)
+    torch.manual_seed(0)
+    model = _random_checkpoint(cfg, checkpoint)
+    # UperNet's pyramid pooling (scales 1, 2, 3, 6) exports with the TorchScript exporter when
+    # the stage-4 map is a multiple of 6: the demo's 128-pixel pictures padded to 192.
+    options = [*IN_PROCESS, 'model.data_preprocessor.test_cfg.size=[192,192]']
+    module = ExportedPart(model, 'model')
+    export_onnx(module, _random(1, 3, 192, 192), onnx_file)
+    assert _max_difference(module, ORTModel(onnx_file), _random(1, 3, 192, 192, seed=1)) < TOLERANCE
+    torch_out, onnx_out = _test_with_pytorch_and_onnxruntime(SEG_DEMO_CONFIG, checkpoint, onnx_file, options,
+                                                             demo_workspace, tmp_path)
+    assert 'model in ONNX Runtime' in onnx_out
+    assert abs(_metric(torch_out, 'mIoU') - _metric(onnx_out, 'mIoU')) <= 0.01
+
+
+def test_onnx_test_gives_mask_rcnn_bbox_map_with_backbone_and_neck_in_onnx(demo_workspace, tmp_path):
+    checkpoint, onnx_file = str(tmp_path / 'det.pth'), str(tmp_path / 'det.onnx')
+    torch.manual_seed(0)
+    model = _random_checkpoint(Config.fromfile(DET_DEMO_CONFIG), checkpoint)
+    _, printed = run_tool(osp.join('deployment', 'pytorch2onnx.py'), DET_DEMO_CONFIG, '--checkpoint', checkpoint,
+                          '--out', onnx_file, '--part', 'features', '--shape', '128', '128', '--dynamic')
+    assert f'exported to {onnx_file}' in printed and 'output out_4:' in printed  # FPN's 5 levels
+    # the val batch: 2 pictures, padded by the data preprocessor
+    assert _max_difference(ExportedPart(model, 'features'), ORTModel(onnx_file), _random(2, 3, 128, 128)) < TOLERANCE
+    torch_out, onnx_out = _test_with_pytorch_and_onnxruntime(DET_DEMO_CONFIG, checkpoint, onnx_file, IN_PROCESS,
+                                                             demo_workspace, tmp_path)
+    assert 'features in ONNX Runtime' in onnx_out
+    assert abs(_metric(torch_out, 'coco/bbox_mAP') - _metric(onnx_out, 'coco/bbox_mAP')) <= 0.001
