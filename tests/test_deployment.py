@@ -12,6 +12,7 @@ from mmengine.config import Config
 
 from mmfocal.deployment.export import ExportedPart, build_model, export_onnx, flatten_outputs
 from mmfocal.deployment.ort_model import ORTModel
+from mmfocal.models.backbones import FocalFastTransformer
 from mmfocal.models.backbones.focal_transformer import ARCH_SETTINGS, FocalTransformer
 from mmfocal.models.layers import focal_attention
 from mmfocal.models.layers.focal_attention import FocalTransformerBlock, FocalWindowAttention
@@ -152,6 +153,18 @@ def test_onnx_file_of_fixed_size_refuses_other_sizes(tmp_path):
     assert _max_difference(backbone, ort_model, _random(1, 3, 64, 64)) < TOLERANCE
     with pytest.raises(ValueError, match=r'takes inputs of shape \[1, 3, 64, 64\].*--dynamic'):
         ort_model(_random(1, 3, 64, 96))
+
+
+def test_focal_fast_exports_at_a_fixed_size_and_refuses_a_dynamic_graph(tmp_path):
+    torch.manual_seed(0)
+    backbone = FocalFastTransformer(embed_dims=16, depths=(1, 1), num_heads=(1, 2), focal_levels=(2, 2),
+                                    focal_topk=64, out_indices=(0, 1), drop_path_rate=0.).eval()
+    path = str(tmp_path / 'fast.onnx')
+    with pytest.raises(ValueError, match='fixed input size only.*without --dynamic'):
+        export_onnx(backbone, _random(1, 3, 60, 92), path, dynamic=True, part='backbone')
+    export_onnx(backbone, _random(2, 3, 60, 92), path, part='backbone')  # not window multiples
+    ort_model = ORTModel(path)
+    assert _max_difference(backbone, ort_model, _random(2, 3, 60, 92, seed=3)) < TOLERANCE
 
 
 def test_dynamo_exporter_and_torch_export_with_dynamic_sizes(tmp_path):

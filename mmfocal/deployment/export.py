@@ -135,6 +135,18 @@ def output_names(structure, prefix: str = 'out') -> List[str]:
     return [name for i, child in enumerate(structure) for name in output_names(child, f'{prefix}_{i}')]
 
 
+def refuse_dynamic_focal_fast(module: nn.Module) -> None:
+    """A dynamic graph of Focal-fast would be wrong at every other size: its nearest-token key sets
+    come from torch.topk over the map's distances, computed per map size in Python, so the graph
+    would carry the export size's sets as constants. Refuse it, naming the fix."""
+    from ..models.layers.focal_fast_attention import FocalFastAttention
+    if any(isinstance(m, FocalFastAttention) for m in module.modules()):
+        raise ValueError('FocalFastTransformer exports at a fixed input size only: its nearest-token key '
+                         'sets are computed per map size outside the graph, so a dynamic graph would '
+                         'apply the export size\'s key sets to every size. Export without --dynamic, '
+                         'with --shape H W (and --batch N) of the size you will run.')
+
+
 def export_onnx(module: nn.Module, example: torch.Tensor, out: str, dynamic: bool = False,
                 opset: Optional[int] = None, dynamo: bool = False, part: str = 'model') -> List[Tuple[str, list]]:
     """Export ``module`` (one tensor in) at ``example`` to the ONNX file ``out``.
@@ -145,6 +157,8 @@ def export_onnx(module: nn.Module, example: torch.Tensor, out: str, dynamic: boo
     """
     import onnx
     module = module.eval()
+    if dynamic:
+        refuse_dynamic_focal_fast(module)
     opset = opset or (DYNAMO_MIN_OPSET if dynamo else DEFAULT_OPSET)
     if dynamo and opset < DYNAMO_MIN_OPSET:
         raise ValueError(f'the torch.export-based exporter needs opset >= {DYNAMO_MIN_OPSET}, got {opset}')

@@ -638,3 +638,13 @@ def _crop_centre(x: torch.Tensor, rows, cols) -> torch.Tensor:
     top, left = (x.shape[1] - rows) // 2, (x.shape[2] - cols) // 2
     # narrow, not slicing: its result has exactly ``rows`` rows, also for symbolic sizes
     return x.narrow(1, top, rows).narrow(2, left, cols)
+
+
+def _centre_to(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Crop or zero-pad (B, H, W, C) symmetrically (extra row/col at the end) to (rows, cols)."""
+    H, W = x.shape[1:3]
+    pad_rows, pad_cols = max(rows - H, 0), max(cols - W, 0)
+    if pad_rows or pad_cols:
+        top, left = pad_rows // 2, pad_cols // 2
+        x = F.pad(x, (0, 0, left, pad_cols - left, top, pad_rows - top))
+    return _crop_centre(x, rows, cols)

@@ -34,8 +34,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .focal_attention import (FocalTransformerBlock, _attend_fused, _attend_with_autograd, _centre_to,
-                              _FocalAttentionCore, window_queries_and_keys)
+from .focal_attention import (FocalTransformerBlock, _attend_fused, _attend_with_autograd, _centre_to, _chunk_bias,
+                              _FocalAttentionCore, attend_with_standard_ops, uses_standard_ops,
+                              window_queries_and_keys)
 
 # Rows of the distance matrix handed to torch.topk at once: bounds the layout's temporaries.
 _DISTANCE_CHUNK_ELEMENTS = 2**22
@@ -184,14 +185,21 @@ class FocalFastAttention(nn.Module):
         B, hp, wp, C = x.shape
         w, heads = self.window_size, self.num_heads
         n_wh, n_ww = hp // w, wp // w
-        layout = fast_key_layout(w, self.topk, bool(pooled), size[0], size[1], x.device)
+        # int(): while tracing the sizes may be traced values; the layout is a constant of the size
+        layout = fast_key_layout(w, self.topk, bool(pooled), int(size[0]), int(size[1]), x.device)
         bias = self.bias_table(layout, x.dtype)
 
         q, sources = window_queries_and_keys(x, pooled, self.qkv, self.scale, heads, w)
         source = torch.cat(sources, 1)  # (B, S, 2, heads, d)
 
         args = (q, source, layout.index, bias, layout.off_map)
-        if self.record_attention:
+        if uses_standard_ops(x):
+            # Export and compilation at a fixed size: the key sets are constants of that size
+            # (mmfocal.deployment refuses a dynamic Focal-fast graph).
+            window_bias = _chunk_bias(bias, layout.bias_columns, slice(0, n_wh * n_ww)).transpose(0, 1)
+            out = attend_with_standard_ops(q, source, layout.index, window_bias, layout.off_map,
+                                           self.attn_drop if self.training else None)
+        elif self.record_attention:
             out, weights = _attend_with_autograd(*args, self.attn_drop, return_weights=True,
                                                  bias_columns=layout.bias_columns)
             self.recorded = dict(weights=weights.detach().view(B, n_wh * n_ww, heads, w * w, -1),
