@@ -7,15 +7,13 @@
 #   the FPN and head narrowed to 64 channels (GroupNorm of 16 groups, 2 convs per tower);
 # - the schedule: 12 epochs (900 iterations of 8 pictures) of AdamW at 1e-3 with warm-up and
 #   cosine decay, validated every epoch (learning curve in docs/demo.md).
-_base_ = ['./reppoints_v2_focal_t_3x.py', '../_base_/focal_demo_backbone.py']
+_base_ = ['./reppoints_v2_focal_t_3x.py', '../_base_/focal_demo_backbone.py', '../_base_/focal_demo_coco.py']
 
-data_root = 'data/demo/coco/'
-classes = ('circle', 'square', 'triangle', 'cross')
-metainfo = dict(classes=classes,
-                palette=[(220, 20, 60), (0, 130, 200), (60, 180, 75), (255, 160, 0)])
-img_scale = (128, 128)
+data_root = _base_.demo_data_root
+classes = _base_.demo_classes
+img_scale = _base_.demo_img_scale
 
-norm_cfg = dict(type='GN', num_groups=16, requires_grad=True)
+norm_cfg = _base_.demo_norm_cfg
 demo_channels = 64
 model = dict(
     backbone=_base_.focal_demo_backbone,
@@ -44,37 +42,16 @@ test_pipeline = [
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
 train_dataloader = dict(
-    batch_size=8,
-    num_workers=1,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file='annotations/instances_train.json',
-        data_prefix=dict(img='train/'),
-        filter_cfg=dict(filter_empty_gt=True, min_size=16),
-        pipeline=train_pipeline))
+    batch_size=8, num_workers=1, dataset=dict(_base_.demo_train_dataset, pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=8,
-    num_workers=1,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file='annotations/instances_val.json',
-        data_prefix=dict(img='val/'),
-        pipeline=test_pipeline))
+    batch_size=8, num_workers=1, dataset=dict(_base_.demo_val_dataset, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+val_evaluator = _base_.demo_evaluator
 test_evaluator = val_evaluator
 
-max_epochs = 12
-train_cfg = dict(max_epochs=max_epochs, val_interval=1)
+
+train_cfg = dict(max_epochs=_base_.demo_max_epochs, val_interval=1)
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5,
-         convert_to_iter_based=True),
-]
-default_hooks = dict(
-    logger=dict(interval=10),
-    checkpoint=dict(interval=1, max_keep_ckpts=2))
+param_scheduler = _base_.demo_param_scheduler
+default_hooks = _base_.demo_default_hooks
 auto_scale_lr = dict(base_batch_size=8)
