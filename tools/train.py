@@ -51,8 +51,9 @@ def main():
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options, args.launcher)
     set_work_dir(cfg, args.config, args.work_dir)
-    check_dataset_paths(cfg, args.config)  # before anything is built
+    # Before anything is built: the backbone's local checkpoint, then the data sets.
     check_pretrained_checkpoint(cfg)
+    check_dataset_paths(cfg, args.config)
     if args.no_exact_resume:
         disable_exact_resume(cfg)
     else:
