@@ -12,6 +12,7 @@ import sys
 from typing import Optional, Sequence, Tuple
 
 import pytest
+import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
@@ -157,3 +158,72 @@ class SigkillAfterIteration(Hook):
 
 
 HOOKS.register_module(module=SigkillAfterIteration, force=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention blocks against their straightforward (float64) implementations, for both backbones
+
+ATTENTION_PATHS = ('cpu', 'cpu, one window per chunk', 'other devices', 'autograd (attention dropout)')
+
+
+class DropNothing(torch.nn.Identity):
+    """An attention dropout with p > 0 that drops nothing: selects the autograd path, keeps the math."""
+    p = 0.5
+
+
+def with_large_weights(model):
+    """``model`` (seeded before it was built) with every weight but the norms' drawn at std 0.3, large
+    enough that the attention branch dominates each block's output."""
+    for name, p in model.named_parameters():
+        if 'norm' not in name:
+            torch.nn.init.normal_(p, std=0.3)
+    return model
+
+
+def take_attention_path(path: str, block, monkeypatch) -> None:
+    """Make ``block`` run the attention kernel path named in ATTENTION_PATHS, through the switches of
+    mmfocal's own attention module (nothing of torch is replaced)."""
+    from mmfocal.models.layers import focal_attention
+    if path == 'cpu, one window per chunk':  # big maps go in chunks of windows
+        monkeypatch.setattr(focal_attention, 'CHUNK_BYTES', 1)
+    elif path == 'other devices':  # scaled_dot_product_attention / matmul, run here on CPU
+        monkeypatch.setattr(focal_attention, '_uses_cpu_kernels', lambda device: False)
+    elif path == 'autograd (attention dropout)':
+        block.attn.attn_drop = DropNothing()
+
+
+def assert_block_matches_reference(block, x, reference_fn, allow_unused: bool = False) -> None:
+    """``block(x)`` (training and inference) and its gradients against ``reference_fn(block, x)``,
+    in float64: what is compared is the math, not float32 rounding of large gradients.
+    ``allow_unused``: a parameter the reference does not use (FocalTransformer's rolled-key table
+    at a map too small for rolled keys) must then get no gradient, or a zero one, from the block."""
+    ours = block(x)
+    reference = reference_fn(block, x)
+    torch.testing.assert_close(ours, reference, atol=1e-9, rtol=1e-9)
+    with torch.no_grad():  # inference takes a kernel without the log-sum-exp
+        torch.testing.assert_close(block(x), reference, atol=1e-9, rtol=1e-9)
+    grad_out = torch.randn_like(ours)
+    params = [p for p in block.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(ours, [x] + params, grad_out, allow_unused=allow_unused)
+    ref_grads = torch.autograd.grad(reference, [x] + params, grad_out, allow_unused=allow_unused)
+    names = ['input'] + [n for n, p in block.named_parameters() if p.requires_grad]
+    for name, g, r in zip(names, grads, ref_grads):
+        if r is None:
+            assert g is None or g.abs().max() == 0, name
+            continue
+        torch.testing.assert_close(g, r, atol=1e-8, rtol=1e-8, msg=lambda m: f'{name}: {m}')
+
+
+def bfloat16_autocast_step(model):
+    """One forward+backward of ``model`` under CPU bfloat16 autocast on a 64x96 image; checks the
+    outputs are finite and close to float32's (mean abs error < 0.05) and returns them."""
+    x = torch.randn(1, 3, 64, 96)
+    reference = model(x)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = model(x)
+        loss = sum(o.float().square().mean() for o in outs)
+    loss.backward()
+    for out, ref in zip(outs, reference):
+        assert torch.isfinite(out).all()
+        assert (out.float() - ref).abs().mean() < 0.05
+    return outs

@@ -7,10 +7,10 @@ import torch
 
 import mmfocal
 from mmfocal import FocalTransformer
-from mmfocal.models.layers import focal_attention
 from mmfocal.engine.pretrained import CheckpointMismatchError, match_state_dict
 
-from .helpers import TINY, run_tool
+from .helpers import (ATTENTION_PATHS, TINY, assert_block_matches_reference, bfloat16_autocast_step, run_tool,
+                      take_attention_path, with_large_weights)
 from .naive_focal import naive_block
 from .reference_data import assert_stages_match, load_reference, official_checkpoint_entries
 
@@ -48,16 +48,7 @@ def test_stage_outputs_match_official_model(scope, name):
 
 def _tiny_block_model(**kwargs):
     torch.manual_seed(0)
-    model = FocalTransformer(**{**TINY, **kwargs})
-    for name, p in model.named_parameters():  # large enough that the attention branch dominates
-        if 'norm' not in name:
-            torch.nn.init.normal_(p, std=0.3)
-    return model
-
-
-class _DropNothing(torch.nn.Identity):
-    """An attention dropout with p > 0 that drops nothing: selects the autograd path, keeps the math."""
-    p = 0.5
+    return with_large_weights(FocalTransformer(**{**TINY, **kwargs}))
 
 
 @pytest.mark.parametrize('kwargs,size', [
@@ -70,35 +61,14 @@ class _DropNothing(torch.nn.Identity):
     (dict(focal_levels=(3, 3, 3, 3)), (22, 29)),               # a second pooled level (stride 2)
     (dict(expand_layer='even', depths=(2, 1, 1, 1)), (16, 16)),
 ])
-@pytest.mark.parametrize('attention_path', ['cpu', 'cpu, one window per chunk', 'other devices',
-                                            'autograd (attention dropout)'])
+@pytest.mark.parametrize('attention_path', ATTENTION_PATHS)
 def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size, attention_path,
                                                                     monkeypatch):
-    if attention_path == 'cpu, one window per chunk':  # big maps go in chunks of windows
-        monkeypatch.setattr(focal_attention, 'CHUNK_BYTES', 1)
-    elif attention_path == 'other devices':  # scaled_dot_product_attention / matmul, run here on CPU
-        monkeypatch.setattr(focal_attention, '_uses_cpu_kernels', lambda device: False)
-    # float64, so that what is compared is the math and not float32 rounding of large gradients
     model = _tiny_block_model(**kwargs).train().double()
     block = model.layers[0].blocks[-1]
-    if attention_path == 'autograd (attention dropout)':
-        block.attn.attn_drop = _DropNothing()
+    take_attention_path(attention_path, block, monkeypatch)
     x = torch.randn(2, *size, model.num_features[0], requires_grad=True, dtype=torch.float64)
-    ours = block(x)
-    reference = naive_block(block, x)
-    torch.testing.assert_close(ours, reference, atol=1e-9, rtol=1e-9)
-    with torch.no_grad():  # inference takes a kernel without the log-sum-exp
-        torch.testing.assert_close(block(x), reference, atol=1e-9, rtol=1e-9)
-    grad_out = torch.randn_like(ours)
-    params = [p for p in block.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(ours, [x] + params, grad_out, allow_unused=True)
-    ref_grads = torch.autograd.grad(reference, [x] + params, grad_out, allow_unused=True)
-    names = ['input'] + [n for n, p in block.named_parameters() if p.requires_grad]
-    for name, g, r in zip(names, grads, ref_grads):
-        if r is None:
-            assert g is None or g.abs().max() == 0, name
-            continue
-        torch.testing.assert_close(g, r, atol=1e-8, rtol=1e-8, msg=lambda m: f'{name}: {m}')
+    assert_block_matches_reference(block, x, naive_block, allow_unused=True)
 
 
 @pytest.mark.parametrize('size', [(1, 1), (17, 23), (31, 500), (20, 90), (64, 64), (97, 33)])
@@ -317,15 +287,7 @@ def test_bad_inputs_are_named():
 def test_bfloat16_autocast_trains_close_to_float32():
     torch.manual_seed(0)
     model = FocalTransformer(**TINY)
-    x = torch.randn(1, 3, 64, 96)
-    reference = model(x)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        outs = model(x)
-        loss = sum(o.float().square().mean() for o in outs)
-    loss.backward()
-    for out, ref in zip(outs, reference):
-        assert torch.isfinite(out).all()
-        assert (out.float() - ref).abs().mean() < 0.05
+    bfloat16_autocast_step(model)
     qkv_grad = model.layers[0].blocks[0].attn.qkv.weight.grad
     table_grad = model.layers[0].blocks[0].attn.relative_position_bias_table_to_windows[0].grad
     assert torch.isfinite(qkv_grad).all() and qkv_grad.abs().sum() > 0

@@ -21,7 +21,8 @@ from mmfocal.models.backbones import FocalBackbone
 from mmfocal.models.layers import focal_attention
 from mmfocal.models.layers.focal_fast_attention import fast_key_layout
 
-from .helpers import CONFIGS, TINY, TOOLS, shrink_backbone
+from .helpers import (ATTENTION_PATHS, CONFIGS, TINY, TOOLS, assert_block_matches_reference, bfloat16_autocast_step,
+                      shrink_backbone, take_attention_path, with_large_weights)
 from .naive_focal_fast import naive_fast_block, nearest
 from .reference_data import assert_stages_match, load_reference, official_checkpoint_entries
 
@@ -158,16 +159,7 @@ def test_neighbour_sets_follow_the_official_rule_on_the_actual_map(height, width
 
 def _tiny_block_model(**kwargs):
     torch.manual_seed(0)
-    model = FocalFastTransformer(**{**FAST_TINY, **kwargs})
-    for name, p in model.named_parameters():  # large enough that the attention branch dominates
-        if 'norm' not in name:
-            nn.init.normal_(p, std=0.3)
-    return model
-
-
-class _DropNothing(nn.Identity):
-    """An attention dropout with p > 0 that drops nothing: selects the autograd path, keeps the math."""
-    p = 0.5
+    return with_large_weights(FocalFastTransformer(**{**FAST_TINY, **kwargs}))
 
 
 @pytest.mark.parametrize('kwargs,size', [
@@ -176,44 +168,20 @@ class _DropNothing(nn.Identity):
     (dict(focal_topk=128), (16, 16)),       # more keys than the map has: all of them
     (dict(focal_pool='none'), (16, 16)),    # map tokens only
 ])
-@pytest.mark.parametrize('attention_path', ['cpu', 'cpu, one window per chunk', 'other devices',
-                                            'autograd (attention dropout)'])
+@pytest.mark.parametrize('attention_path', ATTENTION_PATHS)
 def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size, attention_path, monkeypatch):
-    if attention_path == 'cpu, one window per chunk':
-        monkeypatch.setattr(focal_attention, 'CHUNK_BYTES', 1)
-    elif attention_path == 'other devices':
-        monkeypatch.setattr(focal_attention, '_uses_cpu_kernels', lambda device: False)
-    model = _tiny_block_model(**kwargs).train().double()  # float64: compare the math, not rounding
+    model = _tiny_block_model(**kwargs).train().double()
     block = model.layers[1].blocks[-1]  # two heads
-    if attention_path == 'autograd (attention dropout)':
-        block.attn.attn_drop = _DropNothing()
+    take_attention_path(attention_path, block, monkeypatch)
     x = torch.randn(2, *size, model.num_features[1], requires_grad=True, dtype=torch.float64)
-    ours = block(x)
-    reference = naive_fast_block(block, x)
-    torch.testing.assert_close(ours, reference, atol=1e-9, rtol=1e-9)
-    with torch.no_grad():
-        torch.testing.assert_close(block(x), reference, atol=1e-9, rtol=1e-9)
-    grad_out = torch.randn_like(ours)
-    params = [p for p in block.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(ours, [x] + params, grad_out)
-    ref_grads = torch.autograd.grad(reference, [x] + params, grad_out)
-    names = ['input'] + [n for n, p in block.named_parameters() if p.requires_grad]
-    for name, g, r in zip(names, grads, ref_grads):
-        torch.testing.assert_close(g, r, atol=1e-8, rtol=1e-8, msg=lambda m: f'{name}: {m}')
+    assert_block_matches_reference(block, x, naive_fast_block)
 
 
 def test_bfloat16_autocast_trains_close_to_float32():
     """The bias MLPs run in bfloat16 under autocast; the kernel's backward accumulates in float32."""
     torch.manual_seed(0)
     model = FocalFastTransformer(**FAST_TINY)
-    x = torch.randn(1, 3, 64, 96)
-    reference = model(x)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        outs = model(x)
-        loss = sum(o.float().square().mean() for o in outs)
-    loss.backward()
-    for out, ref in zip(outs, reference):
-        assert (out.float() - ref).abs().mean() < 0.05
+    bfloat16_autocast_step(model)
     grad = model.layers[0].blocks[0].attn.coord2rpb_all[1][0].weight.grad
     assert grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
