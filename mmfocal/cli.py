@@ -42,11 +42,6 @@ def set_work_dir(cfg, config_path, work_dir):
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
-# Checkpoint locations mmengine's CheckpointLoader fetches or resolves itself, not local paths.
-REMOTE_CHECKPOINT_PREFIXES = ('http://', 'https://', 's3://', 'pavi://', 'torchvision://',
-                              'open-mmlab://', 'openmmlab://', 'mmcls://', 'modelzoo://')
-
-
 def check_pretrained_checkpoint(cfg):
     """Stop with one clear line when the backbone's pretrained checkpoint is a local file that is
     not there, before the runner builds the model and the datasets (which takes minutes for the
@@ -55,7 +50,7 @@ def check_pretrained_checkpoint(cfg):
     if not isinstance(init_cfg, dict) or init_cfg.get('type') != 'Pretrained':
         return
     checkpoint = init_cfg.get('checkpoint')
-    if not checkpoint or checkpoint.startswith(REMOTE_CHECKPOINT_PREFIXES) or osp.isfile(checkpoint):
+    if not checkpoint or _is_remote(checkpoint) or osp.isfile(checkpoint):
         return
     raise SystemExit(
         f'pretrained backbone checkpoint not found: {checkpoint} (model.backbone.init_cfg); give '
@@ -156,6 +151,8 @@ _DEMO_DATA = 'data/demo'
 
 
 def _is_remote(path: str) -> bool:
+    """A location a storage backend or mmengine's CheckpointLoader resolves (http://, s3://,
+    open-mmlab://, torchvision://, ...), not a local path to check."""
     return '://' in path
 
 

@@ -28,8 +28,8 @@ from mmseg.registry import VISUALIZERS as SEG_VISUALIZERS
 from mmseg.visualization import SegLocalVisualizer
 
 import mmfocal  # noqa: F401
-from mmfocal.cli import build_runner, load_config, parse_with_shared_arguments, prepare_cpu_distributed, set_work_dir
-from mmfocal.cli import check_dataset_paths
+from mmfocal.cli import (build_runner, check_dataset_paths, load_config, parse_with_shared_arguments,
+                         prepare_cpu_distributed, set_work_dir)
 from mmfocal.visualization.enlarge import MIN_DRAWN_SIZE, enlarge_sample, enlargement
 
 

@@ -14,7 +14,7 @@ import argparse
 import os.path as osp
 
 import mmfocal  # noqa: F401
-from mmfocal.cli import build_runner, load_config, parse_with_shared_arguments, set_work_dir
+from mmfocal.cli import build_runner, check_dataset_paths, load_config, parse_with_shared_arguments, set_work_dir
 from mmfocal.deployment.ort_model import ORTModel, run_part_with_onnxruntime
 
 
@@ -34,6 +34,7 @@ def main():
             raise SystemExit(f'file not found: {path}')
     cfg = load_config(args.config, args.cfg_options, 'none')
     set_work_dir(cfg, args.config, args.work_dir)
+    check_dataset_paths(cfg, args.config, phases=('test', ))  # as tools/test.py, before anything is built
     cfg.load_from = args.checkpoint
     try:
         ort_model = ORTModel(args.onnx_file)
