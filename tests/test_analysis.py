@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from mmfocal.analysis.focal_keys import focal_window_query_keys
+from mmfocal.analysis.focal_keys import focal_fast_query_keys, focal_window_query_keys, query_keys
 from mmfocal.analysis.scalars import default_keys, load_history
 from mmfocal.models.layers.focal_attention import FocalTransformerBlock
+from mmfocal.models.layers.focal_fast_attention import FocalFastTransformerBlock
 from mmfocal.visualization.attention_map import draw_attention_map
 from mmfocal.visualization.curves import panel_keys, plot_curves
 
@@ -98,6 +99,60 @@ def test_drawn_squares_are_the_layouts(recorded_block, tmp_path):
     assert drawn(level_axes[2], 'off_map') == off_map
     assert drawn(level_axes[0], 'query_window') == {(0, 0)}
     assert osp.getsize(tmp_path / 'map.png') > 10000
+
+
+FAST_TOPK = 20  # map tokens per window; the 3 x 3 pooled windows are all kept
+
+
+@pytest.fixture(scope='module')
+def recorded_fast_block():
+    """A Focal-fast block (window 7, 20 nearest tokens, pooled windows) that recorded its attention
+    on the same 17 x 20 map."""
+    torch.manual_seed(0)
+    block = FocalFastTransformerBlock(16, 2, WINDOW, focal_level=2, topk=FAST_TOPK).eval()
+    block.attn.record_attention = True
+    with torch.no_grad():
+        block(torch.randn(1, *MAP, 16))
+    return block
+
+
+@pytest.mark.parametrize('query', [(10, 10), (0, 0), (16, 19)], ids=['interior', 'corner', 'padded window'])
+def test_focal_fast_keys_are_the_nearest_tokens_and_the_pooled_windows(recorded_fast_block, query):
+    keys = query_keys(recorded_fast_block.attn, MAP, *query)  # the dispatch by layer type
+    assert [g.name for g in keys.groups] == ['nearest map tokens', 'nearest pooled windows']
+    np.testing.assert_allclose(keys.weights.sum(1), 1.0, atol=1e-5)
+    # Map tokens: FAST_TOPK distinct tokens of the unpadded map, none farther from the window's
+    # centre than any token left out (which of equidistant tokens are kept is torch.topk's choice).
+    row, col = query
+    centre = (row // WINDOW * WINDOW + WINDOW // 2, col // WINDOW * WINDOW + WINDOW // 2)
+    fine = keys.group == 0
+    chosen = {(int(t), int(l)) for t, l in zip(keys.top[fine], keys.left[fine])}
+    assert len(chosen) == fine.sum() == FAST_TOPK and np.all(keys.size[fine] == 1)
+    everything = {(r, c) for r in range(MAP[0]) for c in range(MAP[1])}
+    assert chosen <= everything
+
+    def distance(token):
+        return (token[0] - centre[0])**2 + (token[1] - centre[1])**2
+
+    assert max(map(distance, chosen)) <= min(map(distance, everything - chosen))
+    # Pooled windows: the map padded symmetrically to 21 x 21 (2 rows on top, no column on the left)
+    pooled = keys.group == 1
+    assert {(int(t), int(l)) for t, l in zip(keys.top[pooled], keys.left[pooled])} == \
+        {(r * WINDOW - 2, c * WINDOW) for r in range(3) for c in range(3)}
+    assert np.all(keys.size[pooled] == WINDOW) and not keys.off_map.any()
+
+
+def test_focal_fast_attention_map_draws_the_recorded_keys(recorded_fast_block, tmp_path):
+    stride, query = 4, (10, 10)
+    keys = focal_fast_query_keys(recorded_fast_block.attn, MAP, *query)
+    image = np.zeros((MAP[0] * stride, MAP[1] * stride, 3), np.uint8)
+    figure = draw_attention_map(keys, image, stride, 'Focal-fast', out_file=str(tmp_path / 'fast.png'))
+    for group, ax in enumerate(figure.axes[:2]):
+        drawn = {(round(p.get_y() / stride), round(p.get_x() / stride)) for p in ax.patches
+                 if p.get_gid() == f'key:{group}'}
+        on = keys.group == group
+        assert drawn == {(int(t), int(l)) for t, l in zip(keys.top[on], keys.left[on])}
+    assert osp.getsize(tmp_path / 'fast.png') > 10000
 
 
 def run_in_process(script, *args):

@@ -10,8 +10,9 @@ around the map border. Pure torch/numpy; drawing is in :mod:`mmfocal.visualizati
 
 Only the *description* of the key source and the key groups is backbone specific:
 :func:`focal_transformer_key_source` and :func:`focal_transformer_key_groups` for
-``FocalWindowAttention`` (window tokens, rolled neighbours, pooled levels); everything else reads
-positions out of the recorded ``index``.
+``FocalWindowAttention`` (window tokens, rolled neighbours, pooled levels), and
+:func:`focal_fast_key_source` for ``FocalFastAttention`` (nearest map tokens, nearest pooled
+windows); everything else reads positions out of the recorded ``index``.
 """
 import math
 from dataclasses import dataclass, field
@@ -190,13 +191,8 @@ def focal_window_query_keys(attention, map_size: Tuple[int, int], row: int, col:
     """The keys and weights of query token (``row``, ``col``) of a ``FocalWindowAttention`` whose
     last forward pass was recorded (``record_attention = True``) on a stage map of ``map_size``
     (before padding)."""
-    recorded = getattr(attention, 'recorded', None)
-    if not recorded:
-        raise ValueError('the attention layer recorded nothing: set record_attention = True '
-                         'and run a forward pass first')
+    recorded = _recording(attention, map_size, row, col)
     height, width = map_size
-    if not (0 <= row < height and 0 <= col < width):
-        raise ValueError(f'query token ({row}, {col}) is outside the {height}x{width} stage map')
     w = attention.window_size
     n_wh, n_ww = recorded['windows']
     window = (row // w) * n_ww + col // w
@@ -214,13 +210,69 @@ def focal_window_query_keys(attention, map_size: Tuple[int, int], row: int, col:
                      map_size=(height, width), padded_size=(n_wh * w, n_ww * w))
 
 
+def focal_fast_key_source(attention, windows: Tuple[int, int], map_size: Tuple[int, int]) -> List[KeyGrid]:
+    """The key source of ``FocalFastAttention``: the padded map, then one pooled token per window.
+
+    The block pools the unpadded map zero-padded symmetrically to window multiples, so pooled token
+    (r, c) covers the ``w`` x ``w`` tokens from ``(r * w - top_pad, c * w - left_pad)``.
+    """
+    w = attention.window_size
+    n_wh, n_ww = windows
+    hp, wp = n_wh * w, n_ww * w
+    grids = [KeyGrid('map', hp, wp)]
+    if attention.focal_level > 1:
+        grids.append(KeyGrid('pooled windows', n_wh, n_ww, w, _centring_offset(map_size[0], hp),
+                             _centring_offset(map_size[1], wp)))
+    return grids
+
+
+def focal_fast_query_keys(attention, map_size: Tuple[int, int], row: int, col: int, sample: int = 0) -> QueryKeys:
+    """The keys and weights of query token (``row``, ``col``) of a ``FocalFastAttention`` whose last
+    forward pass was recorded, on a stage map of ``map_size`` (before padding).
+
+    Two groups: the ``topk`` map tokens nearest to the query window's centre, and the ``topk``
+    nearest pooled windows. Their positions are wherever the recorded ``index`` says (no fixed
+    layout); no key is ever off the map.
+    """
+    recorded = _recording(attention, map_size, row, col)
+    w = attention.window_size
+    n_wh, n_ww = recorded['windows']
+    window = (row // w) * n_ww + col // w
+    slot = (row % w) * w + col % w
+    origin = ((row // w) * w, (col // w) * w)
+    index = _numpy(recorded['index'][window]).astype(np.int64)
+    map_keys = n_wh * w * n_ww * w
+    counts = recorded['keys_per_level']
+    # locate_keys reads groups as runs of consecutive keys; the layout keeps map tokens first.
+    if not np.array_equal(index < map_keys, np.arange(len(index)) < counts[0]):
+        raise ValueError('the recorded keys are not ordered map tokens first, then pooled windows')
+    names = ('nearest map tokens', 'nearest pooled windows')
+    groups = [KeyGroup(name, count) for name, count in zip(names, counts)]
+    located = locate_keys(index, focal_fast_key_source(attention, (n_wh, n_ww), map_size), groups, origin)
+    weights = _numpy(recorded['weights'][sample, window, :, slot, :]).astype(np.float64)
+    return QueryKeys(groups, *located, weights=weights, query=(row, col), window=(*origin, w),
+                     map_size=tuple(map_size), padded_size=(n_wh * w, n_ww * w))
+
+
+def _recording(attention, map_size: Tuple[int, int], row: int, col: int) -> dict:
+    """The attention layer's recording, after checking there is one and the query is on the map."""
+    recorded = getattr(attention, 'recorded', None)
+    if not recorded:
+        raise ValueError('the attention layer recorded nothing: set record_attention = True '
+                         'and run a forward pass first')
+    height, width = map_size
+    if not (0 <= row < height and 0 <= col < width):
+        raise ValueError(f'query token ({row}, {col}) is outside the {height}x{width} stage map')
+    return recorded
+
+
 def _numpy(tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
 
 
 # How to read each attention layer's recording; a new focal backbone adds its layer here with a
 # function that describes its key source (grids) and key groups, as the one above does.
-QUERY_KEYS = {'FocalWindowAttention': focal_window_query_keys}
+QUERY_KEYS = {'FocalWindowAttention': focal_window_query_keys, 'FocalFastAttention': focal_fast_query_keys}
 
 
 def query_keys(attention, map_size: Tuple[int, int], row: int, col: int, sample: int = 0) -> QueryKeys:

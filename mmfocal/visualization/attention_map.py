@@ -21,7 +21,7 @@ def group_colourmaps(groups) -> List[str]:
     """The colour map of each group: the fine groups by name, pooled levels in order."""
     maps, pooled = [], iter(GROUP_COLOURMAPS[2:])
     for group in groups:
-        if group.name == 'window tokens':
+        if group.name in ('window tokens', 'nearest map tokens'):
             maps.append(GROUP_COLOURMAPS[0])
         elif group.name.startswith('rolled'):
             maps.append(GROUP_COLOURMAPS[1])
@@ -101,8 +101,11 @@ def draw_attention_map(keys: QueryKeys, image: np.ndarray, stride: float, title:
 
 
 def _short(name: str) -> str:
-    short = {'window tokens': 'window', 'rolled neighbours': 'rolled'}
-    return short.get(name, name.replace('pooled level ', 'pooled (level ') + ')')
+    short = {'window tokens': 'window', 'rolled neighbours': 'rolled', 'nearest map tokens': 'tokens',
+             'nearest pooled windows': 'pooled'}
+    if name.startswith('pooled level '):
+        return name.replace('pooled level ', 'pooled (level ') + ')'
+    return short.get(name, name)
 
 
 def _back_to_front(keys: QueryKeys) -> Sequence[int]:
