@@ -10,6 +10,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from mmfocal.deployment.compile import compile_for_any_size
 from mmfocal.deployment.export import ExportedPart, build_model, export_onnx, flatten_outputs
 from mmfocal.deployment.ort_model import ORTModel
 from mmfocal.models.backbones import FocalFastTransformer
@@ -17,7 +18,8 @@ from mmfocal.models.backbones.focal_transformer import ARCH_SETTINGS, FocalTrans
 from mmfocal.models.layers import focal_attention
 from mmfocal.models.layers.focal_attention import FocalTransformerBlock, FocalWindowAttention
 
-from .helpers import DET_CONFIGS, DET_DEMO_CONFIG, IN_PROCESS, SEG_DEMO_CONFIG, run_tool, shrink_backbone
+from .helpers import (DET_CONFIGS, DET_DEMO_CONFIG, IN_PROCESS, SEG_DEMO_CONFIG, TINY, GraphCounter,
+                      assert_compiled_matches_eager, run_tool, shrink_backbone)
 
 TOLERANCE = 1e-4
 ONE_STAGE = dict(embed_dims=16, focal_levels=(2, ), focal_windows=(7, ), expand_sizes=(3, ), out_indices=(0, ),
@@ -186,29 +188,32 @@ def test_dynamo_exporter_and_torch_export_with_dynamic_sizes(tmp_path):
             assert (expected - got).abs().max() < 1e-5
 
 
-def test_torch_compile_fullgraph_inference_and_training_match_eager_with_one_recompile():
+@pytest.mark.parametrize('mode', ['eval', 'train'])
+def test_torch_compile_of_the_backbone_is_one_graph_for_every_batch_and_size(mode):
+    """compile_for_any_size: fullgraph, dynamic from the first call, size-oblivious shapes. Sizes
+    that are no multiple of 32 or of the window, batches 1 to 3, stage maps of one window and of
+    one token (20x13: 1x1 at stage 4), then several windows everywhere (236x230)."""
     torch.manual_seed(0)
-    block = FocalTransformerBlock(16, 2, drop_path=0.)
-    graphs = []
+    backbone = getattr(FocalTransformer(**TINY), mode)()
+    counter = GraphCounter()
+    compiled = compile_for_any_size(backbone, backend=counter)
+    for shape in [(2, 3, 64, 96), (1, 3, 75, 111), (2, 3, 20, 13), (3, 3, 121, 57), (1, 3, 236, 230)]:
+        assert_compiled_matches_eager(backbone, compiled, _random(*shape))
+    assert len(counter.graphs) == 1
 
-    def count_graphs(graph_module, example_inputs):
-        graphs.append(graph_module)
-        return graph_module.forward
 
-    compiled = torch.compile(block, fullgraph=True, dynamic=True, backend=count_graphs)
-    for shape in [(2, 9, 20, 16), (2, 16, 13, 16), (3, 23, 11, 16)]:
-        x = torch.randn(*shape, requires_grad=True)
-        wrt = [x] + [p for p in block.parameters()]
-        results = []
-        for fn in (block, compiled):
-            out = fn(x)
-            grads = torch.autograd.grad(out.square().sum(), wrt, allow_unused=True)
-            results.append([out.detach()] + [g for g in grads if g is not None])
-        eager, compiled_results = results
-        assert len(eager) == len(compiled_results) > 10
-        for e, c in zip(eager, compiled_results):  # 1e-5 relative to each tensor's scale
-            assert (e - c).abs().max() <= 1e-5 * e.abs().max().clamp(min=1), shape
-    assert len(graphs) <= 2  # the first size, and at most one recompile for the sizes after it
+def test_torch_compile_as_it_is_recompiles_once_when_the_size_changes():
+    """Plain torch.compile (automatic dynamic): the first size static, one recompile with dynamic
+    sizes at the second, none after, for sizes whose stage maps all have 2 windows or more per
+    side (here 2 stages: 57 pixels and more). Training mode, gradients compared."""
+    torch.manual_seed(0)
+    backbone = FocalTransformer(embed_dims=16, depths=(1, 1), num_heads=(1, 2), focal_windows=(7, 5),
+                                focal_levels=(2, 2), expand_sizes=(3, 3), out_indices=(0, 1), drop_path_rate=0.).train()
+    counter = GraphCounter()
+    compiled = torch.compile(backbone, fullgraph=True, backend=counter)
+    for shape in [(2, 3, 64, 96), (2, 3, 75, 111), (2, 3, 121, 57), (2, 3, 90, 200)]:
+        assert_compiled_matches_eager(backbone, compiled, _random(*shape))
+    assert len(counter.graphs) == 2
 
 
 def _random_checkpoint(cfg, path):
