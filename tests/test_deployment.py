@@ -13,6 +13,7 @@ from mmengine.config import Config
 from mmfocal.deployment.compile import compile_for_any_size
 from mmfocal.deployment.export import ExportedPart, build_model, export_onnx, flatten_outputs
 from mmfocal.deployment.ort_model import ORTModel
+from mmfocal.deployment.standard_ops import AdaptiveAvgPool2dMatmul
 from mmfocal.models.backbones import FocalFastTransformer
 from mmfocal.models.backbones.focal_transformer import ARCH_SETTINGS, FocalTransformer
 from mmfocal.models.layers import focal_attention
@@ -140,6 +141,28 @@ def test_one_stage_detector_dynamic_onnx_matches_pytorch(tmp_path):
         assert _max_difference(module, ort_model, _random(*shape)) < TOLERANCE, shape
 
 
+@pytest.mark.parametrize('output_size', [1, 2, 3, 6, (4, 5)])
+def test_adaptive_average_pooling_as_matmuls_equals_pytorchs(output_size):
+    """Bins that divide, overlap (7 -> 3, 13 -> 6) and repeat positions (5 -> 6, 1 -> 2)."""
+    pool, matmul = torch.nn.AdaptiveAvgPool2d(output_size), AdaptiveAvgPool2dMatmul(output_size)
+    for shape in [(2, 3, 12, 18), (1, 4, 7, 13), (1, 2, 5, 1), (2, 1, 1, 9)]:
+        x = _random(*shape)
+        assert (pool(x) - matmul(x)).abs().max() < 1e-6, shape
+
+
+def test_segmenter_dynamic_onnx_matches_pytorch_at_every_size(tmp_path):
+    """The demo UperNet (its pyramid pooling to 1, 2, 3 and 6 as matrix products) from one dynamic
+    file: stage-4 maps that 6 does not divide, smaller than 6, batch 2."""
+    torch.manual_seed(0)
+    module = ExportedPart(build_model(Config.fromfile(SEG_DEMO_CONFIG)), 'model')
+    path = str(tmp_path / 'upernet.onnx')
+    export_onnx(module, _random(1, 3, 128, 128), path, dynamic=True)
+    assert not any(isinstance(m, AdaptiveAvgPool2dMatmul) for m in module.modules())  # put back
+    ort_model = ORTModel(path)
+    for shape in [(1, 3, 128, 128), (2, 3, 75, 111), (1, 3, 200, 57), (2, 3, 96, 160)]:
+        assert _max_difference(module, ort_model, _random(*shape)) < TOLERANCE, shape
+
+
 def test_two_stage_detector_model_part_is_refused_clearly():
     cfg = shrink_backbone(Config.fromfile(DET_DEMO_CONFIG))
     with pytest.raises(ValueError, match='two-stage detector.*--part features'):
@@ -240,13 +263,9 @@ def test_onnx_test_gives_the_segmenters_miou(demo_workspace, tmp_path):
     cfg = Config.fromfile(SEG_DEMO_CONFIG)
     torch.manual_seed(0)
     model = _random_checkpoint(cfg, checkpoint)
-    # UperNet's pyramid pooling (scales 1, 2, 3, 6) exports with the TorchScript exporter when
-    # the stage-4 map is a multiple of 6: the demo's 128-pixel pictures padded to 192.
-    options = [*IN_PROCESS, 'model.data_preprocessor.test_cfg.size=[192,192]']
     module = ExportedPart(model, 'model')
-    export_onnx(module, _random(1, 3, 192, 192), onnx_file)
-    assert _max_difference(module, ORTModel(onnx_file), _random(1, 3, 192, 192, seed=1)) < TOLERANCE
-    torch_out, onnx_out = _test_with_pytorch_and_onnxruntime(SEG_DEMO_CONFIG, checkpoint, onnx_file, options,
+    export_onnx(module, _random(1, 3, 128, 128), onnx_file, dynamic=True)
+    torch_out, onnx_out = _test_with_pytorch_and_onnxruntime(SEG_DEMO_CONFIG, checkpoint, onnx_file, IN_PROCESS,
                                                              demo_workspace, tmp_path)
     assert 'model in ONNX Runtime' in onnx_out
     assert abs(_metric(torch_out, 'mIoU') - _metric(onnx_out, 'mIoU')) <= 0.01
