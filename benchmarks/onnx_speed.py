@@ -4,6 +4,7 @@ and torch.compile (Inductor) against eager, batch 1, in one process.
     python benchmarks/onnx_speed.py                       # 800x1344 and 512x512
     python benchmarks/onnx_speed.py --sizes 800x1344 --repeats 3 --onnx-dir work/onnx
     python benchmarks/onnx_speed.py --sizes 512x512 --no-compile --train
+    python benchmarks/onnx_speed.py --threads 1       # steadier on a machine shared with other jobs
 
 Each backbone (random weights, eval mode) is exported at each size with a fixed input shape
 (TorchScript exporter, opset 17); with ``--onnx-dir`` the files are kept there and an existing
@@ -110,7 +111,10 @@ def main():
     parser.add_argument('--no-eager', action='store_true', help='skip eager PyTorch (and so the compile ratios)')
     parser.add_argument('--no-compile', action='store_true', help='skip torch.compile (minutes to compile)')
     parser.add_argument('--train', action='store_true', help='also forward+backward, eager and compiled')
+    parser.add_argument('--threads', type=int, help='threads of PyTorch and ONNX Runtime (default: PyTorch\'s)')
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     print(f'torch {torch.__version__}, {threads} threads; ONNX Runtime with {threads} intra-op threads')
     models = {name: _Backbone(build(name, 'cpu')).eval() for name in ('focal', 'swin')}
