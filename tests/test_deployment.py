@@ -239,6 +239,18 @@ def test_torch_compile_as_it_is_recompiles_once_when_the_size_changes():
     assert len(counter.graphs) == 2
 
 
+def test_torch_compile_of_focal_fast_has_no_graph_break_at_a_fixed_size():
+    """Focal-fast's key sets are computed per map size (topk over distances), so each input size
+    is its own graph (README); at one size it compiles whole and matches eager."""
+    torch.manual_seed(0)
+    backbone = FocalFastTransformer(embed_dims=16, depths=(1, 1), num_heads=(1, 2), focal_levels=(2, 2),
+                                    focal_topk=64, out_indices=(0, 1), drop_path_rate=0.).eval()
+    counter = GraphCounter()
+    compiled = torch.compile(backbone, fullgraph=True, backend=counter)
+    assert_compiled_matches_eager(backbone, compiled, _random(2, 3, 60, 92))
+    assert len(counter.graphs) == 1
+
+
 def _random_checkpoint(cfg, path):
     model = build_model(cfg)
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
