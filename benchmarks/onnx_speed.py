@@ -1,12 +1,18 @@
 """ONNX Runtime (CPU) latency of Focal-T's backbone against mmdet's Swin-T and against eager PyTorch,
-and torch.compile against eager, batch 1, in one process.
+and torch.compile (Inductor) against eager, batch 1, in one process.
 
     python benchmarks/onnx_speed.py                       # 800x1344 and 512x512
-    python benchmarks/onnx_speed.py --sizes 512x512 --repeats 3 --no-compile
+    python benchmarks/onnx_speed.py --sizes 800x1344 --repeats 3 --onnx-dir work/onnx
+    python benchmarks/onnx_speed.py --sizes 512x512 --no-compile --train
+    python benchmarks/onnx_speed.py --threads 1       # steadier on a machine shared with other jobs
 
 Each backbone (random weights, eval mode) is exported at each size with a fixed input shape
-(TorchScript exporter, opset 17), then timed interleaved (Focal ORT, Swin ORT, Focal eager,
-Focal compiled) after one warm-up, median of ``--repeats`` runs. Prints seconds and the ratios.
+(TorchScript exporter, opset 17); with ``--onnx-dir`` the files are kept there and an existing
+file is reused (an export of Focal-T at 800x1344 takes minutes on a small CPU). Focal-T is also
+compiled per size (``torch.compile(fullgraph=True, dynamic=False)``, Inductor), forward without
+gradients; ``--train`` adds forward+backward in train mode, eager and compiled. The runners are
+timed interleaved (Focal ORT, Swin ORT, Focal eager, Focal compiled, ...) after one warm-up,
+median of ``--repeats`` rounds. Prints the compile times, seconds per run and the ratios.
 """
 import argparse
 import os
@@ -23,6 +29,10 @@ from backbone_speed import build  # noqa: E402  (the same Focal-T and Swin-T set
 from mmfocal.deployment.export import export_onnx  # noqa: E402
 from mmfocal.deployment.ort_model import ORTModel  # noqa: E402
 
+RATIOS = (('Focal/Swin ORT', 'focal ORT', 'swin ORT'), ('Focal ORT/eager', 'focal ORT', 'focal eager'),
+          ('compiled/eager', 'focal compiled', 'focal eager'),
+          ('compiled/eager train', 'focal compiled train', 'focal eager train'))
+
 
 class _Backbone(torch.nn.Module):
     """A backbone's output as a tuple (mmdet's Swin returns one already; kept uniform)."""
@@ -35,62 +45,110 @@ class _Backbone(torch.nn.Module):
         return tuple(self.backbone(x))
 
 
-def median_time(fn, x, repeats):
-    times = []
-    for _ in range(repeats):
+def onnx_runner(name: str, model: torch.nn.Module, x: torch.Tensor, directory: str, threads: int) -> ORTModel:
+    """ONNX Runtime on ``directory/{name}_{H}x{W}.onnx``, exported from ``model`` at ``x`` unless it exists."""
+    path = os.path.join(directory, f'{name}_{x.shape[2]}x{x.shape[3]}.onnx')
+    if os.path.isfile(path):
+        print(f'{name}: reusing {path}', flush=True)
+    else:
         start = time.perf_counter()
+        export_onnx(model, x, path, part='backbone')
+        print(f'{name}: exported in {time.perf_counter() - start:.0f} s', flush=True)
+    return ORTModel(path, num_threads=threads)
+
+
+def no_grad(fn):
+    def run(x):
+        with torch.no_grad():
+            return fn(x)
+    return run
+
+
+def train_step(fn):
+    """Forward and backward of the outputs' mean (the model in train mode)."""
+    def run(x):
+        loss = sum(o.mean() for o in fn(x))
+        loss.backward()
+    return run
+
+
+def compiled_runner(label: str, model: torch.nn.Module, run, x: torch.Tensor):
+    """``run(compiled model)``, compiled for ``x``'s size (static shapes) and warmed up once here."""
+    compiled = torch.compile(model, fullgraph=True, dynamic=False)
+    start = time.perf_counter()
+    run(compiled)(x)
+    print(f'{label}: compiled in {time.perf_counter() - start:.0f} s', flush=True)
+    return run(compiled)
+
+
+def time_interleaved(runners: dict, x: torch.Tensor, repeats: int) -> dict:
+    """Median seconds per runner over ``repeats`` rounds, each round running every runner once
+    (so load changes hit every runner alike), after one warm-up round."""
+    for fn in runners.values():
         fn(x)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, fn in runners.items():
+            start = time.perf_counter()
+            fn(x)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def print_row(size: str, medians: dict) -> None:
+    """One table per size, printed as soon as it is measured (a run at 800x1344 takes long)."""
+    ratios = [(label, medians[a] / medians[b]) for label, a, b in RATIOS if a in medians and b in medians]
+    print(f'{"input":>10} ' + ' '.join(f'{name:>21}' for name in medians) + ''.join(f' {r:>20}' for r, _ in ratios))
+    print(f'{size:>10} ' + ' '.join(f'{t:>20.3f}s' for t in medians.values()) +
+          ''.join(f' {v:>20.2f}' for _, v in ratios), flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--sizes', nargs='+', default=['800x1344', '512x512'])
     parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--onnx-dir', help='keep the exported files here and reuse existing ones')
+    parser.add_argument('--no-eager', action='store_true', help='skip eager PyTorch (and so the compile ratios)')
     parser.add_argument('--no-compile', action='store_true', help='skip torch.compile (minutes to compile)')
+    parser.add_argument('--train', action='store_true', help='also forward+backward, eager and compiled')
+    parser.add_argument('--threads', type=int, help='threads of PyTorch and ONNX Runtime (default: PyTorch\'s)')
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     print(f'torch {torch.__version__}, {threads} threads; ONNX Runtime with {threads} intra-op threads')
     models = {name: _Backbone(build(name, 'cpu')).eval() for name in ('focal', 'swin')}
-    compiled = None if args.no_compile else torch.compile(models['focal'], fullgraph=True)
-    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+    focal = models['focal']
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = args.onnx_dir or tmp
+        os.makedirs(directory, exist_ok=True)
         for size in args.sizes:
             height, width = map(int, size.split('x'))
             x = torch.randn(1, 3, height, width)
-            runners = {}
-            for name, model in models.items():
-                path = os.path.join(tmp, f'{name}_{size}.onnx')
-                start = time.perf_counter()
-                export_onnx(model, x, path, part='backbone')
-                print(f'{name} exported at {size} in {time.perf_counter() - start:.0f} s', flush=True)
-                runners[f'{name} ORT'] = ORTModel(path, num_threads=threads)
-            runners['focal eager'] = models['focal']
-            if compiled is not None:
-                start = time.perf_counter()
-                compiled(x)
-                print(f'focal compiled at {size} in {time.perf_counter() - start:.0f} s')
-                runners['focal compiled'] = compiled
-            for fn in runners.values():  # warm-up
-                fn(x)
-            times = {name: [] for name in runners}
-            for _ in range(args.repeats):  # interleaved, so load changes hit every runner alike
-                for name, fn in runners.items():
-                    times[name].append(median_time(fn, x, 1))
-            medians = {name: statistics.median(t) for name, t in times.items()}
-            print_row(size, medians)
+            runners = {f'{name} ORT': onnx_runner(name, model, x, directory, threads) for name, model in models.items()}
+            if not args.no_eager:
+                runners['focal eager'] = no_grad(focal)
+            if not args.no_compile:
+                runners['focal compiled'] = compiled_runner('focal (inference)', focal, no_grad, x)
+            if args.train:
+                focal.train()
+                if not args.no_eager:
+                    runners['focal eager train'] = train_step(focal)
+                if not args.no_compile:
+                    runners['focal compiled train'] = compiled_runner('focal (training)', focal, train_step, x)
+            print_row(size, time_interleaved(_in_mode(runners, focal), x, args.repeats))
+            focal.eval()
 
 
-def print_row(size, medians):
-    """One line per size, printed as soon as it is measured (a run at 800x1344 takes long)."""
-    print(f'{"input":>10} ' + ' '.join(f'{name:>15}' for name in medians) +
-          '  Focal/Swin ORT  Focal ORT/eager  compiled/eager')
-    line = f'{size:>10} ' + ' '.join(f'{t:>14.3f}s' for t in medians.values())
-    line += f'  {medians["focal ORT"] / medians["swin ORT"]:>14.2f}'
-    line += f'  {medians["focal ORT"] / medians["focal eager"]:>15.2f}'
-    if 'focal compiled' in medians:
-        line += f'  {medians["focal compiled"] / medians["focal eager"]:>14.2f}'
-    print(line, flush=True)
+def _in_mode(runners: dict, model: torch.nn.Module) -> dict:
+    """``runners`` each run with ``model`` in the mode it was compiled for: train mode for the
+    training runners, eval mode for the others (one model object serves both)."""
+    def wrap(name, fn):
+        def run(x):
+            model.train('train' in name)
+            return fn(x)
+        return run
+    return {name: wrap(name, fn) for name, fn in runners.items()}
 
 
 if __name__ == '__main__':

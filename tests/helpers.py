@@ -227,3 +227,47 @@ def bfloat16_autocast_step(model):
         assert torch.isfinite(out).all()
         assert (out.float() - ref).abs().mean() < 0.05
     return outs
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.compile: graphs counted, compiled against eager
+
+class GraphCounter:
+    """A torch.compile backend that keeps the graphs Dynamo hands it and runs them as traced (no
+    Inductor: a compile costs the tracing alone). Resets Dynamo first: earlier compiles of the
+    same code (another test's model) would count against its recompile limit."""
+
+    def __init__(self):
+        torch._dynamo.reset()
+        self.graphs = []
+
+    def __call__(self, graph_module, example_inputs):
+        self.graphs.append(graph_module)
+        return graph_module.forward
+
+
+def _outputs_and_gradients(fn, module, x) -> list:
+    """``fn(x)`` as a list of tensors; in training mode also the gradients, with respect to ``x``
+    and ``module``'s trainable parameters, of the outputs against fixed random output gradients."""
+    if not module.training:
+        with torch.no_grad():
+            outs = fn(x)
+        return [outs] if isinstance(outs, torch.Tensor) else list(outs)
+    x = x.detach().requires_grad_()
+    outs = fn(x)
+    outs = [outs] if isinstance(outs, torch.Tensor) else list(outs)
+    generator = torch.Generator().manual_seed(0)
+    grad_outs = [torch.randn(o.shape, generator=generator) for o in outs]
+    wrt = [x] + [p for p in module.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(outs, wrt, grad_outs, allow_unused=True)
+    return [o.detach() for o in outs] + [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt)]
+
+
+def assert_compiled_matches_eager(module, compiled, x, tolerance: float = 1e-5) -> None:
+    """``compiled(x)`` against ``module(x)``: the outputs and, in training mode, the gradients of
+    the input and of every parameter, each within ``tolerance`` of the tensor's largest value (at
+    least 1)."""
+    expected, got = _outputs_and_gradients(module, module, x), _outputs_and_gradients(compiled, module, x)
+    assert len(expected) == len(got) >= 1
+    for i, (e, g) in enumerate(zip(expected, got)):
+        assert (e - g).abs().max() <= tolerance * e.abs().max().clamp(min=1), (tuple(x.shape), i)

@@ -10,14 +10,17 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from mmfocal.deployment.compile import compile_for_any_size
 from mmfocal.deployment.export import ExportedPart, build_model, export_onnx, flatten_outputs
 from mmfocal.deployment.ort_model import ORTModel
+from mmfocal.deployment.standard_ops import AdaptiveAvgPool2dMatmul
 from mmfocal.models.backbones import FocalFastTransformer
 from mmfocal.models.backbones.focal_transformer import ARCH_SETTINGS, FocalTransformer
 from mmfocal.models.layers import focal_attention
 from mmfocal.models.layers.focal_attention import FocalTransformerBlock, FocalWindowAttention
 
-from .helpers import DET_CONFIGS, DET_DEMO_CONFIG, IN_PROCESS, SEG_DEMO_CONFIG, run_tool, shrink_backbone
+from .helpers import (DET_CONFIGS, DET_DEMO_CONFIG, IN_PROCESS, SEG_DEMO_CONFIG, TINY, GraphCounter,
+                      assert_compiled_matches_eager, run_tool, shrink_backbone)
 
 TOLERANCE = 1e-4
 ONE_STAGE = dict(embed_dims=16, focal_levels=(2, ), focal_windows=(7, ), expand_sizes=(3, ), out_indices=(0, ),
@@ -138,6 +141,28 @@ def test_one_stage_detector_dynamic_onnx_matches_pytorch(tmp_path):
         assert _max_difference(module, ort_model, _random(*shape)) < TOLERANCE, shape
 
 
+@pytest.mark.parametrize('output_size', [1, 2, 3, 6, (4, 5)])
+def test_adaptive_average_pooling_as_matmuls_equals_pytorchs(output_size):
+    """Bins that divide, overlap (7 -> 3, 13 -> 6) and repeat positions (5 -> 6, 1 -> 2)."""
+    pool, matmul = torch.nn.AdaptiveAvgPool2d(output_size), AdaptiveAvgPool2dMatmul(output_size)
+    for shape in [(2, 3, 12, 18), (1, 4, 7, 13), (1, 2, 5, 1), (2, 1, 1, 9)]:
+        x = _random(*shape)
+        assert (pool(x) - matmul(x)).abs().max() < 1e-6, shape
+
+
+def test_segmenter_dynamic_onnx_matches_pytorch_at_every_size(tmp_path):
+    """The demo UperNet (its pyramid pooling to 1, 2, 3 and 6 as matrix products) from one dynamic
+    file: stage-4 maps that 6 does not divide, smaller than 6, batch 2."""
+    torch.manual_seed(0)
+    module = ExportedPart(build_model(Config.fromfile(SEG_DEMO_CONFIG)), 'model')
+    path = str(tmp_path / 'upernet.onnx')
+    export_onnx(module, _random(1, 3, 128, 128), path, dynamic=True)
+    assert not any(isinstance(m, AdaptiveAvgPool2dMatmul) for m in module.modules())  # put back
+    ort_model = ORTModel(path)
+    for shape in [(1, 3, 128, 128), (2, 3, 75, 111), (1, 3, 200, 57), (2, 3, 96, 160)]:
+        assert _max_difference(module, ort_model, _random(*shape)) < TOLERANCE, shape
+
+
 def test_two_stage_detector_model_part_is_refused_clearly():
     cfg = shrink_backbone(Config.fromfile(DET_DEMO_CONFIG))
     with pytest.raises(ValueError, match='two-stage detector.*--part features'):
@@ -186,29 +211,44 @@ def test_dynamo_exporter_and_torch_export_with_dynamic_sizes(tmp_path):
             assert (expected - got).abs().max() < 1e-5
 
 
-def test_torch_compile_fullgraph_inference_and_training_match_eager_with_one_recompile():
+@pytest.mark.parametrize('mode', ['eval', 'train'])
+def test_torch_compile_of_the_backbone_is_one_graph_for_every_batch_and_size(mode):
+    """compile_for_any_size: fullgraph, dynamic from the first call, size-oblivious shapes. Sizes
+    that are no multiple of 32 or of the window, batches 1 to 3, stage maps of one window and of
+    one token (20x13: 1x1 at stage 4), then several windows everywhere (236x230)."""
     torch.manual_seed(0)
-    block = FocalTransformerBlock(16, 2, drop_path=0.)
-    graphs = []
+    backbone = getattr(FocalTransformer(**TINY), mode)()
+    counter = GraphCounter()
+    compiled = compile_for_any_size(backbone, backend=counter)
+    for shape in [(2, 3, 64, 96), (1, 3, 75, 111), (2, 3, 20, 13), (3, 3, 121, 57), (1, 3, 236, 230)]:
+        assert_compiled_matches_eager(backbone, compiled, _random(*shape))
+    assert len(counter.graphs) == 1
 
-    def count_graphs(graph_module, example_inputs):
-        graphs.append(graph_module)
-        return graph_module.forward
 
-    compiled = torch.compile(block, fullgraph=True, dynamic=True, backend=count_graphs)
-    for shape in [(2, 9, 20, 16), (2, 16, 13, 16), (3, 23, 11, 16)]:
-        x = torch.randn(*shape, requires_grad=True)
-        wrt = [x] + [p for p in block.parameters()]
-        results = []
-        for fn in (block, compiled):
-            out = fn(x)
-            grads = torch.autograd.grad(out.square().sum(), wrt, allow_unused=True)
-            results.append([out.detach()] + [g for g in grads if g is not None])
-        eager, compiled_results = results
-        assert len(eager) == len(compiled_results) > 10
-        for e, c in zip(eager, compiled_results):  # 1e-5 relative to each tensor's scale
-            assert (e - c).abs().max() <= 1e-5 * e.abs().max().clamp(min=1), shape
-    assert len(graphs) <= 2  # the first size, and at most one recompile for the sizes after it
+def test_torch_compile_as_it_is_recompiles_once_when_the_size_changes():
+    """Plain torch.compile (automatic dynamic): the first size static, one recompile with dynamic
+    sizes at the second, none after, for sizes whose stage maps all have 2 windows or more per
+    side (here 2 stages: 57 pixels and more). Training mode, gradients compared."""
+    torch.manual_seed(0)
+    backbone = FocalTransformer(embed_dims=16, depths=(1, 1), num_heads=(1, 2), focal_windows=(7, 5),
+                                focal_levels=(2, 2), expand_sizes=(3, 3), out_indices=(0, 1), drop_path_rate=0.).train()
+    counter = GraphCounter()
+    compiled = torch.compile(backbone, fullgraph=True, backend=counter)
+    for shape in [(2, 3, 64, 96), (2, 3, 75, 111), (2, 3, 121, 57), (2, 3, 90, 200)]:
+        assert_compiled_matches_eager(backbone, compiled, _random(*shape))
+    assert len(counter.graphs) == 2
+
+
+def test_torch_compile_of_focal_fast_has_no_graph_break_at_a_fixed_size():
+    """Focal-fast's key sets are computed per map size (topk over distances), so each input size
+    is its own graph (README); at one size it compiles whole and matches eager."""
+    torch.manual_seed(0)
+    backbone = FocalFastTransformer(embed_dims=16, depths=(1, 1), num_heads=(1, 2), focal_levels=(2, 2),
+                                    focal_topk=64, out_indices=(0, 1), drop_path_rate=0.).eval()
+    counter = GraphCounter()
+    compiled = torch.compile(backbone, fullgraph=True, backend=counter)
+    assert_compiled_matches_eager(backbone, compiled, _random(2, 3, 60, 92))
+    assert len(counter.graphs) == 1
 
 
 def _random_checkpoint(cfg, path):
@@ -235,13 +275,9 @@ def test_onnx_test_gives_the_segmenters_miou(demo_workspace, tmp_path):
     cfg = Config.fromfile(SEG_DEMO_CONFIG)
     torch.manual_seed(0)
     model = _random_checkpoint(cfg, checkpoint)
-    # UperNet's pyramid pooling (scales 1, 2, 3, 6) exports with the TorchScript exporter when
-    # the stage-4 map is a multiple of 6: the demo's 128-pixel pictures padded to 192.
-    options = [*IN_PROCESS, 'model.data_preprocessor.test_cfg.size=[192,192]']
     module = ExportedPart(model, 'model')
-    export_onnx(module, _random(1, 3, 192, 192), onnx_file)
-    assert _max_difference(module, ORTModel(onnx_file), _random(1, 3, 192, 192, seed=1)) < TOLERANCE
-    torch_out, onnx_out = _test_with_pytorch_and_onnxruntime(SEG_DEMO_CONFIG, checkpoint, onnx_file, options,
+    export_onnx(module, _random(1, 3, 128, 128), onnx_file, dynamic=True)
+    torch_out, onnx_out = _test_with_pytorch_and_onnxruntime(SEG_DEMO_CONFIG, checkpoint, onnx_file, IN_PROCESS,
                                                              demo_workspace, tmp_path)
     assert 'model in ONNX Runtime' in onnx_out
     assert abs(_metric(torch_out, 'mIoU') - _metric(onnx_out, 'mIoU')) <= 0.01

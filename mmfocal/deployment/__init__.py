@@ -1,1 +1,2 @@
-"""Deployment: export of the backbones and models (ONNX, torch.export) and inference outside PyTorch."""
+"""Deployment: export of the backbones and models (ONNX, torch.export), inference outside PyTorch, and
+torch.compile with one graph for every input size."""

@@ -11,13 +11,14 @@ Parts (``PARTS``):
 The file records which part it holds and how its flat outputs nest (ONNX metadata), so
 :mod:`mmfocal.deployment.ort_model` can put it back in place of that part.
 """
-import contextlib
 import json
 import os.path as osp
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+
+from .standard_ops import adaptive_pools_as_matmuls
 
 PARTS = ('backbone', 'features', 'model')
 INPUT_NAME = 'inputs'
@@ -78,29 +79,6 @@ class ExportedPart(nn.Module):
         if self.part == 'features':
             return tuple(self.model.extract_feat(inputs))
         return self.model._forward(inputs)  # what model(inputs, mode='tensor') returns
-
-
-@contextlib.contextmanager
-def backbone_sizes_fixed(module: nn.Module, example: torch.Tensor):
-    """While tracing a fixed-size export: the backbone's outputs reshaped to their sizes at
-    ``example``, as constants. The backbone computes its sizes in the graph (so that a dynamic
-    export serves every size); without this, layers after it that need known sizes at export
-    time (the adaptive pooling of UperNet's pyramid pooling module) cannot be exported."""
-    backbone = getattr(getattr(module, 'model', module), 'backbone', None)
-    if backbone is None:
-        yield
-        return
-    with torch.no_grad():
-        shapes = [tuple(o.shape) for o in backbone(example)]
-
-    def pin(_module, _inputs, outputs):
-        return tuple(o.reshape(shape) for o, shape in zip(outputs, shapes))
-
-    handle = backbone.register_forward_hook(pin)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def flatten_outputs(outputs) -> Tuple[List[torch.Tensor], object]:
@@ -182,7 +160,9 @@ def export_onnx(module: nn.Module, example: torch.Tensor, out: str, dynamic: boo
         if dynamic:
             dynamic_axes = {INPUT_NAME: {0: 'batch', 2: 'height', 3: 'width'}}
             dynamic_axes.update({name: {0: 'batch'} for name in names})
-        with contextlib.nullcontext() if dynamic else backbone_sizes_fixed(module, example):
+        # Adaptive average pooling (UperNet's pyramid pooling) as matrix products built from the
+        # traced size: the exporter's own form is a fixed AveragePool, only where the sizes divide.
+        with adaptive_pools_as_matmuls(module):
             torch.onnx.export(module, (example, ), out, dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=names, dynamic_axes=dynamic_axes)
     model = onnx.load(out)

@@ -179,7 +179,7 @@ class FocalBackbone(BaseModule):
         for i, stage in enumerate(self.layers):
             out, x = stage(x)
             if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(out).permute(0, 3, 1, 2).contiguous())
+                outs.append(_channels_first(getattr(self, f'norm{i}')(out)))
         return tuple(outs)
 
     def _freeze_stages(self):
@@ -287,6 +287,13 @@ class FocalTransformer(FocalBackbone):
                          focal_levels, focal_pool, use_conv_embed, patch_size, in_channels, out_indices,
                          frozen_stages, with_cp, init_cfg,
                          stage_settings=dict(focal_windows=focal_windows, expand_sizes=expand_sizes))
+
+
+def _channels_first(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) -> (B, C, H, W), contiguous. Always a copy: ``.contiguous()`` would first check
+    whether the permuted map already is (it is when H = W = 1), a guard on the sizes that makes
+    torch.compile recompile when a stage map reaches one token."""
+    return x.permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)
 
 
 def _freeze(module: nn.Module):

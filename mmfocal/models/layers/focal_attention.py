@@ -297,8 +297,10 @@ class FocalWindowAttention(nn.Module):
             out = _FocalAttentionCore.apply(q, source, index, bias, off_map)
         else:
             out = _attend_fused(q, source, index, bias, off_map, need_lse=False)[0]
-        out = out.reshape(B, n_wh, n_ww, w, w, C).permute(0, 1, 3, 2, 4, 5)
-        return self.proj_drop(self.proj(out.reshape(B, hp, wp, C)))
+        # A copy, then a view: reshape of the permuted windows would check whether a view is
+        # possible (it is when a side has one window), a guard on sizes that recompiles.
+        out = out.reshape(B, n_wh, n_ww, w, w, C).permute(0, 1, 3, 2, 4, 5).clone(memory_format=torch.contiguous_format)
+        return self.proj_drop(self.proj(out.view(B, hp, wp, C)))
 
     def extra_repr(self) -> str:
         return (f'dims={self.dims}, num_heads={self.num_heads}, window_size={self.window_size}, '

@@ -1,0 +1,70 @@
+"""torch.compile of a Focal backbone, or a model around one, with one graph for every input size.
+
+Compiled as it is (``torch.compile(backbone, fullgraph=True)``), the model has no graph break
+and no Python branch on a size: the first call compiles for its size, the first call at another
+size recompiles once with dynamic sizes, and that graph serves every later size whose stage
+maps all have at least 2 windows per side (with window 7 and 4 stages: inputs of 225 pixels or
+more per side, every detection and segmentation size). PyTorch specialises sizes of 0 and 1,
+though: a batch of 1 after a batch of 2 recompiles once, and so does a stage map of a single
+window or token on a side (small inputs), once per such pattern. That is PyTorch's shape
+reasoning (its reshape and contiguity checks ask whether a size is 1), not a branch of ours.
+
+:func:`compile_for_any_size` removes those recompiles: it compiles with dynamic sizes from the
+first call and traces with PyTorch's size-oblivious reasoning for backed sizes
+(``torch.fx.experimental._config.backed_size_oblivious``), which decides such checks for the
+general case, a decision that stays correct at 1. One graph then serves every batch and input
+size, down to a 1x1 stage-4 map (tests/test_deployment.py).
+
+Focal-fast (:class:`~mmfocal.models.backbones.FocalFastTransformer`) compiles with no graph break,
+but once per input size: its nearest-token key sets come from ``torch.topk`` over the map's
+distances, computed on the CPU per map size outside the graph (``int()`` of the size), so each
+size is its own graph.
+"""
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+
+
+@contextlib.contextmanager
+def size_oblivious_shapes() -> Iterator[None]:
+    """While tracing: backed sizes get size-oblivious reasoning (no 0/1 specialisation).
+
+    A private, experimental switch of PyTorch (``torch.fx.experimental._config``); it is read when
+    Dynamo traces, so it must be on during the calls that compile, not when torch.compile is called.
+    """
+    from torch.fx.experimental import _config
+    if not hasattr(_config, 'backed_size_oblivious'):
+        raise RuntimeError(f'torch {torch.__version__} has no backed_size_oblivious switch (torch >= 2.8 has); '
+                           'use torch.compile(model, fullgraph=True), which recompiles for batch 1 and small maps')
+    with _config.patch(backed_size_oblivious=True):
+        yield
+
+
+class CompiledForAnySize(nn.Module):
+    """``torch.compile(module, **options)`` called under :func:`size_oblivious_shapes`.
+
+    ``options`` default to ``fullgraph=True`` (a graph break is an error) and ``dynamic=True``
+    (sizes are symbolic from the first call). ``compiled`` is the compiled module; ``module`` the
+    original, whose parameters it shares.
+    """
+
+    def __init__(self, module: nn.Module, **options):
+        super().__init__()
+        options = dict(dict(fullgraph=True, dynamic=True), **options)
+        self.compiled = torch.compile(module, **options)
+
+    @property
+    def module(self) -> nn.Module:
+        return self.compiled._orig_mod
+
+    def forward(self, *args, **kwargs):
+        with size_oblivious_shapes():
+            return self.compiled(*args, **kwargs)
+
+
+def compile_for_any_size(module: nn.Module, **options) -> CompiledForAnySize:
+    """``module`` compiled once for every batch and input size; ``options`` go to torch.compile
+    (``backend``, ``mode``, ...). Train and eval mode are one graph each."""
+    return CompiledForAnySize(module, **options)
