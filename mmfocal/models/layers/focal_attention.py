@@ -460,7 +460,8 @@ def _add_bias_grad(grad_bias: torch.Tensor, grad_scores: torch.Tensor, bias_colu
         columns = _as_bias_columns(bias_columns).columns
         heads, windows, area, keys = grad_scores.shape
         if chunk.shared:  # one bias for every window of the chunk: sum first, then add to the table once
-            grad_bias.view(heads * area, -1).index_add_(1, columns[chunk.first], grad_scores.sum(1).view(heads * area, keys))
+            summed = grad_scores.sum(1).view(heads * area, keys)
+            grad_bias.view(heads * area, -1).index_add_(1, columns[chunk.first], summed)
             return
         grad_bias.view(heads * area, -1).index_add_(1, _take(columns, chunk.windows).reshape(-1),
                                                     grad_scores.transpose(1, 2).reshape(heads * area, windows * keys))

@@ -22,9 +22,14 @@ for the actual map and cache them per map size in :func:`fast_key_layout`).
 The keys of every window are fetched by one ``index_select`` from a key source (the map's tokens,
 then the pooled tokens), as for the paper's model, and the attention runs in the same
 recomputing kernel (:class:`~.focal_attention._FocalAttentionCore`). The bias differs per window,
-but only through the key offsets: the MLP runs once per distinct (query, key-offset) pair on a
-small table, and each window's bias is a gather of that table's columns, so interior windows
-(which see the same offsets) share columns and no per-window bias is ever stored.
+but only through the key offsets. Each level's MLP runs once per distinct query-minus-key offset
+(level 0's offsets recur from query to query: about 25x fewer than (query, key) pairs), giving a
+(heads, w*w, U) table over the U distinct key positions; a window's bias is a gather of the
+table's columns, made per chunk of windows and never stored for the whole map. Windows with
+identical columns (some interior windows; which of several equidistant tokens topk keeps depends
+on the window's place, so fewer share than the geometry suggests) go through the kernel as groups
+that take one broadcast bias and sum their bias gradient before adding it to the table, and the
+images of a batch share each chunk's gathered bias and bias-gradient scatter.
 """
 import functools
 import math
