@@ -96,8 +96,9 @@ class FastKeyLayout(NamedTuple):
         MIN_SHARED_GROUP windows with identical rows of ``bias_columns``, i.e. the same key offsets.
         Only windows away from the map's borders can share, and fewer than the map's geometry
         suggests: which of several equidistant tokens topk keeps depends on where the window is,
-        so interior windows fall into several groups (at 800x1344 input about 8 groups hold 44%
-        of stage 1's windows; at 512x512 there are hardly any groups).
+        so interior windows fall into several groups (at 800x1344 input 62 groups hold 922 of
+        stage 1's 1392 windows and 11 groups 51 of stage 2's 360; at 512x512, 46 of stage 1's 361
+        windows are in groups, none later).
     """
     index: torch.Tensor
     off_map: torch.Tensor
