@@ -19,7 +19,7 @@ from mmfocal import FocalFastTransformer, FocalTransformer
 from mmfocal.engine.pretrained import CheckpointMismatchError, match_state_dict
 from mmfocal.models.backbones import FocalBackbone
 from mmfocal.models.layers import focal_attention
-from mmfocal.models.layers.focal_fast_attention import fast_key_layout
+from mmfocal.models.layers.focal_fast_attention import MIN_SHARED_GROUP, fast_key_layout
 
 from .helpers import (ATTENTION_PATHS, CONFIGS, TINY, TOOLS, assert_block_matches_reference, bfloat16_autocast_step,
                       shrink_backbone, take_attention_path, with_large_weights)
@@ -186,23 +186,55 @@ def test_bfloat16_autocast_trains_close_to_float32():
     assert grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
-def test_kernel_takes_a_bias_per_window_as_well_as_table_rows():
-    """The three bias forms of the shared kernel agree: table rows by column, one bias per window."""
+@pytest.mark.parametrize('size', [(12, 17), (60, 90), (61, 95)])
+@pytest.mark.parametrize('chunk_bytes', [1, 2**15, focal_attention.CHUNK_BYTES])
+def test_kernel_takes_a_bias_per_window_as_well_as_table_columns(size, chunk_bytes, monkeypatch):
+    """The bias forms of the shared kernel agree, forward and gradients, batch 2, in chunks of one
+    window, of a few windows and of many: table columns with the window order and groups of windows
+    that see the same offsets, the same columns without groups, and one bias per window."""
+    monkeypatch.setattr(focal_attention, 'CHUNK_BYTES', chunk_bytes)
     torch.manual_seed(0)
-    layout = fast_key_layout(7, 20, True, 12, 17, torch.device('cpu'))
+    layout = fast_key_layout(7, 20, True, *size, torch.device('cpu'))
     num_windows, keys = layout.off_map.shape
-    table = torch.randn(int(layout.bias_columns.max()) + 1, 2, 49, dtype=torch.float64, requires_grad=True)
+    assert bool(layout.shared_groups) == (size != (12, 17))  # a 2x3 window grid has only border windows
+    table = torch.randn(2, 49, int(layout.bias_columns.max()) + 1, dtype=torch.float64, requires_grad=True)
     q = torch.randn(2 * num_windows, 49, 2, 4, dtype=torch.float64, requires_grad=True)
-    source = torch.randn(2, 14 * 21 + num_windows, 2, 2, 4, dtype=torch.float64, requires_grad=True)
-    per_window = table[layout.bias_columns].permute(0, 2, 3, 1)  # (nW, heads, w*w, keys)
+    source = torch.randn(2, int(layout.index.max()) + 1, 2, 2, 4, dtype=torch.float64, requires_grad=True)
+    per_window = table[:, :, layout.bias_columns].permute(2, 0, 1, 3)  # (nW, heads, w*w, keys)
     args = (q, source, layout.index)
-    by_rows = focal_attention._FocalAttentionCore.apply(*args, table, layout.off_map, layout.bias_columns)
-    by_window = focal_attention._FocalAttentionCore.apply(*args, per_window, layout.off_map)
-    torch.testing.assert_close(by_rows, by_window)
-    grad = torch.randn_like(by_rows)
-    for a, b in zip(torch.autograd.grad(by_rows, (q, source, table), grad),
-                    torch.autograd.grad(by_window, (q, source, table), grad)):
-        torch.testing.assert_close(a, b)
+    outs = [focal_attention._FocalAttentionCore.apply(*args, table, layout.off_map, layout.kernel_columns()),
+            focal_attention._FocalAttentionCore.apply(*args, table, layout.off_map, layout.bias_columns),
+            focal_attention._FocalAttentionCore.apply(*args, per_window, layout.off_map)]
+    with torch.no_grad():
+        outs.append(focal_attention._attend_fused(*args, table, layout.off_map, need_lse=False,
+                                                  bias_columns=layout.kernel_columns())[0])
+    for out in outs[1:]:
+        torch.testing.assert_close(out, outs[0])
+    grad = torch.randn_like(outs[0])
+    expected = torch.autograd.grad(outs[2], (q, source, table), grad)
+    for out in outs[:2]:
+        for a, b in zip(torch.autograd.grad(out, (q, source, table), grad), expected):
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize('size', [(5, 40), (12, 17), (16, 16), (60, 90), (64, 64), (200, 336), (100, 101)])
+def test_shared_groups_are_the_windows_with_identical_bias_columns(size):
+    layout = fast_key_layout(7, 128, True, *size, torch.device('cpu'))
+    columns, order, groups = layout.bias_columns, layout.window_order, layout.shared_groups
+    _, group_of, sizes = torch.unique(columns, dim=0, return_inverse=True, return_counts=True)
+    large = sizes[group_of] >= MIN_SHARED_GROUP  # windows whose columns at least MIN_SHARED_GROUP windows share
+    if not large.any():
+        assert order is None and groups == ()
+        return
+    assert sorted(order.tolist()) == list(range(len(columns)))  # a permutation
+    assert [start for start, _ in groups] == [0] + [stop for _, stop in groups[:-1]]  # back to back
+    for start, stop in groups:
+        windows = order[start:stop]
+        assert (columns[windows] == columns[windows[0]]).all()
+        assert len(windows) == int(sizes[group_of[windows[0]]])  # the whole group
+    assert groups[-1][1] == int(large.sum())  # then the windows of no group
+    if size == (200, 336):  # stage 1 of 800x1344: most windows are in groups
+        assert groups[-1][1] > len(columns) // 2
 
 
 def test_recorded_attention_is_the_forward_pass():

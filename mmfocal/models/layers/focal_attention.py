@@ -23,7 +23,7 @@ of windows at a time.
 """
 import functools
 import math
-from typing import Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -361,32 +361,117 @@ def _window_chunks(num_windows: int, bytes_per_window: int, device: torch.device
     return [slice(start, min(start + step, num_windows)) for start in range(0, num_windows, step)]
 
 
-def _chunk_bias(bias: torch.Tensor, bias_columns: Optional[torch.Tensor], chunk: slice) -> torch.Tensor:
-    """The position bias of the windows in ``chunk``: (heads, 1 or windows, w*w, keys), a view or a gather.
+class BiasColumns(NamedTuple):
+    """Per-window position biases as columns of one table (Focal-fast): with it, the kernels take
+    ``bias`` as a table (heads, w*w, U) and key j of window n uses column ``columns[n, j]``.
+
+    columns: (nW, keys) long. order: None, or the (nW,) window numbers in the order the CPU
+    kernels take them: first each group of windows with identical rows of ``columns``, then the
+    rest. shared_groups: those groups, as (start, stop) ranges of positions in ``order``. A chunk
+    inside a group takes one (heads, w*w, keys) bias broadcast over its windows, and its bias
+    gradient is the sum over its windows, added to the table once.
+    """
+    columns: torch.Tensor
+    order: Optional[torch.Tensor] = None
+    shared_groups: Tuple[Tuple[int, int], ...] = ()
+
+
+def _as_bias_columns(bias_columns) -> Optional[BiasColumns]:
+    """None, a BiasColumns, or a plain (nW, keys) tensor of columns (no groups)."""
+    if bias_columns is None or isinstance(bias_columns, BiasColumns):
+        return bias_columns
+    return BiasColumns(bias_columns)
+
+
+class _Chunk(NamedTuple):
+    """Windows the kernels process at once: ``windows``, a slice of the windows in row-major order
+    or a (n,) tensor of window numbers; ``shared``: they all have the same bias columns."""
+    windows: Union[slice, torch.Tensor]
+    shared: bool = False
+
+    @property
+    def size(self) -> int:
+        w = self.windows
+        return w.stop - w.start if isinstance(w, slice) else len(w)
+
+    @property
+    def first(self) -> int:
+        return self.windows.start if isinstance(self.windows, slice) else int(self.windows[0])
+
+
+def _take(t: torch.Tensor, windows, dim: int = 0, offset: int = 0) -> torch.Tensor:
+    """The rows of ``windows`` (shifted by ``offset``) of ``t`` along ``dim``: a view for a slice."""
+    if isinstance(windows, slice):
+        return t.narrow(dim, offset + windows.start, windows.stop - windows.start)
+    return t.index_select(dim, windows + offset if offset else windows)
+
+
+def _put(t: torch.Tensor, windows, value: torch.Tensor, dim: int = 0, offset: int = 0):
+    """Write ``value`` into the rows of ``windows`` (shifted by ``offset``) of ``t`` along ``dim``."""
+    if isinstance(windows, slice):
+        t.narrow(dim, offset + windows.start, windows.stop - windows.start).copy_(value)
+    else:
+        t.index_copy_(dim, windows + offset if offset else windows, value.to(t.dtype))
+
+
+def _bias_chunks(num_windows: int, bytes_per_window: int, device: torch.device,
+                 bias_columns: Optional[BiasColumns]) -> list:
+    """The :class:`_Chunk` s of the kernels: :func:`_window_chunks`, or with a window order (CPU
+    only) chunks of at most as many windows along the order, none straddling a group's edge."""
+    if bias_columns is None or bias_columns.order is None or not _uses_cpu_kernels(device):
+        return [_Chunk(chunk) for chunk in _window_chunks(num_windows, bytes_per_window, device)]
+    order, groups = bias_columns.order, bias_columns.shared_groups
+    step = max(1, CHUNK_BYTES // bytes_per_window)
+    edges = sorted({0, num_windows, *(edge for group in groups for edge in group)})
+    return [_Chunk(order[start:min(start + step, stop)], (begin, stop) in groups)
+            for begin, stop in zip(edges, edges[1:]) for start in range(begin, stop, step)]
+
+
+def _chunk_bias(bias: torch.Tensor, bias_columns, chunk) -> torch.Tensor:
+    """The position bias of the windows of ``chunk`` (a :class:`_Chunk` or a slice): (heads, 1 or
+    windows, w*w, keys), a view or a gather.
 
     ``bias`` is one of: (heads, w*w, keys), shared by every window; (nW, heads, w*w, keys), one per
-    window; or, with ``bias_columns`` (nW, keys), a table (U, heads, w*w) whose row
-    ``bias_columns[n, j]`` holds key j of window n (Focal-fast: windows share the table's rows;
-    gathering whole rows is many times faster than gathering along a last dimension).
+    window; or, with ``bias_columns`` (a :class:`BiasColumns` or its (nW, keys) columns), a table
+    (heads, w*w, U) whose column ``columns[n, j]`` holds key j of window n. From a table, a
+    shared chunk (all its windows have the same columns) gets one bias for all its windows;
+    otherwise one gather along the table's last dimension, which leaves the keys contiguous as
+    the CPU flash kernel wants its mask (a mask with strided keys costs it a copy).
     """
+    if not isinstance(chunk, _Chunk):
+        chunk = _Chunk(chunk)
     if bias_columns is not None:
-        columns = bias_columns[chunk]
-        rows = bias.index_select(0, columns.reshape(-1))
-        return rows.view(*columns.shape, *bias.shape[1:]).permute(2, 0, 3, 1)
+        columns = _as_bias_columns(bias_columns).columns
+        heads, area, num_columns = bias.shape
+        chunk_columns = columns[chunk.first:chunk.first + 1] if chunk.shared else _take(columns, chunk.windows)
+        # Along the last dimension of a 2-d view: index_select of a 3-d tensor along its last
+        # dimension takes about three times longer.
+        gathered = bias.reshape(heads * area, num_columns).index_select(1, chunk_columns.reshape(-1))
+        return gathered.view(heads, area, *chunk_columns.shape).transpose(1, 2)
     if bias.dim() == 4:
-        return bias[chunk].transpose(0, 1)
+        return _take(bias, chunk.windows).transpose(0, 1)
     return bias.unsqueeze(1)
 
 
-def _add_bias_grad(grad_bias: torch.Tensor, grad_scores: torch.Tensor, bias_columns: Optional[torch.Tensor],
-                   chunk: slice):
-    """Accumulate ``grad_scores`` (heads, windows, w*w, keys) into ``grad_bias`` (shaped as the bias)."""
+def _add_bias_grad(grad_bias: torch.Tensor, grad_scores: torch.Tensor, bias_columns, chunk):
+    """Accumulate ``grad_scores`` (heads, windows, w*w, keys) of ``chunk`` (a :class:`_Chunk` or a
+    slice) into ``grad_bias`` (shaped as the bias)."""
+    if not isinstance(chunk, _Chunk):
+        chunk = _Chunk(chunk)
     if bias_columns is not None:
+        columns = _as_bias_columns(bias_columns).columns
         heads, windows, area, keys = grad_scores.shape
-        grad_bias.index_add_(0, bias_columns[chunk].reshape(-1),
-                             grad_scores.permute(1, 3, 0, 2).reshape(windows * keys, heads, area))
+        if chunk.shared:  # one bias for every window of the chunk: sum first, then add to the table once
+            summed = grad_scores.sum(1).view(heads * area, keys)
+            grad_bias.view(heads * area, -1).index_add_(1, columns[chunk.first], summed)
+            return
+        grad_bias.view(heads * area, -1).index_add_(1, _take(columns, chunk.windows).reshape(-1),
+                                                    grad_scores.transpose(1, 2).reshape(heads * area, windows * keys))
     elif grad_bias.dim() == 4:
-        grad_bias[chunk] += grad_scores.transpose(0, 1)
+        if isinstance(chunk.windows, slice):
+            grad_bias[chunk.windows] += grad_scores.transpose(0, 1)
+        else:
+            grad_bias.index_add_(0, chunk.windows, grad_scores.transpose(0, 1))
     else:
         grad_bias += grad_scores.sum(1)
 
@@ -405,23 +490,28 @@ def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True, bias_c
     window_area = q.shape[1]
     bias = bias.to(q.dtype)
     off_map = off_map.to(q.dtype)
+    bias_columns = _as_bias_columns(bias_columns)
     index_by_window = index.view(num_windows, num_keys)
     on_cpu = _uses_cpu_kernels(q.device)
     bytes_per_window = num_keys * (2 * heads * head_dims + heads * window_area) * q.element_size()
     out = q.new_empty(q.shape)
     lse = q.new_empty(batch * num_windows, heads, window_area) if need_lse else None
-    for b in range(batch):
-        for chunk in _window_chunks(num_windows, bytes_per_window, q.device):
-            rows = slice(b * num_windows + chunk.start, b * num_windows + chunk.stop)
-            kv = source[b].index_select(0, index_by_window[chunk].reshape(-1))
+    chunks = _bias_chunks(num_windows, bytes_per_window, q.device, bias_columns)
+    # Chunks outside, images inside: a chunk's bias (gathered per window for Focal-fast) serves
+    # every image of the batch.
+    for chunk in chunks:
+        windows = chunk.windows
+        chunk_index = _take(index_by_window, windows).reshape(-1)
+        chunk_off_map = _take(off_map, windows)
+        mask = _chunk_bias(bias, bias_columns, chunk).transpose(0, 1)
+        # Interior windows have no off-map keys: the shared bias broadcasts, nothing to build.
+        if not on_cpu or chunk_off_map.any():
+            mask = mask + chunk_off_map[:, None, None, :]
+        for b in range(batch):
+            kv = source[b].index_select(0, chunk_index)
             kv = kv.view(-1, num_keys, 2, heads, head_dims)
             k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
-            q_chunk = q[rows].transpose(1, 2)
-            chunk_off_map = off_map[chunk]
-            mask = _chunk_bias(bias, bias_columns, chunk).transpose(0, 1)
-            # Interior windows have no off-map keys: the shared bias broadcasts, nothing to build.
-            if not on_cpu or chunk_off_map.any():
-                mask = mask + chunk_off_map[:, None, None, :]
+            q_chunk = _take(q, windows, offset=b * num_windows).transpose(1, 2)
             if on_cpu:
                 out_chunk, lse_chunk = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
                     q_chunk, k, v, 0.0, False, attn_mask=mask, scale=1.0)
@@ -432,9 +522,9 @@ def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True, bias_c
                 scores = q_chunk @ k.transpose(-2, -1) + mask
                 lse_chunk = scores.logsumexp(-1)
                 out_chunk = (scores - lse_chunk.unsqueeze(-1)).exp_() @ v
-            out[rows] = out_chunk.transpose(1, 2)
+            _put(out, windows, out_chunk.transpose(1, 2), offset=b * num_windows)
             if need_lse:
-                lse[rows] = lse_chunk
+                _put(lse, windows, lse_chunk, offset=b * num_windows)
     return out, lse
 
 
@@ -456,7 +546,7 @@ class _FocalAttentionCore(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         q, source, index, bias, off_map, out, lse = ctx.saved_tensors
-        bias_columns = ctx.bias_columns
+        bias_columns = _as_bias_columns(ctx.bias_columns)
         # Under autocast the inputs may be fp16/bf16: accumulate the recomputation in float32.
         dtype = torch.promote_types(q.dtype, torch.float32)
         q_dtype, source_dtype = q.dtype, source.dtype
@@ -467,40 +557,60 @@ class _FocalAttentionCore(torch.autograd.Function):
         window_area = q.shape[1]
         index_by_window = index.view(num_windows, num_keys)
 
-        def by_head(t):  # (B*nW, w*w, heads, d) -> (B, heads, nW, w*w, d), a view
-            return t.view(batch, num_windows, window_area, heads, head_dims).permute(0, 3, 1, 2, 4)
+        def by_head(t, windows, b):  # (B*nW, w*w, heads, d) -> (heads, windows, w*w, d) of image b
+            # Rows taken before the permutation: index_select of a permuted view copies it whole.
+            return _take(t, windows, offset=b * num_windows).permute(2, 0, 1, 3)
 
-        q_h, grad_h, out_h = by_head(q), by_head(grad_out), by_head(out)
-        lse_h = lse.view(batch, num_windows, heads, window_area).transpose(1, 2)
         # Keys with heads outside the window axis, so every product below is one batched GEMM.
         source_by_head = source.permute(2, 0, 3, 1, 4).contiguous()  # (2, B, heads, S, d)
         grad_source = torch.zeros_like(source_by_head)
-        grad_q = torch.empty_like(q_h)  # (B, heads, nW, w*w, d)
+        grad_q = q.new_empty(batch, heads, num_windows, window_area, head_dims)
         grad_bias = torch.zeros_like(bias)
         bytes_per_window = heads * num_keys * (2 * head_dims + 2 * window_area) * q.element_size()
-        for b in range(batch):
-            for chunk in _window_chunks(num_windows, bytes_per_window, q.device):
-                windows = chunk.stop - chunk.start
-                rows = heads * windows  # one small GEMM per (head, window) below
-                chunk_index = index_by_window[chunk].reshape(-1)
+        on_cpu = _uses_cpu_kernels(q.device)
+        # With per-window biases from a table, the images of the batch share them: sum the images'
+        # score gradients, then add the sum to the table once per chunk.
+        sum_over_images = bias_columns is not None and batch > 1
+        for chunk in _bias_chunks(num_windows, bytes_per_window, q.device, bias_columns):
+            windows, count = chunk.windows, chunk.size
+            rows = heads * count  # one small GEMM per (head, window) below
+            chunk_index = _take(index_by_window, windows).reshape(-1)
+            bias_and_off_map = _chunk_bias(bias, bias_columns, chunk)  # (heads, 1 or windows, w*w, keys)
+            chunk_off_map = _take(off_map, windows)
+            if not on_cpu or chunk_off_map.any():
+                bias_and_off_map = bias_and_off_map + chunk_off_map[None, :, None, :]
+            grad_scores_sum = None
+            for b in range(batch):
                 kv = source_by_head[:, b].index_select(2, chunk_index).view(2, rows, num_keys, head_dims)
-                q_chunk = q_h[b, :, chunk].reshape(rows, window_area, head_dims)
-                grad_chunk = grad_h[b, :, chunk].reshape(rows, window_area, head_dims)
-                delta = (grad_h[b, :, chunk] * out_h[b, :, chunk]).sum(-1, keepdim=True)
-                probs = q.new_empty(heads, windows, window_area, num_keys)
-                torch.add(_chunk_bias(bias, bias_columns, chunk), off_map[None, chunk, None, :], out=probs)
-                probs.sub_(lse_h[b, :, chunk, :, None])
+                q_chunk = by_head(q, windows, b).reshape(rows, window_area, head_dims)
+                grad_by_window = by_head(grad_out, windows, b)
+                grad_chunk = grad_by_window.reshape(rows, window_area, head_dims)
+                delta = (grad_by_window * by_head(out, windows, b)).sum(-1, keepdim=True)
+                probs = q.new_empty(heads, count, window_area, num_keys)
+                chunk_lse = _take(lse, windows, offset=b * num_windows).transpose(0, 1)  # (heads, windows, w*w)
+                torch.sub(bias_and_off_map, chunk_lse[..., None], out=probs)
                 probs = probs.view(rows, window_area, num_keys).baddbmm_(q_chunk, kv[0].transpose(1, 2)).exp_()
                 grad_scores = torch.bmm(grad_chunk, kv[1].transpose(1, 2))
                 torch.bmm(probs.transpose(1, 2), grad_chunk, out=kv[1])  # values are spent: grad_v in place
-                grad_scores.view(heads, windows, window_area, num_keys).sub_(delta)
+                grad_scores.view(heads, count, window_area, num_keys).sub_(delta)
                 grad_scores.mul_(probs)
                 del probs
-                _add_bias_grad(grad_bias, grad_scores.view(heads, windows, window_area, num_keys), bias_columns, chunk)
-                grad_q[b, :, chunk] = torch.bmm(grad_scores, kv[0]).view(heads, windows, window_area, head_dims)
+                if not sum_over_images:
+                    _add_bias_grad(grad_bias, grad_scores.view(heads, count, window_area, num_keys), bias_columns,
+                                   chunk)
+                elif grad_scores_sum is None:
+                    grad_scores_sum = grad_scores.clone()
+                else:
+                    grad_scores_sum += grad_scores
+                _put(grad_q[b], windows, torch.bmm(grad_scores, kv[0]).view(heads, count, window_area, head_dims),
+                     dim=1)
                 torch.bmm(grad_scores.transpose(1, 2), q_chunk, out=kv[0])  # keys are spent: grad_k in place
                 del grad_scores
-                grad_source[:, b].index_add_(2, chunk_index, kv.view(2, heads, windows * num_keys, head_dims))
+                grad_source[:, b].index_add_(2, chunk_index, kv.view(2, heads, count * num_keys, head_dims))
+            if sum_over_images:
+                _add_bias_grad(grad_bias, grad_scores_sum.view(heads, count, window_area, num_keys), bias_columns,
+                               chunk)
+                del grad_scores_sum
         grad_q = grad_q.permute(0, 2, 3, 1, 4)  # (B, nW, w*w, heads, d)
         return (grad_q.reshape(q.shape).to(q_dtype), grad_source.permute(1, 3, 0, 2, 4).to(source_dtype), None,
                 grad_bias, None, None)

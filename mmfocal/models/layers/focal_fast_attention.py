@@ -22,9 +22,14 @@ for the actual map and cache them per map size in :func:`fast_key_layout`).
 The keys of every window are fetched by one ``index_select`` from a key source (the map's tokens,
 then the pooled tokens), as for the paper's model, and the attention runs in the same
 recomputing kernel (:class:`~.focal_attention._FocalAttentionCore`). The bias differs per window,
-but only through the key offsets: the MLP runs once per distinct (query, key-offset) pair on a
-small table, and each window's bias is a gather of that table's columns, so interior windows
-(which see the same offsets) share columns and no per-window bias is ever stored.
+but only through the key offsets. Each level's MLP runs once per distinct query-minus-key offset
+(level 0's offsets recur from query to query: about 25x fewer than (query, key) pairs), giving a
+(heads, w*w, U) table over the U distinct key positions; a window's bias is a gather of the
+table's columns, made per chunk of windows and never stored for the whole map. Windows with
+identical columns (some interior windows; which of several equidistant tokens topk keeps depends
+on the window's place, so fewer share than the geometry suggests) go through the kernel as groups
+that take one broadcast bias and sum their bias gradient before adding it to the table, and the
+images of a batch share each chunk's gathered bias and bias-gradient scatter.
 """
 import functools
 import math
@@ -34,8 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .focal_attention import (FocalTransformerBlock, _attend_fused, _attend_with_autograd, _centre_to, _chunk_bias,
-                              _FocalAttentionCore, attend_with_standard_ops, uses_standard_ops,
+from .focal_attention import (BiasColumns, FocalTransformerBlock, _attend_fused, _attend_with_autograd, _centre_to,
+                              _chunk_bias, _FocalAttentionCore, attend_with_standard_ops, uses_standard_ops,
                               window_queries_and_keys)
 
 # Rows of the distance matrix handed to torch.topk at once: bounds the layout's temporaries.
@@ -78,12 +83,100 @@ class FastKeyLayout(NamedTuple):
     offsets: per level, (U_l, 2) the distinct key positions relative to the window's top-left
         token, in tokens (a pooled token sits at its window's centre).
     keys_per_level: (level-0 keys, level-1 keys).
+    differences: per level, (V_l, 2) the distinct query-minus-key offsets over the window's
+        ``w*w`` queries and the level's ``U_l`` key positions: the inputs of the level's bias MLP.
+    difference_index: per level, (w*w * U_l,) the row of ``differences`` of each (query, key
+        position) pair, query-major; None where every pair differs (then ``differences`` lists
+        the pairs in that order). Level 0's ``w*w * U_l`` pairs have about 25x fewer distinct
+        offsets (nearby tokens: the same offsets recur from query to query); level 1's do not
+        (pooled tokens sit a window apart).
+    window_order: None, or the (nW,) window numbers in the order the CPU kernel takes them: the
+        windows of each shared group, then the others (row-major).
+    shared_groups: (start, stop) ranges of positions in ``window_order``: groups of at least
+        MIN_SHARED_GROUP windows with identical rows of ``bias_columns``, i.e. the same key offsets.
+        Only windows away from the map's borders can share, and fewer than the map's geometry
+        suggests: which of several equidistant tokens topk keeps depends on where the window is,
+        so interior windows fall into several groups (at 800x1344 input 62 groups hold 922 of
+        stage 1's 1392 windows and 11 groups 51 of stage 2's 360; at 512x512, 46 of stage 1's 361
+        windows are in groups, none later).
     """
     index: torch.Tensor
     off_map: torch.Tensor
     bias_columns: torch.Tensor
     offsets: Tuple[torch.Tensor, ...]
     keys_per_level: Tuple[int, ...]
+    differences: Tuple[torch.Tensor, ...]
+    difference_index: Tuple[Optional[torch.Tensor], ...]
+    window_order: Optional[torch.Tensor] = None
+    shared_groups: Tuple[Tuple[int, int], ...] = ()
+
+    def kernel_columns(self) -> BiasColumns:
+        """The bias columns, window order and groups, as the attention kernel takes them."""
+        return BiasColumns(self.bias_columns, self.window_order, self.shared_groups)
+
+
+def distinct_differences(window_size: int, key_positions: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The distinct query-minus-key offsets of a window's queries and ``key_positions`` (U, 2), and
+    where each (query, key) pair finds its offset; see :class:`FastKeyLayout`."""
+    rows, cols = torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing='ij')
+    queries = torch.stack([rows, cols], -1).view(-1, 1, 2)
+    pairs = (queries - key_positions).view(-1, 2)  # (w*w * U, 2), query-major
+    distinct, where = torch.unique(pairs, dim=0, return_inverse=True)
+    if len(distinct) == len(pairs):
+        return pairs, None
+    return distinct, where
+
+
+# Smaller groups stay with the other windows: a chunk of its own costs a dozen more kernel calls,
+# more than gathering a few windows' biases saves.
+MIN_SHARED_GROUP = 4
+
+
+def shared_groups(columns: torch.Tensor, min_size: int = MIN_SHARED_GROUP):
+    """Group the windows (rows of ``columns`` (nW, keys)) with identical columns.
+
+    Returns (order, groups): the window numbers, first each group of at least ``min_size``
+    identical rows (groups in order of their first window, windows row-major within each), then
+    the other windows row-major; and the groups as (start, stop) ranges of positions in
+    ``order``. (None, ()) when there is no such group.
+    """
+    _, group_of, sizes = torch.unique(columns, dim=0, return_inverse=True, return_counts=True)
+    group_of, sizes = group_of.tolist(), sizes.tolist()
+    first_window = {}
+    for n, group in enumerate(group_of):
+        first_window.setdefault(group, n)
+    grouped = sorted((n for n, group in enumerate(group_of) if sizes[group] >= min_size),
+                     key=lambda n: (first_window[group_of[n]], n))
+    if not grouped:
+        return None, ()
+    others = [n for n, group in enumerate(group_of) if sizes[group] < min_size]
+    starts = [i for i, n in enumerate(grouped) if i == 0 or group_of[n] != group_of[grouped[i - 1]]]
+    groups = tuple(zip(starts, starts[1:] + [len(grouped)]))
+    return torch.tensor(grouped + others), groups
+
+
+def distinct_differences(window_size: int, key_positions: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The distinct query-minus-key offsets of a window's queries and ``key_positions`` (U, 2), and
+    where each (query, key) pair finds its offset; see :class:`FastKeyLayout`."""
+    rows, cols = torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing='ij')
+    queries = torch.stack([rows, cols], -1).view(-1, 1, 2)
+    pairs = (queries - key_positions).view(-1, 2)  # (w*w * U, 2), query-major
+    distinct, where = torch.unique(pairs, dim=0, return_inverse=True)
+    if len(distinct) == len(pairs):
+        return pairs, None
+    return distinct, where
+
+
+# Shorter runs of windows with the same bias columns go with their neighbours: a chunk of its own
+# costs a dozen more kernel calls, more than gathering a few windows' biases saves.
+MIN_SHARED_RUN = 4
+
+
+def shared_runs(columns: torch.Tensor, min_length: int = MIN_SHARED_RUN) -> Tuple[Tuple[int, int], ...]:
+    """(start, stop) ranges of at least ``min_length`` consecutive identical rows of ``columns`` (n, keys)."""
+    same_as_previous = [False] + (columns[1:] == columns[:-1]).all(1).tolist()
+    starts = [n for n, same in enumerate(same_as_previous) if not same] + [len(columns)]
+    return tuple((start, stop) for start, stop in zip(starts, starts[1:]) if stop - start >= min_length)
 
 
 @functools.lru_cache(maxsize=256)  # bounded: multi-scale training sees many map sizes
@@ -123,9 +216,14 @@ def fast_key_layout(window_size: int, topk: int, with_pooled: bool, height: int,
     columns, source = torch.cat(columns, 1), torch.cat(sources, 1)
     columns, order = columns.sort(1)
     source = source.gather(1, order)
+    differences = [distinct_differences(w, o) for o in offsets]
+    order, groups = shared_groups(columns)
     return FastKeyLayout(index=source.reshape(-1).to(device), off_map=torch.zeros(columns.shape, device=device),
                          bias_columns=columns.to(device), offsets=tuple(o.to(device) for o in offsets),
-                         keys_per_level=tuple(rel.shape[1] for rel in relative))
+                         keys_per_level=tuple(rel.shape[1] for rel in relative),
+                         differences=tuple(d.to(device) for d, _ in differences),
+                         difference_index=tuple(None if i is None else i.to(device) for _, i in differences),
+                         window_order=None if order is None else order.to(device), shared_groups=groups)
 
 
 class FocalFastAttention(nn.Module):
@@ -167,19 +265,27 @@ class FocalFastAttention(nn.Module):
         self.coord2rpb_all = nn.ModuleList(
             nn.Sequential(nn.Linear(2, head_dims), nn.ReLU(inplace=True), nn.Linear(head_dims, num_heads))
             for _ in range(focal_level))
-        w = window_size
-        rows, cols = torch.meshgrid(torch.arange(w), torch.arange(w), indexing='ij')
-        self.register_buffer('query_positions', torch.stack([rows, cols], -1).view(w * w, 1, 2), persistent=False)
         self.record_attention = False
         self.recorded = None
 
     def bias_table(self, layout: FastKeyLayout, dtype: torch.dtype) -> torch.Tensor:
-        """(U, heads, w*w): the MLP bias of every query token against every distinct key offset."""
+        """(heads, w*w, U): the MLP bias of every query token against every distinct key position.
+
+        Each level's MLP runs once per distinct query-minus-key offset (``layout.differences``),
+        with features along the rows, so both layers are plain matrix products that leave the
+        (heads, offsets) result in the layout the kernel gathers from; the table is then a gather
+        of its columns (level 0) or the result itself (level 1)."""
+        heads, area = self.num_heads, self.window_size**2
         tables = []
-        for mlp, key_positions in zip(self.coord2rpb_all, layout.offsets):
-            offsets = (self.query_positions - key_positions).to(dtype)  # (w*w, U_l, 2): query minus key
-            tables.append(mlp(offsets))
-        return torch.cat(tables, 1).permute(1, 2, 0).contiguous()
+        for mlp, differences, where in zip(self.coord2rpb_all, layout.differences, layout.difference_index):
+            hidden_layer, activation, output_layer = mlp
+            hidden = activation(torch.addmm(hidden_layer.bias[:, None], hidden_layer.weight,
+                                            differences.t().to(dtype)))  # (hidden, V_l)
+            values = torch.addmm(output_layer.bias[:, None], output_layer.weight, hidden)  # (heads, V_l)
+            if where is not None:
+                values = values.index_select(1, where)
+            tables.append(values.view(heads, area, -1))
+        return torch.cat(tables, 2)
 
     def forward(self, x: torch.Tensor, pooled: Sequence[torch.Tensor], size: Tuple[int, int]) -> torch.Tensor:
         B, hp, wp, C = x.shape
@@ -208,9 +314,9 @@ class FocalFastAttention(nn.Module):
         elif self.training and self.attn_drop.p > 0:
             out = _attend_with_autograd(*args, self.attn_drop, bias_columns=layout.bias_columns)
         elif torch.is_grad_enabled() and (q.requires_grad or bias.requires_grad):
-            out = _FocalAttentionCore.apply(*args, layout.bias_columns)
+            out = _FocalAttentionCore.apply(*args, layout.kernel_columns())
         else:
-            out = _attend_fused(*args, need_lse=False, bias_columns=layout.bias_columns)[0]
+            out = _attend_fused(*args, need_lse=False, bias_columns=layout.kernel_columns())[0]
         out = out.reshape(B, n_wh, n_ww, w, w, C).permute(0, 1, 3, 2, 4, 5)
         return self.proj_drop(self.proj(out.reshape(B, hp, wp, C)))
 
