@@ -155,30 +155,6 @@ def shared_groups(columns: torch.Tensor, min_size: int = MIN_SHARED_GROUP):
     return torch.tensor(grouped + others), groups
 
 
-def distinct_differences(window_size: int, key_positions: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """The distinct query-minus-key offsets of a window's queries and ``key_positions`` (U, 2), and
-    where each (query, key) pair finds its offset; see :class:`FastKeyLayout`."""
-    rows, cols = torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing='ij')
-    queries = torch.stack([rows, cols], -1).view(-1, 1, 2)
-    pairs = (queries - key_positions).view(-1, 2)  # (w*w * U, 2), query-major
-    distinct, where = torch.unique(pairs, dim=0, return_inverse=True)
-    if len(distinct) == len(pairs):
-        return pairs, None
-    return distinct, where
-
-
-# Shorter runs of windows with the same bias columns go with their neighbours: a chunk of its own
-# costs a dozen more kernel calls, more than gathering a few windows' biases saves.
-MIN_SHARED_RUN = 4
-
-
-def shared_runs(columns: torch.Tensor, min_length: int = MIN_SHARED_RUN) -> Tuple[Tuple[int, int], ...]:
-    """(start, stop) ranges of at least ``min_length`` consecutive identical rows of ``columns`` (n, keys)."""
-    same_as_previous = [False] + (columns[1:] == columns[:-1]).all(1).tolist()
-    starts = [n for n, same in enumerate(same_as_previous) if not same] + [len(columns)]
-    return tuple((start, stop) for start, stop in zip(starts, starts[1:]) if stop - start >= min_length)
-
-
 @functools.lru_cache(maxsize=256)  # bounded: multi-scale training sees many map sizes
 def fast_key_layout(window_size: int, topk: int, with_pooled: bool, height: int, width: int,
                     device: torch.device) -> FastKeyLayout:
