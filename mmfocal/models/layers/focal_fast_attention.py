@@ -86,8 +86,7 @@ class FastKeyLayout(NamedTuple):
     differences: per level, (V_l, 2) the distinct query-minus-key offsets over the window's
         ``w*w`` queries and the level's ``U_l`` key positions: the inputs of the level's bias MLP.
     difference_index: per level, (w*w * U_l,) the row of ``differences`` of each (query, key
-        position) pair, query-major; None where every pair differs (then ``differences`` lists
-        the pairs in that order). Level 0's ``w*w * U_l`` pairs have about 25x fewer distinct
+        position) pair, query-major. Level 0's ``w*w * U_l`` pairs have about 25x fewer distinct
         offsets (nearby tokens: the same offsets recur from query to query); level 1's do not
         (pooled tokens sit a window apart).
     window_order: None, or the (nW,) window numbers in the order the CPU kernel takes them: the
@@ -106,7 +105,7 @@ class FastKeyLayout(NamedTuple):
     offsets: Tuple[torch.Tensor, ...]
     keys_per_level: Tuple[int, ...]
     differences: Tuple[torch.Tensor, ...]
-    difference_index: Tuple[Optional[torch.Tensor], ...]
+    difference_index: Tuple[torch.Tensor, ...]
     window_order: Optional[torch.Tensor] = None
     shared_groups: Tuple[Tuple[int, int], ...] = ()
 
@@ -115,16 +114,15 @@ class FastKeyLayout(NamedTuple):
         return BiasColumns(self.bias_columns, self.window_order, self.shared_groups)
 
 
-def distinct_differences(window_size: int, key_positions: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+def distinct_differences(window_size: int, key_positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """The distinct query-minus-key offsets of a window's queries and ``key_positions`` (U, 2), and
     where each (query, key) pair finds its offset; see :class:`FastKeyLayout`."""
     rows, cols = torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing='ij')
     queries = torch.stack([rows, cols], -1).view(-1, 1, 2)
     pairs = (queries - key_positions).view(-1, 2)  # (w*w * U, 2), query-major
-    distinct, where = torch.unique(pairs, dim=0, return_inverse=True)
-    if len(distinct) == len(pairs):
-        return pairs, None
-    return distinct, where
+    # Always the gather, also where every pair differs (level 1): under torch.compile the number of
+    # distinct rows is data dependent, and a branch on it is a guard Dynamo cannot make.
+    return torch.unique(pairs, dim=0, return_inverse=True)
 
 
 # Smaller groups stay with the other windows: a chunk of its own costs a dozen more kernel calls,
@@ -157,14 +155,16 @@ def shared_groups(columns: torch.Tensor, min_size: int = MIN_SHARED_GROUP):
 
 @functools.lru_cache(maxsize=256)  # bounded: multi-scale training sees many map sizes
 def fast_key_layout(window_size: int, topk: int, with_pooled: bool, height: int, width: int,
-                    device: torch.device) -> FastKeyLayout:
+                    device: torch.device, with_groups: bool = True) -> FastKeyLayout:
     """The :class:`FastKeyLayout` of a ``height`` x ``width`` map in ``window_size`` windows.
 
     Windows tile the map padded at the bottom/right to window multiples; level-0 keys are tokens
     of the actual map only (never padding), nearest to each window's centre
     ``(i * w + w // 2, j * w + w // 2)``; level-1 keys are pooled tokens, nearest in window units.
     Within a window the keys are sorted by bias column (the order of keys does not change the
-    attention), so windows that see the same offsets have identical column rows.
+    attention), so windows that see the same offsets have identical column rows. Without
+    ``with_groups`` the layout has no window order and no groups (the standard-ops path of export
+    and compilation uses neither, and Dynamo cannot trace the grouping's ``tolist``).
     """
     w = window_size
     n_wh, n_ww = -(-height // w), -(-width // w)
@@ -193,12 +193,12 @@ def fast_key_layout(window_size: int, topk: int, with_pooled: bool, height: int,
     columns, order = columns.sort(1)
     source = source.gather(1, order)
     differences = [distinct_differences(w, o) for o in offsets]
-    order, groups = shared_groups(columns)
+    order, groups = shared_groups(columns) if with_groups else (None, ())
     return FastKeyLayout(index=source.reshape(-1).to(device), off_map=torch.zeros(columns.shape, device=device),
                          bias_columns=columns.to(device), offsets=tuple(o.to(device) for o in offsets),
                          keys_per_level=tuple(rel.shape[1] for rel in relative),
                          differences=tuple(d.to(device) for d, _ in differences),
-                         difference_index=tuple(None if i is None else i.to(device) for _, i in differences),
+                         difference_index=tuple(i.to(device) for _, i in differences),
                          window_order=None if order is None else order.to(device), shared_groups=groups)
 
 
@@ -250,7 +250,7 @@ class FocalFastAttention(nn.Module):
         Each level's MLP runs once per distinct query-minus-key offset (``layout.differences``),
         with features along the rows, so both layers are plain matrix products that leave the
         (heads, offsets) result in the layout the kernel gathers from; the table is then a gather
-        of its columns (level 0) or the result itself (level 1)."""
+        of its columns."""
         heads, area = self.num_heads, self.window_size**2
         tables = []
         for mlp, differences, where in zip(self.coord2rpb_all, layout.differences, layout.difference_index):
@@ -258,24 +258,24 @@ class FocalFastAttention(nn.Module):
             hidden = activation(torch.addmm(hidden_layer.bias[:, None], hidden_layer.weight,
                                             differences.t().to(dtype)))  # (hidden, V_l)
             values = torch.addmm(output_layer.bias[:, None], output_layer.weight, hidden)  # (heads, V_l)
-            if where is not None:
-                values = values.index_select(1, where)
-            tables.append(values.view(heads, area, -1))
+            tables.append(values.index_select(1, where).view(heads, area, -1))
         return torch.cat(tables, 2)
 
     def forward(self, x: torch.Tensor, pooled: Sequence[torch.Tensor], size: Tuple[int, int]) -> torch.Tensor:
         B, hp, wp, C = x.shape
         w, heads = self.window_size, self.num_heads
         n_wh, n_ww = hp // w, wp // w
+        standard_ops = uses_standard_ops(x)
         # int(): while tracing the sizes may be traced values; the layout is a constant of the size
-        layout = fast_key_layout(w, self.topk, bool(pooled), int(size[0]), int(size[1]), x.device)
+        layout = fast_key_layout(w, self.topk, bool(pooled), int(size[0]), int(size[1]), x.device,
+                                 with_groups=not standard_ops)
         bias = self.bias_table(layout, x.dtype)
 
         q, sources = window_queries_and_keys(x, pooled, self.qkv, self.scale, heads, w)
         source = torch.cat(sources, 1)  # (B, S, 2, heads, d)
 
         args = (q, source, layout.index, bias, layout.off_map)
-        if uses_standard_ops(x):
+        if standard_ops:
             # Export and compilation at a fixed size: the key sets are constants of that size
             # (mmfocal.deployment refuses a dynamic Focal-fast graph).
             window_bias = _chunk_bias(bias, layout.bias_columns, slice(0, n_wh * n_ww)).transpose(0, 1)
