@@ -271,3 +271,17 @@ def assert_compiled_matches_eager(module, compiled, x, tolerance: float = 1e-5) 
     assert len(expected) == len(got) >= 1
     for i, (e, g) in enumerate(zip(expected, got)):
         assert (e - g).abs().max() <= tolerance * e.abs().max().clamp(min=1), (tuple(x.shape), i)
+
+
+def weight_decay_by_parameter(model, optim_wrapper_cfg) -> dict:
+    """The optimizer built from ``optim_wrapper_cfg`` for ``model``: each parameter's weight decay,
+    keyed by ``id(param)``."""
+    from mmengine.optim import build_optim_wrapper
+    optimizer = build_optim_wrapper(model, optim_wrapper_cfg).optimizer
+    return {id(p): group['weight_decay'] for group in optimizer.param_groups for p in group['params']}
+
+
+def norm_parameter_ids(model) -> set:
+    """``id`` of every parameter of the model's LayerNorm, GroupNorm and BatchNorm layers."""
+    norms = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.modules.batchnorm._BatchNorm)
+    return {id(p) for m in model.modules() if isinstance(m, norms) for p in m.parameters(recurse=False)}

@@ -9,7 +9,6 @@ import runpy
 
 import pytest
 import torch
-import torch.nn as nn
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
@@ -22,7 +21,8 @@ from mmfocal.models.layers import focal_attention
 from mmfocal.models.layers.focal_fast_attention import MIN_SHARED_GROUP, fast_key_layout
 
 from .helpers import (ATTENTION_PATHS, CONFIGS, TINY, TOOLS, assert_block_matches_reference, bfloat16_autocast_step,
-                      shrink_backbone, take_attention_path, with_large_weights)
+                      norm_parameter_ids, shrink_backbone, take_attention_path, weight_decay_by_parameter,
+                      with_large_weights)
 from .naive_focal_fast import naive_fast_block, nearest
 from .reference_data import assert_stages_match, load_reference, official_checkpoint_entries
 
@@ -59,6 +59,22 @@ def test_stage_outputs_match_official_model(scope, name, tmp_path):
     for case in ref['cases']:
         with torch.no_grad():
             assert_stages_match(model(case['input']), case)
+
+
+def test_conv_embedding_weights_stay_channels_last_through_loading_and_training(tmp_path):
+    # The layout is PatchEmbed's speed decision (a plain weight makes oneDNN reorder the weight
+    # gradient at every step); the strict loader must write into the weights, not replace them.
+    path = tmp_path / 'official.pth'
+    torch.save(official_state('mini_fast'), path)
+    args = load_reference('mini_fast')['official_args']
+    model = FocalFastTransformer(embed_dims=args['embed_dim'], depths=args['depths'], num_heads=args['num_heads'],
+                                 init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    convs = [model.patch_embed.proj] + [stage.downsample.proj for stage in model.layers if stage.downsample]
+    assert len(convs) == 4 and all(conv.weight.is_contiguous(memory_format=torch.channels_last) for conv in convs)
+    assert torch.equal(model.patch_embed.proj.weight, official_state('mini_fast')['model']['patch_embed.proj.weight'])
+    sum(out.sum() for out in model(torch.randn(1, 3, 64, 48))).backward()
+    assert all(conv.weight.grad.is_contiguous(memory_format=torch.channels_last) for conv in convs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,11 +485,9 @@ def test_no_decay_on_norms_and_decay_on_the_position_bias_mlps(task):
     cfg = _tiny_config(task)
     with DefaultScope.overwrite_default_scope('mmdet' if task == 'det' else 'mmseg'):
         model = registry_of(task).build(cfg.model)
-    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    decay_of = {id(p): group['weight_decay'] for group in optim_wrapper.optimizer.param_groups for p in group['params']}
+    decay_of = weight_decay_by_parameter(model, cfg.optim_wrapper)
     base_decay = cfg.optim_wrapper.optimizer.weight_decay
-    norms = {id(p) for m in model.modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm))
-             for p in m.parameters(recurse=False)}
+    norms = norm_parameter_ids(model)
     mlps = 0
     for name, param in model.backbone.named_parameters():
         assert decay_of[id(param)] == (0. if id(param) in norms else base_decay), name

@@ -31,7 +31,8 @@ from mmseg.registry import MODELS as SEG_MODELS
 
 from mmfocal.cli import check_pretrained_checkpoint
 
-from .helpers import DET_CONFIGS, SCALE_DIVISOR, SEG_CONFIGS, run_tool, shrink_backbone, shrink_scales
+from .helpers import (DET_CONFIGS, SCALE_DIVISOR, SEG_CONFIGS, norm_parameter_ids, run_tool, shrink_backbone, shrink_scales,
+                      weight_decay_by_parameter)
 
 DYHEAD = osp.join(DET_CONFIGS, 'atss_dyhead_focal_l_ms_2x.py')
 HTC = osp.join(DET_CONFIGS, 'htc_plusplus_focal_l_3x.py')
@@ -361,11 +362,9 @@ def test_mask_tta_refuses_views_without_masks():
 def test_optimizer_gives_no_decay_to_position_tables_and_norms(path):
     cfg = tiny(path)
     model = build(cfg)
-    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    decay_of = {id(p): g['weight_decay'] for g in optim_wrapper.optimizer.param_groups for p in g['params']}
+    decay_of = weight_decay_by_parameter(model, cfg.optim_wrapper)
     base = cfg.optim_wrapper.optimizer.weight_decay
-    norms = {id(p) for m in model.modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm))
-             for p in m.parameters(recurse=False)}
+    norms = norm_parameter_ids(model)
     tables = 0
     for name, param in model.named_parameters():
         is_table = 'relative_position_bias_table' in name
