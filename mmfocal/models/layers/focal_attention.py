@@ -648,7 +648,7 @@ def attend_with_standard_ops(q, source, index, bias, off_map, attn_drop: Optiona
     num_keys = off_map.shape[-1]
     # Heads ahead of the windows, as the batched MatMuls want them: one transpose of the key source
     # (about the map's size) instead of two of the gathered keys and values (keys times larger).
-    keys, values = source.permute(2, 0, 3, 1, 4)  # (B, heads, S, d) each
+    keys, values = source.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, S, d) each
     k = keys.index_select(2, index).view(batch, heads, -1, num_keys, head_dims)  # (B, heads, nW, keys, d)
     v = values.index_select(2, index).view(batch, heads, -1, num_keys, head_dims)
     q_by_head = q.view(batch, -1, window_area, heads, head_dims).permute(0, 3, 1, 2, 4)  # (B, heads, nW, w*w, d)
