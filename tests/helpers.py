@@ -14,6 +14,7 @@ from typing import Optional, Sequence, Tuple
 import pytest
 import torch
 from mmengine.hooks import Hook
+from mmengine.optim import build_optim_wrapper
 from mmengine.registry import HOOKS
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -276,7 +277,6 @@ def assert_compiled_matches_eager(module, compiled, x, tolerance: float = 1e-5) 
 def weight_decay_by_parameter(model, optim_wrapper_cfg) -> dict:
     """The optimizer built from ``optim_wrapper_cfg`` for ``model``: each parameter's weight decay,
     keyed by ``id(param)``."""
-    from mmengine.optim import build_optim_wrapper
     optimizer = build_optim_wrapper(model, optim_wrapper_cfg).optimizer
     return {id(p): group['weight_decay'] for group in optimizer.param_groups for p in group['params']}
 

@@ -31,8 +31,8 @@ from mmseg.registry import MODELS as SEG_MODELS
 
 from mmfocal.cli import check_pretrained_checkpoint
 
-from .helpers import (DET_CONFIGS, SCALE_DIVISOR, SEG_CONFIGS, norm_parameter_ids, run_tool, shrink_backbone, shrink_scales,
-                      weight_decay_by_parameter)
+from .helpers import (DET_CONFIGS, SCALE_DIVISOR, SEG_CONFIGS, norm_parameter_ids, run_tool, shrink_backbone,
+                      shrink_scales, weight_decay_by_parameter)
 
 DYHEAD = osp.join(DET_CONFIGS, 'atss_dyhead_focal_l_ms_2x.py')
 HTC = osp.join(DET_CONFIGS, 'htc_plusplus_focal_l_3x.py')

@@ -481,9 +481,9 @@ def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True, bias_c
 
     q (B*nW, w*w, heads, d); source (B, S, 2, heads, d); bias (heads, w*w, keys), or per window as
     :func:`_chunk_bias` describes; off_map (nW, keys). Returns the output (B*nW, w*w, heads, d)
-    and, if ``need_lse``, the log-sum-exp (B*nW, heads, w*w) for the backward. On the CPU both come from PyTorch's flash kernel; on
-    other devices the output alone comes from ``scaled_dot_product_attention``, and with the
-    log-sum-exp from plain matmul and softmax.
+    and, if ``need_lse``, the log-sum-exp (B*nW, heads, w*w) for the backward. On the CPU both
+    come from PyTorch's flash kernel; on other devices the output alone comes from
+    ``scaled_dot_product_attention``, and with the log-sum-exp from plain matmul and softmax.
     """
     num_windows, num_keys = off_map.shape
     batch, _, _, heads, head_dims = source.shape
