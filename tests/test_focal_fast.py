@@ -18,7 +18,7 @@ from mmfocal import FocalFastTransformer, FocalTransformer
 from mmfocal.engine.pretrained import CheckpointMismatchError, match_state_dict
 from mmfocal.models.backbones import FocalBackbone
 from mmfocal.models.layers import focal_attention
-from mmfocal.models.layers.focal_fast_attention import MIN_SHARED_GROUP, fast_key_layout
+from mmfocal.models.layers.focal_fast_attention import MIN_SHARED_GROUP, fast_key_layout, unique_pairs
 
 from .helpers import (ATTENTION_PATHS, CONFIGS, TINY, TOOLS, assert_block_matches_reference, bfloat16_autocast_step,
                       norm_parameter_ids, shrink_backbone, take_attention_path, weight_decay_by_parameter,
@@ -150,6 +150,18 @@ def test_any_input_size_gives_strided_maps(size):
         stride = 2**(i + 2)
         assert out.shape == (2, 16 * 2**i, -(-size[0] // stride), -(-size[1] // stride))
         assert torch.isfinite(out).all()
+
+
+def test_unique_pairs_is_torch_unique_of_rows():
+    """The layout's fast unique of (row, col) offsets gives torch.unique(dim=0)'s rows, order and
+    inverse, also for negative offsets and a single pair."""
+    generator = torch.Generator().manual_seed(0)
+    cases = [torch.randint(-40, 40, (n, 2), generator=generator) for n in (1, 7, 2000)]
+    cases += [torch.tensor([[3, -2], [3, -2], [-5, 9]]), torch.tensor([[0, 0]])]
+    for pairs in cases:
+        expected, expected_inverse = torch.unique(pairs, dim=0, return_inverse=True)
+        got, inverse = unique_pairs(pairs)
+        assert torch.equal(got, expected) and torch.equal(inverse, expected_inverse)
 
 
 @pytest.mark.parametrize('height,width', [(16, 23), (8, 125), (3, 5), (28, 28)])

@@ -114,6 +114,17 @@ class FastKeyLayout(NamedTuple):
         return BiasColumns(self.bias_columns, self.window_order, self.shared_groups)
 
 
+def unique_pairs(pairs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(pairs, dim=0, return_inverse=True)`` for (N, 2) integer pairs, through a 1-d
+    unique of one int64 per pair: the same rows, order and inverse (the encoding keeps the
+    lexicographic order), several times faster than the row-wise unique on the CPU."""
+    low = pairs.amin(0)
+    shifted = pairs.long() - low
+    span = shifted[:, 1].amax() + 1
+    unique, inverse = torch.unique(shifted[:, 0] * span + shifted[:, 1], return_inverse=True)
+    return torch.stack([unique // span, unique % span], 1).to(pairs.dtype) + low, inverse
+
+
 def distinct_differences(window_size: int, key_positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """The distinct query-minus-key offsets of a window's queries and ``key_positions`` (U, 2), and
     where each (query, key) pair finds its offset; see :class:`FastKeyLayout`."""
@@ -122,7 +133,7 @@ def distinct_differences(window_size: int, key_positions: torch.Tensor) -> Tuple
     pairs = (queries - key_positions).view(-1, 2)  # (w*w * U, 2), query-major
     # Always the gather, also where every pair differs (level 1): under torch.compile the number of
     # distinct rows is data dependent, and a branch on it is a guard Dynamo cannot make.
-    return torch.unique(pairs, dim=0, return_inverse=True)
+    return unique_pairs(pairs)
 
 
 # Smaller groups stay with the other windows: a chunk of its own costs a dozen more kernel calls,
@@ -185,7 +196,7 @@ def fast_key_layout(window_size: int, topk: int, with_pooled: bool, height: int,
 
     columns, offsets, first_column = [], [], 0
     for rel in relative:
-        unique, inverse = torch.unique(rel.reshape(-1, 2), dim=0, return_inverse=True)
+        unique, inverse = unique_pairs(rel.reshape(-1, 2))
         columns.append(inverse.view(rel.shape[:2]) + first_column)
         offsets.append(unique)
         first_column += len(unique)
