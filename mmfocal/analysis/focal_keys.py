@@ -191,23 +191,14 @@ def focal_window_query_keys(attention, map_size: Tuple[int, int], row: int, col:
     """The keys and weights of query token (``row``, ``col``) of a ``FocalWindowAttention`` whose
     last forward pass was recorded (``record_attention = True``) on a stage map of ``map_size``
     (before padding)."""
-    recorded = _recording(attention, map_size, row, col)
-    height, width = map_size
-    w = attention.window_size
-    n_wh, n_ww = recorded['windows']
-    window = (row // w) * n_ww + col // w
-    slot = (row % w) * w + col % w
-    origin = ((row // w) * w, (col // w) * w)
-    source = focal_transformer_key_source(attention, (n_wh, n_ww))
-    groups = focal_transformer_key_groups(attention, recorded['with_rolled'])
-    index = _numpy(recorded['index'][window])
-    located = locate_keys(index, source, groups, origin)
-    weights = _numpy(recorded['weights'][sample, window, :, slot, :]).astype(np.float64)
-    recorded_off_map = _numpy(recorded['off_map'][window]) < 0
-    if not np.array_equal(recorded_off_map, located[-1]):
+    def describe(recorded, index):
+        return (focal_transformer_key_source(attention, recorded['windows']),
+                focal_transformer_key_groups(attention, recorded['with_rolled']))
+
+    keys, recorded, window = _read_query(attention, map_size, row, col, sample, describe)
+    if not np.array_equal(_numpy(recorded['off_map'][window]) < 0, keys.off_map):
         raise ValueError('the off-map keys of the recorded mask and of the key source disagree')
-    return QueryKeys(groups, *located, weights=weights, query=(row, col), window=(*origin, w),
-                     map_size=(height, width), padded_size=(n_wh * w, n_ww * w))
+    return keys
 
 
 def focal_fast_key_source(attention, windows: Tuple[int, int], map_size: Tuple[int, int]) -> List[KeyGrid]:
@@ -234,28 +225,24 @@ def focal_fast_query_keys(attention, map_size: Tuple[int, int], row: int, col: i
     nearest pooled windows. Their positions are wherever the recorded ``index`` says (no fixed
     layout); no key is ever off the map.
     """
-    recorded = _recording(attention, map_size, row, col)
-    w = attention.window_size
-    n_wh, n_ww = recorded['windows']
-    window = (row // w) * n_ww + col // w
-    slot = (row % w) * w + col % w
-    origin = ((row // w) * w, (col // w) * w)
-    index = _numpy(recorded['index'][window]).astype(np.int64)
-    map_keys = n_wh * w * n_ww * w
-    counts = recorded['keys_per_level']
-    # locate_keys reads groups as runs of consecutive keys; the layout keeps map tokens first.
-    if not np.array_equal(index < map_keys, np.arange(len(index)) < counts[0]):
-        raise ValueError('the recorded keys are not ordered map tokens first, then pooled windows')
-    names = ('nearest map tokens', 'nearest pooled windows')
-    groups = [KeyGroup(name, count) for name, count in zip(names, counts)]
-    located = locate_keys(index, focal_fast_key_source(attention, (n_wh, n_ww), map_size), groups, origin)
-    weights = _numpy(recorded['weights'][sample, window, :, slot, :]).astype(np.float64)
-    return QueryKeys(groups, *located, weights=weights, query=(row, col), window=(*origin, w),
-                     map_size=tuple(map_size), padded_size=(n_wh * w, n_ww * w))
+    def describe(recorded, index):
+        n_wh, n_ww = recorded['windows']
+        w = attention.window_size
+        counts = recorded['keys_per_level']
+        # locate_keys reads groups as runs of consecutive keys; the layout keeps map tokens first.
+        if not np.array_equal(index < n_wh * w * n_ww * w, np.arange(len(index)) < counts[0]):
+            raise ValueError('the recorded keys are not ordered map tokens first, then pooled windows')
+        names = ('nearest map tokens', 'nearest pooled windows')
+        return (focal_fast_key_source(attention, (n_wh, n_ww), map_size),
+                [KeyGroup(name, count) for name, count in zip(names, counts)])
+
+    return _read_query(attention, map_size, row, col, sample, describe)[0]
 
 
-def _recording(attention, map_size: Tuple[int, int], row: int, col: int) -> dict:
-    """The attention layer's recording, after checking there is one and the query is on the map."""
+def _read_query(attention, map_size: Tuple[int, int], row: int, col: int, sample: int, describe):
+    """What every attention layer's reading shares: the recording (checked), the query's window and
+    slot, the window's recorded keys located through ``describe(recorded, index)`` -> (key source
+    grids, key groups), and the query's weights. Returns (QueryKeys, recording, window number)."""
     recorded = getattr(attention, 'recorded', None)
     if not recorded:
         raise ValueError('the attention layer recorded nothing: set record_attention = True '
@@ -263,7 +250,18 @@ def _recording(attention, map_size: Tuple[int, int], row: int, col: int) -> dict
     height, width = map_size
     if not (0 <= row < height and 0 <= col < width):
         raise ValueError(f'query token ({row}, {col}) is outside the {height}x{width} stage map')
-    return recorded
+    w = attention.window_size
+    n_wh, n_ww = recorded['windows']
+    window = (row // w) * n_ww + col // w
+    slot = (row % w) * w + col % w
+    origin = ((row // w) * w, (col // w) * w)
+    index = _numpy(recorded['index'][window]).astype(np.int64)
+    source, groups = describe(recorded, index)
+    located = locate_keys(index, source, groups, origin)
+    weights = _numpy(recorded['weights'][sample, window, :, slot, :]).astype(np.float64)
+    keys = QueryKeys(groups, *located, weights=weights, query=(row, col), window=(*origin, w),
+                     map_size=(height, width), padded_size=(n_wh * w, n_ww * w))
+    return keys, recorded, window
 
 
 def _numpy(tensor) -> np.ndarray:

@@ -283,24 +283,13 @@ class FocalWindowAttention(nn.Module):
             sources.append(sources[0].new_zeros(B, 1, 2, heads, head_dims))
         source = torch.cat(sources, 1)  # (B, S, 2, heads, d): every key and value any window uses
 
-        if self.record_attention:
-            out, weights = _attend_with_autograd(q, source, index, bias, off_map, self.attn_drop,
-                                                 return_weights=True)
+        out, weights = attend(q, source, index, bias, off_map, self.attn_drop, self.training, standard_ops,
+                              record=self.record_attention)
+        if weights is not None:
             self.recorded = dict(weights=weights.detach().view(B, n_wh * n_ww, heads, w * w, -1),
                                  index=index.view(n_wh * n_ww, -1), off_map=off_map, windows=(n_wh, n_ww),
                                  with_rolled=with_rolled)
-        elif standard_ops:
-            out = attend_with_standard_ops(q, source, index, bias, off_map, self.attn_drop)
-        elif self.training and self.attn_drop.p > 0:
-            out = _attend_with_autograd(q, source, index, bias, off_map, self.attn_drop)
-        elif torch.is_grad_enabled() and (q.requires_grad or bias.requires_grad):
-            out = _FocalAttentionCore.apply(q, source, index, bias, off_map)
-        else:
-            out = _attend_fused(q, source, index, bias, off_map, need_lse=False)[0]
-        # A copy, then a view: reshape of the permuted windows would check whether a view is
-        # possible (it is when a side has one window), a guard on sizes that recompiles.
-        out = out.reshape(B, n_wh, n_ww, w, w, C).permute(0, 1, 3, 2, 4, 5).clone(memory_format=torch.contiguous_format)
-        return self.proj_drop(self.proj(out.view(B, hp, wp, C)))
+        return self.proj_drop(self.proj(merge_windows(out, B, hp, wp, w, C)))
 
     def extra_repr(self) -> str:
         return (f'dims={self.dims}, num_heads={self.num_heads}, window_size={self.window_size}, '
@@ -634,14 +623,15 @@ def _attend_with_autograd(q, source, index, bias, off_map, attn_drop: nn.Module,
     return (out, attn) if return_weights else out
 
 
-def attend_with_standard_ops(q, source, index, bias, off_map, attn_drop: Optional[nn.Module] = None):
+def attend_with_standard_ops(q, source, index, bias, off_map, attn_drop: Optional[nn.Module] = None,
+                             bias_columns=None):
     """softmax(q k^T + bias + off_map) v in standard ops (gather, matmul, softmax), for export and
     compilation: every window at once, no in-place writes, no private kernels, no Python branch on
     sizes or values.
 
     Arguments as :func:`_attend_fused`: q (B*nW, w*w, heads, d); source (B, S, 2, heads, d); index
-    (nW * keys,); bias (heads, w*w, keys), or per window (nW, heads, w*w, keys); off_map (nW,
-    keys). ``attn_drop`` acts on the probabilities (in training). Returns (B*nW, w*w, heads, d).
+    (nW * keys,); bias and ``bias_columns`` as :func:`_chunk_bias` takes them; off_map (nW, keys).
+    ``attn_drop`` acts on the probabilities (in training). Returns (B*nW, w*w, heads, d).
     """
     batch, _, _, heads, head_dims = source.shape
     window_area = q.shape[1]
@@ -652,12 +642,58 @@ def attend_with_standard_ops(q, source, index, bias, off_map, attn_drop: Optiona
     k = keys.index_select(2, index).view(batch, heads, -1, num_keys, head_dims)  # (B, heads, nW, keys, d)
     v = values.index_select(2, index).view(batch, heads, -1, num_keys, head_dims)
     q_by_head = q.view(batch, -1, window_area, heads, head_dims).permute(0, 3, 1, 2, 4)  # (B, heads, nW, w*w, d)
-    bias = bias.transpose(0, 1) if bias.dim() == 4 else bias.unsqueeze(1)  # (heads, nW or 1, w*w, keys)
+    # (heads, nW or 1, w*w, keys). A shared bias skips _chunk_bias: a slice of the (symbolic) window
+    # count inside its _Chunk would pin that count in a guard, recompiling for every size.
+    if bias_columns is not None or bias.dim() == 4:
+        bias = _chunk_bias(bias, bias_columns, slice(0, off_map.shape[0]))
+    else:
+        bias = bias.unsqueeze(1)
     scores = q_by_head @ k.transpose(-2, -1) + bias + off_map[:, None, :]
     probs = scores.softmax(-1)
     if attn_drop is not None:
         probs = attn_drop(probs)
     return (probs @ v).permute(0, 2, 3, 1, 4).reshape(q.shape)
+
+
+def attend(q, source, index, bias, off_map, attn_drop: nn.Module, training: bool, standard_ops: bool,
+           record: bool = False, bias_columns=None):
+    """softmax(q k^T + bias + off_map) v: the one switch over the attention paths, for both focal
+    attentions. Arguments as :func:`_attend_fused` (``bias`` and ``bias_columns`` as
+    :func:`_chunk_bias` takes them). Returns (out, weights); weights (B*nW, heads, w*w, keys) only
+    with ``record``, else None. The paths, first match:
+
+    - ``record``: plain autograd, keeping the weights (the attention-map analysis);
+    - ``standard_ops`` (export, compilation): :func:`attend_with_standard_ops`;
+    - attention dropout in training: plain autograd (the fused kernels cannot replay it);
+    - gradients needed: the fused forward and the recomputing backward (:class:`_FocalAttentionCore`);
+    - otherwise the fused forward alone.
+    """
+    args = (q, source, index, bias, off_map)
+    if record:
+        return _attend_with_autograd(*args, attn_drop, return_weights=True, bias_columns=bias_columns)
+    if standard_ops:
+        out = attend_with_standard_ops(*args, attn_drop, bias_columns=bias_columns)
+    elif training and attn_drop.p > 0:
+        out = _attend_with_autograd(*args, attn_drop, bias_columns=bias_columns)
+    elif torch.is_grad_enabled() and (q.requires_grad or bias.requires_grad):
+        out = _FocalAttentionCore.apply(*args, bias_columns)
+    else:
+        out = _attend_fused(*args, need_lse=False, bias_columns=bias_columns)[0]
+    return out, None
+
+
+def merge_windows(out: torch.Tensor, batch: int, height: int, width: int, window_size: int,
+                  dims: int) -> torch.Tensor:
+    """The attention output by window (B*nW, w*w, heads, d) back to the padded map (B, Hp, Wp, C),
+    ``height`` and ``width`` the padded map's (multiples of the window).
+
+    A copy, then a view: reshape of the permuted windows would first check whether a view is
+    possible (it is when a side has one window), a guard on the sizes that makes torch.compile
+    recompile. The view takes the map's own sizes: under dynamic shapes ``(Hp // w) * w`` is not
+    known to equal ``Hp``, and asking would be a guard too."""
+    w = window_size
+    out = out.reshape(batch, height // w, width // w, w, w, dims).permute(0, 1, 3, 2, 4, 5)
+    return out.clone(memory_format=torch.contiguous_format).view(batch, height, width, dims)
 
 
 class FocalTransformerBlock(nn.Module):

@@ -39,8 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .focal_attention import (BiasColumns, FocalTransformerBlock, _attend_fused, _attend_with_autograd, _centre_to,
-                              _chunk_bias, _FocalAttentionCore, attend_with_standard_ops, uses_standard_ops,
+from .focal_attention import (BiasColumns, FocalTransformerBlock, _centre_to, attend, merge_windows, uses_standard_ops,
                               window_queries_and_keys)
 
 # Rows of the distance matrix handed to torch.topk at once: bounds the layout's temporaries.
@@ -285,27 +284,15 @@ class FocalFastAttention(nn.Module):
         q, sources = window_queries_and_keys(x, pooled, self.qkv, self.scale, heads, w)
         source = torch.cat(sources, 1)  # (B, S, 2, heads, d)
 
-        args = (q, source, layout.index, bias, layout.off_map)
-        if standard_ops:
-            # Export and compilation at a fixed size: the key sets are constants of that size
-            # (mmfocal.deployment refuses a dynamic Focal-fast graph).
-            window_bias = _chunk_bias(bias, layout.bias_columns, slice(0, n_wh * n_ww)).transpose(0, 1)
-            out = attend_with_standard_ops(q, source, layout.index, window_bias, layout.off_map,
-                                           self.attn_drop if self.training else None)
-        elif self.record_attention:
-            out, weights = _attend_with_autograd(*args, self.attn_drop, return_weights=True,
-                                                 bias_columns=layout.bias_columns)
+        # Export and compilation run at a fixed size: the key sets are constants of that size
+        # (mmfocal.deployment refuses a dynamic Focal-fast graph).
+        out, weights = attend(q, source, layout.index, bias, layout.off_map, self.attn_drop, self.training,
+                              standard_ops, record=self.record_attention, bias_columns=layout.kernel_columns())
+        if weights is not None:
             self.recorded = dict(weights=weights.detach().view(B, n_wh * n_ww, heads, w * w, -1),
                                  index=layout.index.view(n_wh * n_ww, -1), off_map=layout.off_map,
                                  windows=(n_wh, n_ww), keys_per_level=layout.keys_per_level, size=tuple(size))
-        elif self.training and self.attn_drop.p > 0:
-            out = _attend_with_autograd(*args, self.attn_drop, bias_columns=layout.bias_columns)
-        elif torch.is_grad_enabled() and (q.requires_grad or bias.requires_grad):
-            out = _FocalAttentionCore.apply(*args, layout.kernel_columns())
-        else:
-            out = _attend_fused(*args, need_lse=False, bias_columns=layout.kernel_columns())[0]
-        out = out.reshape(B, n_wh, n_ww, w, w, C).permute(0, 1, 3, 2, 4, 5)
-        return self.proj_drop(self.proj(out.reshape(B, hp, wp, C)))
+        return self.proj_drop(self.proj(merge_windows(out, B, hp, wp, w, C)))
 
     def extra_repr(self) -> str:
         return (f'dims={self.dims}, num_heads={self.num_heads}, window_size={self.window_size}, '
