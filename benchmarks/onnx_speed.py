@@ -8,13 +8,14 @@ and torch.compile (Inductor) against eager, batch 1, in one process.
 
 Each backbone (random weights, eval mode) is exported at each size with a fixed input shape
 (TorchScript exporter, opset 17); with ``--onnx-dir`` the files are kept there and an existing
-file is reused (an export of Focal-T at 800x1344 takes minutes on a small CPU). Focal-T is also
+file is reused (an export of Focal-T at 800x1344 takes 10 to 50 s on a small CPU). Focal-T is also
 compiled per size (``torch.compile(fullgraph=True, dynamic=False)``, Inductor), forward without
 gradients; ``--train`` adds forward+backward in train mode, eager and compiled. The runners are
 timed interleaved (Focal ORT, Swin ORT, Focal eager, Focal compiled, ...) after one warm-up,
 median of ``--repeats`` rounds. Prints the compile times, seconds per run and the ratios.
 """
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -24,7 +25,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from backbone_speed import build  # noqa: E402  (the same Focal-T and Swin-T settings)
+from backbone_speed import build, step  # noqa: E402  (the same Focal-T and Swin-T settings and passes)
 
 from mmfocal.deployment.export import export_onnx  # noqa: E402
 from mmfocal.deployment.ort_model import ORTModel  # noqa: E402
@@ -52,33 +53,24 @@ def onnx_runner(name: str, model: torch.nn.Module, x: torch.Tensor, directory: s
         print(f'{name}: reusing {path}', flush=True)
     else:
         start = time.perf_counter()
-        export_onnx(model, x, path, part='backbone')
+        export_onnx(model.eval(), x, path, part='backbone')  # a training runner may have left train mode
         print(f'{name}: exported in {time.perf_counter() - start:.0f} s', flush=True)
     return ORTModel(path, num_threads=threads)
 
 
-def no_grad(fn):
-    def run(x):
-        with torch.no_grad():
-            return fn(x)
-    return run
+def passes(model: torch.nn.Module, backward: bool):
+    """``step`` of backbone_speed on ``model``: eval mode without gradients, or train mode forward
+    and backward (setting the mode each run, so one model serves both)."""
+    return functools.partial(step, model, backward=backward)
 
 
-def train_step(fn):
-    """Forward and backward of the outputs' mean (the model in train mode)."""
-    def run(x):
-        loss = sum(o.mean() for o in fn(x))
-        loss.backward()
-    return run
-
-
-def compiled_runner(label: str, model: torch.nn.Module, run, x: torch.Tensor):
-    """``run(compiled model)``, compiled for ``x``'s size (static shapes) and warmed up once here."""
-    compiled = torch.compile(model, fullgraph=True, dynamic=False)
+def compiled_runner(label: str, model: torch.nn.Module, backward: bool, x: torch.Tensor):
+    """:func:`passes` of ``model`` compiled for ``x``'s size (static shapes), warmed up once here."""
+    run = passes(torch.compile(model, fullgraph=True, dynamic=False), backward)
     start = time.perf_counter()
-    run(compiled)(x)
+    run(x)
     print(f'{label}: compiled in {time.perf_counter() - start:.0f} s', flush=True)
-    return run(compiled)
+    return run
 
 
 def time_interleaved(runners: dict, x: torch.Tensor, repeats: int) -> dict:
@@ -127,29 +119,15 @@ def main():
             x = torch.randn(1, 3, height, width)
             runners = {f'{name} ORT': onnx_runner(name, model, x, directory, threads) for name, model in models.items()}
             if not args.no_eager:
-                runners['focal eager'] = no_grad(focal)
+                runners['focal eager'] = passes(focal, backward=False)
             if not args.no_compile:
-                runners['focal compiled'] = compiled_runner('focal (inference)', focal, no_grad, x)
+                runners['focal compiled'] = compiled_runner('focal (inference)', focal, False, x)
             if args.train:
-                focal.train()
                 if not args.no_eager:
-                    runners['focal eager train'] = train_step(focal)
+                    runners['focal eager train'] = passes(focal, backward=True)
                 if not args.no_compile:
-                    runners['focal compiled train'] = compiled_runner('focal (training)', focal, train_step, x)
-            print_row(size, time_interleaved(_in_mode(runners, focal), x, args.repeats))
-            focal.eval()
-
-
-def _in_mode(runners: dict, model: torch.nn.Module) -> dict:
-    """``runners`` each run with ``model`` in the mode it was compiled for: train mode for the
-    training runners, eval mode for the others (one model object serves both)."""
-    def wrap(name, fn):
-        def run(x):
-            model.train('train' in name)
-            return fn(x)
-        return run
-    return {name: wrap(name, fn) for name, fn in runners.items()}
-
+                    runners['focal compiled train'] = compiled_runner('focal (training)', focal, True, x)
+            print_row(size, time_interleaved(runners, x, args.repeats))
 
 if __name__ == '__main__':
     main()
