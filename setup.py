@@ -23,17 +23,19 @@ def read_version():
 #   mmengine's 0.x line is where those names live. It finds mmdet::/mmseg:: configs through
 #   pkg_resources, which setuptools 82 removed.
 # - mmcv 2.1 with its compiled ops (mmdet 3.3 and mmseg 1.2.2 accept mmcv < 2.2.0 only), mmdet
-#   3.3 and mmsegmentation 1.2.2: the configs inherit their config files by path (mmdet::,
-#   mmseg::), so they hold to the releases whose files they name.
+#   3.3, mmsegmentation 1.2.2 and mmpretrain 1.2.0: the configs inherit their config files by path
+#   (mmdet::, mmseg::, mmpretrain::), so they hold to the releases whose files they name.
+# - torchvision: mmpretrain imports it; it must be the build made with the installed torch
+#   (tools/setup_env.sh installs torch 2.14.1 with torchvision 0.29.1).
 # tools/setup_env.sh installs the versions the project is tested with (tools/constraints.txt).
 setup(
     name='mmfocal',
     version=read_version(),
-    description='Focal Transformer backbone for OpenMMLab detection and segmentation',
+    description='Focal Transformer backbone for OpenMMLab classification, detection and segmentation',
     packages=find_packages(include=['mmfocal', 'mmfocal.*']),
     python_requires='>=3.9',
     install_requires=[
         'torch>=2.6', 'numpy>=1.25,<2', 'mmengine>=0.10.7,<1.0', 'mmcv>=2.1.0,<2.2.0', 'mmdet>=3.3.0,<3.4',
-        'mmsegmentation>=1.2.2,<1.3', 'ftfy', 'regex', 'pycocotools', 'setuptools<82'
+        'mmsegmentation>=1.2.2,<1.3', 'mmpretrain>=1.2.0,<1.3', 'torchvision', 'ftfy', 'regex', 'pycocotools', 'setuptools<82'
     ],
 )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the pinned OpenMMLab stack into the active virtual environment, or into .venv/.
-# Idempotent: a second run installs nothing new. A torch already present is kept.
+# Idempotent: a second run installs nothing new. A torch already present is kept (a GPU user's),
+# with the torchvision of its release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,27 +13,83 @@ else
 fi
 pip_install() { "$PY" -m pip install --disable-pip-version-check -q -c tools/constraints.txt "$@"; }
 
-stamp=".venv-stamp-$(sha1sum tools/setup_env.sh tools/constraints.txt setup.py | sha1sum | cut -c1-12)"
+stamp=".venv-stamp-$(sha1sum tools/setup_env.sh tools/constraints.txt tools/mmcv_wheel_cache.py tools/cxx_std20.sh setup.py | sha1sum | cut -c1-12)"
 if [[ -f "$("$PY" -c 'import sys; print(sys.prefix)')/$stamp" ]]; then
   exit 0
 fi
 
 # mmengine resolves mmdet::/mmseg:: config paths through pkg_resources, gone in setuptools 82.
 pip_install 'setuptools<82' wheel ninja
-if "$PY" -c 'import torch' 2>/dev/null; then
-  echo "keeping the installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
+
+# torch and torchvision. mmpretrain imports torchvision, and PyPI's torchvision does not load
+# beside the CPU-only torch 2.13.0 file ("operator torchvision::nms does not exist"); torch 2.14.1
+# with torchvision 0.29.1 do work together on the CPU (a CUDA build, about 5.5 GB).
+TORCH=2.14.1 TORCHVISION=0.29.1
+torchvision_works() { "$PY" -c 'import torch, torchvision.ops; torchvision.ops.nms(torch.zeros(1, 4), torch.ones(1), 0.5)' 2>/dev/null; }
+if ! "$PY" -c 'import torch' 2>/dev/null; then
+  pip_install "torch==$TORCH" "torchvision==$TORCHVISION"
+elif ! torchvision_works; then
+  installed=$("$PY" -c 'import torch; print(torch.__version__)')
+  if [[ "$installed" == 2.13.0+cpu ]]; then
+    # The CPU file this script installed before it needed torchvision: move to the pinned pair.
+    echo "replacing torch $installed (no working torchvision for it) with torch $TORCH + torchvision $TORCHVISION"
+    pip_install "torch==$TORCH" "torchvision==$TORCHVISION"
+  else
+    # A user's own torch is kept: torchvision 0.N+15 is the release made with torch 2.N.
+    minor=$(cut -d. -f2 <<<"$installed")
+    echo "keeping the installed torch $installed; adding torchvision 0.$((minor + 15)).*"
+    pip_install "torch==${installed%%+*}" "torchvision==0.$((minor + 15)).*"
+  fi
 else
-  pip_install torch==2.13.0
+  echo "keeping the installed torch $("$PY" -c 'import torch; print(torch.__version__)') and its torchvision"
 fi
+torchvision_works || { echo "torchvision does not run beside this torch (torchvision.ops.nms failed)" >&2; exit 1; }
+
 # opencv-python 4.12 needs numpy 2, which mmcv 2.1 / mmdet 3.3 predate.
 pip_install numpy opencv-python mmengine==0.10.7
-if ! "$PY" -c 'import mmcv, mmcv.ops; assert mmcv.__version__ == "2.1.0"' 2>/dev/null; then
-  echo "building mmcv 2.1.0 with its ops (about 10 minutes the first time; cached afterwards)"
-  MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" pip_install --no-build-isolation mmcv==2.1.0
+
+# mmcv 2.1.0 with its compiled ops, built against the torch installed now. pip's own wheel cache
+# would reuse a wheel built against another torch (it keys on the source archive), so the wheel
+# is built without it, into a folder keyed on torch's version, CUDA and C++ ABI, and installed
+# from there (tools/mmcv_wheel_cache.py).
+MMCV=2.1.0
+WHEEL_CACHE=${MMFOCAL_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmfocal/wheels}
+mmcv_matches() {
+  "$PY" - "$WHEEL_CACHE" "$MMCV" 2>/dev/null <<'PY'
+import importlib.metadata, os, sys
+sys.path.insert(0, 'tools')
+import mmcv, mmcv.ops  # noqa: F401  (the compiled ops load against the running torch)
+from mmcv_wheel_cache import build_key
+built_for = os.path.join(os.path.dirname(mmcv.__file__), '.mmfocal_built_for')
+sys.exit(not (mmcv.__version__ == sys.argv[2] and os.path.exists(built_for)
+              and open(built_for).read().strip() == build_key()))
+PY
+}
+if ! mmcv_matches; then
+  wheel=$("$PY" tools/mmcv_wheel_cache.py find "$WHEEL_CACHE" "$MMCV") || {
+    dir=$("$PY" tools/mmcv_wheel_cache.py dir "$WHEEL_CACHE" "$MMCV")
+    echo "building mmcv $MMCV with its ops against torch $("$PY" -c 'import torch; print(torch.__version__)') into $dir"
+    echo "(about 10 minutes on 2 cores the first time; that folder serves later set-ups with this torch)"
+    # torch >= 2.14's headers need C++20; mmcv 2.1.0's setup.py asks for C++17 (tools/cxx_std20.sh).
+    compiler=()
+    if grep -q 'C++20 or later' "$("$PY" -c 'import torch.utils.cpp_extension as c; print(c.include_paths()[0])')/ATen/ATen.h"; then
+      compiler=(CXX="$PWD/tools/cxx_std20.sh" MMFOCAL_REAL_CXX="${CXX:-c++}")
+    fi
+    env ${compiler[@]+"${compiler[@]}"} MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$PY" -m pip wheel --disable-pip-version-check -q \
+      --no-cache-dir --no-build-isolation --no-deps -c tools/constraints.txt -w "$dir" "mmcv==$MMCV"
+    wheel=$("$PY" tools/mmcv_wheel_cache.py find "$WHEEL_CACHE" "$MMCV")
+  }
+  echo "installing $wheel"
+  pip_install --force-reinstall --no-cache-dir "$wheel" --no-deps
+  pip_install "$wheel"  # its pure-Python requirements
+  "$PY" -c 'import os, sys, mmcv; sys.path.insert(0, "tools"); from mmcv_wheel_cache import build_key
+open(os.path.join(os.path.dirname(mmcv.__file__), ".mmfocal_built_for"), "w").write(build_key())'
+  mmcv_matches || { echo "mmcv $MMCV from $wheel does not load its ops against this torch" >&2; exit 1; }
 fi
-pip_install mmdet==3.3.0 mmsegmentation==1.2.2 ftfy regex pycocotools pytest
+
+pip_install mmdet==3.3.0 mmsegmentation==1.2.2 mmpretrain==1.2.0 ftfy regex pycocotools pytest
 # Deployment: ONNX export (onnxscript for the torch.export-based exporter) and ONNX Runtime (CPU).
 pip_install onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0
 pip_install --no-build-isolation --no-deps -e .
-"$PY" -c 'import mmcv.ops, mmdet, mmseg, mmfocal' 
+"$PY" -c 'import mmcv.ops, mmdet, mmseg, mmpretrain, mmfocal'
 touch "$("$PY" -c 'import sys; print(sys.prefix)')/$stamp"
