@@ -10,15 +10,11 @@ holding anything else is refused without running it); see mmfocal/engine/paddle_
 ``init_cfg`` takes the .pdparams file directly as well: this tool is for those who want a .pth.
 """
 import argparse
-import io
-
-import torch
 
 import mmfocal  # noqa: F401  (safe checkpoint loading)
-from mmfocal.engine.atomic_checkpoint import write_atomically
+from mmfocal.cli import match_official_backbone
+from mmfocal.engine.atomic_checkpoint import save_checkpoint
 from mmfocal.engine.paddle_checkpoint import load_pdparams
-from mmfocal.engine.pretrained import backbone_class_name, infer_architecture, match_state_dict
-from mmfocal.models import backbones
 
 
 def main(argv=None):
@@ -30,14 +26,8 @@ def main(argv=None):
     checkpoint = load_pdparams(args.src)
     state = checkpoint['model']
     # A file of another model is an error naming the keys that do not fit, before anything is written.
-    arch = infer_architecture(state)
-    backbone = backbone_class_name(state)
-    with torch.device('meta'):
-        model = getattr(backbones, backbone)(**arch)
-    match_state_dict(model, state)
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    write_atomically(args.dst, buffer.getvalue())
+    backbone, arch, _ = match_official_backbone(state)
+    save_checkpoint(checkpoint, args.dst)
     print(f'{args.dst}: {len(state)} tensors of the official {backbone} classifier ({arch}) in the official '
           f'format; Linear weights transposed to [out, in]; the .pdparams name table '
           f'(StructuredToParameterName@@) left out')
