@@ -124,9 +124,10 @@ def load_pretrained(model: nn.Module, filename: str, map_location='cpu', prefix:
                     logger='current', resize_position_tables: bool = False) -> Dict[str, List[str]]:
     """Load a checkpoint file or URL into ``model`` strictly and log what was dropped/initialised.
 
-    ``resize_position_tables``: resize relative-position tables of other window or focal-window
-    sizes to the model's (bicubic, see :mod:`mmfocal.engine.position_tables`); each resized table
-    is listed in the report's ``resized`` and in the log. Without it they are shape mismatches.
+    ``resize_position_tables``: resize relative-position tables (and 'fc' pooling weights) of other
+    window, focal-window or expand sizes to the model's (bicubic, see
+    :mod:`mmfocal.engine.position_tables`); each resized tensor is listed in the report's
+    ``resized`` and in the log. Without it they are shape mismatches.
     """
     from mmengine.runner.checkpoint import CheckpointLoader
     checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
