@@ -1,6 +1,6 @@
 """What the scripts under ``tools/`` share: reading a config for mmdet or mmseg, the work dir,
-distributed runs on machines without a GPU, and the command-line options train and test have in
-common. The tools are thin scripts over these functions; they import the installed package, so
+distributed runs on machines without a GPU, the command-line options train and test have in
+common, and checking a converted checkpoint against the backbone it is for. The tools are thin scripts over these functions; they import the installed package, so
 they run from any working directory."""
 import os
 import os.path as osp
@@ -11,6 +11,8 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
+
+from .engine.pretrained import backbone_class_name, infer_architecture, match_state_dict
 
 SCOPES = ('mmdet', 'mmseg')
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
@@ -210,3 +212,16 @@ def check_dataset_paths(cfg, config_path, phases=('train', 'val')):
             fix = (f"{_DATA_SETS.get(cfg.get('default_scope'), 'put the data set there')}; or point the config "
                    f'at yours with --cfg-options {key}=...' + (f' ({", ".join(along)} too)' if along else ''))
         raise SystemExit(f'{config_path}: {key} = {where} does not exist: {fix}')
+
+
+def match_official_backbone(state) -> tuple:
+    """(backbone class name, its arguments, strict load report) for an official-format state dict:
+    the backbone it is for, built from the sizes its shapes give (on the meta device), and
+    :func:`~mmfocal.engine.pretrained.match_state_dict`'s report; a file of another model is a
+    CheckpointMismatchError naming the keys that do not fit."""
+    from .models import backbones
+    arch = infer_architecture(state)
+    backbone = backbone_class_name(state)
+    with torch.device('meta'):
+        model = getattr(backbones, backbone)(**arch)
+    return backbone, arch, match_state_dict(model, state)

@@ -1,4 +1,8 @@
-"""Test isolation for mmengine's process-wide state."""
+"""Test isolation for mmengine's process-wide state; fixtures shared by several test files."""
+import http.server
+import threading
+from functools import partial
+
 import pytest
 from mmengine.registry import DefaultScope
 
@@ -26,3 +30,20 @@ def demo_workspace(tmp_path_factory):
     make_demo_data(str(root / 'data' / 'demo'), '--scale', '96', '--det-train', '4', '--det-val', '2',
                    '--seg-train', '4', '--seg-val', '2')
     return root
+
+
+@pytest.fixture
+def web_server(tmp_path, monkeypatch):
+    """A real http server on localhost serving tmp_path/site; the torch hub cache goes to tmp_path."""
+    site = tmp_path / 'site'
+    site.mkdir()
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    monkeypatch.setenv('MMENGINE_HOME', str(tmp_path / 'mmengine_home'))
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield site, f'http://127.0.0.1:{server.server_address[1]}'
+    server.shutdown()
+    server.server_close()

@@ -162,6 +162,29 @@ HOOKS.register_module(module=SigkillAfterIteration, force=True)
 
 
 # ---------------------------------------------------------------------------------------------
+# Malicious pickles: unpickled without a check, each creates its ``marker`` file
+
+class RunsShellCommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}', )
+
+
+class RunsPythonCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f'open({self.marker!r}, "w").write("ran")', )
+
+
+# payload name: (class, the global its pickle names)
+PAYLOADS = {'os.system': (RunsShellCommand, 'posix.system'), 'exec': (RunsPythonCode, 'builtins.exec')}
+
+
+# ---------------------------------------------------------------------------------------------
 # Attention blocks against their straightforward (float64) implementations, for both backbones
 
 ATTENTION_PATHS = ('cpu', 'cpu, one window per chunk', 'other devices', 'autograd (attention dropout)')

@@ -12,16 +12,7 @@ from mmfocal.engine.pretrained import CheckpointMismatchError, match_state_dict
 from .helpers import (ATTENTION_PATHS, TINY, assert_block_matches_reference, bfloat16_autocast_step, run_tool,
                       take_attention_path, with_large_weights)
 from .naive_focal import naive_block
-from .reference_data import assert_stages_match, load_reference, official_checkpoint_entries
-
-
-def official_kwargs(args):
-    return dict(embed_dims=args['embed_dim'], depths=tuple(args['depths']), num_heads=tuple(args['num_heads']),
-                window_size=args['window_size'], focal_pool=args['focal_pool'],
-                focal_levels=tuple(args['focal_levels']), focal_windows=tuple(args['focal_windows']),
-                expand_sizes=tuple(args['expand_sizes']), expand_layer=args['expand_layer'],
-                use_conv_embed=args.get('use_conv_embed', False), drop_path_rate=0.,
-                out_indices=tuple(range(len(args['depths']))))
+from .reference_data import assert_stages_match, load_reference, official_checkpoint_entries, official_kwargs
 
 
 def build(scope, **kwargs):

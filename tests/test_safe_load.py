@@ -5,7 +5,6 @@ file (shown by ``test_the_malicious_checkpoints_really_run_code``). Every way a 
 into a job must refuse them with a message naming the file and the refused object, and leave no
 marker behind.
 """
-import http.server
 import inspect
 import json
 import os
@@ -14,10 +13,8 @@ import pickle
 import subprocess
 import sys
 import textwrap
-import threading
 import zipfile
 from collections import OrderedDict
-from functools import partial
 
 import numpy as np
 import pytest
@@ -31,8 +28,8 @@ from mmfocal import FocalTransformer
 from mmfocal.engine import safe_load
 from mmfocal.engine.safe_load import CheckpointDownloadError, UnsafeCheckpointError, checkpoint_safe_globals
 
-from .helpers import (DET_DEMO_CONFIG, SEG_CONFIGS, TINY_BACKBONE, free_port, run_tool, shrink_backbone, tool_command,
-                      tool_environment)
+from .helpers import (DET_DEMO_CONFIG, PAYLOADS, SEG_CONFIGS, TINY_BACKBONE, RunsShellCommand, free_port, run_tool,
+                      shrink_backbone, tool_command, tool_environment)
 from .reference_data import official_checkpoint_entries
 
 DET_CLASSES = ('circle', 'square', 'triangle', 'cross')
@@ -40,25 +37,6 @@ SEG_CLASSES = ('background', ) + DET_CLASSES
 
 
 # ---------------------------------------------------------------- malicious checkpoints
-
-class RunsShellCommand:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f'touch {self.marker}', )
-
-
-class RunsPythonCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return exec, (f'open({self.marker!r}, "w").write("ran")', )
-
-
-PAYLOADS = {'os.system': (RunsShellCommand, 'posix.system'), 'exec': (RunsPythonCode, 'builtins.exec')}
-
 
 def write_malicious_checkpoint(path, marker, payload='os.system'):
     """A plausible training checkpoint whose meta carries code that creates ``marker``."""
@@ -170,23 +148,6 @@ def test_a_truncated_checkpoint_is_reported_as_incomplete(tmp_path):
 
 
 # ---------------------------------------------------------------- checkpoints from the internet
-
-@pytest.fixture
-def web_server(tmp_path, monkeypatch):
-    """A real http server on localhost serving tmp_path/site; the torch hub cache goes to tmp_path."""
-    site = tmp_path / 'site'
-    site.mkdir()
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
-    monkeypatch.setenv('MMENGINE_HOME', str(tmp_path / 'mmengine_home'))
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield site, f'http://127.0.0.1:{server.server_address[1]}'
-    server.shutdown()
-    server.server_close()
-
 
 def test_a_downloaded_checkpoint_is_refused_not_executed(web_server, tmp_path, monkeypatch):
     # mmengine alone downloads through torch.hub.load_state_dict_from_url with weights_only=False.

@@ -11,16 +11,12 @@ dropped) and ``meta``; use it as ``init_cfg=dict(type='Pretrained', checkpoint=D
 official file directly works as well: this tool is for those who want a file.
 """
 import argparse
-import io
 import os
 
-import torch
-
 import mmfocal  # noqa: F401  (safe checkpoint loading)
-from mmfocal.engine.atomic_checkpoint import write_atomically
-from mmfocal.engine.pretrained import (backbone_class_name, convert_official_state_dict, extract_state_dict,
-                                       infer_architecture, match_state_dict)
-from mmfocal.models import backbones
+from mmfocal.cli import match_official_backbone
+from mmfocal.engine.atomic_checkpoint import save_checkpoint
+from mmfocal.engine.pretrained import convert_official_state_dict, extract_state_dict
 
 
 def main(argv=None):
@@ -31,16 +27,12 @@ def main(argv=None):
 
     from mmengine.runner.checkpoint import CheckpointLoader
     state = extract_state_dict(CheckpointLoader.load_checkpoint(args.src, map_location='cpu'))
-    arch = infer_architecture(state)
-    backbone = backbone_class_name(state)
-    report = match_state_dict(getattr(backbones, backbone)(**arch), state)
+    backbone, arch, report = match_official_backbone(state)
     kept, _ = convert_official_state_dict(state)
     checkpoint = dict(state_dict=kept, meta=dict(source=os.path.basename(args.src), backbone=backbone,
                                                  architecture={k: list(v) if isinstance(v, tuple) else v
                                                                for k, v in arch.items()}))
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    write_atomically(args.dst, buffer.getvalue())
+    save_checkpoint(checkpoint, args.dst)
     print(f'{args.dst}: {len(kept)} {backbone} tensors ({arch}); dropped {len(report["dropped"])} '
           f'(classifier head, final norm, index buffers); the model will initialise '
           f'{len(report["initialised"])}: {", ".join(report["initialised"]) or "none"}')

@@ -14,6 +14,7 @@ the newest complete ``*.pth`` in the work directory, skipping truncated files an
 files of interrupted writes.
 """
 import glob
+import io
 import logging
 import os
 import os.path as osp
@@ -30,7 +31,7 @@ from mmengine.fileio.file_client import HardDiskBackend
 from mmengine.logging import print_log
 from mmengine.utils import mkdir_or_exist
 
-__all__ = ['AtomicLocalBackend', 'write_atomically', 'is_complete_checkpoint',
+__all__ = ['AtomicLocalBackend', 'write_atomically', 'save_checkpoint', 'is_complete_checkpoint',
            'find_latest_complete_checkpoint', 'install', 'TEMP_SUFFIX']
 
 # Temporary files are hidden and end in TEMP_SUFFIX, so neither a ``*.pth`` glob nor a human
@@ -58,6 +59,13 @@ def write_atomically(filepath: Union[str, Path], data: bytes) -> None:
             os.unlink(temp_path)
         raise
     _fsync_directory(directory)
+
+
+def save_checkpoint(checkpoint: dict, filepath: Union[str, Path]) -> None:
+    """``torch.save`` of ``checkpoint`` to ``filepath``, written atomically."""
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    write_atomically(filepath, buffer.getvalue())
 
 
 def _fsync_directory(directory: str) -> None:

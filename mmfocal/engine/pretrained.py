@@ -31,6 +31,16 @@ _FAST_MODEL_KEY = re.compile(r'\.attn\.(coord2rpb_all\.|topk_cloest_)')
 _INITIALISABLE = re.compile(r'^norm\d+\.(weight|bias)$|\.relative_position_bias_table_to_neighbors$')
 
 
+# Relative-position tables and the pooling weights over sub-windows: their shapes depend on the
+# window, focal-window and expand sizes, and they are resized to others on request
+# (mmfocal.engine.position_tables).
+_POSITION_TABLE = re.compile(r'\.(attn\.relative_position_bias_table(_to_neighbors|_to_windows\.\d+)?|'
+                             r'pool_layers\.\d+\.weight)$')
+RESIZE_HINT = ('relative-position tables differ in shape (a checkpoint made with other window, focal-window or '
+               'expand sizes?): add resize_position_tables=True to the Pretrained init_cfg to resize them by '
+               'bicubic interpolation')
+
+
 class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the model; the message lists every offending key."""
 
@@ -97,6 +107,8 @@ def match_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Dic
     if mismatched:
         problems.append(f'{len(mismatched)} shape mismatches (a checkpoint of another model size?):\n  '
                         + '\n  '.join(mismatched[:20]) + ('\n  ...' if len(mismatched) > 20 else ''))
+        if any(_POSITION_TABLE.search(m.split(':')[0]) for m in mismatched):
+            problems.append(RESIZE_HINT)
     if unexpected:
         problems.append(f'{len(unexpected)} checkpoint keys the model does not have: {_abbrev(unexpected)}')
     if not_initialisable:
@@ -109,15 +121,26 @@ def match_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Dic
 
 
 def load_pretrained(model: nn.Module, filename: str, map_location='cpu', prefix: Optional[str] = None,
-                    logger='current') -> Dict[str, List[str]]:
-    """Load a checkpoint file or URL into ``model`` strictly and log what was dropped/initialised."""
+                    logger='current', resize_position_tables: bool = False) -> Dict[str, List[str]]:
+    """Load a checkpoint file or URL into ``model`` strictly and log what was dropped/initialised.
+
+    ``resize_position_tables``: resize relative-position tables (and 'fc' pooling weights) of other
+    window, focal-window or expand sizes to the model's (bicubic, see
+    :mod:`mmfocal.engine.position_tables`); each resized tensor is listed in the report's
+    ``resized`` and in the log. Without it they are shape mismatches.
+    """
     from mmengine.runner.checkpoint import CheckpointLoader
     checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
     try:
         state = extract_state_dict(checkpoint, prefix)
+        resized = []
+        if resize_position_tables:
+            from .position_tables import resize_position_tables as resize  # imports the attention layers
+            state, resized = resize(model, state)
         report = match_state_dict(model, state)
     except CheckpointMismatchError as error:
         raise CheckpointMismatchError(f'{filename}: {error}') from None
+    report['resized'] = resized
     own = model.state_dict()
     with torch.no_grad():
         for key in report['loaded']:
@@ -126,7 +149,9 @@ def load_pretrained(model: nn.Module, filename: str, map_location='cpu', prefix:
     learned = [k for k in report['dropped'] if k not in buffers]
     print_log(f'{type(model).__name__}: loaded {len(report["loaded"])} tensors from {filename}; '
               f'not used: {_abbrev(learned)} and {len(buffers)} index buffers (recomputed); '
-              f'initialised (not in the checkpoint): {_abbrev(report["initialised"])}', logger=logger)
+              f'initialised (not in the checkpoint): {_abbrev(report["initialised"])}'
+              + (f'; resized position tables: {_abbrev(resized, limit=len(resized))}' if resized else ''),
+              logger=logger)
     return report
 
 

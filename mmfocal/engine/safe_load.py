@@ -19,7 +19,9 @@ mmengine's URL loader (``init_cfg=dict(type='Pretrained', checkpoint='https://..
   turns the check off;
 * every registered loader reports a refused checkpoint as :class:`UnsafeCheckpointError`, naming
   the file and the refused objects and saying that nothing was executed, and a truncated file as
-  :class:`IncompleteCheckpointError`.
+  :class:`IncompleteCheckpointError`;
+* a PaddleViT ``.pdparams`` file (a plain pickle, not a torch file), local or downloaded, is read
+  by :mod:`mmfocal.engine.paddle_checkpoint`'s numpy-only unpickler, with the same errors.
 
 All of mmengine's ways in (``init_cfg`` Pretrained, ``load_from``, ``resume``, ``tools/test.py``,
 ``mmfocal.engine.pretrained.load_pretrained``) go through ``CheckpointLoader.load_checkpoint``, so they
@@ -54,18 +56,19 @@ _HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint holds Python objects outside the allow-list; it was refused, not executed."""
 
-    def __init__(self, source: str, refused: List[str], detail: str = ''):
+    def __init__(self, source: str, refused: List[str], detail: str = '', advice: Optional[str] = None):
         self.source = source
         self.refused = refused
         what = ', '.join(refused) if refused else detail or 'objects that are not checkpoint data'
-        super().__init__(
-            f'refused to load the checkpoint {source}: it holds Python objects that are not checkpoint '
-            f'data ({what}). The file was NOT executed: nothing in it ran. Checkpoints of mmengine, '
-            'mmdet, mmseg and the official Focal Transformer hold only tensors, numbers, strings, '
-            'containers, numpy arrays and mmengine HistoryBuffers, which load. Unpickling such a file '
-            'without this check can run arbitrary code, so do not load it with weights_only=False; '
+        advice = advice or (
+            'Checkpoints of mmengine, mmdet, mmseg and the official Focal Transformer hold only tensors, '
+            'numbers, strings, containers, numpy arrays and mmengine HistoryBuffers, which load. Unpickling '
+            'such a file without this check can run arbitrary code, so do not load it with weights_only=False; '
             'if you made it yourself and trust it, allow exactly these objects with '
             'torch.serialization.add_safe_globals([...]) before loading.')
+        super().__init__(
+            f'refused to load the checkpoint {source}: it holds Python objects that are not checkpoint '
+            f'data ({what}). The file was NOT executed: nothing in it ran. {advice}')
 
 
 class IncompleteCheckpointError(RuntimeError):
@@ -198,10 +201,14 @@ def _translate_errors(source: str, local_file: Optional[str]):
 
 
 def load_checkpoint_file(filename: str, map_location=None):
-    """``torch.load`` of a local file with ``weights_only=True``, with the errors above."""
+    """``torch.load`` of a local file with ``weights_only=True``, with the errors above; a PaddleViT
+    ``.pdparams`` file is read as data by :func:`mmfocal.engine.paddle_checkpoint.load_pdparams`."""
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
+    if filename.endswith('.pdparams'):
+        from .paddle_checkpoint import load_pdparams  # imported here: it uses this module's errors
+        return load_pdparams(filename)
     load = _translate_errors(filename, filename)(torch.load)
     return load(filename, map_location=map_location, weights_only=True)
 
@@ -216,6 +223,11 @@ def load_checkpoint_url(url: str, map_location=None, model_dir: Optional[str] = 
     @_translate_errors(f'{url} (downloaded to {cached_file})', cached_file)
     def download_and_load():
         try:
+            if cached_file.endswith('.pdparams'):  # not a torch file: downloaded, then read as data
+                if not osp.isfile(cached_file):
+                    os.makedirs(model_dir, exist_ok=True)
+                    torch.hub.download_url_to_file(url, cached_file, progress=progress)
+                return load_checkpoint_file(cached_file)
             return torch.hub.load_state_dict_from_url(url, model_dir=model_dir, map_location=map_location,
                                                       progress=progress, weights_only=True)
         except urllib.error.URLError as error:  # HTTPError included

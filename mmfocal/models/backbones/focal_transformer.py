@@ -215,7 +215,8 @@ class FocalBackbone(BaseModule):
                 self.init_cfg = original
         if pretrained:
             from ...engine.pretrained import load_pretrained
-            load_pretrained(self, pretrained[0]['checkpoint'], map_location='cpu', prefix=pretrained[0].get('prefix'))
+            load_pretrained(self, pretrained[0]['checkpoint'], map_location='cpu', prefix=pretrained[0].get('prefix'),
+                            resize_position_tables=pretrained[0].get('resize_position_tables', False))
             self._is_init = True
 
 
@@ -240,8 +241,16 @@ class FocalTransformer(FocalBackbone):
         out_indices: stages to return. frozen_stages: -1 none, 0 the stem, i the stem and stages
             0..i-1 (eval mode, no gradients). with_cp: activation checkpointing per block.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads an official ImageNet
-            checkpoint (or one of ours) strictly; see :mod:`mmfocal.engine.pretrained`. A list may
-            add mmengine initialisers, applied before the checkpoint.
+            checkpoint (or one of ours, or PaddleViT's ``.pdparams`` port) strictly; see
+            :mod:`mmfocal.engine.pretrained`. A list may add mmengine initialisers, applied before
+            the checkpoint. ``resize_position_tables=True`` in it loads a checkpoint made with
+            other ``window_size``, ``focal_windows`` or ``expand_sizes`` (say a 224 window-7 one
+            for window 12) with its relative-position tables (``relative_position_bias_table``,
+            ``relative_position_bias_table_to_neighbors``, ``relative_position_bias_table_to_windows``)
+            and its 'fc' pooling weights (``pool_layers``, one per sub-window token) resized by
+            bicubic interpolation, as mmdet's Swin does for its tables, each named in the load log;
+            see :mod:`mmfocal.engine.position_tables`. Without it they are a
+            CheckpointMismatchError.
 
     Shapes: (B, in_channels, H, W) with any H, W >= 1 -> tuple of (B, embed_dims * 2**i,
     ceil(H / 2**(i+2)), ceil(W / 2**(i+2))) for i in out_indices, each after its own LayerNorm.
