@@ -10,11 +10,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.analysis import FlopAnalyzer
 from mmengine.config import Config
 
-from mmfocal.analysis.flops import (FUSED_ATTENTION_OPS, backbone_flops, complexity, default_shape, flop_analyzer,
-                                    fused_attention_flops)
+from mmfocal.analysis.flops import FUSED_ATTENTION_OPS, backbone_flops, complexity, default_shape, flop_analyzer
 from mmfocal.models.backbones import FocalTransformer
 
 from .helpers import ROOT, load_tool, run_tool, shrink_backbone

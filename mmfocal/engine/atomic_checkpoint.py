@@ -3,10 +3,11 @@
 mmengine writes a checkpoint by opening its final path and writing the bytes into it
 (``save_checkpoint`` -> ``get_file_backend(path).put(bytes, path)``), so a job killed while
 writing (preempted, out of memory, out of time) leaves a truncated ``epoch_N.pth`` behind, and
-``last_checkpoint`` may point at it. :func:`install` (called by ``import mmfocal``) registers a
-local storage backend whose writes go to a temporary file in the same directory, are flushed to
-disk and are then renamed over the final path, which POSIX makes atomic: the final path holds the
-old content or the new, never part of it.
+``last_checkpoint`` may point at it. :func:`install` (called by ``import mmfocal`` unless
+``MMFOCAL_NO_PATCHES=1``; :func:`uninstall` undoes it) registers a local storage backend whose
+writes go to a temporary file in the same directory, are flushed to disk and are then renamed over
+the final path, which POSIX makes atomic: the final path holds the old content or the new, never
+part of it.
 
 :func:`find_latest_complete_checkpoint` is what ``--resume`` without a path uses: it trusts
 ``last_checkpoint`` only if the file it names is a complete checkpoint, and otherwise falls back to

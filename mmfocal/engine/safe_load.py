@@ -8,8 +8,8 @@ mmengine's URL loader (``init_cfg=dict(type='Pretrained', checkpoint='https://..
 ``open-mmlab://``, ``torchvision://``) goes through ``torch.hub.load_state_dict_from_url``, whose
 ``weights_only`` still defaults to False: a downloaded checkpoint runs any code it carries.
 
-:func:`install` (called by ``import mmfocal``) fixes both without ever loading with
-``weights_only=False``:
+:func:`install` (called by ``import mmfocal`` unless ``MMFOCAL_NO_PATCHES=1``; :func:`uninstall`
+undoes it) fixes both without ever loading with ``weights_only=False``:
 
 * it allow-lists exactly the types mmengine, mmdet and mmseg put into checkpoints
   (:func:`checkpoint_safe_globals`), found by saving real checkpoints of their runners;
