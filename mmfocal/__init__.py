@@ -11,16 +11,31 @@ Layout (as mmdet's own):
 * ``mmfocal.cli``: what the scripts under ``tools/`` share;
 * ``mmfocal.registry``: registration in mmdet's and mmseg's registries, the top layer.
 
-``import mmfocal`` registers everything and makes checkpoints load as data only and be written
-atomically.
+``import mmfocal`` registers everything, and, for the whole process (every mmengine Runner and
+checkpoint loader in it, not only mmfocal's), makes checkpoints load as data only and be written
+atomically (``mmfocal.engine.install()``):
+
+* loading: mmengine's checkpoint loaders pass ``weights_only=True`` (URLs included, which
+  mmengine otherwise unpickles without restriction), and torch's allow-list gets the types that
+  mmengine, mmdet and mmseg training checkpoints hold (``mmfocal.engine.safe_load``); a checkpoint
+  that carries code is refused;
+* writing: mmengine's local file backend writes to a temporary file and renames it, so a job
+  killed mid-save never leaves a truncated checkpoint (``mmfocal.engine.atomic_checkpoint``).
+
+To keep torch's and mmengine's own behaviour, set the environment variable ``MMFOCAL_NO_PATCHES=1``
+before importing mmfocal, or call ``mmfocal.engine.uninstall()`` afterwards (``install()`` turns
+them on again). Without them, torch >= 2.6 refuses mmengine's training checkpoints (``--resume``,
+``load_from``) with its own weights-only error.
 """
+import os
+
+from . import engine
 from .models import ARCH_SETTINGS, FocalFastTransformer, FocalTransformer
 from .registry import MMDET_MODELS, MMSEG_MODELS  # noqa: F401  registers the modules
 from .version import __version__
 
 __all__ = ['ARCH_SETTINGS', 'FocalFastTransformer', 'FocalTransformer', '__version__']
 
-from .engine import atomic_checkpoint, safe_load  # noqa: E402
-
-safe_load.install()  # weights-only loading that accepts exactly what mmengine/mmdet/mmseg checkpoints hold
-atomic_checkpoint.install()  # checkpoints are written to a temporary file, then renamed
+# Read once, here: whether importing mmfocal installs the checkpoint loading and writing.
+if os.environ.get('MMFOCAL_NO_PATCHES', '0') in ('', '0'):
+    engine.install()

@@ -1,7 +1,11 @@
-"""What the scripts under ``tools/`` share: reading a config for mmdet or mmseg, the work dir,
-distributed runs on machines without a GPU, the command-line options train and test have in
-common, and checking a converted checkpoint against the backbone it is for. The tools are thin scripts over these functions; they import the installed package, so
-they run from any working directory."""
+"""What the scripts under ``tools/`` share: reading a config, the work dir, distributed runs on
+machines without a GPU, the command-line options train and test have in common, and checking a
+converted checkpoint against the backbone it is for. The tools are thin scripts over these
+functions; they import the installed package, so they run from any working directory. The checks
+raise :mod:`mmfocal.errors` exceptions; a tool's ``main``, decorated with :func:`exit_on_error`,
+stops with their one-line message."""
+import copy
+import functools
 import os
 import os.path as osp
 import subprocess
@@ -12,22 +16,41 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
 
+from .errors import ConfigError, MissingFileError, MMFocalError
 from .engine.pretrained import backbone_class_name, infer_architecture, match_state_dict
 
 SCOPES = ('mmdet', 'mmseg')
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
 
+def exit_on_error(main):
+    """A tool's ``main`` that stops with the one-line message of an :class:`~mmfocal.errors.MMFocalError`
+    (``SystemExit``: the message on stderr, exit status 1) instead of a traceback."""
+
+    @functools.wraps(main)
+    def main_exiting_on_error(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except MMFocalError as error:
+            raise SystemExit(str(error)) from None
+
+    return main_exiting_on_error
+
+
 def load_config(path, cfg_options, launcher):
-    """Read CONFIG, apply --cfg-options, and set the registry scope the config belongs to."""
-    if not osp.isfile(path):
-        raise SystemExit(f'config file not found: {path}')
-    cfg = Config.fromfile(path)
+    """Read CONFIG, apply --cfg-options, and set the registry scope the config belongs to.
+    ``path`` may also be a loaded Config, which is copied, not changed."""
+    if isinstance(path, Config):
+        cfg, path = copy.deepcopy(path), path.filename or 'the config'
+    elif not osp.isfile(path):
+        raise MissingFileError(f'config file not found: {path}')
+    else:
+        cfg = Config.fromfile(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
-        raise SystemExit(
+        raise ConfigError(
             f'{path}: default_scope is {scope!r}; these tools run mmdet configs '
             f"(default_scope='mmdet') and mmseg configs (default_scope='mmseg'). Inherit the "
             "library's default_runtime.py, as every config under configs/ does.")
@@ -45,8 +68,8 @@ def set_work_dir(cfg, config_path, work_dir):
 
 
 def check_pretrained_checkpoint(cfg):
-    """Stop with one clear line when the backbone's pretrained checkpoint is a local file that is
-    not there, before the runner builds the model and the datasets (which takes minutes for the
+    """Raise MissingFileError, one clear line, when the backbone's pretrained checkpoint is a local
+    file that is not there, before the runner builds the model and the datasets (which takes minutes for the
     large models, whose weights users supply themselves)."""
     init_cfg = cfg.model.get('backbone', {}).get('init_cfg')
     if not isinstance(init_cfg, dict) or init_cfg.get('type') != 'Pretrained':
@@ -54,7 +77,7 @@ def check_pretrained_checkpoint(cfg):
     checkpoint = init_cfg.get('checkpoint')
     if not checkpoint or _is_remote(checkpoint) or osp.isfile(checkpoint):
         return
-    raise SystemExit(
+    raise MissingFileError(
         f'pretrained backbone checkpoint not found: {checkpoint} (model.backbone.init_cfg); give '
         'its path with --cfg-options model.backbone.init_cfg.checkpoint=PATH, or train from '
         'scratch with --cfg-options model.backbone.init_cfg=None')
@@ -99,8 +122,8 @@ def prepare_cpu_distributed(cfg):
     if cfg.launcher == 'none' or torch.cuda.is_available():
         return
     if cfg.launcher not in ('pytorch', 'slurm'):
-        raise SystemExit(f'--launcher {cfg.launcher} needs GPUs here; on CPU use '
-                         '--launcher pytorch (tools/dist_train.sh) or slurm')
+        raise ConfigError(f'--launcher {cfg.launcher} needs GPUs here; on CPU use '
+                          '--launcher pytorch (tools/dist_train.sh) or slurm')
     dist_cfg = cfg.setdefault('env_cfg', ConfigDict()).setdefault('dist_cfg', ConfigDict())
     if dist_cfg.get('backend', 'nccl') != 'gloo':
         print_log(f"no GPU: distributed backend {dist_cfg.get('backend', 'nccl')} -> gloo",
@@ -180,8 +203,8 @@ def _dataset_paths(dataset_cfg, key):
 
 
 def check_dataset_paths(cfg, config_path, phases=('train', 'val')):
-    """Stop, with one line naming the missing path and the fix, if a dataset of ``phases`` is
-    not where the config says; before anything is built, so not after a long traceback.
+    """Raise MissingFileError, one line naming the missing path and the fix, if a dataset of
+    ``phases`` is not where the config says; before anything is built, so not after a long traceback.
 
     The paths are those of the dataloaders' datasets and the evaluators' annotation files
     (``val_evaluator.ann_file`` of a COCO metric), relative ones taken from the working directory
@@ -211,7 +234,7 @@ def check_dataset_paths(cfg, config_path, phases=('train', 'val')):
                      and other.endswith(('.data_root', '_evaluator.ann_file'))]
             fix = (f"{_DATA_SETS.get(cfg.get('default_scope'), 'put the data set there')}; or point the config "
                    f'at yours with --cfg-options {key}=...' + (f' ({", ".join(along)} too)' if along else ''))
-        raise SystemExit(f'{config_path}: {key} = {where} does not exist: {fix}')
+        raise MissingFileError(f'{config_path}: {key} = {where} does not exist: {fix}')
 
 
 def match_official_backbone(state) -> tuple:

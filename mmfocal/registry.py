@@ -2,13 +2,16 @@
 registries of mmengine, mmdet and mmseg, so configs reach them with
 ``custom_imports=dict(imports=['mmfocal'], allow_failed_imports=False)``: the backbones into the
 MODELS of mmdet and mmseg, the RepPointsV2 detector parts and the mask TTA model into mmdet's
-(head, loss, DetMaskTTAModel into MODELS; assigners into TASK_UTILS), the training hooks into the HOOKS of all three."""
+(head, loss, DetMaskTTAModel into MODELS; assigners into TASK_UTILS), the training hooks into the HOOKS of all three,
+and the visualizers that write ``tools/test.py --show-dir``'s PNGs into the VISUALIZERS of mmdet and mmseg."""
 from mmdet.registry import HOOKS as MMDET_HOOKS
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmdet.registry import TASK_UTILS as MMDET_TASK_UTILS
+from mmdet.registry import VISUALIZERS as MMDET_VISUALIZERS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmseg.registry import HOOKS as MMSEG_HOOKS
 from mmseg.registry import MODELS as MMSEG_MODELS
+from mmseg.registry import VISUALIZERS as MMSEG_VISUALIZERS
 
 from .engine.exact_resume import ExactResumeHook
 from .models.backbones import FocalFastTransformer, FocalTransformer
@@ -16,6 +19,7 @@ from .models.dense_heads import RepPointsV2Head
 from .models.losses import SeparateFocalLoss
 from .models.task_modules import CornerHeatmapAssigner, PointAssignerV2
 from .models.test_time_augs import DetMaskTTAModel
+from .visualization.prediction_pngs import DetPredictionPNGs, SegPredictionPNGs
 
 BACKBONES = (FocalTransformer, FocalFastTransformer)
 DETECTION_MODELS = (RepPointsV2Head, SeparateFocalLoss, DetMaskTTAModel)
@@ -34,5 +38,7 @@ for _registry in (MMDET_MODELS, MMSEG_MODELS):
     _register(_registry, BACKBONES)
 _register(MMDET_MODELS, DETECTION_MODELS)
 _register(MMDET_TASK_UTILS, DETECTION_TASK_UTILS)
+_register(MMDET_VISUALIZERS, (DetPredictionPNGs, ))
+_register(MMSEG_VISUALIZERS, (SegPredictionPNGs, ))
 for _registry in (MMENGINE_HOOKS, MMDET_HOOKS, MMSEG_HOOKS):
     _register(_registry, HOOKS)

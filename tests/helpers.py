@@ -254,6 +254,24 @@ def bfloat16_autocast_step(model):
 
 
 # ---------------------------------------------------------------------------------------------
+# ONNX files: a wrong graph, to show that a comparison with PyTorch catches one
+
+def onnx_with_one_weight_changed(path: str, out: str) -> str:
+    """A copy of the ONNX file ``path`` at ``out`` whose first convolution (the patch embedding)
+    has one weight larger by 1: a graph that computes something else everywhere. Returns ``out``."""
+    import onnx
+    from onnx import numpy_helper
+    model = onnx.load(path)
+    conv = next(node for node in model.graph.node if node.op_type == 'Conv')
+    weight = next(init for init in model.graph.initializer if init.name == conv.input[1])
+    changed = numpy_helper.to_array(weight).copy()
+    changed.flat[0] += 1.0
+    weight.CopyFrom(numpy_helper.from_array(changed, weight.name))
+    onnx.save(model, out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # torch.compile: graphs counted, compiled against eager
 
 class GraphCounter:

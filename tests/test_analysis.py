@@ -170,8 +170,8 @@ def run_in_process(script, *args):
 
 def test_attention_map_tool_detection(demo_workspace, tmp_path):
     """The whole command, with a checkpoint (the detector's initial weights), in stage 1."""
-    from mmfocal.analysis.record_attention import build_model
-    model, _ = build_model(DET_DEMO_CONFIG)
+    from mmfocal.apis import build_model_from_config
+    model = build_model_from_config(DET_DEMO_CONFIG)
     checkpoint = tmp_path / 'weights.pth'
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoint)
     out = tmp_path / 'attention.png'
@@ -251,15 +251,17 @@ def test_learning_curves(tmp_path):
 
 
 def test_small_pictures_are_drawn_enlarged(tmp_path):
-    """Boxes, masks and label maps scale with the picture, and tools/test.py's visualizers (mmdet's
-    and mmseg's, writing PNGs for --show-dir) draw the enlarged picture."""
-    import runpy
-
+    """Boxes, masks and label maps scale with the picture, and the visualizers tools/test.py
+    --show-dir uses (mmdet's and mmseg's, registered there by mmfocal, writing PNGs) draw the
+    enlarged picture."""
+    from mmdet.registry import VISUALIZERS as DET_VISUALIZERS
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData, PixelData
+    from mmseg.registry import VISUALIZERS as SEG_VISUALIZERS
     from mmseg.structures import SegDataSample
 
     from mmfocal.visualization.enlarge import enlarge_sample, enlargement
+    from mmfocal.visualization.prediction_pngs import DetPredictionPNGs, SegPredictionPNGs
     image = np.zeros((100, 128, 3), np.uint8)
     factor = enlargement(image.shape)
     assert factor == 4 and enlargement((640, 480, 3)) == 1
@@ -279,11 +281,12 @@ def test_small_pictures_are_drawn_enlarged(tmp_path):
     _, big_seg = enlarge_sample(np.zeros((2, 3, 3), np.uint8), seg, 2)
     assert big_seg.pred_sem_seg.data[0].tolist() == [[0, 0, 1, 1, 2, 2]] * 2 + [[3, 3, 4, 4, 5, 5]] * 2
 
-    test_tool = runpy.run_path(osp.join(TOOLS, 'test.py'), run_name='test_tool')  # its visualizers
-    detector = test_tool['DetPredictionPNGs'](name='enlarged_det', show_dir=str(tmp_path))
+    assert DET_VISUALIZERS.get('DetPredictionPNGs') is DetPredictionPNGs
+    assert SEG_VISUALIZERS.get('SegPredictionPNGs') is SegPredictionPNGs
+    detector = DetPredictionPNGs(name='enlarged_det', show_dir=str(tmp_path))
     detector.dataset_meta = dict(classes=('circle', ), palette=[(220, 20, 60)])
     detector.add_datasample('x', image, data_sample=sample, draw_gt=False, out_file='val/000007.jpg')
-    segmenter = test_tool['SegPredictionPNGs'](name='enlarged_seg', show_dir=str(tmp_path))
+    segmenter = SegPredictionPNGs(name='enlarged_seg', show_dir=str(tmp_path))
     segmenter.dataset_meta = dict(classes=tuple('abcdef'), palette=[(i * 40, 0, 0) for i in range(6)])
     seg.pred_sem_seg = PixelData(data=torch.zeros(1, 100, 128, dtype=torch.long))
     segmenter.add_datasample('test_000008.jpg', image, data_sample=seg, draw_gt=False)

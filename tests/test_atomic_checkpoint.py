@@ -290,3 +290,27 @@ def test_train_resume_without_a_path_skips_a_checkpoint_cut_short(demo_workspace
     assert torch.load(work_dir / 'epoch_2.pth')['meta']['epoch'] == 2  # rewritten, whole
     assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / 'epoch_2.pth')
     assert temp_files(work_dir) == []
+
+
+def test_uninstall_restores_mmengines_writes_in_place_and_install_makes_them_atomic_again(tmp_path, monkeypatch):
+    from mmengine.fileio import FileClient
+    from mmengine.fileio.backends import LocalBackend
+
+    from mmfocal.engine import atomic_checkpoint
+    renames = []
+    replace = os.replace
+    monkeypatch.setattr(os, 'replace', lambda src, dst: (renames.append(dst), replace(src, dst)))
+    path = str(tmp_path / 'epoch_1.pth')
+    try:
+        atomic_checkpoint.uninstall()
+        atomic_checkpoint.uninstall()  # idempotent
+        assert not atomic_checkpoint.is_installed()
+        assert type(get_file_backend(path)) is LocalBackend
+        assert type(FileClient('disk').client).__name__ == 'HardDiskBackend'
+        save_checkpoint(small_checkpoint(1), path)
+        assert renames == [] and torch.load(path)['meta']['iter'] == 1  # written in place
+    finally:
+        atomic_checkpoint.install()
+    assert atomic_checkpoint.is_installed() and isinstance(get_file_backend(path), AtomicLocalBackend)
+    save_checkpoint(small_checkpoint(2), path)
+    assert renames == [path] and torch.load(path)['meta']['iter'] == 2 and temp_files(tmp_path) == []

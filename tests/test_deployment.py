@@ -11,7 +11,8 @@ import torch
 from mmengine.config import Config
 
 from mmfocal.deployment.compile import compile_for_any_size
-from mmfocal.deployment.export import ExportedPart, build_model, export_onnx, flatten_outputs
+from mmfocal.apis import build_model_from_config
+from mmfocal.deployment.export import ExportedPart, export_onnx, flatten_outputs
 from mmfocal.deployment.ort_model import ORTModel
 from mmfocal.deployment.standard_ops import AdaptiveAvgPool2dMatmul
 from mmfocal.models.backbones import FocalFastTransformer
@@ -20,7 +21,7 @@ from mmfocal.models.layers import focal_attention
 from mmfocal.models.layers.focal_attention import FocalTransformerBlock, FocalWindowAttention
 
 from .helpers import (DET_CONFIGS, DET_DEMO_CONFIG, IN_PROCESS, SEG_DEMO_CONFIG, TINY, GraphCounter,
-                      assert_compiled_matches_eager, run_tool, shrink_backbone)
+                      assert_compiled_matches_eager, onnx_with_one_weight_changed, run_tool, shrink_backbone)
 
 TOLERANCE = 1e-4
 ONE_STAGE = dict(embed_dims=16, focal_levels=(2, ), focal_windows=(7, ), expand_sizes=(3, ), out_indices=(0, ),
@@ -134,7 +135,7 @@ def test_one_stage_detector_dynamic_onnx_matches_pytorch(tmp_path):
     cfg = shrink_backbone(Config.fromfile(osp.join(DET_CONFIGS, 'retinanet_focal_t_1x.py')))
     cfg.model.neck.out_channels = 32  # the head's width does not matter here; its time does
     cfg.model.bbox_head.update(in_channels=32, feat_channels=32, stacked_convs=1)
-    model = build_model(cfg)
+    model = build_model_from_config(cfg)
     module = ExportedPart(model, 'model')
     path = str(tmp_path / 'retinanet.onnx')
     outputs = export_onnx(module, _random(1, 3, 96, 128), path, dynamic=True)
@@ -157,7 +158,7 @@ def test_segmenter_dynamic_onnx_matches_pytorch_at_every_size(tmp_path):
     """The demo UperNet (its pyramid pooling to 1, 2, 3 and 6 as matrix products) from one dynamic
     file: stage-4 maps that 6 does not divide, smaller than 6, batch 2."""
     torch.manual_seed(0)
-    module = ExportedPart(build_model(Config.fromfile(SEG_DEMO_CONFIG)), 'model')
+    module = ExportedPart(build_model_from_config(Config.fromfile(SEG_DEMO_CONFIG)), 'model')
     path = str(tmp_path / 'upernet.onnx')
     export_onnx(module, _random(1, 3, 128, 128), path, dynamic=True)
     assert not any(isinstance(m, AdaptiveAvgPool2dMatmul) for m in module.modules())  # put back
@@ -169,7 +170,7 @@ def test_segmenter_dynamic_onnx_matches_pytorch_at_every_size(tmp_path):
 def test_two_stage_detector_model_part_is_refused_clearly():
     cfg = shrink_backbone(Config.fromfile(DET_DEMO_CONFIG))
     with pytest.raises(ValueError, match='two-stage detector.*--part features'):
-        ExportedPart(build_model(cfg), 'model')
+        ExportedPart(build_model_from_config(cfg), 'model')
 
 
 def test_onnx_file_of_fixed_size_refuses_other_sizes(tmp_path):
@@ -255,7 +256,7 @@ def test_torch_compile_of_focal_fast_has_no_graph_break_at_a_fixed_size():
 
 
 def _random_checkpoint(cfg, path):
-    model = build_model(cfg)
+    model = build_model_from_config(cfg)
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
     return model
 
@@ -273,6 +274,15 @@ def _metric(output, key):
     return float(re.findall(rf'{key}: ([0-9.]+)', output)[-1])
 
 
+def _assert_onnx_matches_and_a_wrong_graph_does_not(module, onnx_file, inputs, tmp_path):
+    """ONNX Runtime's outputs are PyTorch's within TOLERANCE, and those of the same file with one
+    weight changed are not: the comparison fails on a wrong graph (the metrics of a random-weight
+    model alone could not tell)."""
+    assert _max_difference(module, ORTModel(onnx_file), inputs) < TOLERANCE
+    wrong = onnx_with_one_weight_changed(onnx_file, str(tmp_path / 'wrong.onnx'))
+    assert _max_difference(module, ORTModel(wrong), inputs) > 100 * TOLERANCE
+
+
 def test_onnx_test_gives_the_segmenters_miou(demo_workspace, tmp_path):
     checkpoint, onnx_file = str(tmp_path / 'seg.pth'), str(tmp_path / 'seg.onnx')
     cfg = Config.fromfile(SEG_DEMO_CONFIG)
@@ -280,6 +290,8 @@ def test_onnx_test_gives_the_segmenters_miou(demo_workspace, tmp_path):
     model = _random_checkpoint(cfg, checkpoint)
     module = ExportedPart(model, 'model')
     export_onnx(module, _random(1, 3, 128, 128), onnx_file, dynamic=True)
+    # the val batch: 2 pictures, padded by the data preprocessor
+    _assert_onnx_matches_and_a_wrong_graph_does_not(module, onnx_file, _random(2, 3, 128, 128), tmp_path)
     torch_out, onnx_out = _test_with_pytorch_and_onnxruntime(SEG_DEMO_CONFIG, checkpoint, onnx_file, IN_PROCESS,
                                                              demo_workspace, tmp_path)
     assert 'model in ONNX Runtime' in onnx_out
@@ -294,7 +306,8 @@ def test_onnx_test_gives_mask_rcnn_bbox_map_with_backbone_and_neck_in_onnx(demo_
                           '--out', onnx_file, '--part', 'features', '--shape', '128', '128', '--dynamic')
     assert f'exported to {onnx_file}' in printed and 'output out_4:' in printed  # FPN's 5 levels
     # the val batch: 2 pictures, padded by the data preprocessor
-    assert _max_difference(ExportedPart(model, 'features'), ORTModel(onnx_file), _random(2, 3, 128, 128)) < TOLERANCE
+    _assert_onnx_matches_and_a_wrong_graph_does_not(ExportedPart(model, 'features'), onnx_file,
+                                                    _random(2, 3, 128, 128), tmp_path)
     torch_out, onnx_out = _test_with_pytorch_and_onnxruntime(DET_DEMO_CONFIG, checkpoint, onnx_file, IN_PROCESS,
                                                              demo_workspace, tmp_path)
     assert 'features in ONNX Runtime' in onnx_out

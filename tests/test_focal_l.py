@@ -30,6 +30,7 @@ from mmfocal.models.test_time_augs import DetMaskTTAModel
 from mmseg.registry import MODELS as SEG_MODELS
 
 from mmfocal.cli import check_pretrained_checkpoint
+from mmfocal.errors import MissingFileError
 
 from .helpers import (DET_CONFIGS, SCALE_DIVISOR, SEG_CONFIGS, norm_parameter_ids, run_tool, shrink_backbone,
                       shrink_scales, weight_decay_by_parameter)
@@ -407,7 +408,7 @@ def test_checkpoint_check_leaves_other_initialisations_alone(init_cfg):
 def test_checkpoint_check_passes_a_file_that_exists(tmp_path):
     cfg = load(DYHEAD)
     cfg.model.backbone.init_cfg.checkpoint = str(tmp_path / 'focal-large.pth')
-    with pytest.raises(SystemExit, match='focal-large.pth'):
+    with pytest.raises(MissingFileError, match='focal-large.pth'):
         check_pretrained_checkpoint(cfg)
     (tmp_path / 'focal-large.pth').write_bytes(b'')
     check_pretrained_checkpoint(cfg)

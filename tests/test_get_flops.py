@@ -1,6 +1,7 @@
-"""tools/get_flops.py: parameters and FLOPs of detection and segmentation configs, with the
-backbone's fused attention counted, cascade mask heads on 100 RoIs, and clear errors. The
-models are the real configs' with a one-block, 32-channel backbone and small inputs."""
+"""mmfocal.analysis.flops and tools/get_flops.py: parameters and FLOPs of detection and
+segmentation configs and of backbones, with fused attention counted, cascade mask heads on 100
+RoIs, and clear errors. The models are the real configs' with a one-block, 32-channel backbone
+and small inputs."""
 import copy
 import os.path as osp
 import re
@@ -9,12 +10,12 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.analysis import FlopAnalyzer
 from mmengine.config import Config
 
-from .helpers import ROOT, load_tool, run_tool, shrink_backbone
+from mmfocal.analysis.flops import FUSED_ATTENTION_OPS, backbone_flops, complexity, default_shape, flop_analyzer
+from mmfocal.models.backbones import FocalTransformer
 
-get_flops = load_tool('get_flops')
+from .helpers import ROOT, load_tool, run_tool, shrink_backbone
 
 
 def tiny_config(path):
@@ -23,9 +24,7 @@ def tiny_config(path):
 
 
 def count(module, *inputs):
-    analyzer = FlopAnalyzer(module, inputs)
-    analyzer.set_op_handle(**{op: get_flops.fused_attention_flops for op in get_flops.FUSED_ATTENTION_OPS})
-    analyzer.unsupported_ops_warnings(False)
+    analyzer = flop_analyzer(module, inputs)
     with torch.no_grad():
         return analyzer.total(), analyzer.unsupported_ops()
 
@@ -57,28 +56,45 @@ def test_fused_attention_counts_as_its_two_matmuls(fused_cpu_kernel):
     assert not unsupported
 
 
+def test_backbone_flops_include_the_attention_products():
+    """One stage of one block at a 28x28 input: a 7x7 map, one window. The traced attention (the
+    standard-ops path) computes its two products, q k^T and weights times v, over 230 keys per
+    query: 49 window tokens, 132 slots of rolled keys (removed by a logit at this size) and 49
+    pooled tokens, across the 16 channels of all heads; they are all of the traced matmuls."""
+    torch.manual_seed(0)
+    backbone = FocalTransformer(embed_dims=16, depths=(1, ), num_heads=(2, ), focal_levels=(2, ), focal_windows=(7, ),
+                                expand_sizes=(3, ), out_indices=(0, ), drop_path_rate=0.).eval()
+    analyzer = flop_analyzer(backbone, (torch.randn(1, 3, 28, 28), ))
+    with torch.no_grad():
+        total, by_operator = analyzer.total(), analyzer.by_operator()
+    assert by_operator['matmul'] == 49 * (49 + 132 + 49) * (16 + 16)
+    assert backbone_flops(backbone, (28, 28)) == total
+    assert backbone_flops(backbone, (56, 56)) == 4 * total  # four windows
+    assert backbone_flops(backbone, (28, 28), batch=2) == 2 * total
+
+
 def test_detector_params_and_flops(capsys):
     cfg = tiny_config('configs/det/retinanet_focal_t_1x.py')
-    result = get_flops.complexity(cfg, (96, 128))
+    result = complexity(cfg, (96, 128))
     assert result['scope'] == 'mmdet' and result['shape'] == (96, 128)
     from mmdet.registry import MODELS
     assert result['params'] == sum(p.numel() for p in MODELS.build(copy.deepcopy(cfg.model)).parameters())
     assert result['flops'] > 0 and result['mask_rois'] is None
-    assert not set(result['unsupported_ops']) & set(get_flops.FUSED_ATTENTION_OPS)
+    assert not set(result['unsupported_ops']) & set(FUSED_ATTENTION_OPS)
     # FLOPs grow with the input (convolutions and attention at every position)
-    assert get_flops.complexity(cfg, (192, 256))['flops'] > 3 * result['flops']
+    assert complexity(cfg, (192, 256))['flops'] > 3 * result['flops']
 
 
 def test_default_shapes_are_the_papers():
     det = Config.fromfile(osp.join(ROOT, 'configs/det/mask_rcnn_focal_t_1x.py'))
     seg = Config.fromfile(osp.join(ROOT, 'configs/seg/upernet_focal_t_512x512_160k_ade20k.py'))
-    assert get_flops.default_shape(det) == (800, 1280)
-    assert get_flops.default_shape(seg) == (512, 2048)
+    assert default_shape(det) == (800, 1280)
+    assert default_shape(seg) == (512, 2048)
 
 
 def test_segmentor_params_and_flops():
     cfg = tiny_config('configs/seg/upernet_focal_t_512x512_160k_ade20k.py')
-    result = get_flops.complexity(cfg, (64, 128))
+    result = complexity(cfg, (64, 128))
     assert result['scope'] == 'mmseg' and result['flops'] > 0
     from mmseg.registry import MODELS
     assert result['params'] == sum(p.numel() for p in MODELS.build(copy.deepcopy(cfg.model)).parameters())
@@ -91,8 +107,8 @@ def test_cascade_mask_heads_are_counted_on_100_rois():
     cfg.model.roi_head.mask_head.conv_out_channels = 16
     for bbox_head in cfg.model.roi_head.bbox_head:
         bbox_head.conv_out_channels = 16
-    counted = get_flops.complexity(cfg, (128, 160))
-    all_rois = get_flops.complexity(cfg, (128, 160), cascade_mask_rois=None)
+    counted = complexity(cfg, (128, 160))
+    all_rois = complexity(cfg, (128, 160), cascade_mask_rois=None)
     assert counted['mask_rois'] == (110, 100) and all_rois['mask_rois'] == (110, 110)
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
@@ -117,11 +133,11 @@ def test_command_line_prints_params_and_flops():
 ])
 def test_bad_input_is_named(argv, message):
     with pytest.raises(SystemExit) as exit_info:
-        get_flops.main([osp.join(ROOT, argv[0]), *argv[1:]])
+        load_tool('get_flops').main([osp.join(ROOT, argv[0]), *argv[1:]])
     assert str(exit_info.value).startswith('get_flops: ') and message in str(exit_info.value)
 
 
 def test_unknown_scope_is_named():
     cfg = Config(dict(default_scope='mmpretrain', model=dict(type='ImageClassifier')))
     with pytest.raises(ValueError, match="default_scope 'mmpretrain'"):
-        get_flops.complexity(cfg)
+        complexity(cfg)

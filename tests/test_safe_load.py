@@ -22,6 +22,7 @@ import torch
 from mmengine.config import Config
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import Runner
+from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint, load_checkpoint
 
 from mmfocal import FocalTransformer
@@ -435,3 +436,58 @@ def test_test_tool_refuses_code(shell_payload, demo_data, tmp_path):
     code, output = run_tool('test.py', config, path, '--work-dir', tmp_path / 'work', check=False)
     assert code != 0
     assert 'NOT executed' in output and path in output and refused in output and not marker.exists()
+
+
+# ---------------------------------------------------------------- turning it off
+
+def message_hub_checkpoint(path):
+    """A checkpoint with what mmengine's message hub saves (a HistoryBuffer of numpy scalars)."""
+    torch.save(dict(state_dict=OrderedDict(weight=torch.zeros(2)),
+                    message_hub=dict(log_scalars={'loss': HistoryBuffer([np.float64(1.0)], [1])})), path)
+    return str(path)
+
+
+def loaders_are_mmengines_own():
+    return all(loader.__module__ == 'mmengine.runner.checkpoint' for loader in CheckpointLoader._schemes.values()) \
+        and mmengine_checkpoint.load_from_http.__module__ == 'mmengine.runner.checkpoint'
+
+
+def test_uninstall_restores_torchs_and_mmengines_loading_and_install_makes_it_safe_again(malicious, tmp_path):
+    from mmfocal import engine
+    path, marker, refused = malicious
+    hub = message_hub_checkpoint(tmp_path / 'hub.pth')
+    assert engine.is_installed() and not loaders_are_mmengines_own()
+    try:
+        engine.uninstall()
+        engine.uninstall()  # idempotent
+        assert not engine.is_installed() and loaders_are_mmengines_own()
+        allowed = torch.serialization.get_safe_globals()
+        assert not any(entry in allowed for entry in checkpoint_safe_globals())
+        with pytest.raises(pickle.UnpicklingError) as error_info:  # torch's own refusal, not ours
+            torch.load(hub)
+        assert not isinstance(error_info.value, UnsafeCheckpointError)
+        with pytest.raises(pickle.UnpicklingError) as error_info:
+            CheckpointLoader.load_checkpoint(path, map_location='cpu')
+        assert not isinstance(error_info.value, UnsafeCheckpointError) and not marker.exists()
+    finally:
+        engine.install()
+    assert engine.is_installed() and not loaders_are_mmengines_own()
+    assert isinstance(torch.load(hub)['message_hub']['log_scalars']['loss'], HistoryBuffer)
+    with pytest.raises(UnsafeCheckpointError) as error_info:
+        CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    assert_refused(error_info, path, refused, marker)
+
+
+def test_mmfocal_no_patches_keeps_import_mmfocal_from_installing():
+    script = textwrap.dedent('''
+        import mmfocal
+        from mmengine.fileio import get_file_backend
+        from mmfocal import engine
+        print(engine.is_installed(), type(get_file_backend('a.pth')).__name__)
+        engine.install()
+        print(engine.is_installed(), type(get_file_backend('a.pth')).__name__)
+    ''')
+    for value, first in (('1', 'False LocalBackend'), ('0', 'True AtomicLocalBackend')):
+        output = subprocess.run([sys.executable, '-c', script], check=True, capture_output=True, text=True,
+                                env=tool_environment(MMFOCAL_NO_PATCHES=value)).stdout
+        assert output.split('\n')[:2] == [first, 'True AtomicLocalBackend'], (value, output)

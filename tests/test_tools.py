@@ -197,14 +197,15 @@ def test_dataset_paths_are_checked_below_the_data_root(tmp_path):
     """In process: ADE20K's message, and an annotation file missing from a data root that exists."""
     from mmengine.config import Config
     from mmfocal.cli import check_dataset_paths
+    from mmfocal.errors import MissingFileError
     ade_config = os.path.join(SEG_CONFIGS, 'upernet_focal_t_512x512_160k_ade20k.py')
     cfg = Config.fromfile(ade_config)
-    with pytest.raises(SystemExit, match=r'train_dataloader\.dataset\.data_root = data/ade/ADEChallengeData2016 '
+    with pytest.raises(MissingFileError, match=r'train_dataloader\.dataset\.data_root = data/ade/ADEChallengeData2016 '
                        r'.*ADE20K .*--cfg-options train_dataloader\.dataset\.data_root=\.\.\.'):
         check_dataset_paths(cfg, ade_config)
     (tmp_path / 'images' / 'training').mkdir(parents=True)
     cfg.train_dataloader.dataset.data_root = str(tmp_path)
-    with pytest.raises(SystemExit, match=r'train_dataloader\.dataset\.data_prefix\.seg_map_path = '
+    with pytest.raises(MissingFileError, match=r'train_dataloader\.dataset\.data_prefix\.seg_map_path = '
                        + re.escape(str(tmp_path / 'annotations' / 'training'))):
         check_dataset_paths(cfg, ade_config, phases=('train', ))
     (tmp_path / 'annotations' / 'training').mkdir(parents=True)

@@ -22,49 +22,10 @@ import warnings
 
 from mmengine.config import ConfigDict
 from mmengine.dist import is_main_process
-from mmdet.registry import VISUALIZERS as DET_VISUALIZERS
-from mmdet.visualization import DetLocalVisualizer
-from mmseg.registry import VISUALIZERS as SEG_VISUALIZERS
-from mmseg.visualization import SegLocalVisualizer
 
-import mmfocal  # noqa: F401
-from mmfocal.cli import (build_runner, check_dataset_paths, load_config, parse_with_shared_arguments,
+import mmfocal  # noqa: F401  registers the models and the PNG visualizers (mmfocal.visualization.prediction_pngs)
+from mmfocal.cli import (build_runner, check_dataset_paths, exit_on_error, load_config, parse_with_shared_arguments,
                          prepare_cpu_distributed, set_work_dir)
-from mmfocal.visualization.enlarge import MIN_DRAWN_SIZE, enlarge_sample, enlargement
-
-
-class _PredictionPNGs:
-    """A library visualizer that writes each drawn test prediction to ``show_dir`` as
-    ``<image stem>.png``: lossless whatever the input format, and in the directory asked for
-    rather than under the work dir. Pictures smaller than ``min_size`` pixels on their longer side
-    are drawn enlarged by a whole factor (image, ground truth and predictions), so that labels and
-    outlines are readable on small pictures (the demo's 128 pixels: 4x)."""
-
-    def __init__(self, name='visualizer', show_dir=None, min_size=MIN_DRAWN_SIZE, **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.show_dir = show_dir
-        self.min_size = min_size
-
-    def add_datasample(self, name, image, data_sample=None, *args, out_file=None, **kwargs):
-        if data_sample is not None:
-            image, data_sample = enlarge_sample(image, data_sample, enlargement(image.shape, self.min_size))
-        if self.show_dir is not None:
-            # mmdet's hook passes the image path as out_file; mmseg's names the window
-            # '<mode>_<image file name>' and passes no out_file.
-            source = out_file if out_file is not None else name.split('_', 1)[-1]
-            stem = osp.splitext(osp.basename(source))[0]
-            out_file = osp.join(self.show_dir, stem + '.png')
-        return super().add_datasample(name, image, data_sample, *args, out_file=out_file, **kwargs)
-
-
-@DET_VISUALIZERS.register_module()
-class DetPredictionPNGs(_PredictionPNGs, DetLocalVisualizer):
-    pass
-
-
-@SEG_VISUALIZERS.register_module()
-class SegPredictionPNGs(_PredictionPNGs, SegLocalVisualizer):
-    pass
 
 
 _PNG_VISUALIZERS = {'DetLocalVisualizer': 'DetPredictionPNGs',
@@ -148,6 +109,7 @@ def parse_args():
     return parse_with_shared_arguments(parser)
 
 
+@exit_on_error
 def main():
     args = parse_args()
     if not osp.isfile(args.checkpoint):

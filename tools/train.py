@@ -21,7 +21,7 @@ from mmengine.logging import print_log
 # Registers the project's modules with mmdet and mmseg, and makes checkpoints load as data only
 # (torch's weights_only) and be written atomically, which --resume relies on.
 import mmfocal  # noqa: F401
-from mmfocal.cli import (build_runner, check_dataset_paths, check_pretrained_checkpoint, load_config,
+from mmfocal.cli import (build_runner, check_dataset_paths, check_pretrained_checkpoint, exit_on_error, load_config,
                          parse_with_shared_arguments, prepare_cpu_distributed, set_work_dir)
 from mmfocal.engine.atomic_checkpoint import find_latest_complete_checkpoint
 from mmfocal.engine.exact_resume import disable_exact_resume, enable_exact_resume
@@ -47,6 +47,7 @@ def parse_args():
     return parse_with_shared_arguments(parser)
 
 
+@exit_on_error
 def main():
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options, args.launcher)

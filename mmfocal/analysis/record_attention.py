@@ -1,17 +1,19 @@
 """Run a detector's or segmenter's backbone on one image and keep one block's attention weights.
 
-The model is built from an mmdet or mmseg config (random weights, or a checkpoint), the image goes
-through the config's own test pipeline and the model's data preprocessor, exactly as in testing,
-and the chosen block's attention layer records its softmax weights during that forward pass
-(``record_attention``): the weights drawn are the model's own, not recomputed.
+The model is built from an mmdet or mmseg config (:func:`mmfocal.apis.build_model_from_config`:
+random weights, or a checkpoint), the image goes through the config's own test pipeline and the
+model's data preprocessor, exactly as in testing, and the chosen block's attention layer records
+its softmax weights during that forward pass (``record_attention``): the weights drawn are the
+model's own, not recomputed. Bad arguments raise :mod:`mmfocal.errors` exceptions.
 """
 import os.path as osp
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 import torch
 
+from ..errors import BadArgumentError, MissingFileError
 from .focal_keys import QueryKeys, query_keys
 
 
@@ -23,34 +25,6 @@ class RecordedQuery:
     stride: int  # input pixels per stage-map token
     point: Tuple[float, float]  # the query in those pixels
     scale_factor: Tuple[float, float]  # input pixels per original pixel (x, y)
-
-
-def build_model(config: str, checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None):
-    """The model of an mmdet/mmseg ``config`` in eval mode: ``checkpoint``'s weights, or without one
-    a random initialisation (seeded; the backbone's pretrained weights are *not* fetched)."""
-    from mmengine.logging import MMLogger
-    from mmengine.registry import MODELS
-    from mmengine.runner import load_checkpoint
-
-    from ..cli import load_config
-    cfg = load_config(config, cfg_options, 'none')
-    if checkpoint is not None and not osp.isfile(checkpoint):
-        raise SystemExit(f'checkpoint not found: {checkpoint}')
-    cfg.model.setdefault('backbone', {})['init_cfg'] = None
-    with torch.random.fork_rng(devices=[]):  # the same random weights every time, the caller's RNG untouched
-        torch.manual_seed(0)
-        model = MODELS.build(cfg.model)
-        if checkpoint is None:
-            logger = MMLogger.get_current_instance()
-            level = logger.level
-            logger.setLevel('WARNING')  # init_weights logs every parameter
-            try:
-                model.init_weights()
-            finally:
-                logger.setLevel(level)
-    if checkpoint is not None:
-        load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
-    return model.eval(), cfg
 
 
 def _test_pipeline(cfg):
@@ -67,7 +41,7 @@ def prepare_input(model, cfg, image_path: str):
     """(batch of one for the model, the resized image as RGB, its metainfo), as in testing."""
     from mmengine.dataset import pseudo_collate
     if not osp.isfile(image_path):
-        raise SystemExit(f'image not found: {image_path}')
+        raise MissingFileError(f'image not found: {image_path}')
     packed = _test_pipeline(cfg)(dict(img_path=image_path, img_id=0))
     image = packed['inputs'].permute(1, 2, 0).numpy()[..., ::-1].copy()  # BGR (mmcv) -> RGB
     with torch.no_grad():
@@ -80,16 +54,16 @@ def attention_layer(backbone, stage: int, block: int):
     ``record_attention``)."""
     stages = getattr(backbone, 'layers', None)
     if stages is None:
-        raise SystemExit(f'{type(backbone).__name__} has no stages (.layers): not a Focal backbone')
+        raise BadArgumentError(f'{type(backbone).__name__} has no stages (.layers): not a Focal backbone')
     if not 0 <= stage < len(stages):
-        raise SystemExit(f'--stage {stage}: the backbone has stages 0..{len(stages) - 1}')
+        raise BadArgumentError(f'--stage {stage}: the backbone has stages 0..{len(stages) - 1}')
     blocks = stages[stage].blocks
     if not 0 <= block < len(blocks):
-        raise SystemExit(f'--block {block}: stage {stage} has blocks 0..{len(blocks) - 1}')
+        raise BadArgumentError(f'--block {block}: stage {stage} has blocks 0..{len(blocks) - 1}')
     for module in blocks[block].modules():
         if hasattr(module, 'record_attention'):
             return blocks[block], module
-    raise SystemExit(f'stage {stage} block {block} has no attention layer that records its weights')
+    raise BadArgumentError(f'stage {stage} block {block} has no attention layer that records its weights')
 
 
 def token_stride(backbone, stage: int) -> int:
@@ -104,7 +78,7 @@ def record_query(model, inputs: torch.Tensor, image: np.ndarray, metainfo: dict,
     x, y = point
     ori_h, ori_w = metainfo['ori_shape'][:2]
     if not (0 <= x < ori_w and 0 <= y < ori_h):
-        raise SystemExit(f'--point {x:g} {y:g} is outside the {ori_w}x{ori_h} image')
+        raise BadArgumentError(f'--point {x:g} {y:g} is outside the {ori_w}x{ori_h} image')
     scale_x, scale_y = (float(s) for s in np.broadcast_to(metainfo.get('scale_factor', (1.0, 1.0)), (2, )))
     block_module, attention = attention_layer(model.backbone, stage, block)
     map_size = {}

@@ -9,10 +9,10 @@ Parts (``PARTS``):
   head (classification scores and box regressions per level) or a segmenter's logits.
 
 The file records which part it holds and how its flat outputs nest (ONNX metadata), so
-:mod:`mmfocal.deployment.ort_model` can put it back in place of that part.
+:mod:`mmfocal.deployment.ort_model` can put it back in place of that part. The model comes from
+:func:`mmfocal.apis.build_model_from_config`.
 """
 import json
-import os.path as osp
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -25,31 +25,6 @@ INPUT_NAME = 'inputs'
 DEFAULT_OPSET = 17  # the TorchScript exporter's; the torch.export-based one needs >= 18
 DYNAMO_MIN_OPSET = 18
 METADATA_PART, METADATA_STRUCTURE = 'mmfocal.part', 'mmfocal.structure'
-
-
-def build_model(config, checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None) -> nn.Module:
-    """The model of an mmdet or mmseg ``config`` (a path or a loaded Config) in eval mode on the
-    CPU, with the weights of ``checkpoint`` or, without one, as initialised at construction (no
-    pretrained weights are loaded or downloaded: ``init_weights`` is not called)."""
-    from mmengine.registry import init_default_scope
-    from mmengine.runner import load_checkpoint
-
-    from ..cli import load_config
-    if isinstance(config, str):
-        cfg = load_config(config, cfg_options, 'none')
-    else:
-        cfg = config
-        init_default_scope(cfg.default_scope)
-    if cfg.default_scope == 'mmdet':
-        from mmdet.registry import MODELS
-    else:
-        from mmseg.registry import MODELS
-    model = MODELS.build(cfg.model)
-    if checkpoint is not None:
-        if not osp.isfile(checkpoint):
-            raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
-        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
-    return model.eval()
 
 
 def _is_two_stage(model: nn.Module) -> bool:

@@ -3,10 +3,11 @@
 mmengine writes a checkpoint by opening its final path and writing the bytes into it
 (``save_checkpoint`` -> ``get_file_backend(path).put(bytes, path)``), so a job killed while
 writing (preempted, out of memory, out of time) leaves a truncated ``epoch_N.pth`` behind, and
-``last_checkpoint`` may point at it. :func:`install` (called by ``import mmfocal``) registers a
-local storage backend whose writes go to a temporary file in the same directory, are flushed to
-disk and are then renamed over the final path, which POSIX makes atomic: the final path holds the
-old content or the new, never part of it.
+``last_checkpoint`` may point at it. :func:`install` (called by ``import mmfocal`` unless
+``MMFOCAL_NO_PATCHES=1``; :func:`uninstall` undoes it) registers a local storage backend whose
+writes go to a temporary file in the same directory, are flushed to disk and are then renamed over
+the final path, which POSIX makes atomic: the final path holds the old content or the new, never
+part of it.
 
 :func:`find_latest_complete_checkpoint` is what ``--resume`` without a path uses: it trusts
 ``last_checkpoint`` only if the file it names is a complete checkpoint, and otherwise falls back to
@@ -26,13 +27,14 @@ from typing import List, Optional, Union
 
 import torch
 from mmengine.fileio import FileClient, register_backend
-from mmengine.fileio.backends import LocalBackend
+from mmengine.fileio import io as file_io
+from mmengine.fileio.backends import LocalBackend, registry_utils
 from mmengine.fileio.file_client import HardDiskBackend
 from mmengine.logging import print_log
 from mmengine.utils import mkdir_or_exist
 
 __all__ = ['AtomicLocalBackend', 'write_atomically', 'save_checkpoint', 'is_complete_checkpoint',
-           'find_latest_complete_checkpoint', 'install', 'TEMP_SUFFIX']
+           'find_latest_complete_checkpoint', 'install', 'uninstall', 'is_installed', 'TEMP_SUFFIX']
 
 # Temporary files are hidden and end in TEMP_SUFFIX, so neither a ``*.pth`` glob nor a human
 # mistakes one for a checkpoint.
@@ -98,10 +100,34 @@ class _AtomicHardDiskBackend(_AtomicWrites, HardDiskBackend):
     """The same for the deprecated FileClient (``file_client_args``) path."""
 
 
+def _use_backends(local: type, disk: type) -> None:
+    """Make ``local`` mmengine's backend for local paths and ``disk`` the FileClient's 'disk', and
+    drop the instances mmengine cached of the classes they replace."""
+    replaced = (registry_utils.backends['local'], FileClient._backends['disk'])
+    register_backend('local', local, force=True, prefixes='')
+    FileClient.register_backend('disk', disk, force=True)
+    for key, instance in list(file_io.backend_instances.items()):
+        if type(instance) in replaced:
+            del file_io.backend_instances[key]
+
+
 def install() -> None:
-    """Make mmengine write local files (checkpoints included) atomically; idempotent."""
-    register_backend('local', AtomicLocalBackend, force=True, prefixes='')
-    FileClient.register_backend('disk', _AtomicHardDiskBackend, force=True)
+    """Make mmengine write local files (checkpoints included) atomically; idempotent.
+    :func:`uninstall` puts mmengine's own backends back."""
+    _use_backends(AtomicLocalBackend, _AtomicHardDiskBackend)
+
+
+def uninstall() -> None:
+    """Undo :func:`install`: mmengine's LocalBackend and HardDiskBackend write local files again,
+    in place (a job killed while writing can leave a truncated file behind); idempotent."""
+    _use_backends(LocalBackend, HardDiskBackend)
+
+
+def is_installed() -> bool:
+    """Whether local files are written through :class:`AtomicLocalBackend` (:func:`install`)."""
+    return registry_utils.backends['local'] is AtomicLocalBackend and \
+        registry_utils.prefix_to_backends[''] is AtomicLocalBackend and \
+        FileClient._backends['disk'] is _AtomicHardDiskBackend
 
 
 def is_complete_checkpoint(path: str) -> bool:

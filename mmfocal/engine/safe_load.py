@@ -8,8 +8,8 @@ mmengine's URL loader (``init_cfg=dict(type='Pretrained', checkpoint='https://..
 ``open-mmlab://``, ``torchvision://``) goes through ``torch.hub.load_state_dict_from_url``, whose
 ``weights_only`` still defaults to False: a downloaded checkpoint runs any code it carries.
 
-:func:`install` (called by ``import mmfocal``) fixes both without ever loading with
-``weights_only=False``:
+:func:`install` (called by ``import mmfocal`` unless ``MMFOCAL_NO_PATCHES=1``; :func:`uninstall`
+undoes it) fixes both without ever loading with ``weights_only=False``:
 
 * it allow-lists exactly the types mmengine, mmdet and mmseg put into checkpoints
   (:func:`checkpoint_safe_globals`), found by saving real checkpoints of their runners;
@@ -46,7 +46,7 @@ from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
 __all__ = ['UnsafeCheckpointError', 'IncompleteCheckpointError', 'CheckpointDownloadError', 'checkpoint_safe_globals',
-           'install', 'load_checkpoint_file', 'load_checkpoint_url']
+           'install', 'uninstall', 'is_installed', 'load_checkpoint_file', 'load_checkpoint_url']
 
 # The only attributes a checkpoint may fetch with ``getattr``: HistoryBuffer pickles its table of
 # statistics as ``getattr(HistoryBuffer, 'min')`` and so on (protocol 2 spells a method that way).
@@ -285,14 +285,57 @@ def _guard_loader(loader: Callable) -> Callable:
     return guarded
 
 
+# What install() replaced, for uninstall(): the allow-list entries it added (those torch did not
+# have yet), mmengine's module-level load_from_http, and each scheme prefix's loader.
+_replaced = dict(safe_globals=[], load_from_http=None, schemes={})
+
+
 def install() -> None:
-    """Allow-list checkpoint types and make every mmengine checkpoint loader safe; idempotent."""
-    torch.serialization.add_safe_globals(checkpoint_safe_globals())
+    """Allow-list checkpoint types and make every mmengine checkpoint loader safe; idempotent.
+    :func:`uninstall` puts back what it replaced."""
+    present = torch.serialization.get_safe_globals()
+    added = [entry for entry in checkpoint_safe_globals() if entry not in present]
+    torch.serialization.add_safe_globals(added)
+    _replaced['safe_globals'] += added
     # load_from_openmmlab, load_from_torchvision and load_from_mmcls call the module's
     # load_from_http by name, so it has to be replaced there as well as in the registry.
+    if not getattr(mmengine_checkpoint.load_from_http, '_mmfocal_safe', False):
+        _replaced['load_from_http'] = mmengine_checkpoint.load_from_http
     mmengine_checkpoint.load_from_http = load_from_http
+    for prefix, loader in list(CheckpointLoader._schemes.items()):
+        if not getattr(loader, '_mmfocal_safe', False):
+            _replaced['schemes'][prefix] = loader
     CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
     CheckpointLoader.register_scheme(prefixes=('http://', 'https://'), loader=load_from_http, force=True)
     for prefix, loader in list(CheckpointLoader._schemes.items()):
         if not getattr(loader, '_mmfocal_safe', False):
             CheckpointLoader.register_scheme(prefixes=prefix, loader=_guard_loader(loader), force=True)
+
+
+def uninstall() -> None:
+    """Undo :func:`install`: torch's allow-list without the entries install added, and mmengine's
+    own loaders back in its CheckpointLoader and module; idempotent. Loading is then what torch and
+    mmengine do by themselves (with torch >= 2.6, mmengine's training checkpoints are refused by
+    torch's default ``weights_only=True``, and URLs are unpickled without restriction)."""
+    if _replaced['safe_globals']:
+        remaining = [entry for entry in torch.serialization.get_safe_globals()
+                     if entry not in _replaced['safe_globals']]
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(remaining)
+        _replaced['safe_globals'] = []
+    if _replaced['load_from_http'] is not None:
+        mmengine_checkpoint.load_from_http = _replaced['load_from_http']
+        _replaced['load_from_http'] = None
+    for prefix, loader in list(CheckpointLoader._schemes.items()):
+        if getattr(loader, '_mmfocal_safe', False):
+            if prefix in _replaced['schemes']:
+                CheckpointLoader.register_scheme(prefixes=prefix, loader=_replaced['schemes'][prefix], force=True)
+            else:  # a loader registered after install() and wrapped by a later install()
+                CheckpointLoader.register_scheme(prefixes=prefix, loader=loader.__wrapped__, force=True)
+    _replaced['schemes'] = {}
+
+
+def is_installed() -> bool:
+    """Whether :func:`install` is in effect (every registered loader is one of ours)."""
+    return all(getattr(loader, '_mmfocal_safe', False) for loader in CheckpointLoader._schemes.values()) and \
+        getattr(mmengine_checkpoint.load_from_http, '_mmfocal_safe', False)

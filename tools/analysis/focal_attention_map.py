@@ -16,7 +16,9 @@ import os.path as osp
 from mmengine.config import DictAction
 
 import mmfocal  # noqa: F401  registers the backbones
-from mmfocal.analysis.record_attention import build_model, prepare_input, record_query
+from mmfocal.analysis.record_attention import prepare_input, record_query
+from mmfocal.apis import build_model_from_config
+from mmfocal.cli import exit_on_error
 from mmfocal.visualization.attention_map import draw_attention_map
 
 
@@ -38,10 +40,11 @@ def _count(n, noun):
     return f'{n} {noun}' + ('s' if n != 1 else '')
 
 
+@exit_on_error
 def main():
     args = parse_args()
-    model, cfg = build_model(args.config, args.checkpoint, args.cfg_options)
-    inputs, image, metainfo = prepare_input(model, cfg, args.image)
+    model = build_model_from_config(args.config, args.checkpoint, args.cfg_options)
+    inputs, image, metainfo = prepare_input(model, model.cfg, args.image)
     query = record_query(model, inputs, image, metainfo, args.stage, args.block, args.point)
     keys = query.keys
     weights = 'random init (no checkpoint)' if args.checkpoint is None else osp.basename(args.checkpoint)

@@ -17,7 +17,8 @@ import torch
 from mmengine.config import DictAction
 
 import mmfocal  # noqa: F401
-from mmfocal.deployment.export import PARTS, ExportedPart, build_model, export_onnx, flatten_outputs
+from mmfocal.apis import build_model_from_config
+from mmfocal.deployment.export import PARTS, ExportedPart, export_onnx, flatten_outputs
 from mmfocal.deployment.ort_model import ORTModel
 
 
@@ -45,7 +46,7 @@ def main():
     if args.batch < 1 or min(args.shape) < 1:
         raise SystemExit(f'--batch and --shape must be positive, got {args.batch} and {args.shape}')
     try:
-        model = build_model(args.config, args.checkpoint, args.cfg_options)
+        model = build_model_from_config(args.config, args.checkpoint, args.cfg_options)
         module = ExportedPart(model, args.part)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(str(error))
