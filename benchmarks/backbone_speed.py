@@ -9,13 +9,18 @@ input size and batch: forward without gradients and forward+backward in train mo
 (Focal, Focal-fast, Swin, Focal, ...) after warm-up, median of ``--repeats`` runs; then
 the peak memory of one forward+backward of each, measured in a fresh process (peak RSS growth on
 CPU, ``torch.cuda.max_memory_allocated`` on a GPU). On a GPU it times with CUDA events and also
-reports fp16 and bf16 autocast. Prints times and the ratios Focal/Swin, Focal-fast/Swin and
-Focal-fast/Focal; targets are in README.md. ``--models`` picks a subset.
+reports fp16 and bf16 autocast. Prints the machine (CPU model, caches, threads), times and the
+ratios Focal/Swin, Focal-fast/Swin and Focal-fast/Focal, and beside them the same ratios of the
+models' FLOPs at that size (mmengine's counter with the attention's matrix products counted, the
+same for every model: ``mmfocal.analysis.flops.backbone_flops``), the limit a time ratio can
+reach when both run at the same FLOP rate. Targets are in README.md. ``--models`` picks a subset.
 """
 import argparse
 import functools
+import glob
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -31,17 +36,48 @@ SWIN_T = dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), wind
 LABELS = {'focal': 'Focal-T', 'fast': 'Focal-fast-T', 'swin': 'Swin-T'}
 
 
-def build(name: str, device: str) -> torch.nn.Module:
+def build(name: str, device: str, drop_path_rate: float = 0.2) -> torch.nn.Module:
     if name == 'focal':
         from mmfocal import FocalTransformer
-        model = FocalTransformer(arch='tiny', drop_path_rate=0.2)
+        model = FocalTransformer(arch='tiny', drop_path_rate=drop_path_rate)
     elif name == 'fast':
         from mmfocal import FocalFastTransformer
-        model = FocalFastTransformer(arch='tiny', drop_path_rate=0.2)
+        model = FocalFastTransformer(arch='tiny', drop_path_rate=drop_path_rate)
     else:
         from mmdet.models.backbones import SwinTransformer
-        model = SwinTransformer(**SWIN_T)
+        model = SwinTransformer(**dict(SWIN_T, drop_path_rate=drop_path_rate))
     return model.to(device)
+
+
+def machine_description(device: str) -> str:
+    """What the figures depend on: the GPU, or the CPU model with its caches and the threads used."""
+    if device == 'cuda':
+        return torch.cuda.get_device_name()
+    model, caches = platform.processor() or platform.machine(), []
+    try:
+        with open('/proc/cpuinfo') as f:
+            model = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+        for index in sorted(glob.glob('/sys/devices/system/cpu/cpu0/cache/index*')):
+            read = lambda name: open(os.path.join(index, name)).read().strip()  # noqa: E731
+            if read('type') != 'Instruction':
+                shared = len(read('shared_cpu_list').replace('-', ',').split(','))
+                caches.append(f'L{read("level")} {read("size")} ' + ('shared' if shared > 1 else 'per core'))
+    except (OSError, StopIteration):
+        pass
+    return f'CPU {model}' + (f' ({", ".join(caches)})' if caches else '') + \
+        f', {os.cpu_count()} cores, {torch.get_num_threads()} threads'
+
+
+def flops_per_image(names, size) -> dict:
+    """Each model's FLOPs for one image of ``size`` (H, W), counted on a copy without drop path
+    in eval mode (the same products as in training)."""
+    from mmfocal.analysis.flops import backbone_flops
+    counts = {}
+    for name in names:
+        model = build(name, 'cpu', drop_path_rate=0.)
+        model.eval()  # not chained: mmdet's SwinTransformer.train() returns None
+        counts[name] = backbone_flops(model, size)
+    return counts
 
 
 def step(model, x, backward: bool, autocast_dtype=None):
@@ -144,14 +180,18 @@ def main():
     torch.manual_seed(0)
     models = {name: build(name, device) for name in args.models}
     precisions = [None] + ([torch.float16, torch.bfloat16] if device == 'cuda' else [])
-    print(f'device: {torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"}; '
-          f'torch {torch.__version__}; median of {args.repeats}')
+    print(f'device: {machine_description(device)}; torch {torch.__version__}; median of {args.repeats}')
     ratios = [(a, b) for a, b in (('focal', 'swin'), ('fast', 'swin'), ('fast', 'focal')) if {a, b} <= set(models)]
     print(f'{"input":>14} {"precision":>9} {"pass":>8} ' + ' '.join(f'{LABELS[n] + " s":>14}' for n in models) + ' '
           + ' '.join(f'{LABELS[a] + "/" + LABELS[b]:>20}' for a, b in ratios))
     rows = []
     for size_text in args.sizes:
         size = tuple(int(v) for v in size_text.split('x'))
+        flops = flops_per_image(models, size)
+        rows.append(dict(size=size_text, batch=1, precision='-', pass_='GFLOPs', **{n: f / 1e9 for n, f in flops.items()},
+                         **{f'{a}/{b}': flops[a] / flops[b] for a, b in ratios}))
+        print(f'{"1x" + size_text:>14} {"-":>9} {"GFLOPs":>8} ' + ' '.join(f'{flops[n] / 1e9:14.1f}' for n in models)
+              + ' ' + ' '.join(f'{flops[a] / flops[b]:20.2f}' for a, b in ratios), flush=True)
         for batch in args.batches:
             for dtype in precisions:
                 results = compare_speed(models, size, batch, args.repeats, args.warmup, device, dtype)
