@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mmfocal.models.backbones import focal_fast_transformer, focal_transformer
 from mmfocal.models.layers import (FocalFastTransformerBlock, FocalTransformerBlock, UnknownTracerError,
-                                   attention_path, attention_settings, attention_kernels, focal_attention,
+                                   attention_kernels, attention_path, attention_settings, focal_attention,
                                    focal_fast_attention, is_tracing)
 from mmfocal.models.layers.tracing import unclassified_tracing
 
@@ -18,7 +18,7 @@ FLASH_KERNEL = 'aten._scaled_dot_product_flash_attention_for_cpu.default'
 
 
 class OpNames(TorchDispatchMode):
-    """Collects the names of the ATen ops that run (used after the forward, outside the kernels' checks)."""
+    """Records the names of the ATen ops that run within it."""
 
     def __init__(self):
         super().__init__()
@@ -37,8 +37,8 @@ def _block(fast: bool = False):
 
 
 def _ops_of(block, x, path):
-    """ATen ops a forward of ``block`` runs with ``path`` forced (a forced path is not checked for
-    dispatch modes, so recording the ops does not change the path)."""
+    """ATen ops a forward of ``block`` runs with ``path`` forced (the automatic choice would refuse
+    the recording dispatch mode; a forced path is taken as given)."""
     with attention_path(path), OpNames() as recorder:
         block(x)
     return recorder.names

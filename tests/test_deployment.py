@@ -82,10 +82,11 @@ def test_cause_of_wrong_onnx_graphs_eager_kernel_output_buffer_is_traced_as_a_co
     """The 0.43 error: the eager kernels write the attention output chunk by chunk into a
     preallocated buffer (``out[rows] = ...``) and call a private ATen kernel; the TorchScript
     tracer records the buffer as a constant (zeros) and drops the writes, so the exported block
-    computes proj(0) whatever the input. The export path takes standard ops instead (forcing the
-    eager kernels, as here, is the only way to get them while tracing)."""
+    computes proj(0) whatever the input. The export path takes standard ops instead; forcing the
+    eager kernels (here 'recompute': the exporter traces with gradients enabled) is the only way
+    to get them while tracing."""
     x, pooled = _random(1, 14, 14, 16, seed=2), _random(1, 2, 2, 16, seed=3)
-    with attention_path('fused'):
+    with attention_path('recompute'):
         module, session = _export_attention(str(tmp_path / 'eager_kernel.onnx'))
     constant = session(x, pooled)
     np.testing.assert_allclose(constant, session(2 * x, -pooled))  # the input is ignored
