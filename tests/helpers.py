@@ -1,5 +1,6 @@
 """Test scaffolding, defined once: paths, the tool runner, tiny backbones and configs shrunk to
 test size. Fixtures built on these (the demo data, made once per run) are in conftest.py."""
+import contextlib
 import copy
 import importlib.util
 import multiprocessing
@@ -187,7 +188,8 @@ PAYLOADS = {'os.system': (RunsShellCommand, 'posix.system'), 'exec': (RunsPython
 # ---------------------------------------------------------------------------------------------
 # Attention blocks against their straightforward (float64) implementations, for both backbones
 
-ATTENTION_PATHS = ('cpu', 'cpu, one window per chunk', 'other devices', 'autograd (attention dropout)')
+ATTENTION_PATHS = ('cpu', 'cpu, one window per chunk', 'other devices', 'autograd (attention dropout)',
+                   'standard ops')
 
 
 class DropNothing(torch.nn.Identity):
@@ -204,16 +206,19 @@ def with_large_weights(model):
     return model
 
 
-def take_attention_path(path: str, block, monkeypatch) -> None:
-    """Make ``block`` run the attention kernel path named in ATTENTION_PATHS, through the switches of
-    mmfocal's own attention module (nothing of torch is replaced)."""
-    from mmfocal.models.layers import focal_attention
+def take_attention_path(path: str, block) -> contextlib.AbstractContextManager:
+    """Make ``block`` run the attention kernel path named in ATTENTION_PATHS within the returned
+    context, through mmfocal's public switch (nothing of torch is replaced)."""
+    from mmfocal.models.layers import attention_path
     if path == 'cpu, one window per chunk':  # big maps go in chunks of windows
-        monkeypatch.setattr(focal_attention, 'CHUNK_BYTES', 1)
-    elif path == 'other devices':  # scaled_dot_product_attention / matmul, run here on CPU
-        monkeypatch.setattr(focal_attention, '_uses_cpu_kernels', lambda device: False)
-    elif path == 'autograd (attention dropout)':
+        return attention_path(chunk_bytes=1)
+    if path == 'other devices':  # scaled_dot_product_attention / matmul, run here on CPU
+        return attention_path(kernels='generic')
+    if path == 'standard ops':  # what exporters and torch.compile get, here in eager mode
+        return attention_path('standard_ops')
+    if path == 'autograd (attention dropout)':  # the automatic choice under attention dropout
         block.attn.attn_drop = DropNothing()
+    return attention_path('auto')
 
 
 def assert_block_matches_reference(block, x, reference_fn, allow_unused: bool = False) -> None:

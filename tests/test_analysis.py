@@ -26,7 +26,8 @@ def recorded_block():
     """A focal block (window 7, expand 3, one pooled level) that recorded its attention on a
     17 x 20 map."""
     torch.manual_seed(0)
-    block = FocalTransformerBlock(16, 2, WINDOW, EXPAND, FOCAL_WINDOW, focal_level=2).eval()
+    block = FocalTransformerBlock(16, 2, window_size=WINDOW, expand_size=EXPAND, focal_window=FOCAL_WINDOW,
+                                  focal_level=2).eval()
     block.attn.record_attention = True
     with torch.no_grad():
         block(torch.randn(1, *MAP, 16))
@@ -109,7 +110,7 @@ def recorded_fast_block():
     """A Focal-fast block (window 7, 20 nearest tokens, pooled windows) that recorded its attention
     on the same 17 x 20 map."""
     torch.manual_seed(0)
-    block = FocalFastTransformerBlock(16, 2, WINDOW, focal_level=2, topk=FAST_TOPK).eval()
+    block = FocalFastTransformerBlock(16, 2, window_size=WINDOW, focal_level=2, topk=FAST_TOPK).eval()
     block.attn.record_attention = True
     with torch.no_grad():
         block(torch.randn(1, *MAP, 16))

@@ -53,13 +53,12 @@ def _tiny_block_model(**kwargs):
     (dict(expand_layer='even', depths=(2, 1, 1, 1)), (16, 16)),
 ])
 @pytest.mark.parametrize('attention_path', ATTENTION_PATHS)
-def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size, attention_path,
-                                                                    monkeypatch):
+def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size, attention_path):
     model = _tiny_block_model(**kwargs).train().double()
     block = model.layers[0].blocks[-1]
-    take_attention_path(attention_path, block, monkeypatch)
     x = torch.randn(2, *size, model.num_features[0], requires_grad=True, dtype=torch.float64)
-    assert_block_matches_reference(block, x, naive_block, allow_unused=True)
+    with take_attention_path(attention_path, block):
+        assert_block_matches_reference(block, x, naive_block, allow_unused=True)
 
 
 @pytest.mark.parametrize('size', [(1, 1), (17, 23), (31, 500), (20, 90), (64, 64), (97, 33)])
@@ -259,6 +258,9 @@ def test_drop_path_follows_linear_rule_over_all_blocks():
     (dict(focal_pool='avg'), 'focal_pool'),
     (dict(expand_layer='some'), 'expand_layer'),
     (dict(focal_windows=(7, 4, 3, 1)), 'odd'),
+    (dict(focal_levels=(2, 0, 2, 2)), 'focal_level counts the fine level'),
+    (dict(expand_sizes=(3, 7, 3, 3)), r'expand_size must be in 0\.\.window_size - 1 = 6, got 7'),
+    (dict(window_size=0), 'window_size must be a positive integer'),
 ])
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -17,7 +17,7 @@ from mmfocal.deployment.ort_model import ORTModel
 from mmfocal.deployment.standard_ops import AdaptiveAvgPool2dMatmul
 from mmfocal.models.backbones import FocalFastTransformer
 from mmfocal.models.backbones.focal_transformer import ARCH_SETTINGS, FocalTransformer
-from mmfocal.models.layers import focal_attention
+from mmfocal.models.layers import attention_path
 from mmfocal.models.layers.focal_attention import FocalTransformerBlock, FocalWindowAttention
 
 from .helpers import (DET_CONFIGS, DET_DEMO_CONFIG, IN_PROCESS, SEG_DEMO_CONFIG, TINY, GraphCounter,
@@ -79,21 +79,22 @@ class ORTSession:
         return self.session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})[0]
 
 
-def test_cause_of_wrong_onnx_graphs_eager_kernel_output_buffer_is_traced_as_a_constant(tmp_path, monkeypatch):
+def test_cause_of_wrong_onnx_graphs_eager_kernel_output_buffer_is_traced_as_a_constant(tmp_path):
     """The 0.43 error: the eager kernels write the attention output chunk by chunk into a
     preallocated buffer (``out[rows] = ...``) and call a private ATen kernel; the TorchScript
     tracer records the buffer as a constant (zeros) and drops the writes, so the exported block
-    computes proj(0) whatever the input. The export path takes standard ops instead."""
+    computes proj(0) whatever the input. The export path takes standard ops instead; forcing the
+    eager kernels (here 'recompute': the exporter traces with gradients enabled) is the only way
+    to get them while tracing."""
     x, pooled = _random(1, 14, 14, 16, seed=2), _random(1, 2, 2, 16, seed=3)
-    monkeypatch.setattr(focal_attention, 'uses_standard_ops', lambda x: False)
-    module, session = _export_attention(str(tmp_path / 'eager_kernel.onnx'))
+    with attention_path('recompute'):
+        module, session = _export_attention(str(tmp_path / 'eager_kernel.onnx'))
     constant = session(x, pooled)
     np.testing.assert_allclose(constant, session(2 * x, -pooled))  # the input is ignored
     np.testing.assert_allclose(constant[0, 0, 0], module.attn.proj.bias.detach().numpy(), atol=1e-6)
     with torch.no_grad():
         assert np.abs(module(x, pooled).numpy() - constant).max() > 0.05
 
-    monkeypatch.undo()
     module, session = _export_attention(str(tmp_path / 'standard_ops.onnx'))
     ops = {node.op_type for node in onnx.load(str(tmp_path / 'standard_ops.onnx')).graph.node}
     assert {'Gather', 'Softmax', 'MatMul'} <= ops

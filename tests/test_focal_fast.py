@@ -17,8 +17,9 @@ import mmfocal
 from mmfocal import FocalFastTransformer, FocalTransformer
 from mmfocal.engine.pretrained import CheckpointMismatchError, match_state_dict
 from mmfocal.models.backbones import FocalBackbone
-from mmfocal.models.layers import focal_attention
-from mmfocal.models.layers.focal_fast_attention import MIN_SHARED_GROUP, fast_key_layout, unique_pairs
+from mmfocal.models.layers import attention_path
+from mmfocal.models.layers.attention_kernels import CHUNK_BYTES, attend
+from mmfocal.models.layers.fast_key_layout import MIN_SHARED_GROUP, cached_fast_key_layout, unique_pairs
 
 from .helpers import (ATTENTION_PATHS, CONFIGS, TINY, TOOLS, assert_block_matches_reference, bfloat16_autocast_step,
                       norm_parameter_ids, shrink_backbone, take_attention_path, weight_decay_by_parameter,
@@ -169,7 +170,7 @@ def test_neighbour_sets_follow_the_official_rule_on_the_actual_map(height, width
     """Level-0 keys: the topk tokens of the unpadded map nearest to each window centre (never a
     padded token); level-1 keys: the topk nearest pooled tokens; recorded as the forward used them."""
     w, topk = 7, 30
-    layout = fast_key_layout(w, topk, True, height, width, torch.device('cpu'))
+    layout = cached_fast_key_layout(w, topk, True, height, width, torch.device('cpu'))
     n_wh, n_ww = -(-height // w), -(-width // w)
     hp, wp = n_wh * w, n_ww * w
     index = layout.index.view(n_wh * n_ww, -1)
@@ -197,12 +198,12 @@ def _tiny_block_model(**kwargs):
     (dict(focal_pool='none'), (16, 16)),    # map tokens only
 ])
 @pytest.mark.parametrize('attention_path', ATTENTION_PATHS)
-def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size, attention_path, monkeypatch):
+def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size, attention_path):
     model = _tiny_block_model(**kwargs).train().double()
     block = model.layers[1].blocks[-1]  # two heads
-    take_attention_path(attention_path, block, monkeypatch)
     x = torch.randn(2, *size, model.num_features[1], requires_grad=True, dtype=torch.float64)
-    assert_block_matches_reference(block, x, naive_fast_block)
+    with take_attention_path(attention_path, block):
+        assert_block_matches_reference(block, x, naive_fast_block)
 
 
 def test_bfloat16_autocast_trains_close_to_float32():
@@ -215,14 +216,13 @@ def test_bfloat16_autocast_trains_close_to_float32():
 
 
 @pytest.mark.parametrize('size', [(12, 17), (60, 90), (61, 95)])
-@pytest.mark.parametrize('chunk_bytes', [1, 2**15, focal_attention.CHUNK_BYTES])
-def test_kernel_takes_a_bias_per_window_as_well_as_table_columns(size, chunk_bytes, monkeypatch):
+@pytest.mark.parametrize('chunk_bytes', [1, 2**15, CHUNK_BYTES])
+def test_kernel_takes_a_bias_per_window_as_well_as_table_columns(size, chunk_bytes):
     """The bias forms of the shared kernel agree, forward and gradients, batch 2, in chunks of one
     window, of a few windows and of many: table columns with the window order and groups of windows
     that see the same offsets, the same columns without groups, and one bias per window."""
-    monkeypatch.setattr(focal_attention, 'CHUNK_BYTES', chunk_bytes)
     torch.manual_seed(0)
-    layout = fast_key_layout(7, 20, True, *size, torch.device('cpu'))
+    layout = cached_fast_key_layout(7, 20, True, *size, torch.device('cpu'))
     num_windows, keys = layout.off_map.shape
     assert bool(layout.shared_groups) == (size != (12, 17))  # a 2x3 window grid has only border windows
     table = torch.randn(2, 49, int(layout.bias_columns.max()) + 1, dtype=torch.float64, requires_grad=True)
@@ -230,24 +230,29 @@ def test_kernel_takes_a_bias_per_window_as_well_as_table_columns(size, chunk_byt
     source = torch.randn(2, int(layout.index.max()) + 1, 2, 2, 4, dtype=torch.float64, requires_grad=True)
     per_window = table[:, :, layout.bias_columns].permute(2, 0, 1, 3)  # (nW, heads, w*w, keys)
     args = (q, source, layout.index)
-    outs = [focal_attention._FocalAttentionCore.apply(*args, table, layout.off_map, layout.kernel_columns()),
-            focal_attention._FocalAttentionCore.apply(*args, table, layout.off_map, layout.bias_columns),
-            focal_attention._FocalAttentionCore.apply(*args, per_window, layout.off_map)]
-    with torch.no_grad():
-        outs.append(focal_attention._attend_fused(*args, table, layout.off_map, need_lse=False,
-                                                  bias_columns=layout.kernel_columns())[0])
-    for out in outs[1:]:
-        torch.testing.assert_close(out, outs[0])
-    grad = torch.randn_like(outs[0])
-    expected = torch.autograd.grad(outs[2], (q, source, table), grad)
-    for out in outs[:2]:
-        for a, b in zip(torch.autograd.grad(out, (q, source, table), grad), expected):
-            torch.testing.assert_close(a, b)
+    no_dropout = torch.nn.Dropout(0.)
+
+    def kernel(path, bias, bias_columns=None):  # the output of the attention path named
+        with attention_path(path):
+            return attend(*args, bias, layout.off_map, no_dropout, True, bias_columns=bias_columns)[0]
+
+    with attention_path(chunk_bytes=chunk_bytes):
+        outs = [kernel('recompute', table, layout.kernel_columns()), kernel('recompute', table, layout.bias_columns),
+                kernel('recompute', per_window)]
+        with torch.no_grad():
+            outs.append(kernel('fused', table, layout.kernel_columns()))
+        for out in outs[1:]:
+            torch.testing.assert_close(out, outs[0])
+        grad = torch.randn_like(outs[0])
+        expected = torch.autograd.grad(outs[2], (q, source, table), grad)
+        for out in outs[:2]:
+            for a, b in zip(torch.autograd.grad(out, (q, source, table), grad), expected):
+                torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize('size', [(5, 40), (12, 17), (16, 16), (60, 90), (64, 64), (200, 336), (100, 101)])
 def test_shared_groups_are_the_windows_with_identical_bias_columns(size):
-    layout = fast_key_layout(7, 128, True, *size, torch.device('cpu'))
+    layout = cached_fast_key_layout(7, 128, True, *size, torch.device('cpu'))
     columns, order, groups = layout.bias_columns, layout.window_order, layout.shared_groups
     _, group_of, sizes = torch.unique(columns, dim=0, return_inverse=True, return_counts=True)
     large = sizes[group_of] >= MIN_SHARED_GROUP  # windows whose columns at least MIN_SHARED_GROUP windows share
@@ -351,9 +356,11 @@ def test_init_cfg_list_applies_initialisers_then_the_checkpoint(tmp_path):
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match='focal_levels of FocalFastTransformer must each be 1 or 2'):
+    with pytest.raises(ValueError, match=r'Focal-fast has focal_level 1 .* or 2 .*got 3'):
         FocalFastTransformer(**FAST_TINY | dict(focal_levels=(3, 2, 2, 2)))
-    with pytest.raises(ValueError, match='focal_topk must be a positive integer'):
+    with pytest.raises(ValueError, match=r'focal_levels must be non-negative integers, got \(2, -1, 2, 2\)'):
+        FocalFastTransformer(**FAST_TINY | dict(focal_levels=(2, -1, 2, 2)))
+    with pytest.raises(ValueError, match=r'focal_topk .*must be a positive integer, got 0'):
         FocalFastTransformer(**FAST_TINY | dict(focal_topk=0))
     with pytest.raises(ValueError, match='FocalFastTransformer was built with in_channels=3'):
         FocalFastTransformer(**FAST_TINY)(torch.randn(1, 1, 32, 32))

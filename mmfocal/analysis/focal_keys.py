@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..models.layers.focal_attention import rolled_neighbour_offsets
+from ..models.layers.key_layout import rolled_neighbour_offsets
 
 
 @dataclass(frozen=True)

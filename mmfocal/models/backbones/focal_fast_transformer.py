@@ -10,7 +10,7 @@ checkpoints (focalv2-{tiny,small,base}-useconv-is224-ws7.pth) load as published.
 from typing import Optional, Sequence, Union
 
 from ..layers.focal_fast_attention import FocalFastTransformerBlock
-from .focal_transformer import FocalBackbone, _check_window_size
+from .focal_transformer import FocalBackbone
 
 
 class FocalFastTransformer(FocalBackbone):
@@ -31,14 +31,27 @@ class FocalFastTransformer(FocalBackbone):
         in_channels, out_indices, frozen_stages, with_cp, init_cfg: as FocalTransformer.
 
     Any input size runs: neighbour sets come from the actual map of each stage by the official
-    rule (see :func:`~mmfocal.models.layers.focal_fast_attention.fast_key_layout`).
+    rule (see :func:`~mmfocal.models.layers.fast_key_layout.compute_fast_key_layout`).
 
     Shapes: (B, in_channels, H, W) with any H, W >= 1 -> tuple of (B, embed_dims * 2**i,
     ceil(H / 2**(i+2)), ceil(W / 2**(i+2))) for i in out_indices, each after its own LayerNorm.
+
+    Examples:
+        >>> import torch
+        >>> from mmfocal.models.backbones import FocalFastTransformer
+        >>> model = FocalFastTransformer(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4),
+        ...                              focal_topk=16).eval()
+        >>> with torch.no_grad():
+        ...     outs = model(torch.randn(1, 3, 64, 96))
+        >>> [tuple(out.shape) for out in outs]
+        [(1, 16, 16, 24), (1, 32, 8, 12), (1, 64, 4, 6), (1, 128, 2, 3)]
+        >>> FocalFastTransformer('tiny').num_features  # the published sizes
+        [96, 192, 384, 768]
     """
 
     def __init__(self,
                  arch: Union[str, dict, None] = None,
+                 *,
                  embed_dims: Optional[int] = None,
                  depths: Optional[Sequence[int]] = None,
                  num_heads: Optional[Sequence[int]] = None,
@@ -59,21 +72,16 @@ class FocalFastTransformer(FocalBackbone):
                  frozen_stages: int = -1,
                  with_cp: bool = False,
                  init_cfg: Union[dict, list, None] = None):
-        focal_levels = tuple(focal_levels)
-        _check_window_size(window_size)
-        if any(level not in (1, 2) for level in focal_levels):
-            raise ValueError(f'focal_levels of FocalFastTransformer must each be 1 or 2 (the official model '
-                             f'has one pooled level), got {focal_levels}')
-        if not isinstance(focal_topk, int) or focal_topk < 1:
-            raise ValueError(f'focal_topk must be a positive integer, got {focal_topk!r}')
         self.focal_topk = focal_topk
 
         def make_block(stage, index, dims, heads, drop_path):
             return FocalFastTransformerBlock(
-                dims, heads, window_size, focal_level=focal_levels[stage], topk=focal_topk,
+                dims, heads, window_size=window_size, focal_level=focal_levels[stage], topk=focal_topk,
                 pool_method=focal_pool, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
                 drop=drop_rate, attn_drop=attn_drop_rate, drop_path=drop_path)
 
-        super().__init__(make_block, arch, embed_dims, depths, num_heads, mlp_ratio, drop_rate, drop_path_rate,
-                         focal_levels, focal_pool, use_conv_embed, patch_size, in_channels, out_indices,
-                         frozen_stages, with_cp, init_cfg)
+        super().__init__(make_block, arch=arch, embed_dims=embed_dims, depths=depths, num_heads=num_heads,
+                         drop_rate=drop_rate, drop_path_rate=drop_path_rate, use_conv_embed=use_conv_embed,
+                         patch_size=patch_size, in_channels=in_channels, out_indices=out_indices,
+                         frozen_stages=frozen_stages, with_cp=with_cp, init_cfg=init_cfg,
+                         stage_settings=dict(focal_levels=focal_levels))

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 
-from ..layers.focal_attention import POOLING_METHODS, FocalTransformerBlock, uses_standard_ops
+from ..layers.block import FocalBlockBase
+from ..layers.focal_attention import FocalTransformerBlock
+from ..layers.tracing import is_tracing
 
 ARCH_SETTINGS = {
     'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -46,8 +48,8 @@ class PatchEmbed(nn.Module):
         if use_conv_embed:
             # The maps come in as channels-last views of (B, H, W, C) and leave as (B, H', W', C').
             # With a channels-last weight the CPU (oneDNN) conv stays in that layout and returns
-            # its weight gradient without a reorder, which cost as much as the conv itself: half
-            # the forward+backward time of the 384 -> 768 downsample at 32x32.
+            # its weight gradient without a reorder, which cost as much as the conv itself
+            # (measured: docs/engineering_notes.md).
             self.proj.to(memory_format=torch.channels_last)
         self.norm = nn.LayerNorm(embed_dims)
         self.patchify = not use_conv_embed
@@ -56,7 +58,7 @@ class PatchEmbed(nn.Module):
         s = self.stride
         H, W = x.shape[2:]
         pad_b, pad_r = (H + s - 1) // s * s - H, (W + s - 1) // s * s - W
-        if uses_standard_ops(x) or pad_b or pad_r:  # traced: no branch on a (symbolic) size
+        if is_tracing(x) or pad_b or pad_r:  # traced: no branch on a (symbolic) size
             x = F.pad(x, (0, pad_r, 0, pad_b))
         if not self.patchify:
             return self.norm(self.proj(x).permute(0, 2, 3, 1))
@@ -77,7 +79,7 @@ class FocalStage(nn.Module):
     stage's input (B, ceil(H/2), ceil(W/2), 2C), or None after the last stage.
     """
 
-    def __init__(self, blocks: Sequence[FocalTransformerBlock], downsample: Optional[PatchEmbed],
+    def __init__(self, blocks: Sequence[FocalBlockBase], downsample: Optional[PatchEmbed],
                  with_cp: bool = False):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
@@ -99,26 +101,35 @@ class FocalBackbone(BaseModule):
     """What the Focal backbones share: arch sizes, the stem, the stages of blocks with their
     downsamples, output norms, frozen stages, activation checkpointing and strict pretrained
     loading. A subclass differs only in its blocks: it passes ``make_block(stage, index, dims,
-    num_heads, drop_path)``, which builds block ``index`` of stage ``stage``.
+    num_heads, drop_path)``, which builds block ``index`` of stage ``stage``; the blocks check
+    their own arguments.
 
-    ``arch`` is a name of ``arch_settings`` or a dict with ``embed_dims``, ``depths`` and
-    ``num_heads``; an explicit size that contradicts it is an error. Without ``arch`` the sizes
-    given (or, where not given, the tiny sizes) are used. ``stage_settings`` are the subclass's
-    other per-stage sequences, checked for one entry per stage.
+    Args (keyword-only after ``make_block``; :class:`FocalTransformer` documents them in full):
+        arch: a name of ``arch_settings`` or a dict with ``embed_dims``, ``depths`` and
+            ``num_heads``; an explicit size that contradicts it is an error. Without ``arch`` the
+            sizes given (or, where not given, the tiny sizes) are used.
+        embed_dims, depths, num_heads: the sizes (None: from ``arch``).
+        drop_rate: dropout after the stem. drop_path_rate: stochastic depth of the last block,
+            rising linearly from 0 over all blocks.
+        use_conv_embed, patch_size, in_channels: the stem (and the downsamples' overlap).
+        out_indices, frozen_stages, with_cp, init_cfg: outputs, freezing, checkpointing, weights.
+        stage_settings: the subclass's other per-stage sequences (name: values), checked for one
+            non-negative integer per stage.
     """
 
     arch_settings = ARCH_SETTINGS
 
-    def __init__(self, make_block: Callable[..., nn.Module], arch, embed_dims, depths, num_heads, mlp_ratio,
-                 drop_rate, drop_path_rate, focal_levels, focal_pool, use_conv_embed, patch_size, in_channels,
-                 out_indices, frozen_stages, with_cp, init_cfg, stage_settings: Optional[dict] = None):
+    def __init__(self, make_block: Callable[..., nn.Module], *, arch: Union[str, dict, None],
+                 embed_dims: Optional[int], depths: Optional[Sequence[int]], num_heads: Optional[Sequence[int]],
+                 drop_rate: float, drop_path_rate: float, use_conv_embed: bool, patch_size: int, in_channels: int,
+                 out_indices: Sequence[int], frozen_stages: int, with_cp: bool, init_cfg: Union[dict, list, None],
+                 stage_settings: Optional[dict] = None):
         init_cfg = _check_init_cfg(init_cfg)
         super().__init__(init_cfg=init_cfg)
         embed_dims, depths, num_heads = self._resolve_arch(arch, embed_dims, depths, num_heads)
         out_indices = tuple(out_indices)
-        per_stage = dict(depths=depths, num_heads=num_heads, focal_levels=tuple(focal_levels),
-                         **{k: tuple(v) for k, v in (stage_settings or {}).items()})
-        _check_arguments(embed_dims, per_stage, focal_pool, in_channels, patch_size, out_indices, frozen_stages)
+        per_stage = dict(depths=depths, num_heads=num_heads, **{k: tuple(v) for k, v in (stage_settings or {}).items()})
+        _check_arguments(embed_dims, per_stage, in_channels, patch_size, out_indices, frozen_stages)
         self.arch = arch
         self.embed_dims = embed_dims
         self.in_channels = in_channels
@@ -254,10 +265,22 @@ class FocalTransformer(FocalBackbone):
 
     Shapes: (B, in_channels, H, W) with any H, W >= 1 -> tuple of (B, embed_dims * 2**i,
     ceil(H / 2**(i+2)), ceil(W / 2**(i+2))) for i in out_indices, each after its own LayerNorm.
+
+    Examples:
+        >>> import torch
+        >>> from mmfocal.models.backbones import FocalTransformer
+        >>> model = FocalTransformer(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4)).eval()
+        >>> with torch.no_grad():
+        ...     outs = model(torch.randn(1, 3, 64, 96))
+        >>> [tuple(out.shape) for out in outs]
+        [(1, 16, 16, 24), (1, 32, 8, 12), (1, 64, 4, 6), (1, 128, 2, 3)]
+        >>> FocalTransformer('tiny').num_features  # the published sizes
+        [96, 192, 384, 768]
     """
 
     def __init__(self,
                  arch: Union[str, dict, None] = None,
+                 *,
                  embed_dims: Optional[int] = None,
                  depths: Optional[Sequence[int]] = None,
                  num_heads: Optional[Sequence[int]] = None,
@@ -280,28 +303,24 @@ class FocalTransformer(FocalBackbone):
                  frozen_stages: int = -1,
                  with_cp: bool = False,
                  init_cfg: Union[dict, list, None] = None):
-        focal_levels, focal_windows, expand_sizes = tuple(focal_levels), tuple(focal_windows), tuple(expand_sizes)
-        _check_window_size(window_size)
         if expand_layer not in EXPAND_LAYERS:
             raise ValueError(f'expand_layer must be one of {EXPAND_LAYERS}, got {expand_layer!r}')
-        if any(isinstance(fw, int) and fw % 2 == 0 for fw in focal_windows):
-            raise ValueError(f'focal_windows must be odd, got {focal_windows}')
-        if any(isinstance(e, int) and e >= window_size for e in expand_sizes):
-            raise ValueError(f'expand_sizes must be smaller than window_size={window_size}, got {expand_sizes}')
         no_expand_parity = {'all': None, 'even': 0, 'odd': 1}[expand_layer]
 
         def make_block(stage, index, dims, heads, drop_path):
             return FocalTransformerBlock(
-                dims, heads, window_size,
+                dims, heads, window_size=window_size,
                 expand_size=0 if index % 2 == no_expand_parity else expand_sizes[stage],
                 focal_window=focal_windows[stage], focal_level=focal_levels[stage], pool_method=focal_pool,
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
                 attn_drop=attn_drop_rate, drop_path=drop_path)
 
-        super().__init__(make_block, arch, embed_dims, depths, num_heads, mlp_ratio, drop_rate, drop_path_rate,
-                         focal_levels, focal_pool, use_conv_embed, patch_size, in_channels, out_indices,
-                         frozen_stages, with_cp, init_cfg,
-                         stage_settings=dict(focal_windows=focal_windows, expand_sizes=expand_sizes))
+        super().__init__(make_block, arch=arch, embed_dims=embed_dims, depths=depths, num_heads=num_heads,
+                         drop_rate=drop_rate, drop_path_rate=drop_path_rate, use_conv_embed=use_conv_embed,
+                         patch_size=patch_size, in_channels=in_channels, out_indices=out_indices,
+                         frozen_stages=frozen_stages, with_cp=with_cp, init_cfg=init_cfg,
+                         stage_settings=dict(focal_levels=focal_levels, focal_windows=focal_windows,
+                                             expand_sizes=expand_sizes))
 
 
 def _channels_first(x: torch.Tensor) -> torch.Tensor:
@@ -343,12 +362,8 @@ def _check_init_cfg(init_cfg):
     return configs[0] if isinstance(init_cfg, list) and len(configs) == 1 else init_cfg
 
 
-def _check_window_size(window_size):
-    if not isinstance(window_size, int) or window_size < 1:
-        raise ValueError(f'window_size must be a positive integer, got {window_size!r}')
-
-
-def _check_arguments(embed_dims, per_stage, focal_pool, in_channels, patch_size, out_indices, frozen_stages):
+def _check_arguments(embed_dims, per_stage, in_channels, patch_size, out_indices, frozen_stages):
+    """The backbone's own arguments: sizes, one entry per stage, stem, outputs and frozen stages."""
     lengths = {name: len(v) for name, v in per_stage.items()}
     if len(set(lengths.values())) != 1:
         raise ValueError(f'per-stage settings must have one entry per stage; got lengths {lengths}')
@@ -366,10 +381,6 @@ def _check_arguments(embed_dims, per_stage, focal_pool, in_channels, patch_size,
         if (embed_dims * 2**i) % heads:
             raise ValueError(f'stage {i} has {embed_dims * 2**i} channels (embed_dims={embed_dims} * 2**{i}), '
                              f'not divisible by num_heads[{i}]={heads}')
-    if any(level < 1 for level in per_stage['focal_levels']):
-        raise ValueError(f'focal_levels count the fine level, so each must be >= 1, got {per_stage["focal_levels"]}')
-    if focal_pool not in POOLING_METHODS:
-        raise ValueError(f'focal_pool must be one of {POOLING_METHODS}, got {focal_pool!r}')
     if in_channels < 1 or patch_size < 1:
         raise ValueError(f'in_channels and patch_size must be positive, got {in_channels}, {patch_size}')
     if not out_indices or any(not 0 <= i < num_stages for i in out_indices):

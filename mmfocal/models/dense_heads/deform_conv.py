@@ -1,7 +1,7 @@
 """mmcv's ``DeformConv2d``, computed on CPU with PyTorch's own ops.
 
 mmcv's CPU kernels for deformable convolution are plain loops; their backward pass takes most of
-a RepPointsV2 training step on CPU (about 3 of 4.5 seconds for the demo's batch of 8). The same
+a RepPointsV2 training step on CPU (measured: docs/engineering_notes.md). The same
 convolution is a bilinear sampling of the input at the offset kernel positions
 (``F.grid_sample``) followed by a matrix product with the flattened kernel, which autograd
 differentiates with vectorised kernels. ``SampledDeformConv2d`` keeps mmcv's module (parameters,

@@ -1,5 +1,23 @@
-"""Pure-torch building blocks: no OpenMMLab import below this package."""
+"""Pure-torch building blocks: no OpenMMLab import below this package.
+
+Modules, each with one job:
+
+* :mod:`.focal_attention`: the paper's focal attention and block (:class:`FocalWindowAttention`,
+  :class:`FocalTransformerBlock`);
+* :mod:`.focal_fast_attention`: the authors' Focal-fast attention and block
+  (:class:`FocalFastAttention`, :class:`FocalFastTransformerBlock`);
+* :mod:`.key_layout` / :mod:`.fast_key_layout`: where each window's keys come from, for each;
+* :mod:`.attention_kernels`: the attention paths both share, and :func:`attention_path`, the
+  public switch that forces one;
+* :mod:`.block`: the block around an attention (pooling, norms, MLP, residuals);
+* :mod:`.windows`: partitioning maps into windows and merging them back;
+* :mod:`.tracing`: whether a forward pass is traced (export, compilation), and by what.
+"""
+from .attention_kernels import ATTENTION_PATHS, AttentionSettings, attention_path, attention_settings
 from .focal_attention import FocalTransformerBlock, FocalWindowAttention
 from .focal_fast_attention import FocalFastAttention, FocalFastTransformerBlock
+from .tracing import UnknownTracerError, is_tracing
 
-__all__ = ['FocalFastAttention', 'FocalFastTransformerBlock', 'FocalTransformerBlock', 'FocalWindowAttention']
+__all__ = ['ATTENTION_PATHS', 'AttentionSettings', 'FocalFastAttention', 'FocalFastTransformerBlock',
+           'FocalTransformerBlock', 'FocalWindowAttention', 'UnknownTracerError', 'attention_path',
+           'attention_settings', 'is_tracing']

@@ -1,0 +1,506 @@
+"""The attention kernels of both focal attentions, and the one switch that chooses among them.
+
+One job: softmax(q k^T + bias + off_map) v for every query window, given where each window's keys
+come from. Shapes, for B images of nW windows of w*w queries, ``heads`` heads of ``d`` channels:
+q (B*nW, w*w, heads, d); a key source (B, S, 2, heads, d) holding every key and value any window
+uses; ``index`` (nW * keys,) into it; a position bias (see :func:`_chunk_bias` for its three forms);
+``off_map`` (nW, keys), a logit per key. Out: (B*nW, w*w, heads, d).
+
+The paths, all the same math (tests/test_backbone.py and tests/test_focal_fast.py check each
+against a straightforward float64 implementation, outputs and gradients):
+
+- ``'fused'``: the forward alone, by fused attention calls over chunks of windows (inference);
+- ``'recompute'``: the same fused forward, and a backward that recomputes the attention from the
+  saved queries and key source instead of keeping it (:class:`_FocalAttentionCore`; training);
+- ``'autograd'``: gather, matmul and softmax under autograd, which can apply attention dropout
+  and keep the attention weights;
+- ``'standard_ops'``: :func:`attend_with_standard_ops`, every window at once in ops every tracer
+  records correctly (export, compilation).
+
+:func:`attend` is the switch. It chooses by itself (``'auto'``) unless :func:`attention_path`
+forces a path. The fused paths are "eager kernels": they write into preallocated buffers and call
+a private ATen kernel on the CPU, which a tracer records wrongly, so the automatic choice refuses
+inputs traced by a tracer it does not know (:func:`~.tracing.check_not_traced`).
+"""
+import contextlib
+from typing import Iterator, NamedTuple, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .tracing import check_not_traced, is_tracing
+
+ATTENTION_PATHS = ('auto', 'standard_ops', 'autograd', 'recompute', 'fused')
+FUSED_KERNELS = ('cpu', 'generic')
+
+
+# Work in chunks of windows whose temporaries (gathered keys and values, biases, probabilities)
+# stay below a few MiB. glibc serves larger blocks with fresh mmap pages, and faulting those in
+# costs more than the attention itself; small blocks are reused from the heap and stay in cache.
+# Only on the CPU: other devices have caching allocators and want large batched kernels.
+CHUNK_BYTES = 4 * 2**20
+
+
+class AttentionSettings(NamedTuple):
+    """What :func:`attention_path` sets: see there."""
+    path: str = 'auto'
+    chunk_bytes: int = CHUNK_BYTES
+    kernels: Optional[str] = None
+
+
+# Process-wide, as torch.backends' switches are; read at each call (also by the backward).
+_settings = AttentionSettings()
+
+
+def attention_settings() -> AttentionSettings:
+    """The settings :func:`attention_path` made (the defaults outside it)."""
+    return _settings
+
+
+@contextlib.contextmanager
+def attention_path(path: Optional[str] = None, *, chunk_bytes: Optional[int] = None,
+                   kernels: Optional[str] = None) -> Iterator[AttentionSettings]:
+    """Within the ``with`` block, every focal attention (both backbones) takes attention ``path``.
+
+    Args:
+        path: None keeps the current path; else one of
+
+            - ``'auto'`` (the default): the automatic choice, first match: traced by a tracer the
+              layers know (see below), ``'standard_ops'``; attention dropout in training,
+              ``'autograd'``; gradients needed, ``'recompute'``; else ``'fused'``;
+            - ``'standard_ops'``: every window at once in standard ops (what exporters get);
+            - ``'autograd'``: gather, matmul and softmax under autograd (applies attention dropout);
+            - ``'recompute'``: the fused forward and the recomputing backward (no attention dropout);
+            - ``'fused'``: the fused forward alone (no gradients, no attention dropout).
+
+            A forced path is taken as given, also under a tracer: forcing ``'fused'`` or
+            ``'recompute'`` while exporting records a wrong graph (tests/test_deployment.py shows
+            the constant output it gives). Recording attention weights (``record_attention``)
+            always takes ``'autograd'``.
+        chunk_bytes: the fused kernels on the CPU work on chunks of windows whose temporaries stay
+            under this many bytes (at least one window per chunk); None keeps the current value
+            (:data:`CHUNK_BYTES` by default).
+        kernels: the fused kernels' route: ``'cpu'``, PyTorch's CPU flash kernel over chunks of
+            windows (CPU tensors only), or ``'generic'``, ``scaled_dot_product_attention`` (and
+            matmul and softmax where the backward needs the log-sum-exp) over all windows at once.
+            None keeps the current route (by default: ``'cpu'`` on the CPU, ``'generic'`` elsewhere).
+
+    Tracers the automatic choice knows (:func:`~.tracing.is_tracing`), which get ``'standard_ops'``
+    by themselves: ``torch.jit.trace`` (so ``torch.onnx.export(..., dynamo=False)`` and the FLOP
+    counters built on it: fvcore, ``mmengine.analysis.FlopAnalyzer``), Dynamo (``torch.compile``,
+    ``torch.export`` strict and non-strict, so ``torch.onnx.export(..., dynamo=True)``) and fake
+    tensors (``FakeTensorMode``, ``make_fx`` in fake or symbolic mode). Anything else that traces
+    or intercepts the inputs (an active ``TorchDispatchMode``: ``make_fx`` with real tensors,
+    ``FlopCounterMode``; FX proxies; tensor subclasses; functionalized or ``torch.func``-wrapped
+    tensors) makes ``'auto'`` raise :class:`~.tracing.UnknownTracerError` where it would take an
+    eager kernel: choose the path for such a tracer with this switch.
+
+    The settings are process-wide (not per thread), restored on leaving the block, and yielded.
+
+    Examples:
+        >>> import torch
+        >>> from mmfocal.models.layers import FocalTransformerBlock, attention_path
+        >>> block = FocalTransformerBlock(16, 2).eval()
+        >>> x = torch.randn(1, 14, 14, 16)
+        >>> with torch.no_grad():
+        ...     fused = block(x)
+        ...     with attention_path('standard_ops'):
+        ...         standard = block(x)
+        >>> torch.allclose(fused, standard, atol=1e-5)
+        True
+        >>> with attention_path(chunk_bytes=1) as settings:
+        ...     settings
+        AttentionSettings(path='auto', chunk_bytes=1, kernels=None)
+    """
+    global _settings
+    if path is not None and path not in ATTENTION_PATHS:
+        raise ValueError(f'attention path must be one of {ATTENTION_PATHS}, got {path!r}')
+    if chunk_bytes is not None and (not isinstance(chunk_bytes, int) or chunk_bytes < 1):
+        raise ValueError(f'chunk_bytes must be a positive integer, got {chunk_bytes!r}')
+    if kernels is not None and kernels not in FUSED_KERNELS:
+        raise ValueError(f'kernels must be one of {FUSED_KERNELS}, got {kernels!r}')
+    previous = _settings
+    given = dict(path=path, chunk_bytes=chunk_bytes, kernels=kernels)
+    _settings = previous._replace(**{k: v for k, v in given.items() if v is not None})
+    try:
+        yield _settings
+    finally:
+        _settings = previous
+
+
+def attend(q, source, index, bias, off_map, attn_drop: nn.Module, training: bool, record: bool = False,
+           bias_columns=None):
+    """softmax(q k^T + bias + off_map) v: the one switch over the attention paths, for both focal
+    attentions. Arguments as :func:`_attend_fused` (``bias`` and ``bias_columns`` as
+    :func:`_chunk_bias` takes them). Returns (out, weights); weights (B*nW, heads, w*w, keys) only
+    with ``record``, else None.
+
+    ``record`` takes the autograd path and keeps the weights (the attention-map analysis);
+    otherwise the path :func:`attention_path` forces, or by default the automatic choice, first
+    match: traced by a known tracer, ``'standard_ops'``; attention dropout in training,
+    ``'autograd'`` (the fused kernels cannot replay it); gradients needed, ``'recompute'``;
+    else ``'fused'``.
+    """
+    args = (q, source, index, bias, off_map)
+    if record:
+        return _attend_with_autograd(*args, attn_drop, return_weights=True, bias_columns=bias_columns)
+    path = _choose_path(q, source, bias, attn_drop, training)
+    if path == 'standard_ops':
+        out = attend_with_standard_ops(*args, attn_drop, bias_columns=bias_columns)
+    elif path == 'autograd':
+        out = _attend_with_autograd(*args, attn_drop, bias_columns=bias_columns)
+    elif path == 'recompute':
+        out = _FocalAttentionCore.apply(*args, bias_columns)
+    else:
+        out = _attend_fused(*args, need_lse=False, bias_columns=bias_columns)[0]
+    return out, None
+
+
+def _choose_path(q, source, bias, attn_drop: nn.Module, training: bool) -> str:
+    """The path :func:`attend` takes (without ``record``); see there."""
+    path = _settings.path
+    dropout = training and attn_drop.p > 0
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or bias.requires_grad)
+    if path == 'auto':
+        if is_tracing(q):
+            return 'standard_ops'
+        if dropout:
+            return 'autograd'
+        check_not_traced(q, source, bias)  # about to take an eager kernel: refuse unknown tracers
+        return 'recompute' if needs_grad else 'fused'
+    if dropout and path in ('recompute', 'fused'):
+        raise ValueError(f'attention path {path!r} cannot apply attention dropout (p={attn_drop.p} in training): '
+                         "take 'autograd' or 'standard_ops', or evaluate the model")
+    if needs_grad and path == 'fused':
+        raise ValueError("attention path 'fused' computes no gradients: take 'recompute' (the same forward, "
+                         'with a backward) or run under torch.no_grad()')
+    return path
+
+
+def attend_with_standard_ops(q, source, index, bias, off_map, attn_drop: Optional[nn.Module] = None,
+                             bias_columns=None):
+    """softmax(q k^T + bias + off_map) v in standard ops (gather, matmul, softmax), for export and
+    compilation: every window at once, no in-place writes, no private kernels, no Python branch on
+    sizes or values.
+
+    Arguments as :func:`_attend_fused`: q (B*nW, w*w, heads, d); source (B, S, 2, heads, d); index
+    (nW * keys,); bias and ``bias_columns`` as :func:`_chunk_bias` takes them; off_map (nW, keys).
+    ``attn_drop`` acts on the probabilities (in training). Returns (B*nW, w*w, heads, d).
+    """
+    batch, _, _, heads, head_dims = source.shape
+    window_area = q.shape[1]
+    num_keys = off_map.shape[-1]
+    # Heads ahead of the windows, as the batched MatMuls want them: one transpose of the key source
+    # (about the map's size) instead of two of the gathered keys and values (keys times larger).
+    keys, values = source.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, S, d) each
+    k = keys.index_select(2, index).view(batch, heads, -1, num_keys, head_dims)  # (B, heads, nW, keys, d)
+    v = values.index_select(2, index).view(batch, heads, -1, num_keys, head_dims)
+    q_by_head = q.view(batch, -1, window_area, heads, head_dims).permute(0, 3, 1, 2, 4)  # (B, heads, nW, w*w, d)
+    # (heads, nW or 1, w*w, keys). A shared bias skips _chunk_bias: a slice of the (symbolic) window
+    # count inside its _Chunk would pin that count in a guard, recompiling for every size.
+    if bias_columns is not None or bias.dim() == 4:
+        bias = _chunk_bias(bias, bias_columns, slice(0, off_map.shape[0]))
+    else:
+        bias = bias.unsqueeze(1)
+    scores = q_by_head @ k.transpose(-2, -1) + bias + off_map[:, None, :]
+    probs = scores.softmax(-1)
+    if attn_drop is not None:
+        probs = attn_drop(probs)
+    return (probs @ v).permute(0, 2, 3, 1, 4).reshape(q.shape)
+
+
+def _attend_with_autograd(q, source, index, bias, off_map, attn_drop: nn.Module, return_weights: bool = False,
+                          bias_columns=None):
+    """Plain autograd path: with attention dropout (the fused kernels cannot replay it), and when
+    the attention weights are recorded (``return_weights``: also returns them, (B*nW, heads, w*w,
+    keys), after dropout). ``bias`` as in :func:`_chunk_bias`."""
+    num_windows = off_map.shape[0]
+    if bias_columns is not None or bias.dim() == 4:  # one bias per window: (nW, heads, w*w, keys)
+        bias = _chunk_bias(bias, bias_columns, slice(0, num_windows)).transpose(0, 1)
+    k, v = _gather_keys(source, index, num_windows)
+    q = q.transpose(1, 2)
+    attn = q @ k.transpose(-2, -1)
+    batch = q.shape[0] // num_windows
+    attn = attn.view(batch, num_windows, *attn.shape[1:]) + bias + off_map[:, None, None, :]
+    attn = attn_drop(attn.softmax(-1)).flatten(0, 1)
+    out = (attn @ v).transpose(1, 2)
+    return (out, attn) if return_weights else out
+
+
+def _gather_keys(source: torch.Tensor, index: torch.Tensor, num_windows: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values of every window: (B*nW, heads, num_keys, d) each, as strided views."""
+    batch, _, _, heads, head_dims = source.shape
+    kv = source.index_select(1, index).view(batch * num_windows, -1, 2, heads, head_dims)
+    return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+
+
+def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True, bias_columns=None):
+    """softmax(q k^T + bias + off_map) v, by fused attention calls over chunks of windows.
+
+    q (B*nW, w*w, heads, d); source (B, S, 2, heads, d); bias (heads, w*w, keys), or per window as
+    :func:`_chunk_bias` describes; off_map (nW, keys). Returns the output (B*nW, w*w, heads, d)
+    and, if ``need_lse``, the log-sum-exp (B*nW, heads, w*w) for the backward. On the CPU both
+    come from PyTorch's flash kernel; on other devices the output alone comes from
+    ``scaled_dot_product_attention``, and with the log-sum-exp from plain matmul and softmax.
+    """
+    num_windows, num_keys = off_map.shape
+    batch, _, _, heads, head_dims = source.shape
+    window_area = q.shape[1]
+    bias = bias.to(q.dtype)
+    off_map = off_map.to(q.dtype)
+    bias_columns = _as_bias_columns(bias_columns)
+    index_by_window = index.view(num_windows, num_keys)
+    on_cpu = _uses_cpu_kernels(q.device)
+    bytes_per_window = num_keys * (2 * heads * head_dims + heads * window_area) * q.element_size()
+    out = q.new_empty(q.shape)
+    lse = q.new_empty(batch * num_windows, heads, window_area) if need_lse else None
+    chunks = _bias_chunks(num_windows, bytes_per_window, q.device, bias_columns)
+    # Chunks outside, images inside: a chunk's bias (gathered per window for Focal-fast) serves
+    # every image of the batch.
+    for chunk in chunks:
+        windows = chunk.windows
+        chunk_index = _take(index_by_window, windows).reshape(-1)
+        chunk_off_map = _take(off_map, windows)
+        mask = _chunk_bias(bias, bias_columns, chunk).transpose(0, 1)
+        # Interior windows have no off-map keys: the shared bias broadcasts, nothing to build.
+        if not on_cpu or chunk_off_map.any():
+            mask = mask + chunk_off_map[:, None, None, :]
+        for b in range(batch):
+            kv = source[b].index_select(0, chunk_index)
+            kv = kv.view(-1, num_keys, 2, heads, head_dims)
+            k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+            q_chunk = _take(q, windows, offset=b * num_windows).transpose(1, 2)
+            if on_cpu:
+                out_chunk, lse_chunk = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                    q_chunk, k, v, 0.0, False, attn_mask=mask, scale=1.0)
+            elif not need_lse:
+                out_chunk = F.scaled_dot_product_attention(q_chunk, k, v, attn_mask=mask, scale=1.0)
+                lse_chunk = None
+            else:  # no public fused kernel returns the log-sum-exp with an additive bias on every GPU
+                scores = q_chunk @ k.transpose(-2, -1) + mask
+                lse_chunk = scores.logsumexp(-1)
+                out_chunk = (scores - lse_chunk.unsqueeze(-1)).exp_() @ v
+            _put(out, windows, out_chunk.transpose(1, 2), offset=b * num_windows)
+            if need_lse:
+                _put(lse, windows, lse_chunk, offset=b * num_windows)
+    return out, lse
+
+
+class _FocalAttentionCore(torch.autograd.Function):
+    """Fused forward; the backward recomputes the attention from the saved queries and key source.
+
+    Saves only q, the key/value source, the output and the log-sum-exp: neither the gathered keys
+    and values (about 9x the map at stage 1) nor the attention matrix stay in memory between the
+    passes. Gradients are the exact ones of softmax(q k^T + bias + off_map) v.
+    """
+
+    @staticmethod
+    def forward(ctx, q, source, index, bias, off_map, bias_columns=None):
+        out, lse = _attend_fused(q, source, index, bias, off_map, bias_columns=bias_columns)
+        ctx.save_for_backward(q, source, index, bias, off_map, out, lse)
+        ctx.bias_columns = bias_columns
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, source, index, bias, off_map, out, lse = ctx.saved_tensors
+        bias_columns = _as_bias_columns(ctx.bias_columns)
+        # Under autocast the inputs may be fp16/bf16: accumulate the recomputation in float32.
+        dtype = torch.promote_types(q.dtype, torch.float32)
+        q_dtype, source_dtype = q.dtype, source.dtype
+        q, source, out, grad_out = q.to(dtype), source.to(dtype), out.to(dtype), grad_out.to(dtype)
+        bias, off_map, lse = bias.to(dtype), off_map.to(dtype), lse.to(dtype)
+        num_windows, num_keys = off_map.shape
+        batch, _, _, heads, head_dims = source.shape
+        window_area = q.shape[1]
+        index_by_window = index.view(num_windows, num_keys)
+
+        def by_head(t, windows, b):  # (B*nW, w*w, heads, d) -> (heads, windows, w*w, d) of image b
+            # Rows taken before the permutation: index_select of a permuted view copies it whole.
+            return _take(t, windows, offset=b * num_windows).permute(2, 0, 1, 3)
+
+        # Keys with heads outside the window axis, so every product below is one batched GEMM.
+        source_by_head = source.permute(2, 0, 3, 1, 4).contiguous()  # (2, B, heads, S, d)
+        grad_source = torch.zeros_like(source_by_head)
+        grad_q = q.new_empty(batch, heads, num_windows, window_area, head_dims)
+        grad_bias = torch.zeros_like(bias)
+        bytes_per_window = heads * num_keys * (2 * head_dims + 2 * window_area) * q.element_size()
+        on_cpu = _uses_cpu_kernels(q.device)
+        # With per-window biases from a table, the images of the batch share them: sum the images'
+        # score gradients, then add the sum to the table once per chunk.
+        sum_over_images = bias_columns is not None and batch > 1
+        for chunk in _bias_chunks(num_windows, bytes_per_window, q.device, bias_columns):
+            windows, count = chunk.windows, chunk.size
+            rows = heads * count  # one small GEMM per (head, window) below
+            chunk_index = _take(index_by_window, windows).reshape(-1)
+            bias_and_off_map = _chunk_bias(bias, bias_columns, chunk)  # (heads, 1 or windows, w*w, keys)
+            chunk_off_map = _take(off_map, windows)
+            if not on_cpu or chunk_off_map.any():
+                bias_and_off_map = bias_and_off_map + chunk_off_map[None, :, None, :]
+            grad_scores_sum = None
+            for b in range(batch):
+                kv = source_by_head[:, b].index_select(2, chunk_index).view(2, rows, num_keys, head_dims)
+                q_chunk = by_head(q, windows, b).reshape(rows, window_area, head_dims)
+                grad_by_window = by_head(grad_out, windows, b)
+                grad_chunk = grad_by_window.reshape(rows, window_area, head_dims)
+                delta = (grad_by_window * by_head(out, windows, b)).sum(-1, keepdim=True)
+                probs = q.new_empty(heads, count, window_area, num_keys)
+                chunk_lse = _take(lse, windows, offset=b * num_windows).transpose(0, 1)  # (heads, windows, w*w)
+                torch.sub(bias_and_off_map, chunk_lse[..., None], out=probs)
+                probs = probs.view(rows, window_area, num_keys).baddbmm_(q_chunk, kv[0].transpose(1, 2)).exp_()
+                grad_scores = torch.bmm(grad_chunk, kv[1].transpose(1, 2))
+                torch.bmm(probs.transpose(1, 2), grad_chunk, out=kv[1])  # values are spent: grad_v in place
+                grad_scores.view(heads, count, window_area, num_keys).sub_(delta)
+                grad_scores.mul_(probs)
+                del probs
+                if not sum_over_images:
+                    _add_bias_grad(grad_bias, grad_scores.view(heads, count, window_area, num_keys), bias_columns,
+                                   chunk)
+                elif grad_scores_sum is None:
+                    grad_scores_sum = grad_scores.clone()
+                else:
+                    grad_scores_sum += grad_scores
+                _put(grad_q[b], windows, torch.bmm(grad_scores, kv[0]).view(heads, count, window_area, head_dims),
+                     dim=1)
+                torch.bmm(grad_scores.transpose(1, 2), q_chunk, out=kv[0])  # keys are spent: grad_k in place
+                del grad_scores
+                grad_source[:, b].index_add_(2, chunk_index, kv.view(2, heads, count * num_keys, head_dims))
+            if sum_over_images:
+                _add_bias_grad(grad_bias, grad_scores_sum.view(heads, count, window_area, num_keys), bias_columns,
+                               chunk)
+                del grad_scores_sum
+        grad_q = grad_q.permute(0, 2, 3, 1, 4)  # (B, nW, w*w, heads, d)
+        return (grad_q.reshape(q.shape).to(q_dtype), grad_source.permute(1, 3, 0, 2, 4).to(source_dtype), None,
+                grad_bias, None, None)
+
+
+class BiasColumns(NamedTuple):
+    """Per-window position biases as columns of one table (Focal-fast): with it, the kernels take
+    ``bias`` as a table (heads, w*w, U) and key j of window n uses column ``columns[n, j]``.
+
+    columns: (nW, keys) long. order: None, or the (nW,) window numbers in the order the CPU
+    kernels take them: first each group of windows with identical rows of ``columns``, then the
+    rest. shared_groups: those groups, as (start, stop) ranges of positions in ``order``. A chunk
+    inside a group takes one (heads, w*w, keys) bias broadcast over its windows, and its bias
+    gradient is the sum over its windows, added to the table once.
+    """
+    columns: torch.Tensor
+    order: Optional[torch.Tensor] = None
+    shared_groups: Tuple[Tuple[int, int], ...] = ()
+
+
+def _as_bias_columns(bias_columns) -> Optional[BiasColumns]:
+    """None, a BiasColumns, or a plain (nW, keys) tensor of columns (no groups)."""
+    if bias_columns is None or isinstance(bias_columns, BiasColumns):
+        return bias_columns
+    return BiasColumns(bias_columns)
+
+
+class _Chunk(NamedTuple):
+    """Windows the kernels process at once: ``windows``, a slice of the windows in row-major order
+    or a (n,) tensor of window numbers; ``shared``: they all have the same bias columns."""
+    windows: Union[slice, torch.Tensor]
+    shared: bool = False
+
+    @property
+    def size(self) -> int:
+        w = self.windows
+        return w.stop - w.start if isinstance(w, slice) else len(w)
+
+    @property
+    def first(self) -> int:
+        return self.windows.start if isinstance(self.windows, slice) else int(self.windows[0])
+
+
+def _uses_cpu_kernels(device: torch.device) -> bool:
+    """The CPU route: PyTorch's CPU flash kernel, over chunks of windows (see attention_path's ``kernels``)."""
+    if _settings.kernels is None:
+        return device.type == 'cpu'
+    if _settings.kernels == 'cpu' and device.type != 'cpu':
+        raise ValueError(f"attention_path(kernels='cpu') runs on CPU tensors only, got a {device.type} tensor")
+    return _settings.kernels == 'cpu'
+
+
+def _window_chunks(num_windows: int, bytes_per_window: int, device: torch.device) -> list:
+    if not _uses_cpu_kernels(device):
+        return [slice(0, num_windows)]
+    step = max(1, _settings.chunk_bytes // bytes_per_window)
+    return [slice(start, min(start + step, num_windows)) for start in range(0, num_windows, step)]
+
+
+def _bias_chunks(num_windows: int, bytes_per_window: int, device: torch.device,
+                 bias_columns: Optional[BiasColumns]) -> list:
+    """The :class:`_Chunk` s of the kernels: :func:`_window_chunks`, or with a window order (CPU
+    only) chunks of at most as many windows along the order, none straddling a group's edge."""
+    if bias_columns is None or bias_columns.order is None or not _uses_cpu_kernels(device):
+        return [_Chunk(chunk) for chunk in _window_chunks(num_windows, bytes_per_window, device)]
+    order, groups = bias_columns.order, bias_columns.shared_groups
+    step = max(1, _settings.chunk_bytes // bytes_per_window)
+    edges = sorted({0, num_windows, *(edge for group in groups for edge in group)})
+    return [_Chunk(order[start:min(start + step, stop)], (begin, stop) in groups)
+            for begin, stop in zip(edges, edges[1:]) for start in range(begin, stop, step)]
+
+
+def _take(t: torch.Tensor, windows, dim: int = 0, offset: int = 0) -> torch.Tensor:
+    """The rows of ``windows`` (shifted by ``offset``) of ``t`` along ``dim``: a view for a slice."""
+    if isinstance(windows, slice):
+        return t.narrow(dim, offset + windows.start, windows.stop - windows.start)
+    return t.index_select(dim, windows + offset if offset else windows)
+
+
+def _put(t: torch.Tensor, windows, value: torch.Tensor, dim: int = 0, offset: int = 0):
+    """Write ``value`` into the rows of ``windows`` (shifted by ``offset``) of ``t`` along ``dim``."""
+    if isinstance(windows, slice):
+        t.narrow(dim, offset + windows.start, windows.stop - windows.start).copy_(value)
+    else:
+        t.index_copy_(dim, windows + offset if offset else windows, value.to(t.dtype))
+
+
+def _chunk_bias(bias: torch.Tensor, bias_columns, chunk) -> torch.Tensor:
+    """The position bias of the windows of ``chunk`` (a :class:`_Chunk` or a slice): (heads, 1 or
+    windows, w*w, keys), a view or a gather.
+
+    ``bias`` is one of: (heads, w*w, keys), shared by every window; (nW, heads, w*w, keys), one per
+    window; or, with ``bias_columns`` (a :class:`BiasColumns` or its (nW, keys) columns), a table
+    (heads, w*w, U) whose column ``columns[n, j]`` holds key j of window n. From a table, a
+    shared chunk (all its windows have the same columns) gets one bias for all its windows;
+    otherwise one gather along the table's last dimension, which leaves the keys contiguous as
+    the CPU flash kernel wants its mask (a mask with strided keys costs it a copy).
+    """
+    if not isinstance(chunk, _Chunk):
+        chunk = _Chunk(chunk)
+    if bias_columns is not None:
+        columns = _as_bias_columns(bias_columns).columns
+        heads, area, num_columns = bias.shape
+        chunk_columns = columns[chunk.first:chunk.first + 1] if chunk.shared else _take(columns, chunk.windows)
+        # Along the last dimension of a 2-d view: index_select of a 3-d tensor along its last
+        # dimension takes several times longer.
+        gathered = bias.reshape(heads * area, num_columns).index_select(1, chunk_columns.reshape(-1))
+        return gathered.view(heads, area, *chunk_columns.shape).transpose(1, 2)
+    if bias.dim() == 4:
+        return _take(bias, chunk.windows).transpose(0, 1)
+    return bias.unsqueeze(1)
+
+
+def _add_bias_grad(grad_bias: torch.Tensor, grad_scores: torch.Tensor, bias_columns, chunk):
+    """Accumulate ``grad_scores`` (heads, windows, w*w, keys) of ``chunk`` (a :class:`_Chunk` or a
+    slice) into ``grad_bias`` (shaped as the bias)."""
+    if not isinstance(chunk, _Chunk):
+        chunk = _Chunk(chunk)
+    if bias_columns is not None:
+        columns = _as_bias_columns(bias_columns).columns
+        heads, windows, area, keys = grad_scores.shape
+        if chunk.shared:  # one bias for every window of the chunk: sum first, then add to the table once
+            summed = grad_scores.sum(1).view(heads * area, keys)
+            grad_bias.view(heads * area, -1).index_add_(1, columns[chunk.first], summed)
+            return
+        grad_bias.view(heads * area, -1).index_add_(1, _take(columns, chunk.windows).reshape(-1),
+                                                    grad_scores.transpose(1, 2).reshape(heads * area, windows * keys))
+    elif grad_bias.dim() == 4:
+        if isinstance(chunk.windows, slice):
+            grad_bias[chunk.windows] += grad_scores.transpose(0, 1)
+        else:
+            grad_bias.index_add_(0, chunk.windows, grad_scores.transpose(0, 1))
+    else:
+        grad_bias += grad_scores.sum(1)

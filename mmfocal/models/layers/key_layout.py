@@ -1,0 +1,149 @@
+"""Where the keys of every query window come from, for the paper's focal attention.
+
+One job: the geometry of the keys, as index tensors; no parameters, no attention. For a map of
+``n_wh`` x ``n_ww`` windows of ``w`` x ``w`` tokens (window size ``w``, expand size ``e``), each
+window's keys, in order, are:
+
+1. the window's own ``w*w`` tokens;
+2. the *rolled* neighbours: the official model rolls the key map by ``(+-e, +-e)`` four times and
+   keeps, from each roll, the ``w*w - (w-e)**2`` slots that fall outside the window. That gives
+   ``4 * (w*w - (w-e)**2)`` keys (132 for w=7, e=3): the ``(w+2e)**2 - w*w`` ring around the window
+   plus 12 duplicates. Rolls wrap around the (padded) map, so border windows see the far side;
+3. for each pooled level ``k``: the map cut into sub-windows of ``floor(w / 2**k)`` tokens, each
+   pooled to one token, and the ``(focal_window + 2**k - 1)**2`` pooled tokens around the query
+   window. Off-map positions are a zero key and value whose logits get -100 added.
+
+The layout is an ``index`` (nW * keys,) into one key source (the map's tokens row-major, then each
+pooled level's tokens row-major, then one zero token) and ``off_map`` (nW, keys), the logit added
+to each key. :func:`cached_key_layout` serves eager runs; :func:`key_layout_for_any_size` builds it
+in the graph while tracing, where the sizes may be symbolic.
+"""
+import functools
+from typing import Tuple
+
+import torch
+
+OFF_MAP_LOGIT = -100.0  # the official model's mask value; kept so the outputs match it
+
+# Logit added to rolled keys where the map is too small for them, by the layout of traced graphs,
+# which keeps one key layout for every size: exp() of it underflows to exactly 0 next to any real key.
+DROPPED_KEY_LOGIT = -1e4
+
+
+def relative_position_index(query_size: Tuple[int, int], key_size: Tuple[int, int]) -> torch.Tensor:
+    """Index into a ``(qh + kh - 1) * (qw + kw - 1)`` bias table for every (query, key) pair.
+
+    Returns a ``(qh*qw, kh*kw)`` long tensor; query and key grids are both anchored at (0, 0).
+    """
+    (qh, qw), (kh, kw) = query_size, key_size
+    q_rows, q_cols = torch.meshgrid(torch.arange(qh), torch.arange(qw), indexing='ij')
+    k_rows, k_cols = torch.meshgrid(torch.arange(kh), torch.arange(kw), indexing='ij')
+    d_rows = q_rows.reshape(-1, 1) - k_rows.reshape(1, -1) + kh - 1
+    d_cols = q_cols.reshape(-1, 1) - k_cols.reshape(1, -1) + kw - 1
+    return d_rows * (qw + kw - 1) + d_cols
+
+
+def rolled_neighbour_offsets(window_size: int, expand_size: int) -> torch.Tensor:
+    """``(n, 4)`` rows of (row in window, col in window, row offset, col offset), one per rolled key.
+
+    Order as in the official model: rolls by (-e,-e), (-e,+e), (+e,-e), (+e,+e); within each roll
+    the window slots, row-major, that the roll fills from outside the window. Built in Python, so
+    it is a constant also while tracing (no data-dependent boolean indexing).
+    """
+    w, e = window_size, expand_size
+    # A roll by (-dy, -dx) puts the token at (r + dy, c + dx) into slot (r, c); it fills from
+    # outside the window the slots within e of the edges it moves away from.
+    rolls = (((e, e), lambda r, c: r >= w - e or c >= w - e), ((e, -e), lambda r, c: r >= w - e or c < e),
+             ((-e, e), lambda r, c: r < e or c >= w - e), ((-e, -e), lambda r, c: r < e or c < e))
+    rows = [(r, c, dy, dx) for (dy, dx), outside in rolls for r in range(w) for c in range(w) if outside(r, c)]
+    return torch.tensor(rows, dtype=torch.long).view(-1, 4)
+
+
+def num_rolled_keys(window_size: int, expand_size: int) -> int:
+    """Keys the four rolls give a window: ``4 * (w*w - (w-e)**2)``, or 0 without rolls (e = 0)."""
+    return 4 * (window_size**2 - (window_size - expand_size)**2) if expand_size > 0 else 0
+
+
+def pooled_neighbourhood(focal_window: int, level: int) -> int:
+    """Side of the square of pooled tokens each window sees at pooled level ``level``."""
+    return focal_window + 2**level - 1
+
+
+def wrap_around(positions: torch.Tensor, size) -> torch.Tensor:
+    """``positions % size`` for positions in [-size, 2 * size): rolls wrap around the map. Written
+    with comparisons, as a remainder by a symbolic size makes torch.export guard on the size."""
+    return positions + size * ((positions < 0).long() - (positions >= size).long())
+
+
+def compute_key_layout(window_size: int, expand_size: int, focal_window: int, num_pooled_levels: int, n_wh,
+                       n_ww, with_rolled: bool, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Where every key of every window comes from, for an ``n_wh`` x ``n_ww`` grid of windows.
+
+    Returns ``index`` (num_windows * num_keys,) into the key source (the map's tokens row-major,
+    then each pooled level's tokens row-major, then one zero token) and ``off_map``
+    (num_windows, num_keys) float32, the logit added to each key: -100 for pooled keys beyond the
+    map (the zero token), 0 elsewhere.
+
+    Tensor ops only, so ``n_wh`` and ``n_ww`` may be symbolic (torch.export's SymInts, the ONNX
+    tracer's 0-d tensors) and the exported graph computes the layout for each input size.
+    """
+    w = window_size
+    hp, wp = n_wh * w, n_ww * w
+    win_rows = torch.arange(n_wh).view(-1, 1, 1, 1) * w
+    win_cols = torch.arange(n_ww).view(1, -1, 1, 1) * w
+
+    in_rows, in_cols = torch.meshgrid(torch.arange(w), torch.arange(w), indexing='ij')
+    slot_rows, slot_cols = [in_rows.reshape(-1)], [in_cols.reshape(-1)]
+    if with_rolled and expand_size > 0:
+        offsets = rolled_neighbour_offsets(w, expand_size)
+        slot_rows.append(offsets[:, 0] + offsets[:, 2])
+        slot_cols.append(offsets[:, 1] + offsets[:, 3])
+    slot_rows = torch.cat(slot_rows).view(1, 1, 1, -1)
+    slot_cols = torch.cat(slot_cols).view(1, 1, 1, -1)
+    map_index = wrap_around(win_rows + slot_rows, hp) * wp + wrap_around(win_cols + slot_cols, wp)
+    parts = [map_index.reshape(n_wh * n_ww, -1)]
+    off_map = [torch.zeros_like(parts[0], dtype=torch.bool)]
+
+    levels = []
+    for k in range(num_pooled_levels):
+        stride = 2**k
+        ph, pw = n_wh * stride, n_ww * stride
+        kernel = 2 * (focal_window // 2) + 2**k + (2**k - 1)
+        first = stride - 1  # the official model keeps the kernel's [2**k - 1:, 2**k - 1:] part
+        taps = torch.arange(first, kernel) - kernel // 2
+        rows = torch.arange(n_wh).view(-1, 1, 1, 1) * stride + taps.view(1, 1, -1, 1)
+        cols = torch.arange(n_ww).view(1, -1, 1, 1) * stride + taps.view(1, 1, 1, -1)
+        inside = (rows >= 0) & (rows < ph) & (cols >= 0) & (cols < pw)
+        levels.append((rows * pw + cols, inside, ph * pw))
+    source_offset = hp * wp
+    zero_token = source_offset + sum(size for _, _, size in levels)
+    for positions, inside, size in levels:
+        index = torch.where(inside, positions + source_offset, torch.zeros_like(positions) + zero_token)
+        parts.append(index.reshape(n_wh * n_ww, -1))
+        off_map.append(~inside.reshape(n_wh * n_ww, -1))
+        source_offset += size
+    off_map_logits = torch.cat(off_map, 1).float() * OFF_MAP_LOGIT
+    return torch.cat(parts, 1).reshape(-1).to(device), off_map_logits.to(device)
+
+
+# Eager runs reuse the layout of each map size; bounded, as multi-scale training sees many sizes.
+# Never called with symbolic sizes (they cannot be hashed): traced graphs compute the layout in
+# the graph with key_layout_for_any_size.
+cached_key_layout = functools.lru_cache(maxsize=64)(compute_key_layout)
+
+
+def key_layout_for_any_size(window_size: int, expand_size: int, focal_window: int, num_pooled_levels: int, n_wh,
+                            n_ww, with_rolled, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The key layout of a traced graph: computed in the graph from the (possibly symbolic) window
+    grid, always with the rolled keys' slots; where ``with_rolled`` (a 0-d bool tensor or a bool)
+    is False they get DROPPED_KEY_LOGIT, which removes them exactly. Returns (index, off_map) as
+    :func:`compute_key_layout` does."""
+    index, off_map = compute_key_layout(window_size, expand_size, focal_window, num_pooled_levels, n_wh, n_ww, True,
+                                        device)
+    if expand_size > 0:
+        w2, rolled = window_size**2, num_rolled_keys(window_size, expand_size)
+        pooled = sum(pooled_neighbourhood(focal_window, k)**2 for k in range(num_pooled_levels))
+        is_rolled = torch.cat([off_map.new_zeros(w2), off_map.new_ones(rolled), off_map.new_zeros(pooled)])
+        dropped = ~torch.as_tensor(with_rolled, device=device)
+        off_map = off_map + is_rolled * dropped.to(off_map.dtype) * DROPPED_KEY_LOGIT
+    return index, off_map

@@ -1,0 +1,171 @@
+"""The public attention-path switch (mmfocal.models.layers.attention_path), the refusal of tracers
+the automatic choice does not know, and the docstring examples of the public classes."""
+import doctest
+
+import pytest
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from mmfocal.models.backbones import focal_fast_transformer, focal_transformer
+from mmfocal.models.layers import (FocalFastTransformerBlock, FocalTransformerBlock, UnknownTracerError,
+                                   attention_kernels, attention_path, attention_settings, focal_attention,
+                                   focal_fast_attention, is_tracing)
+from mmfocal.models.layers.tracing import unclassified_tracing
+
+FLASH_KERNEL = 'aten._scaled_dot_product_flash_attention_for_cpu.default'
+
+
+class OpNames(TorchDispatchMode):
+    """Records the names of the ATen ops that run within it."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def _block(fast: bool = False):
+    torch.manual_seed(0)
+    if fast:
+        return FocalFastTransformerBlock(16, 2, focal_level=2, topk=16).eval()
+    return FocalTransformerBlock(16, 2).eval()
+
+
+def _ops_of(block, x, path):
+    """ATen ops a forward of ``block`` runs with ``path`` forced (the automatic choice would refuse
+    the recording dispatch mode; a forced path is taken as given)."""
+    with attention_path(path), OpNames() as recorder:
+        block(x)
+    return recorder.names
+
+
+@pytest.mark.parametrize('fast', [False, True])
+def test_forced_path_is_the_path_taken(fast):
+    block = _block(fast)
+    x = torch.randn(1, 20, 23, 16, requires_grad=True)
+    with torch.no_grad():
+        fused = _ops_of(block, x, 'fused')
+        standard = _ops_of(block, x, 'standard_ops')
+        autograd = _ops_of(block, x, 'autograd')
+    recompute = _ops_of(block, x, 'recompute')
+    assert FLASH_KERNEL in fused and FLASH_KERNEL in recompute  # the CPU flash kernel
+    assert 'aten.logsumexp.default' not in recompute
+    for names in (standard, autograd):
+        assert FLASH_KERNEL not in names and 'aten._softmax.default' in names
+    with attention_path(kernels='generic'):  # the route of other devices
+        generic = _ops_of(block, x, 'recompute')
+    assert FLASH_KERNEL not in generic and 'aten.logsumexp.default' in generic
+
+
+def test_forced_paths_give_the_automatic_paths_outputs():
+    block = _block().double()
+    x = torch.randn(2, 15, 22, 16, dtype=torch.float64)
+    with torch.no_grad():
+        expected = block(x)
+        for path in ('fused', 'recompute', 'autograd', 'standard_ops'):
+            with attention_path(path):
+                torch.testing.assert_close(block(x), expected, atol=1e-12, rtol=1e-12, msg=path)
+
+
+def test_attention_path_checks_its_arguments_and_restores_the_settings():
+    default = attention_settings()
+    assert default.path == 'auto' and default.kernels is None and default.chunk_bytes == attention_kernels.CHUNK_BYTES
+    with pytest.raises(ValueError, match=r"attention path must be one of .*'standard_ops'.*got 'onnx'"):
+        with attention_path('onnx'):
+            pass
+    with pytest.raises(ValueError, match='chunk_bytes must be a positive integer, got 0'):
+        with attention_path(chunk_bytes=0):
+            pass
+    with pytest.raises(ValueError, match=r"kernels must be one of \('cpu', 'generic'\), got 'cuda'"):
+        with attention_path(kernels='cuda'):
+            pass
+    with pytest.raises(RuntimeError, match='inside'):
+        with attention_path('standard_ops', chunk_bytes=7):
+            with attention_path(kernels='generic') as inner:  # None keeps the outer settings
+                assert inner == ('standard_ops', 7, 'generic')
+            assert attention_settings() == ('standard_ops', 7, None)
+            raise RuntimeError('inside')
+    assert attention_settings() == default
+
+
+def test_forced_paths_refuse_what_they_cannot_compute():
+    block = _block()
+    x = torch.randn(1, 14, 14, 16, requires_grad=True)
+    with pytest.raises(ValueError, match="'fused' computes no gradients: take 'recompute'"):
+        with attention_path('fused'):
+            block(x)
+    block.train().attn.attn_drop.p = 0.1
+    for path in ('fused', 'recompute'):
+        with pytest.raises(ValueError, match=f"'{path}' cannot apply attention dropout"):
+            with attention_path(path):
+                block(x)
+
+
+def test_a_tracer_the_automatic_choice_does_not_know_gets_an_error_not_the_eager_kernels():
+    """make_fx with real tensors (a TorchDispatchMode, no fake tensors, not Dynamo, not the
+    TorchScript tracer) and FlopCounterMode are not recognised as tracing: the automatic choice
+    would take the eager kernels, so it raises instead. With the path chosen, make_fx records a
+    graph that computes the block."""
+    block = _block()
+    x = torch.randn(1, 20, 23, 16)
+    assert not is_tracing(x)
+    with torch.no_grad():
+        with pytest.raises(UnknownTracerError, match=r'TorchDispatchMode .*ProxyTorchDispatchMode.*'
+                                                     r"attention_path\('standard_ops'\)"):
+            make_fx(block)(x)
+        with pytest.raises(UnknownTracerError, match='FlopCounterMode'):
+            with FlopCounterMode(display=False):
+                block(x)
+        with pytest.raises(UnknownTracerError, match='functionalized'):
+            torch.func.functionalize(block)(x)
+
+        with attention_path('standard_ops'):
+            graph = make_fx(block)(x)
+        other = torch.randn(1, 20, 23, 16)
+        torch.testing.assert_close(graph(other), block(other), atol=1e-5, rtol=1e-5)
+        with attention_path('fused'), FlopCounterMode(display=False) as counter:  # forced: taken as given
+            block(x)
+        assert counter.get_total_flops() > 0
+
+
+def test_unclassified_tracing_names_each_kind_of_traced_tensor():
+    plain = torch.randn(2, 3)
+    assert unclassified_tracing(plain, torch.nn.Parameter(plain)) is None and not is_tracing(plain)
+    found = {}
+
+    def probe(name):
+        def function(t):
+            found[name] = unclassified_tracing(t)
+            return t * 2
+        return function
+
+    make_fx(probe('make_fx'))(plain)
+    torch.func.functionalize(probe('functionalize'))(plain)
+    torch.func.vmap(probe('vmap'))(plain)
+    probe('subclass')(plain.as_subclass(type('Tagged', (torch.Tensor, ), {})))
+    probe('fx')(torch.fx.Proxy(torch.fx.Graph().placeholder('x')))
+    assert 'TorchDispatchMode' in found['make_fx']
+    assert 'functionalized' in found['functionalize']
+    assert 'torch.func transform' in found['vmap']
+    assert 'tensor subclass (Tagged)' in found['subclass']
+    assert 'FX Proxy' in found['fx']
+
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode() as mode:
+        fake = mode.from_tensor(plain)
+    assert is_tracing(fake)  # known: fake tensors take the standard-ops path by themselves
+    traced = []
+    torch.jit.trace(lambda t: traced.append(is_tracing(t)) or t * 2, plain, check_trace=False)
+    assert traced == [True]  # known: the TorchScript tracer
+
+
+@pytest.mark.parametrize('module', [attention_kernels, focal_attention, focal_fast_attention, focal_transformer,
+                                    focal_fast_transformer])
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
