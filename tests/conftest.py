@@ -1,6 +1,9 @@
-"""Test isolation for mmengine's process-wide state."""
+"""Test isolation for mmengine's process-wide state; the device the attention tests run on."""
 import pytest
+import torch
 from mmengine.registry import DefaultScope
+
+from .helpers import TEST_DEVICE
 
 
 def _default_scope_restored():
@@ -26,3 +29,14 @@ def demo_workspace(tmp_path_factory):
     make_demo_data(str(root / 'data' / 'demo'), '--scale', '96', '--det-train', '4', '--det-val', '2',
                    '--seg-train', '4', '--seg-val', '2')
     return root
+
+
+@pytest.fixture(scope='session')
+def device() -> torch.device:
+    """Where the attention and backbone tests that take it run their model: the CPU, or the
+    device named by MMFOCAL_TEST_DEVICE (``cuda`` on a GPU machine, see benchmarks/gpu_check.py).
+    References stay on the CPU. Asking for a device that is not there is an error, not a skip."""
+    device = torch.device(TEST_DEVICE)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        pytest.fail(f'MMFOCAL_TEST_DEVICE={TEST_DEVICE} but torch sees no CUDA device')
+    return device

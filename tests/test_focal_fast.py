@@ -197,19 +197,20 @@ def _tiny_block_model(**kwargs):
     (dict(focal_pool='none'), (16, 16)),    # map tokens only
 ])
 @pytest.mark.parametrize('attention_path', ATTENTION_PATHS)
-def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size, attention_path, monkeypatch):
+def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size, attention_path, monkeypatch,
+                                                                    device):
     model = _tiny_block_model(**kwargs).train().double()
     block = model.layers[1].blocks[-1]  # two heads
-    take_attention_path(attention_path, block, monkeypatch)
+    take_attention_path(attention_path, block, monkeypatch, device)
     x = torch.randn(2, *size, model.num_features[1], requires_grad=True, dtype=torch.float64)
-    assert_block_matches_reference(block, x, naive_fast_block)
+    assert_block_matches_reference(block, x, naive_fast_block, device=device)
 
 
-def test_bfloat16_autocast_trains_close_to_float32():
+def test_bfloat16_autocast_trains_close_to_float32(device):
     """The bias MLPs run in bfloat16 under autocast; the kernel's backward accumulates in float32."""
     torch.manual_seed(0)
     model = FocalFastTransformer(**FAST_TINY)
-    bfloat16_autocast_step(model)
+    bfloat16_autocast_step(model, device)
     grad = model.layers[0].blocks[0].attn.coord2rpb_all[1][0].weight.grad
     assert grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
