@@ -51,12 +51,17 @@ def tool_command(script: str, *args) -> list:
     return [sys.executable, path, *map(str, args)] if path.endswith('.py') else ['bash', path, *map(str, args)]
 
 
-def load_tool(name: str):
-    """``tools/<name>.py`` imported as a module (the tools are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f'tools_{name}', osp.join(TOOLS, f'{name}.py'))
+def load_script(path: str, module_name: str):
+    """The script at ``path`` imported as a module named ``module_name`` (scripts are no package)."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_tool(name: str):
+    """``tools/<name>.py`` imported as a module."""
+    return load_script(osp.join(TOOLS, f'{name}.py'), f'tools_{name}')
 
 
 def run_tool(script: str, *args, cwd: Optional[str] = None, check: bool = True, timeout: float = 1200,
