@@ -392,13 +392,7 @@ def section_amp(settings: Settings, budget: float) -> list:
              'With fp16 a first step may overflow at the initial loss scale (the scaler then skips it and lowers '
              'the scale, as in training); the last step must be finite.', '',
              '| precision | losses | gradients finite | loss scale | ok |', '| --- | --- | --- | --- | --- |']
-    batch = synthetic_det_batch(settings.det_image_size)
-    for dtype in settings.amp_dtypes:
-        if time.perf_counter() - start > budget:
-            lines.append(f'| {_precision_label(dtype)} | stopped: section budget spent | | | |')
-            continue
-        lines.append(_row_or_failure(_amp_row, dtype, settings, batch, columns=5))
-    return lines
+    return lines + _rows_by_precision(_amp_row, settings.amp_dtypes, settings, columns=5, deadline=start + budget)
 
 
 def _amp_row(dtype, settings: Settings, batch) -> str:
@@ -416,17 +410,26 @@ def _amp_row(dtype, settings: Settings, batch) -> str:
             f'{scale} | {"yes" if passed else "**NO**"} |')
 
 
-def _row_or_failure(make_row, dtype, *args, columns: int) -> str:
-    """``make_row(dtype, *args)``, or a row saying how it failed (the other precisions still run)."""
-    try:
-        return make_row(dtype, *args)
-    except Exception as error:  # noqa: BLE001
-        message = f'{type(error).__name__}: {error}'.replace('|', '/').replace('\n', ' ')[:300]
-        print(traceback.format_exc(), file=sys.stderr)
-        return f'| {_precision_label(dtype)} | **failed**: {message} |' + ' |' * (columns - 2)
-    finally:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+def _rows_by_precision(make_row, dtypes, settings: Settings, columns: int, deadline: float) -> list:
+    """One table row per autocast dtype, ``make_row(dtype, settings, batch)`` on the synthetic
+    detection batch, until ``deadline``; a row that fails says how (the other precisions still run)."""
+    batch = synthetic_det_batch(settings.det_image_size)
+    rows = []
+    for dtype in dtypes:
+        label = _precision_label(dtype)
+        if time.perf_counter() > deadline:
+            rows.append(f'| {label} | stopped: section budget spent |' + ' |' * (columns - 2))
+            continue
+        try:
+            rows.append(make_row(dtype, settings, batch))
+        except Exception as error:  # noqa: BLE001
+            message = f'{type(error).__name__}: {error}'.replace('|', '/').replace('\n', ' ')[:300]
+            print(traceback.format_exc(), file=sys.stderr)
+            rows.append(f'| {label} | **failed**: {message} |' + ' |' * (columns - 2))
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    return rows
 
 
 def _precision_label(dtype) -> str:
@@ -507,18 +510,14 @@ def section_mask_rcnn(settings: Settings, budget: float) -> list:
     require_cuda(settings)
     require_mmcv_cuda_ops(settings.device)
     start = time.perf_counter()
-    batch = synthetic_det_batch(settings.det_image_size)
     lines = [f'One training iteration (data preprocessing on the device, forward with losses, backward, AdamW step), '
              f'batch of 2 synthetic {settings.det_image_size[0]}x{settings.det_image_size[1]} images; median of '
-             f'{settings.det_iterations} after {settings.det_warmup} warm-up; peak memory allocated beyond the model and optimizer.', '',
+             f'{settings.det_iterations} after {settings.det_warmup} warm-up; peak memory allocated beyond the model '
+             'and optimizer.', '',
              '| precision | Focal-T s | Swin-T s | Focal-T/Swin-T | Focal-T MiB | Swin-T MiB | memory ratio |',
              '| --- | --- | --- | --- | --- | --- | --- |']
-    for dtype in settings.iteration_dtypes:
-        if time.perf_counter() - start > budget:
-            lines.append(f'| {_precision_label(dtype)} | stopped: section budget spent | | | | | |')
-            continue
-        lines.append(_row_or_failure(_iteration_row, dtype, settings, batch, columns=7))
-    return lines
+    return lines + _rows_by_precision(_iteration_row, settings.iteration_dtypes, settings, columns=7,
+                                      deadline=start + budget)
 
 
 def _iteration_row(dtype, settings: Settings, batch) -> str:
