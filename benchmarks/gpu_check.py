@@ -60,6 +60,7 @@ DEVICE_TESTS = ['tests/test_backbone.py', 'tests/test_focal_fast.py']
 DEVICE_TEST_SELECTION = 'straightforward or bfloat16 or kernel'
 # Small enough for the CPU test of this script: a one-block-per-stage backbone, tiny inputs.
 TINY_BACKBONE = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4))
+TORCHVISION_ROI_ALIGN = "torchvision's RoIAlign"
 
 
 class SectionSkipped(Exception):
@@ -81,7 +82,10 @@ class Settings:
         # Mask R-CNN under autocast: fp16 is what tools/train.py --amp trains with. On the CPU only
         # float32: mmcv's CPU NMS and RoIAlign take no bf16 (the run checks the machinery there).
         on_cpu = self.device.type == 'cpu'
-        self.amp_dtypes = [None] if on_cpu else [torch.float16, torch.bfloat16]
+        # mmcv's RoIAlign has no bf16 kernel (CPU or CUDA); torchvision's casts to float32 under
+        # autocast, so bf16 also runs with it (mmcv's RoIAlign(use_torchvision=True)).
+        self.amp_dtypes = ([None, (None, TORCHVISION_ROI_ALIGN)] if on_cpu else
+                           [torch.float16, torch.bfloat16, (torch.bfloat16, TORCHVISION_ROI_ALIGN)])
         self.iteration_dtypes = [None] if on_cpu else [None, torch.float16, torch.bfloat16]
 
 
@@ -223,8 +227,9 @@ def swin_det_config_path() -> str:
     return osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', SWIN_DET_CONFIG)
 
 
-def build_detector(config_path: str, settings: Settings):
-    """The config's model, backbone without a checkpoint (tiny with ``settings.quick``), on the device."""
+def build_detector(config_path: str, settings: Settings, torchvision_roi_align: bool = False):
+    """The config's model, backbone without a checkpoint (tiny with ``settings.quick``), on the
+    device; with ``torchvision_roi_align`` its RoI extractors use torchvision's RoIAlign."""
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
@@ -235,6 +240,9 @@ def build_detector(config_path: str, settings: Settings):
     cfg.model.backbone.init_cfg = None
     if settings.quick:
         shrink_detector(cfg.model)
+    if torchvision_roi_align:
+        for extractor in ('bbox_roi_extractor', 'mask_roi_extractor'):
+            cfg.model.roi_head[extractor].roi_layer.use_torchvision = True
     torch.manual_seed(0)
     logger = MMLogger.get_current_instance()
     level = logger.level
@@ -395,8 +403,9 @@ def section_amp(settings: Settings, budget: float) -> list:
     return lines + _rows_by_precision(_amp_row, settings.amp_dtypes, settings, columns=5, deadline=start + budget)
 
 
-def _amp_row(dtype, settings: Settings, batch) -> str:
-    model = build_detector(FOCAL_DET_CONFIG, settings)
+def _amp_row(precision, settings: Settings, batch) -> str:
+    dtype, variant = precision if isinstance(precision, tuple) else (precision, None)
+    model = build_detector(FOCAL_DET_CONFIG, settings, torchvision_roi_align=variant == TORCHVISION_ROI_ALIGN)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(settings.device.type) if dtype == torch.float16 else None
     losses, finite = [], []
@@ -406,8 +415,8 @@ def _amp_row(dtype, settings: Settings, batch) -> str:
         finite.append(ok)
     scale = f'{scaler.get_scale():g}' if scaler else '-'
     passed = all(map(math.isfinite, losses)) and finite[-1]
-    return (f'| {_precision_label(dtype)} | {", ".join(f"{v:.4f}" for v in losses)} | {", ".join(map(str, finite))} | '
-            f'{scale} | {"yes" if passed else "**NO**"} |')
+    return (f'| {_precision_label(precision)} | {", ".join(f"{v:.4f}" for v in losses)} | '
+            f'{", ".join(map(str, finite))} | {scale} | {"yes" if passed else "**NO**"} |')
 
 
 def _rows_by_precision(make_row, dtypes, settings: Settings, columns: int, deadline: float) -> list:
@@ -432,8 +441,11 @@ def _rows_by_precision(make_row, dtypes, settings: Settings, columns: int, deadl
     return rows
 
 
-def _precision_label(dtype) -> str:
-    return {None: 'fp32', torch.float16: 'fp16 autocast', torch.bfloat16: 'bf16 autocast'}[dtype]
+def _precision_label(precision) -> str:
+    """'fp32', 'fp16 autocast', ... for a dtype (None: no autocast) or a (dtype, variant) pair."""
+    if isinstance(precision, tuple):
+        return f'{_precision_label(precision[0])}, {precision[1]}'
+    return {None: 'fp32', torch.float16: 'fp16 autocast', torch.bfloat16: 'bf16 autocast'}[precision]
 
 
 def peak_memory_mib(model, x, backward: bool, dtype) -> float:

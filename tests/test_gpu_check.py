@@ -45,7 +45,14 @@ def test_gpu_sections_run_on_the_cpu_in_quick_mode():
     assert len(parity_rows) == len(gpu_check.MODELS) * len(settings.parity_cases) * len(gpu_check.PARITY_PATHS)
     assert all(row.endswith('| yes |') for row in parity_rows)
     amp_row, iteration_row = [line for line in report if line.startswith('| fp32 |')]  # the CPU runs float32 only
-    assert amp_row.endswith('| True, True, True | - | yes |'), amp_row
+    torchvision_row, = [line for line in report if line.startswith("| fp32, torchvision's RoIAlign |")]
+    for row in (amp_row, torchvision_row):
+        assert row.endswith('| True, True, True | - | yes |'), row
+    # torchvision's RoIAlign (aligned) computes mmcv's: the same losses
+    assert amp_row.split(' | ')[1] == torchvision_row.split(' | ')[1]
+    model = gpu_check.build_detector(gpu_check.FOCAL_DET_CONFIG, settings, torchvision_roi_align=True)
+    extractors = (model.roi_head.bbox_roi_extractor, model.roi_head.mask_roi_extractor)
+    assert all(layer.use_torchvision for extractor in extractors for layer in extractor.roi_layers)
     assert len(iteration_row.split('|')) == 9 and 'nan' in iteration_row  # no peak memory on the CPU
     speed_rows = [line for line in report if line.startswith('| 2x3x64x96 |')]
     assert [row.split(' | ')[1:3] for row in speed_rows] == [
