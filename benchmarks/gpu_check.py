@@ -1,6 +1,6 @@
 """Everything a CUDA machine has to say about mmfocal, in one run and one markdown report.
 
-    python benchmarks/gpu_check.py --out $OUT/gpu_report.md   # on a GPU: about 5 minutes on an H100/H200
+    python benchmarks/gpu_check.py --out $OUT/gpu_report.md   # on a GPU: sections within --time-limit (420 s)
     python benchmarks/gpu_check.py --quick                    # tiny sizes; without CUDA the GPU sections skip
     python benchmarks/gpu_check.py --quick --device cpu       # the GPU sections' machinery, run on the CPU
 
@@ -14,15 +14,15 @@ the next one runs):
    the recomputing kernel; training with attention dropout: plain autograd) against the CPU
    float32 path, same weights and input, Focal-T and Focal-fast-T at 800x1344 and 512x512, TF32
    off: outputs within 1e-4 and gradients (input and every parameter) within 1e-3, each relative
-   to the tensor's largest value (outputs: at least 1).
+   to the tensor's largest value (outputs: at least 1; gradients: see largest_errors).
 4. amp: Mask R-CNN Focal-T (configs/det/mask_rcnn_focal_t_1x.py) training steps under fp16
    (with a GradScaler) and bf16 autocast on a synthetic batch of 2 images: finite losses and
-   gradients.
+   gradients; bf16 also with torchvision's RoIAlign (mmcv's has no bf16 kernel).
 5. speed: Focal-T and Focal-fast-T against mmdet's Swin-T (benchmarks/backbone_speed.py):
    forward and forward+backward time (CUDA events, median of 10 after warm-up) and peak memory
    at 2x3x800x1344 and 2x3x512x512, fp32, bf16 and fp16 autocast, with the ratios to Swin-T.
 6. mask_rcnn: one whole Mask R-CNN training iteration (forward, backward, AdamW step), Focal-T
-   against mmdet's own Swin-T Mask R-CNN config (same neck and heads), batch 2, fp32 and bf16.
+   against mmdet's own Swin-T Mask R-CNN config (same neck and heads), batch 2, fp32, fp16 and bf16.
 
 Without CUDA the GPU sections (2-6) say 'skipped: no CUDA device'. Mask R-CNN needs mmcv's
 compiled ops (RoIAlign, NMS) on the GPU: where mmcv was built without CUDA kernels, sections 4
@@ -563,7 +563,7 @@ SECTIONS = {  # name: (title, function, budget in seconds on a GPU)
     'environment': ('Environment', section_environment, 30),
     'tests': ('Device tests', section_tests, 90),
     'parity': ('Parity of the attention paths with the CPU float32 path', section_parity, 90),
-    'amp': ('Mask R-CNN Focal-T training steps under AMP', section_amp, 40),
+    'amp': ('Mask R-CNN Focal-T training steps under AMP', section_amp, 45),
     'speed': ('Speed and memory against Swin-T (backbones)', section_speed, 150),
     'mask_rcnn': ('Mask R-CNN training iteration: Focal-T against Swin-T', section_mask_rcnn, 75),
 }
