@@ -1,10 +1,13 @@
-"""Test isolation for mmengine's process-wide state; fixtures shared by several test files."""
+"""Test isolation for mmengine's process-wide state; fixtures shared by several test files; the device the attention tests run on."""
 import http.server
 import threading
 from functools import partial
 
 import pytest
+import torch
 from mmengine.registry import DefaultScope
+
+from .helpers import TEST_DEVICE
 
 
 def _default_scope_restored():
@@ -47,3 +50,14 @@ def web_server(tmp_path, monkeypatch):
     yield site, f'http://127.0.0.1:{server.server_address[1]}'
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope='session')
+def device() -> torch.device:
+    """Where the attention and backbone tests that take it run their model: the CPU, or the
+    device named by MMFOCAL_TEST_DEVICE (``cuda`` on a GPU machine, see benchmarks/gpu_check.py).
+    References stay on the CPU. Asking for a device that is not there is an error, not a skip."""
+    device = torch.device(TEST_DEVICE)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        pytest.fail(f'MMFOCAL_TEST_DEVICE={TEST_DEVICE} but torch sees no CUDA device')
+    return device

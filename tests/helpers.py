@@ -52,12 +52,17 @@ def tool_command(script: str, *args) -> list:
     return [sys.executable, path, *map(str, args)] if path.endswith('.py') else ['bash', path, *map(str, args)]
 
 
-def load_tool(name: str):
-    """``tools/<name>.py`` imported as a module (the tools are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f'tools_{name}', osp.join(TOOLS, f'{name}.py'))
+def load_script(path: str, module_name: str):
+    """The script at ``path`` imported as a module named ``module_name`` (scripts are no package)."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_tool(name: str):
+    """``tools/<name>.py`` imported as a module."""
+    return load_script(osp.join(TOOLS, f'{name}.py'), f'tools_{name}')
 
 
 def run_tool(script: str, *args, cwd: Optional[str] = None, check: bool = True, timeout: float = 1200,
@@ -190,6 +195,8 @@ PAYLOADS = {'os.system': (RunsShellCommand, 'posix.system'), 'exec': (RunsPython
 
 ATTENTION_PATHS = ('cpu', 'cpu, one window per chunk', 'other devices', 'autograd (attention dropout)',
                    'standard ops')
+# The device of the tests that take the ``device`` fixture (conftest.py): cpu unless set.
+TEST_DEVICE = os.environ.get('MMFOCAL_TEST_DEVICE', 'cpu')
 
 
 class DropNothing(torch.nn.Identity):
@@ -206,10 +213,13 @@ def with_large_weights(model):
     return model
 
 
-def take_attention_path(path: str, block) -> contextlib.AbstractContextManager:
+def take_attention_path(path: str, block, device: torch.device = torch.device('cpu')) -> contextlib.AbstractContextManager:
     """Make ``block`` run the attention kernel path named in ATTENTION_PATHS within the returned
-    context, through mmfocal's public switch (nothing of torch is replaced)."""
+    context, through mmfocal's public switch (nothing of torch is replaced). The CPU kernel paths
+    exist only on the CPU: on another ``device`` the test skips."""
     from mmfocal.models.layers import attention_path
+    if path.startswith('cpu') and device.type != 'cpu':
+        pytest.skip(f'the {path!r} attention path runs on the CPU only')
     if path == 'cpu, one window per chunk':  # big maps go in chunks of windows
         return attention_path(chunk_bytes=1)
     if path == 'other devices':  # scaled_dot_product_attention / matmul, run here on CPU
@@ -221,34 +231,41 @@ def take_attention_path(path: str, block) -> contextlib.AbstractContextManager:
     return attention_path('auto')
 
 
-def assert_block_matches_reference(block, x, reference_fn, allow_unused: bool = False) -> None:
+def assert_block_matches_reference(block, x, reference_fn, allow_unused: bool = False,
+                                   device: torch.device = torch.device('cpu')) -> None:
     """``block(x)`` (training and inference) and its gradients against ``reference_fn(block, x)``,
-    in float64: what is compared is the math, not float32 rounding of large gradients.
+    in float64: what is compared is the math, not float32 rounding of large gradients. The block
+    runs on ``device`` (a copy of it, for another device), the reference on the CPU.
     ``allow_unused``: a parameter the reference does not use (FocalTransformer's rolled-key table
     at a map too small for rolled keys) must then get no gradient, or a zero one, from the block."""
-    ours = block(x)
+    tested = block if device.type == 'cpu' else copy.deepcopy(block).to(device)
+    x_tested = x if device.type == 'cpu' else x.detach().to(device).requires_grad_()
+    ours = tested(x_tested)
     reference = reference_fn(block, x)
-    torch.testing.assert_close(ours, reference, atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(ours.cpu(), reference, atol=1e-9, rtol=1e-9)
     with torch.no_grad():  # inference takes a kernel without the log-sum-exp
-        torch.testing.assert_close(block(x), reference, atol=1e-9, rtol=1e-9)
-    grad_out = torch.randn_like(ours)
-    params = [p for p in block.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(ours, [x] + params, grad_out, allow_unused=allow_unused)
-    ref_grads = torch.autograd.grad(reference, [x] + params, grad_out, allow_unused=allow_unused)
+        torch.testing.assert_close(tested(x_tested).cpu(), reference, atol=1e-9, rtol=1e-9)
+    grad_out = torch.randn_like(reference)
+    params = [p for p in tested.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(ours, [x_tested] + params, grad_out.to(device), allow_unused=allow_unused)
+    ref_params = [p for p in block.parameters() if p.requires_grad]
+    ref_grads = torch.autograd.grad(reference, [x] + ref_params, grad_out, allow_unused=allow_unused)
     names = ['input'] + [n for n, p in block.named_parameters() if p.requires_grad]
     for name, g, r in zip(names, grads, ref_grads):
         if r is None:
             assert g is None or g.abs().max() == 0, name
             continue
-        torch.testing.assert_close(g, r, atol=1e-8, rtol=1e-8, msg=lambda m: f'{name}: {m}')
+        torch.testing.assert_close(g.cpu(), r, atol=1e-8, rtol=1e-8, msg=lambda m: f'{name}: {m}')
 
 
-def bfloat16_autocast_step(model):
-    """One forward+backward of ``model`` under CPU bfloat16 autocast on a 64x96 image; checks the
-    outputs are finite and close to float32's (mean abs error < 0.05) and returns them."""
-    x = torch.randn(1, 3, 64, 96)
+def bfloat16_autocast_step(model, device: torch.device = torch.device('cpu')):
+    """One forward+backward of ``model`` (moved to ``device``) under bfloat16 autocast on a 64x96
+    image; checks the outputs are finite and close to float32's (mean abs error < 0.05) and
+    returns them."""
+    model.to(device)
+    x = torch.randn(1, 3, 64, 96, device=device)
     reference = model(x)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         outs = model(x)
         loss = sum(o.float().square().mean() for o in outs)
     loss.backward()

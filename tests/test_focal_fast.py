@@ -198,19 +198,19 @@ def _tiny_block_model(**kwargs):
     (dict(focal_pool='none'), (16, 16)),    # map tokens only
 ])
 @pytest.mark.parametrize('attention_path', ATTENTION_PATHS)
-def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size, attention_path):
+def test_outputs_and_gradients_match_straightforward_implementation(kwargs, size, attention_path, device):
     model = _tiny_block_model(**kwargs).train().double()
     block = model.layers[1].blocks[-1]  # two heads
     x = torch.randn(2, *size, model.num_features[1], requires_grad=True, dtype=torch.float64)
-    with take_attention_path(attention_path, block):
-        assert_block_matches_reference(block, x, naive_fast_block)
+    with take_attention_path(attention_path, block, device):
+        assert_block_matches_reference(block, x, naive_fast_block, device=device)
 
 
-def test_bfloat16_autocast_trains_close_to_float32():
+def test_bfloat16_autocast_trains_close_to_float32(device):
     """The bias MLPs run in bfloat16 under autocast; the kernel's backward accumulates in float32."""
     torch.manual_seed(0)
     model = FocalFastTransformer(**FAST_TINY)
-    bfloat16_autocast_step(model)
+    bfloat16_autocast_step(model, device)
     grad = model.layers[0].blocks[0].attn.coord2rpb_all[1][0].weight.grad
     assert grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.abs().sum() > 0
 

@@ -10,7 +10,7 @@ from mmfocal.engine.paddle_checkpoint import load_pdparams
 from mmfocal.engine.position_tables import (neighbour_table_geometry, resize_grid_table, resize_neighbour_table,
                                             resize_pooling_weight, resize_position_tables)
 from mmfocal.engine.pretrained import CheckpointMismatchError, load_pretrained
-from mmfocal.models.layers.focal_attention import rolled_neighbour_offsets
+from mmfocal.models.layers.key_layout import rolled_neighbour_offsets
 
 from .helpers import TINY
 from .reference_data import load_reference, official_kwargs, write_reference_file

@@ -36,7 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models.layers.focal_attention import FocalTransformerBlock, FocalWindowAttention, rolled_neighbour_offsets
+from ..models.layers.focal_attention import FocalTransformerBlock, FocalWindowAttention
+from ..models.layers.key_layout import rolled_neighbour_offsets
 
 __all__ = ['resize_position_tables', 'resize_grid_table', 'resize_neighbour_table', 'resize_pooling_weight']
 

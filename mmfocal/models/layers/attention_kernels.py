@@ -254,7 +254,10 @@ def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True, bias_c
     on_cpu = _uses_cpu_kernels(q.device)
     bytes_per_window = num_keys * (2 * heads * head_dims + heads * window_area) * q.element_size()
     out = q.new_empty(q.shape)
-    lse = q.new_empty(batch * num_windows, heads, window_area) if need_lse else None
+    # At least float32 whatever q is: rounded to bf16 (8 bits), a log-sum-exp near 10 is off by up
+    # to 0.03, and the backward's recomputed probabilities exp(s - lse) by 3%.
+    lse_dtype = torch.promote_types(q.dtype, torch.float32)
+    lse = q.new_empty(batch * num_windows, heads, window_area, dtype=lse_dtype) if need_lse else None
     chunks = _bias_chunks(num_windows, bytes_per_window, q.device, bias_columns)
     # Chunks outside, images inside: a chunk's bias (gathered per window for Focal-fast) serves
     # every image of the batch.
@@ -278,13 +281,27 @@ def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True, bias_c
                 out_chunk = F.scaled_dot_product_attention(q_chunk, k, v, attn_mask=mask, scale=1.0)
                 lse_chunk = None
             else:  # no public fused kernel returns the log-sum-exp with an additive bias on every GPU
-                scores = q_chunk @ k.transpose(-2, -1) + mask
-                lse_chunk = scores.logsumexp(-1)
-                out_chunk = (scores - lse_chunk.unsqueeze(-1)).exp_() @ v
+                out_chunk, lse_chunk = _attend_with_lse(q_chunk, k, v, mask)
             _put(out, windows, out_chunk.transpose(1, 2), offset=b * num_windows)
             if need_lse:
                 _put(lse, windows, lse_chunk, offset=b * num_windows)
     return out, lse
+
+
+def _attend_with_lse(q, k, v, mask) -> Tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T + mask) v and the log-sum-exp (at least float32) of each query, from (..., queries, d)
+    q, (..., keys, d) k and v and a mask broadcasting to (..., queries, keys).
+
+    Scores in float32 (float64 for float64 inputs) whatever the inputs, as fused kernels keep
+    them and as the backward recomputes them: under bf16 autocast a score near 16 rounds by up to
+    0.06, and probabilities from rounded scores would not be the ones the backward differentiates.
+    The probabilities go to the values' dtype for the last product, as in the fused kernels.
+    """
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    with torch.autocast(q.device.type, enabled=False):
+        scores = q.to(dtype) @ k.to(dtype).transpose(-2, -1) + mask.to(dtype)
+        lse = scores.logsumexp(-1)
+        return (scores - lse.unsqueeze(-1)).exp_().to(v.dtype) @ v, lse
 
 
 class _FocalAttentionCore(torch.autograd.Function):
@@ -304,6 +321,13 @@ class _FocalAttentionCore(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        # The recomputation runs in float32 and writes products into float32 buffers (out=):
+        # autocast, where backward() is called inside it, must not turn them into fp16/bf16.
+        with torch.autocast(grad_out.device.type, enabled=False):
+            return _FocalAttentionCore._recompute_gradients(ctx, grad_out)
+
+    @staticmethod
+    def _recompute_gradients(ctx, grad_out):
         q, source, index, bias, off_map, out, lse = ctx.saved_tensors
         bias_columns = _as_bias_columns(ctx.bias_columns)
         # Under autocast the inputs may be fp16/bf16: accumulate the recomputation in float32.
