@@ -1,4 +1,4 @@
-"""mmfocal: the Focal Transformer backbone for mmdet and mmseg.
+"""mmfocal: the Focal Transformer backbone for mmdet, mmseg and mmpretrain.
 
 Layout (as mmdet's own):
 
@@ -9,7 +9,7 @@ Layout (as mmdet's own):
   conversion of pretrained weights, training hooks;
 * ``mmfocal.deployment``: export (ONNX, torch.export) and inference outside PyTorch;
 * ``mmfocal.cli``: what the scripts under ``tools/`` share;
-* ``mmfocal.registry``: registration in mmdet's and mmseg's registries, the top layer.
+* ``mmfocal.registry``: registration in mmdet's, mmseg's and mmpretrain's registries, the top layer.
 
 ``import mmfocal`` registers everything and makes checkpoints load as data only and be written
 atomically.

@@ -1,4 +1,4 @@
-"""What the scripts under ``tools/`` share: reading a config for mmdet or mmseg, the work dir,
+"""What the scripts under ``tools/`` share: reading a config for mmdet, mmseg or mmpretrain, the work dir,
 distributed runs on machines without a GPU, and the command-line options train and test have in
 common. The tools are thin scripts over these functions; they import the installed package, so
 they run from any working directory."""
@@ -12,7 +12,7 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
 
-SCOPES = ('mmdet', 'mmseg')
+SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
 
@@ -27,8 +27,9 @@ def load_config(path, cfg_options, launcher):
     if scope not in SCOPES:
         raise SystemExit(
             f'{path}: default_scope is {scope!r}; these tools run mmdet configs '
-            f"(default_scope='mmdet') and mmseg configs (default_scope='mmseg'). Inherit the "
-            "library's default_runtime.py, as every config under configs/ does.")
+            f"(default_scope='mmdet'), mmseg configs (default_scope='mmseg') and mmpretrain configs "
+            "(default_scope='mmpretrain'). Inherit the library's default_runtime.py, as every config "
+            'under configs/ does.')
     init_default_scope(scope)
     cfg.launcher = launcher
     return cfg
@@ -146,6 +147,8 @@ _DATA_SETS = {
     'mmdet': 'COCO 2017 (annotations/, train2017/, val2017/) goes in data/coco/, where mmdet\'s configs read it',
     'mmseg': 'ADE20K (ADEChallengeData2016: images/, annotations/) goes in data/ade/ADEChallengeData2016/, '
              'where mmseg\'s configs read it',
+    'mmpretrain': 'ImageNet-1k (train/ and val/, one folder of pictures per class, or with meta/train.txt and '
+                  'meta/val.txt listing them) goes in data/imagenet/, where mmpretrain\'s configs read it',
 }
 _DEMO_DATA = 'data/demo'
 
@@ -172,7 +175,12 @@ def _dataset_paths(dataset_cfg, key):
         yield f'{key}.data_root', data_root
     if dataset_cfg.get('ann_file'):
         yield f'{key}.ann_file', osp.join(data_root, dataset_cfg['ann_file'])
-    for name, prefix in (dataset_cfg.get('data_prefix') or {}).items():
+    prefixes = dataset_cfg.get('data_prefix') or {}
+    if isinstance(prefixes, str):  # mmpretrain: one folder of pictures
+        yield f'{key}.data_prefix', osp.join(data_root, prefixes)
+    elif dataset_cfg.get('split') and not prefixes:  # mmpretrain's ImageNet: the split names the folder
+        yield f'{key}.data_prefix', osp.join(data_root, dataset_cfg['split'])
+    for name, prefix in (prefixes if isinstance(prefixes, dict) else {}).items():
         if isinstance(prefix, str) and prefix:
             yield f'{key}.data_prefix.{name}', osp.join(data_root, prefix)
 
