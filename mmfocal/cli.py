@@ -196,7 +196,7 @@ def check_dataset_paths(cfg, config_path, phases=('train', 'val')):
     paths = []
     for phase in phases:
         loader = cfg.get(f'{phase}_dataloader')
-        if not loader or (phase != 'train' and not cfg.get(f'{phase}_cfg', True)):
+        if not loader or (phase != 'train' and cfg.get(f'{phase}_cfg', {}) is None):  # dict(): the default loop
             continue
         paths += _dataset_paths(loader.dataset, f'{phase}_dataloader.dataset')
         evaluators = cfg.get(f'{phase}_evaluator') or []

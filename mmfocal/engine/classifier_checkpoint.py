@@ -25,7 +25,8 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from .pretrained import _INITIALISABLE, _UNUSED_OFFICIAL, CheckpointMismatchError, _abbrev
+from .pretrained import (_INITIALISABLE, _KIND_BACKBONES, _KIND_NAMES, _UNUSED_OFFICIAL, CheckpointMismatchError,
+                         _abbrev, checkpoint_kind_of)
 
 BACKBONE, HEAD = 'backbone.', 'head.fc.'
 _OFFICIAL_HEAD, _OFFICIAL_NORM = 'head.', 'norm.'
@@ -104,6 +105,13 @@ def match_classifier_state_dict(model: nn.Module, state: Mapping[str, torch.Tens
     load and the model's keys to keep as initialised (only the tables the official 224x224 model
     lacks). Anything else is a CheckpointMismatchError listing every offending key."""
     own = model.state_dict()
+    model_kind, checkpoint_kind = checkpoint_kind_of(own), checkpoint_kind_of(state)
+    if checkpoint_kind is not None and model_kind is not None and checkpoint_kind != model_kind:
+        raise CheckpointMismatchError(
+            f'this is a {_KIND_NAMES[checkpoint_kind]} classifier, but the model\'s backbone is a '
+            f'{_KIND_BACKBONES[model_kind]} ({_KIND_NAMES[model_kind]}): use a config with '
+            f'{_KIND_BACKBONES[checkpoint_kind]} (configs/cls/focal_fast_* for Focal-fast, the others for the '
+            'paper model)')
     mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
                   for k, v in state.items() if k in own and v.shape != own[k].shape]
     unexpected = [k for k in state if k not in own]
@@ -139,8 +147,8 @@ def load_classifier_checkpoint(model: nn.Module, filename: str, map_location='cp
     with torch.no_grad():
         for key in report['loaded']:
             own[key].copy_(state[key])
-    how = ('an official classifier, converted: norm -> backbone.norm{i}, head -> head.fc, the rest under '
-           f'backbone.; not used: {len(dropped)} index buffers (recomputed)' if layout == 'official'
+    how = (f'an official classifier, converted: norm -> backbone.norm{_last_stage(state)}, head -> head.fc, the '
+           f'rest under backbone.; not used: {len(dropped)} index buffers (recomputed)' if layout == 'official'
            else 'an mmpretrain classifier checkpoint')
     print_log(f'{type(model).__name__}: loaded {len(report["loaded"])} tensors from {filename} ({how}); '
               f'initialised (not in the checkpoint): {_abbrev(report["initialised"])}', logger=logger)
