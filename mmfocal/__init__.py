@@ -22,5 +22,5 @@ __all__ = ['ARCH_SETTINGS', 'FocalFastTransformer', 'FocalTransformer', '__versi
 
 from .engine import atomic_checkpoint, safe_load  # noqa: E402
 
-safe_load.install()  # weights-only loading that accepts exactly what mmengine/mmdet/mmseg checkpoints hold
+safe_load.install()  # weights-only loading that accepts exactly what mmengine/mmdet/mmseg/mmpretrain checkpoints hold
 atomic_checkpoint.install()  # checkpoints are written to a temporary file, then renamed

@@ -144,8 +144,8 @@ def test_official_classifier_gives_the_official_logits_as_published_and_converte
 
 def test_a_checkpoint_of_another_model_is_refused_with_its_keys(tmp_path):
     write_official_file('mini_fast_cls', tmp_path / 'fast.pth')
-    with pytest.raises(CheckpointMismatchError, match=r'fast\.pth: this is a Focal-fast classifier, but the '
-                       r"model's backbone is a FocalTransformer .*: use a config with FocalFastTransformer"):
+    with pytest.raises(CheckpointMismatchError, match=r'fast\.pth: this is a Focal-fast checkpoint, but the '
+                       r'model is a FocalTransformer .*: use FocalFastTransformer'):
         load_classifier_checkpoint(mini_classifier('mini_cls'), str(tmp_path / 'fast.pth'))
     reference = load_reference('mini_cls')
     state = {k: v.float() for k, v in reference['state_dict'].items()}
@@ -204,7 +204,9 @@ def test_trained_classifier_is_what_detection_and_segmentation_backbones_start_f
     assert re.search(r'Epoch\(val\) \[2\]\[3/3\] +accuracy/top1: [0-9.]+ +accuracy/top5: [0-9.]+',
                      trained_classifier['log'])
     checkpoint = str(trained_classifier['work_dir'] / 'epoch_2.pth')
-    trained = torch.load(checkpoint, map_location='cpu')['state_dict']
+    # Safe to load: nothing in it beyond what mmfocal's weights-only allow-list takes.
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(checkpoint) == []
+    trained = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
     assert any(k.startswith('head.fc.') for k in trained) and 'backbone.norm3.weight' in trained
     for registry, config in ((mmfocal.MMDET_MODELS, DET_DEMO_CONFIG), (mmfocal.MMSEG_MODELS, SEG_DEMO_CONFIG)):
         backbone_cfg = Config.fromfile(config).model.backbone

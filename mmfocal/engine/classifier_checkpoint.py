@@ -25,8 +25,7 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from .pretrained import (_INITIALISABLE, _KIND_BACKBONES, _KIND_NAMES, _UNUSED_OFFICIAL, CheckpointMismatchError,
-                         _abbrev, checkpoint_kind_of)
+from .pretrained import _UNUSED_OFFICIAL, CheckpointMismatchError, _abbrev, match_state_dict
 
 BACKBONE, HEAD = 'backbone.', 'head.fc.'
 _OFFICIAL_HEAD, _OFFICIAL_NORM = 'head.', 'norm.'
@@ -101,35 +100,24 @@ def classifier_state_dict(checkpoint: Mapping) -> Tuple['OrderedDict[str, torch.
 
 
 def match_classifier_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Dict[str, List[str]]:
-    """Check ``state`` (mmpretrain layout) against the classifier ``model``; return the keys to
-    load and the model's keys to keep as initialised (only the tables the official 224x224 model
-    lacks). Anything else is a CheckpointMismatchError listing every offending key."""
-    own = model.state_dict()
-    model_kind, checkpoint_kind = checkpoint_kind_of(own), checkpoint_kind_of(state)
-    if checkpoint_kind is not None and model_kind is not None and checkpoint_kind != model_kind:
-        raise CheckpointMismatchError(
-            f'this is a {_KIND_NAMES[checkpoint_kind]} classifier, but the model\'s backbone is a '
-            f'{_KIND_BACKBONES[model_kind]} ({_KIND_NAMES[model_kind]}): use a config with '
-            f'{_KIND_BACKBONES[checkpoint_kind]} (configs/cls/focal_fast_* for Focal-fast, the others for the '
-            'paper model)')
-    mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                  for k, v in state.items() if k in own and v.shape != own[k].shape]
-    unexpected = [k for k in state if k not in own]
-    missing = [k for k in own if k not in state]
-    not_initialisable = [k for k in missing if not (k.startswith(BACKBONE) and _INITIALISABLE.search(k))]
-    problems = []
-    if mismatched:
-        problems.append(f'{len(mismatched)} shape mismatches (a checkpoint of another model size, or another '
-                        'number of classes?):\n  ' + '\n  '.join(mismatched[:20])
-                        + ('\n  ...' if len(mismatched) > 20 else ''))
-    if unexpected:
-        problems.append(f'{len(unexpected)} checkpoint keys the model does not have: {_abbrev(unexpected)}')
-    if not_initialisable:
-        problems.append(f'{len(not_initialisable)} model keys missing from the checkpoint: '
-                        f'{_abbrev(not_initialisable)}')
+    """Check ``state`` (mmpretrain layout) against the classifier ``model``: its backbone part as
+    :func:`~mmfocal.engine.pretrained.match_state_dict` checks a backbone's (the final norm is the
+    backbone's ``norm{last}`` here, so it loads), the rest (the head) key for key and shape for
+    shape. Returns the keys to load and the model's keys left as initialised; anything else is a
+    CheckpointMismatchError listing every offending key."""
+    backbone = match_state_dict(model.backbone, OrderedDict(
+        (k[len(BACKBONE):], v) for k, v in state.items() if k.startswith(BACKBONE)))
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(BACKBONE)}
+    rest = {k: v for k, v in state.items() if not k.startswith(BACKBONE)}
+    problems = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+                for k, v in rest.items() if k in own and v.shape != own[k].shape]
+    problems += [f'{k}: not in the model' for k in rest if k not in own]
+    problems += [f'{k}: not in the checkpoint' for k in own if k not in rest]
     if problems:
-        raise CheckpointMismatchError(f'checkpoint does not fit this {type(model).__name__}:\n' + '\n'.join(problems))
-    return dict(loaded=list(state), initialised=missing)
+        raise CheckpointMismatchError(f'checkpoint does not fit this {type(model).__name__}\'s head (another number '
+                                      'of classes?):\n  ' + '\n  '.join(problems))
+    return dict(loaded=[BACKBONE + k for k in backbone['loaded']] + list(rest),
+                initialised=[BACKBONE + k for k in backbone['initialised']])
 
 
 def load_classifier_checkpoint(model: nn.Module, filename: str, map_location='cpu',
@@ -143,10 +131,8 @@ def load_classifier_checkpoint(model: nn.Module, filename: str, map_location='cp
         report = match_classifier_state_dict(model, state)
     except CheckpointMismatchError as error:
         raise CheckpointMismatchError(f'{filename}: {error}') from None
-    own = model.state_dict()
-    with torch.no_grad():
-        for key in report['loaded']:
-            own[key].copy_(state[key])
+    incompatible = model.load_state_dict(state, strict=False)
+    assert not incompatible.unexpected_keys and sorted(incompatible.missing_keys) == sorted(report['initialised'])
     how = (f'an official classifier, converted: norm -> backbone.norm{_last_stage(state)}, head -> head.fc, the '
            f'rest under backbone.; not used: {len(dropped)} index buffers (recomputed)' if layout == 'official'
            else 'an mmpretrain classifier checkpoint')
