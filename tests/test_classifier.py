@@ -208,6 +208,10 @@ def test_trained_classifier_is_what_detection_and_segmentation_backbones_start_f
     assert torch.serialization.get_unsafe_globals_in_checkpoint(checkpoint) == []
     trained = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
     assert any(k.startswith('head.fc.') for k in trained) and 'backbone.norm3.weight' in trained
+    # The classifier itself takes it back strictly (as tools/test.py loads it).
+    classifier = build_classifier(Config.fromfile(trained_classifier['config']).model)
+    report = load_classifier_checkpoint(classifier, checkpoint)
+    assert report['layout'] == 'mmpretrain' and report['initialised'] == [] and len(report['loaded']) == len(trained)
     for registry, config in ((mmfocal.MMDET_MODELS, DET_DEMO_CONFIG), (mmfocal.MMSEG_MODELS, SEG_DEMO_CONFIG)):
         backbone_cfg = Config.fromfile(config).model.backbone
         backbone = registry.build(dict(backbone_cfg, init_cfg=dict(type='Pretrained', checkpoint=checkpoint)))
