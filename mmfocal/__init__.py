@@ -1,4 +1,4 @@
-"""mmfocal: the Focal Transformer backbone for mmdet and mmseg.
+"""mmfocal: the Focal Transformer backbone for mmdet, mmseg and mmpretrain.
 
 Layout (as mmdet's own):
 
@@ -9,7 +9,7 @@ Layout (as mmdet's own):
   conversion of pretrained weights, training hooks;
 * ``mmfocal.deployment``: export (ONNX, torch.export) and inference outside PyTorch;
 * ``mmfocal.cli``: what the scripts under ``tools/`` share;
-* ``mmfocal.registry``: registration in mmdet's and mmseg's registries, the top layer.
+* ``mmfocal.registry``: registration in mmdet's, mmseg's and mmpretrain's registries, the top layer.
 
 ``import mmfocal`` registers everything, and, for the whole process (every mmengine Runner and
 checkpoint loader in it, not only mmfocal's), makes checkpoints load as data only and be written
@@ -17,7 +17,7 @@ atomically (``mmfocal.engine.install()``):
 
 * loading: mmengine's checkpoint loaders pass ``weights_only=True`` (URLs included, which
   mmengine otherwise unpickles without restriction), and torch's allow-list gets the types that
-  mmengine, mmdet and mmseg training checkpoints hold (``mmfocal.engine.safe_load``); a checkpoint
+  mmengine, mmdet, mmseg and mmpretrain training checkpoints hold (``mmfocal.engine.safe_load``); a checkpoint
   that carries code is refused;
 * writing: mmengine's local file backend writes to a temporary file and renames it, so a job
   killed mid-save never leaves a truncated checkpoint (``mmfocal.engine.atomic_checkpoint``).

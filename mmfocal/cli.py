@@ -1,4 +1,4 @@
-"""What the scripts under ``tools/`` share: reading a config, the work dir, distributed runs on
+"""What the scripts under ``tools/`` share: reading a config for mmdet, mmseg or mmpretrain, the work dir, distributed runs on
 machines without a GPU, the command-line options train and test have in common, and checking a
 converted checkpoint against the backbone it is for. The tools are thin scripts over these
 functions; they import the installed package, so they run from any working directory. The checks
@@ -19,7 +19,7 @@ from mmengine.runner import Runner
 from .errors import ConfigError, MissingFileError, MMFocalError
 from .engine.pretrained import backbone_class_name, infer_architecture, match_state_dict
 
-SCOPES = ('mmdet', 'mmseg')
+SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
 
@@ -52,8 +52,9 @@ def load_config(path, cfg_options, launcher):
     if scope not in SCOPES:
         raise ConfigError(
             f'{path}: default_scope is {scope!r}; these tools run mmdet configs '
-            f"(default_scope='mmdet') and mmseg configs (default_scope='mmseg'). Inherit the "
-            "library's default_runtime.py, as every config under configs/ does.")
+            f"(default_scope='mmdet'), mmseg configs (default_scope='mmseg') and mmpretrain configs "
+            "(default_scope='mmpretrain'). Inherit the library's default_runtime.py, as every config "
+            'under configs/ does.')
     init_default_scope(scope)
     cfg.launcher = launcher
     return cfg
@@ -171,6 +172,8 @@ _DATA_SETS = {
     'mmdet': 'COCO 2017 (annotations/, train2017/, val2017/) goes in data/coco/, where mmdet\'s configs read it',
     'mmseg': 'ADE20K (ADEChallengeData2016: images/, annotations/) goes in data/ade/ADEChallengeData2016/, '
              'where mmseg\'s configs read it',
+    'mmpretrain': 'ImageNet-1k (train/ and val/, one folder of pictures per class, or with meta/train.txt and '
+                  'meta/val.txt listing them) goes in data/imagenet/, where mmpretrain\'s configs read it',
 }
 _DEMO_DATA = 'data/demo'
 
@@ -197,7 +200,12 @@ def _dataset_paths(dataset_cfg, key):
         yield f'{key}.data_root', data_root
     if dataset_cfg.get('ann_file'):
         yield f'{key}.ann_file', osp.join(data_root, dataset_cfg['ann_file'])
-    for name, prefix in (dataset_cfg.get('data_prefix') or {}).items():
+    prefixes = dataset_cfg.get('data_prefix') or {}
+    if isinstance(prefixes, str):  # mmpretrain: one folder of pictures
+        yield f'{key}.data_prefix', osp.join(data_root, prefixes)
+    elif dataset_cfg.get('split') and not prefixes:  # mmpretrain's ImageNet: the split names the folder
+        yield f'{key}.data_prefix', osp.join(data_root, dataset_cfg['split'])
+    for name, prefix in (prefixes if isinstance(prefixes, dict) else {}).items():
         if isinstance(prefix, str) and prefix:
             yield f'{key}.data_prefix.{name}', osp.join(data_root, prefix)
 
@@ -213,7 +221,7 @@ def check_dataset_paths(cfg, config_path, phases=('train', 'val')):
     paths = []
     for phase in phases:
         loader = cfg.get(f'{phase}_dataloader')
-        if not loader or (phase != 'train' and not cfg.get(f'{phase}_cfg', True)):
+        if not loader or (phase != 'train' and cfg.get(f'{phase}_cfg', {}) is None):  # dict(): the default loop
             continue
         paths += _dataset_paths(loader.dataset, f'{phase}_dataloader.dataset')
         evaluators = cfg.get(f'{phase}_evaluator') or []

@@ -1,14 +1,17 @@
 """OpenMMLab registration: the top layer. Importing it puts the project's modules into the
-registries of mmengine, mmdet and mmseg, so configs reach them with
+registries of mmengine, mmdet, mmseg and mmpretrain, so configs reach them with
 ``custom_imports=dict(imports=['mmfocal'], allow_failed_imports=False)``: the backbones into the
-MODELS of mmdet and mmseg, the RepPointsV2 detector parts and the mask TTA model into mmdet's
-(head, loss, DetMaskTTAModel into MODELS; assigners into TASK_UTILS), the training hooks into the HOOKS of all three,
-and the visualizers that write ``tools/test.py --show-dir``'s PNGs into the VISUALIZERS of mmdet and mmseg."""
+MODELS of mmdet, mmseg and mmpretrain (an mmpretrain ``ImageClassifier`` is the ImageNet model),
+the RepPointsV2 detector parts and the mask TTA model into mmdet's (head, loss, DetMaskTTAModel
+into MODELS; assigners into TASK_UTILS), the training hooks into the HOOKS of all four, and the
+visualizers that write ``tools/test.py --show-dir``'s PNGs into the VISUALIZERS of mmdet and mmseg."""
 from mmdet.registry import HOOKS as MMDET_HOOKS
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmdet.registry import TASK_UTILS as MMDET_TASK_UTILS
 from mmdet.registry import VISUALIZERS as MMDET_VISUALIZERS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmpretrain.registry import HOOKS as MMPRETRAIN_HOOKS
+from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 from mmseg.registry import HOOKS as MMSEG_HOOKS
 from mmseg.registry import MODELS as MMSEG_MODELS
 from mmseg.registry import VISUALIZERS as MMSEG_VISUALIZERS
@@ -34,11 +37,11 @@ def _register(registry, modules) -> None:
             registry.register_module(module=module, force=True)
 
 
-for _registry in (MMDET_MODELS, MMSEG_MODELS):
+for _registry in (MMDET_MODELS, MMSEG_MODELS, MMPRETRAIN_MODELS):
     _register(_registry, BACKBONES)
 _register(MMDET_MODELS, DETECTION_MODELS)
 _register(MMDET_TASK_UTILS, DETECTION_TASK_UTILS)
 _register(MMDET_VISUALIZERS, (DetPredictionPNGs, ))
 _register(MMSEG_VISUALIZERS, (SegPredictionPNGs, ))
-for _registry in (MMENGINE_HOOKS, MMDET_HOOKS, MMSEG_HOOKS):
+for _registry in (MMENGINE_HOOKS, MMDET_HOOKS, MMSEG_HOOKS, MMPRETRAIN_HOOKS):
     _register(_registry, HOOKS)

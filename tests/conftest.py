@@ -61,3 +61,30 @@ def device() -> torch.device:
     if device.type == 'cuda' and not torch.cuda.is_available():
         pytest.fail(f'MMFOCAL_TEST_DEVICE={TEST_DEVICE} but torch sees no CUDA device')
     return device
+
+
+@pytest.fixture(scope='session')
+def imagenet_workspace(tmp_path_factory):
+    """A folder holding ``data/imagenet`` in ImageNet's layout (mmpretrain's configs' data root),
+    made once per run: 10 classes, one training and one validation picture each (40x48)."""
+    from .helpers import make_image_folder
+    root = tmp_path_factory.mktemp('imagenet_workspace')
+    make_image_folder(str(root / 'data' / 'imagenet'))
+    return root
+
+
+@pytest.fixture(scope='session')
+def trained_classifier(imagenet_workspace, tmp_path_factory):
+    """A real classification run: tools/train.py on configs/cls/focal_t_in1k.py at the mini
+    classifier's size (tests/helpers.py's tiny_classifier_config), 2 epochs of 2 iterations, in
+    deterministic mode, with the SIGKILL hook of the exact-resume tests (off). Returns the config,
+    the work dir (epoch_1.pth, epoch_2.pth) and the log."""
+    from .helpers import run_tool, tiny_classifier_config
+    root = tmp_path_factory.mktemp('trained_classifier')
+    config = tiny_classifier_config(
+        root / 'tiny_focal_t_in1k.py', str(imagenet_workspace / 'data' / 'imagenet'),
+        randomness=dict(seed=0, deterministic=True),
+        custom_imports=dict(imports=['mmfocal', 'tests.helpers'], allow_failed_imports=False),
+        custom_hooks=[dict(type='SigkillAfterIteration', iteration=0)])
+    _, log = run_tool('train.py', config, '--work-dir', root / 'straight', cwd=imagenet_workspace)
+    return dict(config=config, work_dir=root / 'straight', log=log)

@@ -25,6 +25,8 @@ DET_CONFIGS = osp.join(CONFIGS, 'det')
 SEG_CONFIGS = osp.join(CONFIGS, 'seg')
 DET_DEMO_CONFIG = osp.join(DET_CONFIGS, 'mask_rcnn_focal_t_demo.py')
 SEG_DEMO_CONFIG = osp.join(SEG_CONFIGS, 'upernet_focal_t_demo.py')
+CLS_CONFIGS = osp.join(CONFIGS, 'cls')
+CLS_CONFIG = osp.join(CLS_CONFIGS, 'focal_t_in1k.py')
 
 # A one-block-per-stage, 32-channel backbone for configs at test size; 16 channels for unit tests.
 TINY_BACKBONE = dict(arch=None, embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), init_cfg=None)
@@ -141,6 +143,60 @@ def write_config(path, base: str, **entries) -> str:
     lines = [f'_base_ = [{base!r}]'] + [f'{key} = {value!r}' for key, value in entries.items()]
     with open(path, 'w') as file:
         file.write('\n'.join(lines) + '\n')
+    return str(path)
+
+
+# The official mini classifiers' sizes (tests/data/mini_cls.pt.xz, mini_fast_cls.pt.xz), which are the
+# demo backbone's: a classifier of this size loads their weights, and its backbone goes into the demo
+# detector's and segmenter's.
+MINI_CLASSIFIER = dict(arch=None, embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8))
+MINI_CLASSES = 10
+
+
+def make_image_folder(root: str, num_classes: int = MINI_CLASSES, per_class: Optional[dict] = None,
+                      size: Tuple[int, int] = (40, 48)) -> str:
+    """A small ImageNet in ImageNet's layout under ``root``: ``{split}/<class>/<class>_<i>.JPEG``
+    (random pictures of ``size`` (h, w)) and ``meta/{split}.txt`` ("<class>/<file> <label>" lines),
+    as mmpretrain's ImageNet dataset reads it; ``per_class`` pictures per split (train 1, val 1)."""
+    import cv2
+    import numpy as np
+    rng = np.random.default_rng(0)
+    os.makedirs(osp.join(root, 'meta'), exist_ok=True)
+    for split, count in (per_class or dict(train=1, val=1)).items():
+        lines = []
+        for label in range(num_classes):
+            name = f'n{label:08d}'
+            os.makedirs(osp.join(root, split, name), exist_ok=True)
+            for index in range(count):
+                file = f'{name}/{name}_{index}.JPEG'
+                cv2.imwrite(osp.join(root, split, file), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+                lines.append(f'{file} {label}\n')
+        with open(osp.join(root, 'meta', f'{split}.txt'), 'w') as file:
+            file.writelines(lines)
+    return root
+
+
+def tiny_classifier_config(path, data_root: str, base: str = CLS_CONFIG, backbone: Optional[dict] = None,
+                           **entries) -> str:
+    """``base`` (configs/cls/) with the mini classifier's sizes (or ``backbone``'s settings), its
+    10-class head, ``data_root`` (a :func:`make_image_folder`) for every split, 4 pictures a batch,
+    data loading in the process, 2 epochs (1 of warm-up), a checkpoint every epoch, logging every iteration, and
+    ``entries`` (top-level keys); written to ``path`` as a config of its own. Returns the path."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(base)
+    cfg.model.backbone.update(dict(MINI_CLASSIFIER, **(backbone or {})))
+    cfg.model.head.update(num_classes=MINI_CLASSES, in_channels=MINI_CLASSIFIER['embed_dims'] * 8)
+    cfg.data_preprocessor.num_classes = MINI_CLASSES
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        loader.update(batch_size=4, num_workers=0, persistent_workers=False)
+        loader.dataset.data_root = data_root
+    cfg.train_cfg.max_epochs = 2
+    warm_up, decay = cfg.param_scheduler  # 1 warm-up epoch, then the cosine
+    warm_up.end = decay.begin = 1
+    cfg.default_hooks.logger.interval = 1
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1, max_keep_ckpts=-1)
+    cfg.merge_from_dict(entries)
+    cfg.dump(str(path))
     return str(path)
 
 

@@ -1,5 +1,5 @@
-"""tools/make_demo_data.py: deterministic, and what it writes is COCO / ADE20K as mmdet and mmseg
-read them."""
+"""tools/make_demo_data.py: deterministic, and what it writes is COCO / ADE20K / ImageNet as mmdet,
+mmseg and mmpretrain read them."""
 import hashlib
 import json
 import os
@@ -10,10 +10,14 @@ import pytest
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from .helpers import DET_DEMO_CONFIG as DET_CONFIG, SEG_DEMO_CONFIG as SEG_CONFIG, load_tool, make_demo_data, run_tool
+from .helpers import (CLS_CONFIGS, DET_DEMO_CONFIG as DET_CONFIG, SEG_DEMO_CONFIG as SEG_CONFIG, load_tool,
+                      make_demo_data, run_tool)
 
+CLS_CONFIG = osp.join(CLS_CONFIGS, 'focal_t_demo.py')
 # More pictures than the session's demo workspace has: these tests look at the data set itself.
-SMALL = ['--det-train', '24', '--det-val', '6', '--seg-train', '8', '--seg-val', '4']
+SMALL = ['--det-train', '24', '--det-val', '6', '--seg-train', '8', '--seg-val', '4', '--cls-train', '3',
+         '--cls-val', '2']
+CLASSES = ('circle', 'square', 'triangle', 'cross')
 
 
 def make_data(out, *extra):
@@ -41,16 +45,19 @@ def test_same_seed_same_bytes_other_seed_other_pictures(demo_data, tmp_path):
     again = tree_digest(make_data(tmp_path / 'again'))
     first = tree_digest(demo_data)
     assert first == again
-    assert len(first) == 2 + 24 + 6 + 2 * (8 + 4)
+    pictures = 2 + 24 + 6 + 2 * (8 + 4) + 4 * (3 + 2)
+    assert len(first) == pictures + 2  # and the classification set's two lists
     other = tree_digest(make_data(tmp_path / 'other', '--seed', '1'))
     assert other.keys() == first.keys()
     changed = [k for k in first if first[k] != other[k]]
-    assert len(changed) == len(first)
+    # Every file but the lists of the classification pictures, which name the same files.
+    assert sorted(set(first) - set(changed)) == ['imagenet/meta/train.txt', 'imagenet/meta/val.txt']
 
 
 @pytest.mark.parametrize('option, value, message', [
     ('--det-val', '0', '--det-val must be at least 1'),
     ('--typical-colour', '1.5', '--typical-colour must be between 0 and 1'),
+    ('--cls-train', '0', '--cls-train must be at least 1'),
 ])
 def test_bad_arguments_are_refused(tmp_path, option, value, message):
     code, output = run_tool('make_demo_data.py', '--out', tmp_path, option, value, check=False)
@@ -204,3 +211,56 @@ def test_colour_is_a_cue_not_the_answer(demo_data):
         typical.append(min(distance, 180 - distance) <= tool.HUE_SPREAD + 4)
     assert len(typical) > 50
     assert 0.6 < np.mean(typical) < 0.92
+
+
+def imagenet_dataset(data_root, split):
+    """The demo classifier config's dataset (mmpretrain's ImageNet, as in the real ImageNet
+    config) on the data under ``data_root``."""
+    init_default_scope('mmpretrain')
+    from mmpretrain.registry import DATASETS
+    cfg = Config.fromfile(CLS_CONFIG)
+    dataset_cfg = (cfg.train_dataloader if split == 'train' else cfg.val_dataloader).dataset
+    dataset_cfg.data_root = osp.join(data_root, 'imagenet')
+    return DATASETS.build(dataset_cfg)
+
+
+def test_imagenet_format_loads_through_mmpretrain(demo_data):
+    """The real ImageNet config's dataset, with the demo's root and classes, finds every picture
+    under its class's label, and its pipeline makes the demo's crops."""
+    import cv2
+    real = Config.fromfile(osp.join(CLS_CONFIGS, 'focal_t_in1k.py')).train_dataloader.dataset
+    for split, per_class in (('train', 3), ('val', 2)):
+        dataset = imagenet_dataset(demo_data, split)
+        assert dataset.__class__.__name__ == real.type == 'ImageNet'
+        assert dataset.metainfo['classes'] == CLASSES
+        assert len(dataset) == 4 * per_class
+        for index in range(len(dataset)):
+            info = dataset.get_data_info(index)
+            # ImageNet's layout: <split>/<class folder>/<picture>, labelled by the folder's class.
+            folder = osp.basename(osp.dirname(info['img_path']))
+            assert osp.basename(osp.dirname(osp.dirname(info['img_path']))) == split
+            assert CLASSES[info['gt_label']] == folder
+        sample = dataset[len(dataset) - 1]
+        assert tuple(sample['inputs'].shape) == (3, 64, 64)
+        assert int(sample['data_samples'].gt_label) == 3
+    # One shape on a shaded background: the picture's most saturated pixels are the shape's.
+    picture = cv2.imread(osp.join(demo_data, 'imagenet', 'train', 'cross', 'cross_00000.jpg'))
+    saturation = cv2.cvtColor(picture, cv2.COLOR_BGR2HSV)[..., 1]
+    assert 60 <= picture.shape[1] <= 92 and 0.02 < (saturation > 140).mean() < 0.6
+
+
+def test_demo_detectors_differ_only_in_where_the_backbone_starts():
+    """`make demo` compares the detector fine-tuned from the demo classifier with the same detector
+    from scratch on the same budget: the two configs differ in the backbone's init_cfg alone, and
+    the classifier's backbone is the detector's."""
+    from .helpers import DET_CONFIGS
+    scratch = Config.fromfile(DET_CONFIG).to_dict()
+    pretrained = Config.fromfile(osp.join(DET_CONFIGS, 'mask_rcnn_focal_t_demo_pretrained.py')).to_dict()
+    assert scratch['model']['backbone'].pop('init_cfg') is None
+    assert pretrained['model']['backbone'].pop('init_cfg')['type'] == 'Pretrained'
+    assert pretrained == scratch
+    classifier = Config.fromfile(CLS_CONFIG).model.backbone.to_dict()
+    assert classifier.pop('out_indices') == (3, )
+    detector_backbone = dict(scratch['model']['backbone'])
+    detector_backbone.pop('out_indices')
+    assert classifier == dict(detector_backbone, init_cfg=None)

@@ -197,3 +197,19 @@ def test_two_processes_killed_and_resumed_end_as_the_uninterrupted_run(demo_work
     assert len(ranks) == 2 and not torch.equal(ranks[0]['torch'], ranks[1]['torch'])
     assert_same_training_state(tmp_path / 'straight' / 'iter_4.pth', tmp_path / 'killed' / 'iter_4.pth')
     assert logged(tmp_path / 'killed') == logged(tmp_path / 'straight')
+
+
+# --- A classifier (mmpretrain config): Mixup / CutMix and RandAugment draw from the streams too ----
+
+def test_classifier_killed_mid_epoch_ends_as_the_uninterrupted_run(trained_classifier, imagenet_workspace, tmp_path):
+    """The tiny configs/cls/focal_t_in1k.py run of conftest (2 epochs of 2 iterations, checkpoints
+    every epoch), killed after the first batch of epoch 2 and resumed, ends as that run."""
+    straight, config = trained_classifier['work_dir'], trained_classifier['config']
+    killed = tmp_path / 'killed'
+    train(imagenet_workspace, config, killed, [], kill_after=3)
+    log = train(imagenet_workspace, config, killed, [], '--resume')
+    assert 'resumed epoch: 1, iter: 2' in log and NOT_EXACT not in log
+    assert_same_training_state(straight / 'epoch_2.pth', killed / 'epoch_2.pth')
+    expected = logged(straight)
+    assert sorted(expected) == [1, 2, 3, 4] and logged(killed) == expected
+    assert len({record['loss'] for record in expected.values()}) == 4

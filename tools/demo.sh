@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # The whole thing on a laptop, on data made on the spot: `make demo` (after `make env`).
-#   1. tools/make_demo_data.py writes the COCO- and ADE20K-format shape sets under data/demo/;
-#   2. trains the demo Mask R-CNN (configs/det/mask_rcnn_focal_t_demo.py) from scratch and
-#      evaluates it with tools/test.py (COCO bbox and segm mAP), drawing its predictions;
-#   3. the same for the demo UperNet segmenter (configs/seg/upernet_focal_t_demo.py, mIoU);
-#   4. draws both models' learning curves (tools/analysis/plot_curves.py) and what the trained
-#      detector's focal attention looks at for one query on one val picture
-#      (tools/analysis/focal_attention_map.py);
-#   5. prints the metrics and where the checkpoints and the pictures (PNG) are.
+#   1. tools/make_demo_data.py writes the COCO-, ADE20K- and ImageNet-format shape sets under
+#      data/demo/;
+#   2. pretrains the demo classifier (configs/cls/focal_t_demo.py: mmpretrain's ImageClassifier
+#      with the demo-sized Focal backbone) on the ImageNet-format set and evaluates it with
+#      tools/test.py (top-1);
+#   3. fine-tunes the demo Mask R-CNN from that classifier's checkpoint
+#      (configs/det/mask_rcnn_focal_t_demo_pretrained.py) and evaluates it (COCO bbox and segm
+#      mAP), drawing its predictions;
+#   4. trains the same detector from scratch on the same budget
+#      (configs/det/mask_rcnn_focal_t_demo.py) and evaluates it the same way;
+#   5. trains and evaluates the demo UperNet segmenter from scratch
+#      (configs/seg/upernet_focal_t_demo.py, mIoU);
+#   6. draws the learning curves (tools/analysis/plot_curves.py; both detectors in one picture)
+#      and what the fine-tuned detector's focal attention looks at for one query on one val
+#      picture (tools/analysis/focal_attention_map.py);
+#   7. prints the metrics, the whole demo's wall time and where the checkpoints and the pictures
+#      (PNG) are.
 # Outputs go to work_dirs/demo/ (DEMO_DIR overrides). Each run starts afresh; DEMO_RESUME=1
 # continues an interrupted run from its newest checkpoints instead.
 set -euo pipefail
@@ -15,7 +24,9 @@ cd "$(dirname "$0")/.."
 TOOLS=tools
 source "$TOOLS/python.sh"  # sets PYTHON
 DEMO_DIR=${DEMO_DIR:-work_dirs/demo}
+CLS_CONFIG=configs/cls/focal_t_demo.py
 DET_CONFIG=configs/det/mask_rcnn_focal_t_demo.py
+DET_PRETRAINED_CONFIG=configs/det/mask_rcnn_focal_t_demo_pretrained.py
 SEG_CONFIG=configs/seg/upernet_focal_t_demo.py
 export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore}  # keep the log to the training progress
 # Half the cores for compute threads (1 on a 2-core machine), the rest for data loading and
@@ -25,73 +36,102 @@ cores=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores > 3 ? cores / 2 : 1 ))}
 
 banner() { printf '\n==== %s ====\n' "$*"; }
+minutes_since() { echo $(( (SECONDS - $1 + 30) / 60 )); }
 
 resume=()
 if [[ "${DEMO_RESUME:-0}" == 1 ]]; then
   resume=(--resume)
 else
-  rm -rf "$DEMO_DIR/det" "$DEMO_DIR/seg"
+  rm -rf "$DEMO_DIR/cls" "$DEMO_DIR/det_pretrained" "$DEMO_DIR/det" "$DEMO_DIR/seg"
 fi
 mkdir -p "$DEMO_DIR"
 
-banner "1/5 demo data -> data/demo"
+banner "1/7 demo data -> data/demo"
 "$PYTHON" "$TOOLS/make_demo_data.py" --out data/demo
 
-# train_and_test NAME CONFIG: trains into $DEMO_DIR/NAME, then evaluates its last checkpoint.
+# train_and_test NAME CONFIG [OPTION...]: trains into $DEMO_DIR/NAME (the options go to
+# train.py's --cfg-options), then evaluates its last checkpoint, drawing the predictions of the
+# detectors and the segmenter.
 train_and_test() {
   local name=$1 config=$2 work_dir="$DEMO_DIR/$1"
+  shift 2
+  local options=()
+  if (( $# )); then options=(--cfg-options "$@"); fi
   "$PYTHON" "$TOOLS/train.py" "$config" --work-dir "$work_dir" ${resume[@]+"${resume[@]}"} \
-    2>&1 | tee "$DEMO_DIR/$name-train.log"
-  local checkpoint
+    ${options[@]+"${options[@]}"} 2>&1 | tee "$DEMO_DIR/$name-train.log"
+  local checkpoint show=()
   checkpoint=$(cat "$work_dir/last_checkpoint")
+  if [[ $name != cls ]]; then show=(--show-dir "$work_dir/predictions"); fi
   banner "evaluating $checkpoint"
-  "$PYTHON" "$TOOLS/test.py" "$config" "$checkpoint" --work-dir "$work_dir" \
-    --show-dir "$work_dir/predictions" 2>&1 | tee "$DEMO_DIR/$name-test.log"
+  "$PYTHON" "$TOOLS/test.py" "$config" "$checkpoint" --work-dir "$work_dir" ${show[@]+"${show[@]}"} \
+    2>&1 | tee "$DEMO_DIR/$name-test.log"
 }
 
-banner "2/5 training the demo detector (Mask R-CNN, demo-sized Focal backbone, from scratch)"
+banner "2/7 pretraining the demo classifier (ImageNet-format shapes, demo-sized Focal backbone)"
+cls_start=$SECONDS
+train_and_test cls "$CLS_CONFIG"
+cls_minutes=$(minutes_since $cls_start)
+cls_checkpoint=$(cat "$DEMO_DIR/cls/last_checkpoint")
+
+banner "3/7 fine-tuning the demo detector (Mask R-CNN) from the classifier's checkpoint"
+det_pretrained_start=$SECONDS
+train_and_test det_pretrained "$DET_PRETRAINED_CONFIG" "model.backbone.init_cfg.checkpoint=$cls_checkpoint"
+det_pretrained_minutes=$(minutes_since $det_pretrained_start)
+
+banner "4/7 training the same detector from scratch, same schedule"
 det_start=$SECONDS
 train_and_test det "$DET_CONFIG"
-det_minutes=$(( (SECONDS - det_start + 30) / 60 ))
+det_minutes=$(minutes_since $det_start)
 
-banner "3/5 training the demo segmenter (UperNet, demo-sized Focal backbone, from scratch)"
+banner "5/7 training the demo segmenter (UperNet, demo-sized Focal backbone, from scratch)"
 seg_start=$SECONDS
 train_and_test seg "$SEG_CONFIG"
-seg_minutes=$(( (SECONDS - seg_start + 30) / 60 ))
+seg_minutes=$(minutes_since $seg_start)
 
-banner "4/5 learning curves and an attention map"
-"$PYTHON" "$TOOLS/analysis/plot_curves.py" "$DEMO_DIR/det" --labels "Mask R-CNN (demo)" \
-  --title "demo detector: $DET_CONFIG" --out "$DEMO_DIR/det_curves.png"
+banner "6/7 learning curves and an attention map"
+"$PYTHON" "$TOOLS/analysis/plot_curves.py" "$DEMO_DIR/cls" --labels "classifier (demo)" \
+  --title "demo classifier: $CLS_CONFIG" --out "$DEMO_DIR/cls_curves.png"
+"$PYTHON" "$TOOLS/analysis/plot_curves.py" "$DEMO_DIR/det_pretrained" "$DEMO_DIR/det" \
+  --labels "Mask R-CNN from the demo classifier" "Mask R-CNN from scratch" \
+  --title "demo detector: pretrained backbone against scratch, same schedule" --out "$DEMO_DIR/det_curves.png"
 "$PYTHON" "$TOOLS/analysis/plot_curves.py" "$DEMO_DIR/seg" --labels "UperNet (demo)" \
   --title "demo segmenter: $SEG_CONFIG" --out "$DEMO_DIR/seg_curves.png"
 # A query on the small square at the bottom left of val picture 000001, in the first block: the
-# trained detector's own weights over the query's window, the rolled neighbours (those left of the
-# map wrap around to its right edge) and the pooled windows (some beyond the map).
-"$PYTHON" "$TOOLS/analysis/focal_attention_map.py" "$DET_CONFIG" data/demo/coco/val/000001.jpg \
-  --point 15 110 --checkpoint "$(cat "$DEMO_DIR/det/last_checkpoint")" --stage 0 --block 0 \
+# fine-tuned detector's own weights over the query's window, the rolled neighbours (those left of
+# the map wrap around to its right edge) and the pooled windows (some beyond the map).
+"$PYTHON" "$TOOLS/analysis/focal_attention_map.py" "$DET_PRETRAINED_CONFIG" data/demo/coco/val/000001.jpg \
+  --point 15 110 --checkpoint "$(cat "$DEMO_DIR/det_pretrained/last_checkpoint")" --stage 0 --block 0 \
   --out "$DEMO_DIR/attention_map.png"
 
 # The metric lines tools/test.py printed at the end ("  coco/bbox_mAP: 0.61").
 metric() { grep -E "^  $2: " "$DEMO_DIR/$1-test.log" | tail -n1 | sed 's/^ *//'; }
 pngs() { find "$1" -name '*.png' | wc -l | tr -d ' '; }
 
-banner "5/5 results"
-echo "detection, demo val set (${det_minutes} min train + test):"
+banner "7/7 results"
+echo "classification, demo val set (${cls_minutes} min train + test):"
+echo "  $(metric cls accuracy/top1)"
+echo "detection, demo val set: fine-tuned from the classifier (${det_pretrained_minutes} min) | from scratch (${det_minutes} min)"
 for key in coco/bbox_mAP coco/bbox_mAP_50 coco/segm_mAP coco/segm_mAP_50; do
-  echo "  $(metric det "$key")"
+  printf '  %-18s %-8s | %s\n' "$key:" "$(metric det_pretrained "$key" | sed 's/^.*: //')" \
+    "$(metric det "$key" | sed 's/^.*: //')"
 done
 echo "segmentation, demo val set (${seg_minutes} min train + test):"
 for key in mIoU aAcc; do
   echo "  $(metric seg "$key")"
 done
 echo "checkpoints:"
-echo "  detector:  $(cat "$DEMO_DIR/det/last_checkpoint")"
-echo "  segmenter: $(cat "$DEMO_DIR/seg/last_checkpoint")"
+echo "  classifier:              $cls_checkpoint"
+echo "  detector (fine-tuned):   $(cat "$DEMO_DIR/det_pretrained/last_checkpoint")"
+echo "  detector (from scratch): $(cat "$DEMO_DIR/det/last_checkpoint")"
+echo "  segmenter:               $(cat "$DEMO_DIR/seg/last_checkpoint")"
 echo "visualised predictions (PNG, ground truth beside prediction):"
-echo "  detector:  $DEMO_DIR/det/predictions ($(pngs "$DEMO_DIR/det/predictions") files)"
-echo "  segmenter: $DEMO_DIR/seg/predictions ($(pngs "$DEMO_DIR/seg/predictions") files)"
+echo "  detector (fine-tuned):   $DEMO_DIR/det_pretrained/predictions ($(pngs "$DEMO_DIR/det_pretrained/predictions") files)"
+echo "  detector (from scratch): $DEMO_DIR/det/predictions ($(pngs "$DEMO_DIR/det/predictions") files)"
+echo "  segmenter:               $DEMO_DIR/seg/predictions ($(pngs "$DEMO_DIR/seg/predictions") files)"
 echo "learning curves (PNG):"
-echo "  detector:  $DEMO_DIR/det_curves.png"
-echo "  segmenter: $DEMO_DIR/seg_curves.png"
-echo "focal attention of one query, trained detector (PNG): $DEMO_DIR/attention_map.png"
-echo "logs: $DEMO_DIR/{det,seg}-{train,test}.log"
+echo "  classifier: $DEMO_DIR/cls_curves.png"
+echo "  detectors:  $DEMO_DIR/det_curves.png"
+echo "  segmenter:  $DEMO_DIR/seg_curves.png"
+echo "focal attention of one query, fine-tuned detector (PNG): $DEMO_DIR/attention_map.png"
+echo "logs: $DEMO_DIR/{cls,det_pretrained,det,seg}-{train,test}.log"
+echo "the whole demo took $(minutes_since 0) minutes (wall clock, $(uptime | sed 's/.*load/load/'))"

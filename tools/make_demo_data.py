@@ -1,10 +1,10 @@
-"""Write the demo data sets: a COCO-format instance-segmentation set and an ADE20K-format semantic
-segmentation set of coloured shapes, made on the spot (deterministically, in seconds) rather than
-downloaded.
+"""Write the demo data sets: a COCO-format instance-segmentation set, an ADE20K-format semantic
+segmentation set and an ImageNet-format classification set of coloured shapes, made on the spot
+(deterministically, in seconds) rather than downloaded.
 
     python tools/make_demo_data.py [--out data/demo] [--seed 0] [--scale 128]
         [--typical-colour 0.75] [--det-train 600] [--det-val 100] [--seg-train 400]
-        [--seg-val 100]
+        [--seg-val 100] [--cls-scale 80] [--cls-train 400] [--cls-val 50]
 
 Layout written under --out:
 
@@ -12,6 +12,13 @@ Layout written under --out:
     coco/{train,val}/*.jpg
     ade/images/{training,validation}/*.jpg        ADE20K layout, as mmseg's ADE20KDataset reads it
     ade/annotations/{training,validation}/*.png   uint8 labels: 0 = unlabelled, 1.. = the classes
+    imagenet/{train,val}/<class>/*.jpg            ImageNet layout, as mmpretrain's ImageNet reads it:
+    imagenet/meta/{train,val}.txt                 "<class>/<file> <label>" lines
+
+The classification set is the detection set's four classes, one shape per picture (--cls-train /
+--cls-val per class), drawn the same way and as large in pixels, in smaller pictures (--cls-scale):
+what a classifier learns on it is what the detector needs, so pretraining on it is the demo's
+stand-in for ImageNet pretraining.
 
 Every picture is a mildly noisy, softly shaded background with a few filled shapes on it. The
 shape decides the class (circle, square, triangle, cross); size, rotation and position are
@@ -100,21 +107,24 @@ def background(rng, height, width):
     return img, base
 
 
-def draw_scene(rng, height, width, max_objects, size_range, typical_colour=TYPICAL_COLOUR):
-    """Render one picture.
+def draw_scene(rng, height, width, max_objects, size_range, typical_colour=TYPICAL_COLOUR,
+               classes=None):
+    """Render one picture: 1 to ``max_objects`` shapes of random classes, or one shape of each
+    class listed in ``classes`` (class indices), in that order.
 
     Returns the image (uint8 BGR), the class index of every drawn shape, each shape's coverage
     of every pixel (num_shapes x H x W, in [0, 1], occlusion applied) and the indices of the
     shapes visible enough to annotate, in drawing order."""
     img, base = background(rng, height, width)
-    num = int(rng.integers(1, max_objects + 1))
+    chosen = classes
+    num = int(rng.integers(1, max_objects + 1)) if chosen is None else len(chosen)
     # Each pixel belongs to the topmost shape covering it: an id map drawn at supersampled
     # resolution does the occlusion bookkeeping.
     hi_h, hi_w = height * SUPERSAMPLE, width * SUPERSAMPLE
     owner = np.zeros((hi_h, hi_w), np.int16)
     colours, classes, full_areas = [], [], []
     for obj_id in range(1, num + 1):
-        cls = int(rng.integers(len(DET_CLASSES)))
+        cls = int(rng.integers(len(DET_CLASSES))) if chosen is None else int(chosen[obj_id - 1])
         size = rng.uniform(*size_range)
         margin = size * 0.3
         center = (rng.uniform(margin, width - margin), rng.uniform(margin, height - margin))
@@ -228,6 +238,32 @@ def make_ade_split(out_dir, split, num_images, seed, scale, typical_colour=TYPIC
     return num_images
 
 
+def make_imagenet_split(out_dir, split, per_class, seed, scale, typical_colour=TYPICAL_COLOUR):
+    """One shape per picture, ``per_class`` pictures of each class, in ImageNet's layout:
+    ``imagenet/{split}/<class>/<class>_<index>.jpg`` and ``imagenet/meta/{split}.txt`` (one
+    "<class>/<file> <label>" line per picture, labels in DET_CLASSES' order, which mmpretrain's
+    ImageNet dataset reads when it is there, as for the real ImageNet)."""
+    root = osp.join(out_dir, 'imagenet')
+    os.makedirs(osp.join(root, 'meta'), exist_ok=True)
+    lines = []
+    for label, name in enumerate(DET_CLASSES):
+        os.makedirs(osp.join(root, split, name), exist_ok=True)
+        for index in range(per_class):
+            rng = np.random.default_rng([seed, 4 if split == 'train' else 5, label, index])
+            height, width = image_size(rng, scale)
+            # Objects as large in pixels as the detection set's (15-58 pixels at the default
+            # scales), here in pictures of 80 pixels rather than 128.
+            image, _, _, _ = draw_scene(rng, height, width, max_objects=1,
+                                        size_range=(0.2 * scale, 0.65 * scale),
+                                        typical_colour=typical_colour, classes=[label])
+            file_name = f'{name}/{name}_{index:05d}.jpg'
+            write_image(osp.join(root, split, file_name), image)
+            lines.append(f'{file_name} {label}\n')
+    with open(osp.join(root, 'meta', f'{split}.txt'), 'w') as f:
+        f.writelines(lines)
+    return len(lines)
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default='data/demo', help='output folder')
@@ -241,6 +277,12 @@ def parse_args():
     parser.add_argument('--det-val', type=int, default=100)
     parser.add_argument('--seg-train', type=int, default=400)
     parser.add_argument('--seg-val', type=int, default=100)
+    parser.add_argument('--cls-scale', type=int, default=80,
+                        help='nominal width of the classification pictures in pixels')
+    parser.add_argument('--cls-train', type=int, default=400,
+                        help='classification training pictures per class')
+    parser.add_argument('--cls-val', type=int, default=50,
+                        help='classification validation pictures per class')
     return parser.parse_args()
 
 
@@ -248,7 +290,7 @@ def main():
     args = parse_args()
     if not 0 <= args.typical_colour <= 1:
         raise SystemExit('--typical-colour must be between 0 and 1')
-    for name in ('det_train', 'det_val', 'seg_train', 'seg_val'):
+    for name in ('det_train', 'det_val', 'seg_train', 'seg_val', 'cls_train', 'cls_val'):
         if getattr(args, name) < 1:
             raise SystemExit(f'--{name.replace("_", "-")} must be at least 1')
     for split, num in (('train', args.det_train), ('val', args.det_val)):
@@ -259,6 +301,9 @@ def main():
     for split, num in (('training', args.seg_train), ('validation', args.seg_val)):
         make_ade_split(args.out, split, num, args.seed, args.scale, args.typical_colour)
         print(f'ade {split}: {num} images -> {osp.join(args.out, "ade")}')
+    for split, num in (('train', args.cls_train), ('val', args.cls_val)):
+        total = make_imagenet_split(args.out, split, num, args.seed, args.cls_scale, args.typical_colour)
+        print(f'imagenet {split}: {total} images ({num} per class) -> {osp.join(args.out, "imagenet")}')
 
 
 if __name__ == '__main__':

@@ -1,15 +1,22 @@
-"""Evaluate a trained detector (mmdet config) or segmenter (mmseg config).
+"""Evaluate a trained detector (mmdet config), segmenter (mmseg config) or classifier (mmpretrain config).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out PATH] [--show-dir DIR]
         [--tta] [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
 
-The command line of mmdet's and mmseg's tools/test.py; the config's ``default_scope`` decides
-which library evaluates: COCO bbox/segm mAP (mmdet's CocoMetric) or mIoU (mmseg's IoUMetric).
+The command line of mmdet's, mmseg's and mmpretrain's tools/test.py; the config's ``default_scope``
+decides which library evaluates: COCO bbox/segm mAP (mmdet's CocoMetric), mIoU (mmseg's IoUMetric)
+or top-1/top-5 accuracy (mmpretrain's Accuracy).
 
---out      detection: a .pkl file of the raw predictions (mmdet's DumpDetResults);
-           segmentation: a directory for the predicted label maps as PNGs (mmseg's IoUMetric).
+A classifier's CHECKPOINT is an mmpretrain checkpoint (tools/train.py's) or an official ImageNet
+file as published (focal-tiny-is224-ws7.pth, ...: converted in memory); either loads strictly,
+and the log says what was done with every tensor.
+
+--out      detection and classification: a .pkl file of the raw predictions (mmdet's
+           DumpDetResults, mmengine's DumpResults); segmentation: a directory for the predicted
+           label maps as PNGs (mmseg's IoUMetric).
 --show-dir one PNG per drawn prediction, named after its image, written into DIR itself
-           (mmdet draws every test image, mmseg every default_hooks.visualization.interval-th).
+           (mmdet draws every test image, mmseg every default_hooks.visualization.interval-th;
+           not for classification).
 --tta      the config's tta_model/tta_pipeline (for detection, a flip TTA is made up when the
            config has none, as mmdet's own tool does; a detector with masks needs its config's
            tta_model to be DetMaskTTAModel, which keeps the masks).
@@ -22,10 +29,12 @@ import warnings
 
 from mmengine.config import ConfigDict
 from mmengine.dist import is_main_process
+from mmengine.model import BaseTTAModel, is_model_wrapper
 
 import mmfocal  # noqa: F401  registers the models and the PNG visualizers (mmfocal.visualization.prediction_pngs)
 from mmfocal.cli import (build_runner, check_dataset_paths, exit_on_error, load_config, parse_with_shared_arguments,
                          prepare_cpu_distributed, set_work_dir)
+from mmfocal.engine.classifier_checkpoint import load_classifier_checkpoint
 
 
 _PNG_VISUALIZERS = {'DetLocalVisualizer': 'DetPredictionPNGs',
@@ -94,17 +103,25 @@ def enable_tta(cfg, config_path):
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
 
 
+def _unwrapped(model):
+    """The model itself, inside a distributed wrapper and a TTA model (``module`` of both)."""
+    if is_model_wrapper(model):
+        model = model.module
+    return model.module if isinstance(model, BaseTTAModel) else model
+
+
 def parse_args():
     parser = argparse.ArgumentParser(
-        description='Evaluate a Focal Transformer detector (mmdet config) or segmenter '
-        '(mmseg config)')
-    parser.add_argument('config', help='config file (mmdet or mmseg)')
+        description='Evaluate a Focal Transformer detector (mmdet config), segmenter (mmseg config) '
+        'or classifier (mmpretrain config)')
+    parser.add_argument('config', help='config file (mmdet, mmseg or mmpretrain)')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='where the log and metrics go '
                         '(default: work_dirs/<config name>)')
-    parser.add_argument('--out', help='detection: .pkl file for the raw predictions; '
+    parser.add_argument('--out', help='detection, classification: .pkl file for the raw predictions; '
                         'segmentation: directory for predicted label PNGs')
-    parser.add_argument('--show-dir', help='directory for the visualised predictions (PNG)')
+    parser.add_argument('--show-dir', help='directory for the visualised predictions (PNG; detection and '
+                        'segmentation)')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
     return parse_with_shared_arguments(parser)
 
@@ -117,7 +134,13 @@ def main():
     cfg = load_config(args.config, args.cfg_options, args.launcher)
     set_work_dir(cfg, args.config, args.work_dir)
     check_dataset_paths(cfg, args.config, phases=('test', ))  # before anything is built
-    cfg.load_from = args.checkpoint
+    classifier = cfg.default_scope == 'mmpretrain'
+    if classifier and args.show_dir:
+        raise SystemExit('--show-dir: classification predictions are not drawn by this tool; mmpretrain\'s '
+                         'VisualizationHook does: --cfg-options default_hooks.visualization.enable=True '
+                         'default_hooks.visualization.out_dir=DIR')
+    if not classifier:  # the runner loads it (a classifier is loaded strictly below)
+        cfg.load_from = args.checkpoint
 
     show_dir = enable_show_dir(cfg, args.show_dir) if args.show_dir else None
     if args.tta:
@@ -125,15 +148,20 @@ def main():
     if args.out is not None and cfg.default_scope == 'mmseg':
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
-    if args.out is not None and cfg.default_scope == 'mmdet' and \
-            not args.out.endswith(('.pkl', '.pickle')):
-        raise SystemExit(f'--out {args.out}: detection predictions are dumped to a .pkl file')
+    if args.out is not None and cfg.default_scope != 'mmseg' and not args.out.endswith(('.pkl', '.pickle')):
+        raise SystemExit(f'--out {args.out}: {"classification" if classifier else "detection"} predictions are '
+                         'dumped to a .pkl file')
 
     prepare_cpu_distributed(cfg)
     runner = build_runner(cfg)
+    if classifier:
+        load_classifier_checkpoint(_unwrapped(runner.model), args.checkpoint)
     if args.out is not None and cfg.default_scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+    elif args.out is not None and classifier:
+        from mmengine.evaluator import DumpResults
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     metrics = runner.test()
 
     if is_main_process():

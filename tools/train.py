@@ -1,12 +1,15 @@
-"""Train a detector (mmdet config) or a segmenter (mmseg config) with a Focal Transformer backbone.
+"""Train a detector (mmdet config), a segmenter (mmseg config) or an ImageNet classifier (mmpretrain
+config) with a Focal Transformer backbone.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--amp]
         [--auto-scale-lr] [--no-exact-resume] [--cfg-options KEY=VALUE ...]
         [--launcher none|pytorch|slurm|mpi]
 
-The same command line as mmdet's and mmseg's own tools/train.py. The config's ``default_scope``
-('mmdet' or 'mmseg') decides which library runs it. Without a GPU, distributed runs
-(tools/dist_train.sh, --launcher pytorch|slurm) use the gloo backend on CPU.
+The same command line as mmdet's, mmseg's and mmpretrain's own tools/train.py. The config's
+``default_scope`` ('mmdet', 'mmseg' or 'mmpretrain') decides which library runs it. A classifier's
+checkpoint (backbone.*, head.fc.*) is what every detection and segmentation config's backbone
+takes as init_cfg=dict(type='Pretrained', checkpoint=...), as it takes an official file. Without a
+GPU, distributed runs (tools/dist_train.sh, --launcher pytorch|slurm) use the gloo backend on CPU.
 
 Training runs with mmfocal's ExactResumeHook: checkpoints carry every process's random state, and
 a run resumed from one continues as the uninterrupted run would have (--no-exact-resume: without).
@@ -18,8 +21,8 @@ import os.path as osp
 import torch
 from mmengine.logging import print_log
 
-# Registers the project's modules with mmdet and mmseg, and makes checkpoints load as data only
-# (torch's weights_only) and be written atomically, which --resume relies on.
+# Registers the project's modules with mmdet, mmseg and mmpretrain, and makes checkpoints load as
+# data only (torch's weights_only) and be written atomically, which --resume relies on.
 import mmfocal  # noqa: F401
 from mmfocal.cli import (build_runner, check_dataset_paths, check_pretrained_checkpoint, exit_on_error, load_config,
                          parse_with_shared_arguments, prepare_cpu_distributed, set_work_dir)
@@ -29,8 +32,9 @@ from mmfocal.engine.exact_resume import disable_exact_resume, enable_exact_resum
 
 def parse_args():
     parser = argparse.ArgumentParser(
-        description='Train a Focal Transformer detector (mmdet config) or segmenter (mmseg config)')
-    parser.add_argument('config', help='config file (mmdet or mmseg)')
+        description='Train a Focal Transformer detector (mmdet config), segmenter (mmseg config) or '
+        'classifier (mmpretrain config)')
+    parser.add_argument('config', help='config file (mmdet, mmseg or mmpretrain)')
     parser.add_argument('--work-dir', help='where logs and checkpoints go '
                         '(default: work_dirs/<config name>)')
     parser.add_argument(

@@ -50,6 +50,8 @@ def extract_state_dict(checkpoint: Mapping, prefix: Optional[str] = None) -> 'Or
 
     ``prefix`` (e.g. ``'backbone.'``) selects and strips a sub-module's keys, as in a detector
     checkpoint; without it, a checkpoint whose keys all start with ``backbone.`` is stripped too.
+    An mmpretrain classifier's (``backbone.*``, ``head.fc.*``) comes back in the official layout,
+    final ``norm.*`` and ``head.*`` included, as an official file's does.
     """
     if not isinstance(checkpoint, Mapping):
         raise CheckpointMismatchError(f'expected a checkpoint dict, got {type(checkpoint).__name__}')
@@ -59,6 +61,11 @@ def extract_state_dict(checkpoint: Mapping, prefix: Optional[str] = None) -> 'Or
             state = checkpoint[key]
             break
     state = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in state.items())
+    from .classifier_checkpoint import classifier_to_official, is_classifier_state_dict
+    if prefix in (None, 'backbone.') and is_classifier_state_dict(state):
+        # An mmpretrain ImageClassifier's (tools/train.py on configs/cls/): the official layout, so
+        # that its final norm and head go the official file's way (not used).
+        state, prefix = classifier_to_official(state), None
     if prefix is None and state and all(k.startswith('backbone.') for k in state):
         prefix = 'backbone.'
     if prefix:

@@ -1,0 +1,4 @@
+# Focal-S on ImageNet-1K: the Focal-T recipe with the small model (drop path 0.3).
+_base_ = './focal_t_in1k.py'
+
+model = dict(backbone=dict(arch='small', drop_path_rate=0.3))
