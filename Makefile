@@ -6,6 +6,7 @@ env:
 	bash tools/setup_env.sh
 
 test: env
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 demo: env

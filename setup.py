@@ -36,6 +36,7 @@ setup(
     python_requires='>=3.9',
     install_requires=[
         'torch>=2.6', 'numpy>=1.25,<2', 'mmengine>=0.10.7,<1.0', 'mmcv>=2.1.0,<2.2.0', 'mmdet>=3.3.0,<3.4',
-        'mmsegmentation>=1.2.2,<1.3', 'mmpretrain>=1.2.0,<1.3', 'torchvision', 'ftfy', 'regex', 'pycocotools', 'setuptools<82'
+        'mmsegmentation>=1.2.2,<1.3', 'mmpretrain>=1.2.0,<1.3', 'torchvision', 'ftfy', 'regex', 'pycocotools',
+        'setuptools<82'
     ],
 )

@@ -188,7 +188,8 @@ def main():
     for size_text in args.sizes:
         size = tuple(int(v) for v in size_text.split('x'))
         flops = flops_per_image(models, size)
-        rows.append(dict(size=size_text, batch=1, precision='-', pass_='GFLOPs', **{n: f / 1e9 for n, f in flops.items()},
+        rows.append(dict(size=size_text, batch=1, precision='-', pass_='GFLOPs',
+                         **{n: f / 1e9 for n, f in flops.items()},
                          **{f'{a}/{b}': flops[a] / flops[b] for a, b in ratios}))
         print(f'{"1x" + size_text:>14} {"-":>9} {"GFLOPs":>8} ' + ' '.join(f'{flops[n] / 1e9:14.1f}' for n in models)
               + ' ' + ' '.join(f'{flops[a] / flops[b]:20.2f}' for a, b in ratios), flush=True)
@@ -199,14 +200,16 @@ def main():
                 for pass_name, t in results.items():
                     rows.append(dict(size=size_text, batch=batch, precision=label, pass_=pass_name, **t,
                                      **{f'{a}/{b}': t[a] / t[b] for a, b in ratios}))
-                    print(f'{batch}x{size_text:>10} {label:>9} {pass_name:>8} ' + ' '.join(f'{t[n]:14.3f}' for n in models)
-                          + ' ' + ' '.join(f'{t[a] / t[b]:20.2f}' for a, b in ratios), flush=True)
+                    print(f'{batch}x{size_text:>10} {label:>9} {pass_name:>8} '
+                          + ' '.join(f'{t[n]:14.3f}' for n in models) + ' '
+                          + ' '.join(f'{t[a] / t[b]:20.2f}' for a, b in ratios), flush=True)
             if not args.no_memory:
                 mem = {name: peak_memory(name, size, batch, device) for name in models}
                 rows.append(dict(size=size_text, batch=batch, precision='fp32', pass_='peak MiB', **mem,
                                  **{f'{a}/{b}': mem[a] / mem[b] for a, b in ratios}))
-                print(f'{batch}x{size_text:>10} {"fp32":>9} {"peak MiB":>8} ' + ' '.join(f'{mem[n]:14.0f}' for n in models)
-                      + ' ' + ' '.join(f'{mem[a] / mem[b]:20.2f}' for a, b in ratios), flush=True)
+                print(f'{batch}x{size_text:>10} {"fp32":>9} {"peak MiB":>8} '
+                      + ' '.join(f'{mem[n]:14.0f}' for n in models) + ' '
+                      + ' '.join(f'{mem[a] / mem[b]:20.2f}' for a, b in ratios), flush=True)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(rows, f, indent=1)

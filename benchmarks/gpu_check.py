@@ -229,6 +229,7 @@ def build_detector(config_path: str, settings: Settings, torchvision_roi_align: 
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
     from mmengine.logging import MMLogger
+
     import mmfocal  # noqa: F401  registers the backbones
     register_all_modules(init_default_scope=True)
     cfg = Config.fromfile(config_path)

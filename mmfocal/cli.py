@@ -1,8 +1,8 @@
-"""What the scripts under ``tools/`` share: reading a config for mmdet, mmseg or mmpretrain, the work dir, distributed runs on
-machines without a GPU, the command-line options train and test have in common, and checking a
-converted checkpoint against the backbone it is for. The tools are thin scripts over these
-functions; they import the installed package, so they run from any working directory. The checks
-raise :mod:`mmfocal.errors` exceptions; a tool's ``main``, decorated with :func:`exit_on_error`,
+"""What the scripts under ``tools/`` share: reading a config for mmdet, mmseg or mmpretrain, the
+work dir, distributed runs on machines without a GPU, the command-line options train and test have
+in common, and checking a converted checkpoint against the backbone it is for. The tools are thin
+scripts over these functions; they import the installed package, so they run from any working
+directory. The checks raise :mod:`mmfocal.errors` exceptions; a tool's ``main``, decorated with :func:`exit_on_error`,
 stops with their one-line message."""
 import copy
 import functools
@@ -16,8 +16,8 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
 
-from .errors import ConfigError, MissingFileError, MMFocalError
 from .engine.pretrained import backbone_class_name, infer_architecture, match_state_dict
+from .errors import ConfigError, MissingFileError, MMFocalError
 
 SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')

@@ -1,4 +1,5 @@
-"""Test isolation for mmengine's process-wide state; fixtures shared by several test files; the device the attention tests run on."""
+"""Test isolation for mmengine's process-wide state; fixtures shared by several test files (the demo
+data, a local web server, a trained classifier); the device the attention tests run on."""
 import http.server
 import threading
 from functools import partial

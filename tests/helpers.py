@@ -269,7 +269,8 @@ def with_large_weights(model):
     return model
 
 
-def take_attention_path(path: str, block, device: torch.device = torch.device('cpu')) -> contextlib.AbstractContextManager:
+def take_attention_path(path: str, block,
+                        device: torch.device = torch.device('cpu')) -> contextlib.AbstractContextManager:
     """Make ``block`` run the attention kernel path named in ATTENTION_PATHS within the returned
     context, through mmfocal's public switch (nothing of torch is replaced). The CPU kernel paths
     exist only on the CPU: on another ``device`` the test skips."""

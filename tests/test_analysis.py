@@ -65,14 +65,14 @@ def test_recorded_weights_and_key_positions_follow_the_layout(recorded_block, qu
         chosen = keys.group == names.index(group)
         for flag, value in where.items():
             chosen &= getattr(keys, flag) == value
-        return {(int(t), int(l)) for t, l in zip(keys.top[chosen], keys.left[chosen])}
+        return {(int(top), int(left)) for top, left in zip(keys.top[chosen], keys.left[chosen])}
 
     assert at('window tokens') == window
     assert np.all(keys.size[keys.group == 0] == 1)
     rolled = keys.group == names.index('rolled neighbours')
-    assert {(int(t), int(l)) for t, l in zip(keys.nominal_top[rolled], keys.nominal_left[rolled])} == ring
+    assert {(int(top), int(left)) for top, left in zip(keys.nominal_top[rolled], keys.nominal_left[rolled])} == ring
     assert at('rolled neighbours') == rolled_at
-    wrapped_nominal = {(int(t), int(l)) for t, l in zip(keys.nominal_top[rolled & keys.wrapped],
+    wrapped_nominal = {(int(top), int(left)) for top, left in zip(keys.nominal_top[rolled & keys.wrapped],
                                                          keys.nominal_left[rolled & keys.wrapped])}
     assert wrapped_nominal == {(r, c) for r, c in ring if not (0 <= r < 21 and 0 <= c < 21)}
     assert at('pooled level 1', off_map=False) == on_map
@@ -127,7 +127,7 @@ def test_focal_fast_keys_are_the_nearest_tokens_and_the_pooled_windows(recorded_
     row, col = query
     centre = (row // WINDOW * WINDOW + WINDOW // 2, col // WINDOW * WINDOW + WINDOW // 2)
     fine = keys.group == 0
-    chosen = {(int(t), int(l)) for t, l in zip(keys.top[fine], keys.left[fine])}
+    chosen = {(int(top), int(left)) for top, left in zip(keys.top[fine], keys.left[fine])}
     assert len(chosen) == fine.sum() == FAST_TOPK and np.all(keys.size[fine] == 1)
     everything = {(r, c) for r in range(MAP[0]) for c in range(MAP[1])}
     assert chosen <= everything
@@ -138,7 +138,7 @@ def test_focal_fast_keys_are_the_nearest_tokens_and_the_pooled_windows(recorded_
     assert max(map(distance, chosen)) <= min(map(distance, everything - chosen))
     # Pooled windows: the map padded symmetrically to 21 x 21 (2 rows on top, no column on the left)
     pooled = keys.group == 1
-    assert {(int(t), int(l)) for t, l in zip(keys.top[pooled], keys.left[pooled])} == \
+    assert {(int(top), int(left)) for top, left in zip(keys.top[pooled], keys.left[pooled])} == \
         {(r * WINDOW - 2, c * WINDOW) for r in range(3) for c in range(3)}
     assert np.all(keys.size[pooled] == WINDOW) and not keys.off_map.any()
 
@@ -152,7 +152,7 @@ def test_focal_fast_attention_map_draws_the_recorded_keys(recorded_fast_block, t
         drawn = {(round(p.get_y() / stride), round(p.get_x() / stride)) for p in ax.patches
                  if p.get_gid() == f'key:{group}'}
         on = keys.group == group
-        assert drawn == {(int(t), int(l)) for t, l in zip(keys.top[on], keys.left[on])}
+        assert drawn == {(int(top), int(left)) for top, left in zip(keys.top[on], keys.left[on])}
     assert osp.getsize(tmp_path / 'fast.png') > 10000
 
 

@@ -22,8 +22,12 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import save_checkpoint
 from torch.utils.data import Dataset
 
-from mmfocal.engine.atomic_checkpoint import (TEMP_SUFFIX, AtomicLocalBackend, find_latest_complete_checkpoint,
-                                              is_complete_checkpoint)
+from mmfocal.engine.atomic_checkpoint import (
+    TEMP_SUFFIX,
+    AtomicLocalBackend,
+    find_latest_complete_checkpoint,
+    is_complete_checkpoint,
+)
 
 from .helpers import DET_DEMO_CONFIG, run_tool, tool_command, tool_environment
 

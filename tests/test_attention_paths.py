@@ -9,9 +9,17 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmfocal.models.backbones import focal_fast_transformer, focal_transformer
-from mmfocal.models.layers import (FocalFastTransformerBlock, FocalTransformerBlock, UnknownTracerError,
-                                   attention_kernels, attention_path, attention_settings, focal_attention,
-                                   focal_fast_attention, is_tracing)
+from mmfocal.models.layers import (
+    FocalFastTransformerBlock,
+    FocalTransformerBlock,
+    UnknownTracerError,
+    attention_kernels,
+    attention_path,
+    attention_settings,
+    focal_attention,
+    focal_fast_attention,
+    is_tracing,
+)
 from mmfocal.models.layers.tracing import unclassified_tracing
 
 FLASH_KERNEL = 'aten._scaled_dot_product_flash_attention_for_cpu.default'

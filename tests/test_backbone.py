@@ -11,8 +11,15 @@ from mmfocal.engine.pretrained import CheckpointMismatchError, match_state_dict
 from mmfocal.models.layers import attention_kernels
 from mmfocal.models.layers.key_layout import OFF_MAP_LOGIT
 
-from .helpers import (ATTENTION_PATHS, TINY, assert_block_matches_reference, bfloat16_autocast_step, run_tool,
-                      take_attention_path, with_large_weights)
+from .helpers import (
+    ATTENTION_PATHS,
+    TINY,
+    assert_block_matches_reference,
+    bfloat16_autocast_step,
+    run_tool,
+    take_attention_path,
+    with_large_weights,
+)
 from .naive_focal import naive_block
 from .reference_data import assert_stages_match, load_reference, official_checkpoint_entries, official_kwargs
 

@@ -18,12 +18,26 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
 import mmfocal
-from mmfocal.engine.classifier_checkpoint import (classifier_state_dict, load_classifier_checkpoint,
-                                                  match_classifier_state_dict)
+from mmfocal.engine.classifier_checkpoint import (
+    classifier_state_dict,
+    load_classifier_checkpoint,
+    match_classifier_state_dict,
+)
 from mmfocal.engine.pretrained import CheckpointMismatchError, load_pretrained
 
-from .helpers import (CLS_CONFIGS, DET_CONFIGS, DET_DEMO_CONFIG, MINI_CLASSES, MINI_CLASSIFIER, SEG_CONFIGS,
-                      SEG_DEMO_CONFIG, load_tool, run_tool, tiny_classifier_config, weight_decay_by_parameter)
+from .helpers import (
+    CLS_CONFIGS,
+    DET_CONFIGS,
+    DET_DEMO_CONFIG,
+    MINI_CLASSES,
+    MINI_CLASSIFIER,
+    SEG_CONFIGS,
+    SEG_DEMO_CONFIG,
+    load_tool,
+    run_tool,
+    tiny_classifier_config,
+    weight_decay_by_parameter,
+)
 from .reference_data import load_reference, official_checkpoint_entries
 
 # Each published checkpoint, the config of its model and the parameter count the paper (Focal-T/S/B

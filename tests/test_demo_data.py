@@ -10,8 +10,9 @@ import pytest
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from .helpers import (CLS_CONFIGS, DET_DEMO_CONFIG as DET_CONFIG, SEG_DEMO_CONFIG as SEG_CONFIG, load_tool,
-                      make_demo_data, run_tool)
+from .helpers import CLS_CONFIGS, load_tool, make_demo_data, run_tool
+from .helpers import DET_DEMO_CONFIG as DET_CONFIG
+from .helpers import SEG_DEMO_CONFIG as SEG_CONFIG
 
 CLS_CONFIG = osp.join(CLS_CONFIGS, 'focal_t_demo.py')
 # More pictures than the session's demo workspace has: these tests look at the data set itself.

@@ -10,8 +10,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmfocal.deployment.compile import compile_for_any_size
 from mmfocal.apis import build_model_from_config
+from mmfocal.deployment.compile import compile_for_any_size
 from mmfocal.deployment.export import ExportedPart, export_onnx, flatten_outputs
 from mmfocal.deployment.ort_model import ORTModel
 from mmfocal.deployment.standard_ops import AdaptiveAvgPool2dMatmul
@@ -20,8 +20,18 @@ from mmfocal.models.backbones.focal_transformer import ARCH_SETTINGS, FocalTrans
 from mmfocal.models.layers import attention_path
 from mmfocal.models.layers.focal_attention import FocalTransformerBlock, FocalWindowAttention
 
-from .helpers import (DET_CONFIGS, DET_DEMO_CONFIG, IN_PROCESS, SEG_DEMO_CONFIG, TINY, GraphCounter,
-                      assert_compiled_matches_eager, onnx_with_one_weight_changed, run_tool, shrink_backbone)
+from .helpers import (
+    DET_CONFIGS,
+    DET_DEMO_CONFIG,
+    IN_PROCESS,
+    SEG_DEMO_CONFIG,
+    TINY,
+    GraphCounter,
+    assert_compiled_matches_eager,
+    onnx_with_one_weight_changed,
+    run_tool,
+    shrink_backbone,
+)
 
 TOLERANCE = 1e-4
 ONE_STAGE = dict(embed_dims=16, focal_levels=(2, ), focal_windows=(7, ), expand_sizes=(3, ), out_indices=(0, ),

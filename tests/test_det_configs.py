@@ -14,6 +14,8 @@ import pytest
 import torch
 import torch.nn as nn
 from mmcv.transforms import Compose
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.model import revert_sync_batchnorm
@@ -22,10 +24,9 @@ from mmengine.registry import init_default_scope
 from PIL import Image
 
 import mmfocal  # noqa: F401  registers FocalTransformer
-from mmdet.registry import MODELS
-from mmdet.structures import DetDataSample
 
-from .helpers import DET_CONFIGS as CONFIG_DIR, shrink_backbone, shrink_scales
+from .helpers import DET_CONFIGS as CONFIG_DIR
+from .helpers import shrink_backbone, shrink_scales
 
 CHECKPOINT_URL = 'https://projects4jw.blob.core.windows.net/model/focal-transformer/imagenet1k/focal-{}-is224-ws7.pth'
 

@@ -10,7 +10,8 @@ import json
 import os.path as osp
 import subprocess
 
-from .helpers import DET_DEMO_CONFIG as CONFIG, ROOT, make_demo_data, tool_command, tool_environment
+from .helpers import DET_DEMO_CONFIG as CONFIG
+from .helpers import ROOT, make_demo_data, tool_command, tool_environment
 
 ITERATIONS = 3
 BATCH_SIZE = 2

@@ -19,8 +19,16 @@ import torch
 import mmfocal  # noqa: F401  (checkpoints load through its weights-only allow-list)
 from mmfocal.engine.exact_resume import STATE_KEY
 
-from .helpers import DET_DEMO_CONFIG, SEG_DEMO_CONFIG, TINY_BACKBONE, free_port, override, run_tool, \
-    tool_environment, write_config
+from .helpers import (
+    DET_DEMO_CONFIG,
+    SEG_DEMO_CONFIG,
+    TINY_BACKBONE,
+    free_port,
+    override,
+    run_tool,
+    tool_environment,
+    write_config,
+)
 
 DETERMINISTIC = ['randomness.seed=0', 'randomness.deterministic=True', 'default_hooks.logger.interval=1',
                  'default_hooks.checkpoint.max_keep_ckpts=-1', 'train_dataloader.batch_size=2']

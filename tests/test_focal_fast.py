@@ -21,9 +21,19 @@ from mmfocal.models.layers import attention_path
 from mmfocal.models.layers.attention_kernels import CHUNK_BYTES, attend
 from mmfocal.models.layers.fast_key_layout import MIN_SHARED_GROUP, cached_fast_key_layout, unique_pairs
 
-from .helpers import (ATTENTION_PATHS, CONFIGS, TINY, TOOLS, assert_block_matches_reference, bfloat16_autocast_step,
-                      norm_parameter_ids, shrink_backbone, take_attention_path, weight_decay_by_parameter,
-                      with_large_weights)
+from .helpers import (
+    ATTENTION_PATHS,
+    CONFIGS,
+    TINY,
+    TOOLS,
+    assert_block_matches_reference,
+    bfloat16_autocast_step,
+    norm_parameter_ids,
+    shrink_backbone,
+    take_attention_path,
+    weight_decay_by_parameter,
+    with_large_weights,
+)
 from .naive_focal_fast import naive_fast_block, nearest
 from .reference_data import assert_stages_match, load_reference, official_checkpoint_entries
 

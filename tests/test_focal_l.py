@@ -8,32 +8,39 @@ import functools
 import os.path as osp
 import random
 
+import mmseg
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 from mmcv.transforms import Compose
+from mmdet.registry import MODELS as DET_MODELS
+from mmdet.structures import DetDataSample
 from mmengine.config import Config, ConfigDict
 from mmengine.dataset import pseudo_collate
 from mmengine.model import revert_sync_batchnorm
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
+from mmseg.registry import MODELS as SEG_MODELS
 from PIL import Image
 
 import mmfocal  # noqa: F401  registers FocalTransformer and DetMaskTTAModel
-import mmseg
-from mmdet.registry import MODELS as DET_MODELS
-from mmdet.structures import DetDataSample
 from mmfocal import ARCH_SETTINGS, FocalTransformer
-from mmfocal.models.test_time_augs import DetMaskTTAModel
-from mmseg.registry import MODELS as SEG_MODELS
-
 from mmfocal.cli import check_pretrained_checkpoint
 from mmfocal.errors import MissingFileError
+from mmfocal.models.test_time_augs import DetMaskTTAModel
 
-from .helpers import (DET_CONFIGS, SCALE_DIVISOR, SEG_CONFIGS, norm_parameter_ids, run_tool, shrink_backbone,
-                      shrink_scales, weight_decay_by_parameter)
+from .helpers import (
+    DET_CONFIGS,
+    SCALE_DIVISOR,
+    SEG_CONFIGS,
+    norm_parameter_ids,
+    run_tool,
+    shrink_backbone,
+    shrink_scales,
+    weight_decay_by_parameter,
+)
 
 DYHEAD = osp.join(DET_CONFIGS, 'atss_dyhead_focal_l_ms_2x.py')
 HTC = osp.join(DET_CONFIGS, 'htc_plusplus_focal_l_3x.py')

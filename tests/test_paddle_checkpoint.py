@@ -17,8 +17,13 @@ from mmfocal.engine.pretrained import CheckpointMismatchError, load_pretrained
 from mmfocal.engine.safe_load import IncompleteCheckpointError, UnsafeCheckpointError
 
 from .helpers import PAYLOADS, run_tool, tool_environment
-from .reference_data import (load_reference, official_checkpoint_entries, official_classifier_logits, official_kwargs,
-                             write_reference_file)
+from .reference_data import (
+    load_reference,
+    official_checkpoint_entries,
+    official_classifier_logits,
+    official_kwargs,
+    write_reference_file,
+)
 
 
 @pytest.fixture(scope='module')

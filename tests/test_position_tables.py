@@ -7,8 +7,13 @@ import torch
 
 from mmfocal import FocalTransformer
 from mmfocal.engine.paddle_checkpoint import load_pdparams
-from mmfocal.engine.position_tables import (neighbour_table_geometry, resize_grid_table, resize_neighbour_table,
-                                            resize_pooling_weight, resize_position_tables)
+from mmfocal.engine.position_tables import (
+    neighbour_table_geometry,
+    resize_grid_table,
+    resize_neighbour_table,
+    resize_pooling_weight,
+    resize_position_tables,
+)
 from mmfocal.engine.pretrained import CheckpointMismatchError, load_pretrained
 from mmfocal.models.layers.key_layout import rolled_neighbour_offsets
 

@@ -29,8 +29,18 @@ from mmfocal import FocalTransformer
 from mmfocal.engine import safe_load
 from mmfocal.engine.safe_load import CheckpointDownloadError, UnsafeCheckpointError, checkpoint_safe_globals
 
-from .helpers import (DET_DEMO_CONFIG, PAYLOADS, SEG_CONFIGS, TINY_BACKBONE, RunsShellCommand, free_port, run_tool,
-                      shrink_backbone, tool_command, tool_environment)
+from .helpers import (
+    DET_DEMO_CONFIG,
+    PAYLOADS,
+    SEG_CONFIGS,
+    TINY_BACKBONE,
+    RunsShellCommand,
+    free_port,
+    run_tool,
+    shrink_backbone,
+    tool_command,
+    tool_environment,
+)
 from .reference_data import official_checkpoint_entries
 
 DET_CLASSES = ('circle', 'square', 'triangle', 'cross')

@@ -7,6 +7,7 @@ import functools
 import os.path as osp
 import re
 
+import mmseg
 import numpy as np
 import pytest
 import torch
@@ -18,15 +19,16 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from mmengine.structures import PixelData
-from PIL import Image
-
-import mmfocal  # noqa: F401  registers FocalTransformer
-import mmseg
 from mmseg.models import SegTTAModel
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
+from PIL import Image
 
-from .helpers import SCALE_DIVISOR, SEG_CONFIGS as CONFIG_DIR, shrink_backbone, shrink_scales
+import mmfocal  # noqa: F401  registers FocalTransformer
+
+from .helpers import SCALE_DIVISOR, shrink_backbone, shrink_scales
+from .helpers import SEG_CONFIGS as CONFIG_DIR
+
 CHECKPOINT_URL = 'https://projects4jw.blob.core.windows.net/model/focal-transformer/imagenet1k/{}'
 
 # size -> (arch, paper's parameter count, backbone output channels)

@@ -14,8 +14,19 @@ import sys
 import pytest
 import torch
 
-from .helpers import (DET_CONFIGS, DET_DEMO_CONFIG as DET_CONFIG, IN_PROCESS, ROOT, SEG_CONFIGS,
-                      SEG_DEMO_CONFIG as SEG_CONFIG, free_port, override, run_tool, tool_command, tool_environment)
+from .helpers import (
+    DET_CONFIGS,
+    IN_PROCESS,
+    ROOT,
+    SEG_CONFIGS,
+    free_port,
+    override,
+    run_tool,
+    tool_command,
+    tool_environment,
+)
+from .helpers import DET_DEMO_CONFIG as DET_CONFIG
+from .helpers import SEG_DEMO_CONFIG as SEG_CONFIG
 
 # A few iterations of small pictures; validation and logging every epoch / few iterations.
 DET_SHORT = IN_PROCESS + [
@@ -196,6 +207,7 @@ def test_coco_config_without_coco_names_where_mmdet_expects_it_and_the_option_th
 def test_dataset_paths_are_checked_below_the_data_root(tmp_path):
     """In process: ADE20K's message, and an annotation file missing from a data root that exists."""
     from mmengine.config import Config
+
     from mmfocal.cli import check_dataset_paths
     from mmfocal.errors import MissingFileError
     ade_config = os.path.join(SEG_CONFIGS, 'upernet_focal_t_512x512_160k_ade20k.py')

@@ -23,8 +23,8 @@ import os
 import mmfocal  # noqa: F401  (safe checkpoint loading)
 from mmfocal.cli import match_official_backbone
 from mmfocal.engine.atomic_checkpoint import save_checkpoint
-from mmfocal.engine.pretrained import convert_official_state_dict, extract_state_dict
 from mmfocal.engine.classifier_checkpoint import convert_official_classifier
+from mmfocal.engine.pretrained import convert_official_state_dict, extract_state_dict
 
 
 def main(argv=None):

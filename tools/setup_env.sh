@@ -88,6 +88,8 @@ open(os.path.join(os.path.dirname(mmcv.__file__), ".mmfocal_built_for"), "w").wr
 fi
 
 pip_install mmdet==3.3.0 mmsegmentation==1.2.2 mmpretrain==1.2.0 ftfy regex pycocotools pytest
+# Style: `make test` runs ruff (ruff.toml) before the tests.
+pip_install ruff==0.17.6
 # Deployment: ONNX export (onnxscript for the torch.export-based exporter) and ONNX Runtime (CPU).
 pip_install onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0
 pip_install --no-build-isolation --no-deps -e .

@@ -32,10 +32,16 @@ from mmengine.dist import is_main_process
 from mmengine.model import BaseTTAModel, is_model_wrapper
 
 import mmfocal  # noqa: F401  registers the models and the PNG visualizers (mmfocal.visualization.prediction_pngs)
-from mmfocal.cli import (build_runner, check_dataset_paths, exit_on_error, load_config, parse_with_shared_arguments,
-                         prepare_cpu_distributed, set_work_dir)
+from mmfocal.cli import (
+    build_runner,
+    check_dataset_paths,
+    exit_on_error,
+    load_config,
+    parse_with_shared_arguments,
+    prepare_cpu_distributed,
+    set_work_dir,
+)
 from mmfocal.engine.classifier_checkpoint import load_classifier_checkpoint
-
 
 _PNG_VISUALIZERS = {'DetLocalVisualizer': 'DetPredictionPNGs',
                     'SegLocalVisualizer': 'SegPredictionPNGs'}

@@ -24,8 +24,16 @@ from mmengine.logging import print_log
 # Registers the project's modules with mmdet, mmseg and mmpretrain, and makes checkpoints load as
 # data only (torch's weights_only) and be written atomically, which --resume relies on.
 import mmfocal  # noqa: F401
-from mmfocal.cli import (build_runner, check_dataset_paths, check_pretrained_checkpoint, exit_on_error, load_config,
-                         parse_with_shared_arguments, prepare_cpu_distributed, set_work_dir)
+from mmfocal.cli import (
+    build_runner,
+    check_dataset_paths,
+    check_pretrained_checkpoint,
+    exit_on_error,
+    load_config,
+    parse_with_shared_arguments,
+    prepare_cpu_distributed,
+    set_work_dir,
+)
 from mmfocal.engine.atomic_checkpoint import find_latest_complete_checkpoint
 from mmfocal.engine.exact_resume import disable_exact_resume, enable_exact_resume
 

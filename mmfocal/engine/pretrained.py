@@ -78,7 +78,8 @@ def extract_state_dict(checkpoint: Mapping, prefix: Optional[str] = None) -> 'Or
     return state
 
 
-def convert_official_state_dict(state: Mapping[str, torch.Tensor]) -> Tuple['OrderedDict[str, torch.Tensor]', List[str]]:
+def convert_official_state_dict(
+        state: Mapping[str, torch.Tensor]) -> Tuple['OrderedDict[str, torch.Tensor]', List[str]]:
     """Drop what a backbone does not use from an official state dict; return (kept, dropped keys).
 
     Parameter names are shared with the official model, so nothing is renamed.

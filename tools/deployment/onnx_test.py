@@ -14,8 +14,14 @@ import argparse
 import os.path as osp
 
 import mmfocal  # noqa: F401
-from mmfocal.cli import (build_runner, check_dataset_paths, exit_on_error, load_config, parse_with_shared_arguments,
-                         set_work_dir)
+from mmfocal.cli import (
+    build_runner,
+    check_dataset_paths,
+    exit_on_error,
+    load_config,
+    parse_with_shared_arguments,
+    set_work_dir,
+)
 from mmfocal.deployment.ort_model import ORTModel, run_part_with_onnxruntime
 
 

@@ -20,8 +20,13 @@ import torch.nn.functional as F
 
 from .attention_kernels import attend
 from .block import FocalBlockBase
-from .key_layout import (cached_key_layout, key_layout_for_any_size, num_rolled_keys, pooled_neighbourhood,
-                         relative_position_index)
+from .key_layout import (
+    cached_key_layout,
+    key_layout_for_any_size,
+    num_rolled_keys,
+    pooled_neighbourhood,
+    relative_position_index,
+)
 from .tracing import is_tracing
 from .windows import merge_windows, window_queries_and_keys
 
