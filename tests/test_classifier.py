@@ -201,9 +201,10 @@ def test_without_imagenet_the_tools_name_where_it_goes(tmp_path):
     assert 'goes in data/imagenet/' in line and '--cfg-options test_dataloader.dataset.data_root=...' in line
     # A data root without the split's folder: that folder is named.
     from mmfocal.cli import check_dataset_paths
+    from mmfocal.errors import MissingFileError
     cfg = Config.fromfile(config)
     cfg.train_dataloader.dataset.data_root = str(tmp_path)
-    with pytest.raises(SystemExit, match=r'train_dataloader\.dataset\.data_prefix = '
+    with pytest.raises(MissingFileError, match=r'train_dataloader\.dataset\.data_prefix = '
                        + re.escape(str(tmp_path / 'train')) + ' does not exist'):
         check_dataset_paths(cfg, config)
 
