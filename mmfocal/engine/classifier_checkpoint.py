@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from .pretrained import _UNUSED_OFFICIAL, CheckpointMismatchError, _abbrev, match_state_dict
+from .pretrained import UNUSED_OFFICIAL_KEYS, CheckpointMismatchError, abbreviate, match_state_dict
 
 BACKBONE, HEAD = 'backbone.', 'head.fc.'
 _OFFICIAL_HEAD, _OFFICIAL_NORM = 'head.', 'norm.'
@@ -59,7 +59,7 @@ def official_to_classifier(state: Mapping[str, torch.Tensor]) -> Tuple['OrderedD
             converted[HEAD + key[len(_OFFICIAL_HEAD):]] = value
         elif key.startswith(_OFFICIAL_NORM):
             converted[final_norm + key[len(_OFFICIAL_NORM):]] = value
-        elif _UNUSED_OFFICIAL.search(key):
+        elif UNUSED_OFFICIAL_KEYS.search(key):
             dropped.append(key)
         else:
             converted[BACKBONE + key] = value
@@ -96,7 +96,7 @@ def classifier_state_dict(checkpoint: Mapping) -> Tuple['OrderedDict[str, torch.
         return state, 'mmpretrain', []
     raise CheckpointMismatchError(
         'neither an official Focal Transformer classifier (patch_embed.*, layers.*, norm.*, head.*) nor an '
-        f'mmpretrain ImageClassifier (backbone.*, head.fc.*); its keys begin {_abbrev(list(state), 6)}')
+        f'mmpretrain ImageClassifier (backbone.*, head.fc.*); its keys begin {abbreviate(list(state), 6)}')
 
 
 def match_classifier_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Dict[str, List[str]]:
@@ -137,7 +137,7 @@ def load_classifier_checkpoint(model: nn.Module, filename: str, map_location='cp
            f'rest under backbone.; not used: {len(dropped)} index buffers (recomputed)' if layout == 'official'
            else 'an mmpretrain classifier checkpoint')
     print_log(f'{type(model).__name__}: loaded {len(report["loaded"])} tensors from {filename} ({how}); '
-              f'initialised (not in the checkpoint): {_abbrev(report["initialised"])}', logger=logger)
+              f'initialised (not in the checkpoint): {abbreviate(report["initialised"])}', logger=logger)
     return dict(report, dropped=dropped, layout=layout)
 
 

@@ -20,7 +20,7 @@ from mmengine.logging import print_log
 # Parts of the official classifier a backbone does not use: the head, the final norm and the
 # index/mask buffers it registers (we recompute those; they are not learned). Focal-fast's buffers
 # (nearest-token indices and their coordinates) are bound to the 224x224 image size it was built for.
-_UNUSED_OFFICIAL = re.compile(r'^(head\.|norm\.)|\.(relative_position_index(_\d+)?|valid_ind_rolled|'
+UNUSED_OFFICIAL_KEYS = re.compile(r'^(head\.|norm\.)|\.(relative_position_index(_\d+)?|valid_ind_rolled|'
                               r'valid_ind_unfold_\d+|attn_mask|topk_cloest_indice_\d+|topk_cloest_coords_\d+|'
                               r'window_coords)$')
 # What tells the two models apart: learned tables (paper model) or bias MLPs (Focal-fast).
@@ -86,7 +86,7 @@ def convert_official_state_dict(
     """
     kept, dropped = OrderedDict(), []
     for key, value in state.items():
-        if _UNUSED_OFFICIAL.search(key):
+        if UNUSED_OFFICIAL_KEYS.search(key):
             dropped.append(key)
         else:
             kept[key] = value
@@ -118,10 +118,10 @@ def match_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Dic
         if any(_POSITION_TABLE.search(m.split(':')[0]) for m in mismatched):
             problems.append(RESIZE_HINT)
     if unexpected:
-        problems.append(f'{len(unexpected)} checkpoint keys the model does not have: {_abbrev(unexpected)}')
+        problems.append(f'{len(unexpected)} checkpoint keys the model does not have: {abbreviate(unexpected)}')
     if not_initialisable:
         problems.append(f'{len(not_initialisable)} model keys missing from the checkpoint: '
-                        f'{_abbrev(not_initialisable)}')
+                        f'{abbreviate(not_initialisable)}')
     if problems:
         raise CheckpointMismatchError(f'checkpoint does not fit this {type(model).__name__} (' + _describe(model)
                                       + '):\n' + '\n'.join(problems))
@@ -156,14 +156,15 @@ def load_pretrained(model: nn.Module, filename: str, map_location='cpu', prefix:
     buffers = [k for k in report['dropped'] if not re.match(r'^(head|norm)\.', k)]
     learned = [k for k in report['dropped'] if k not in buffers]
     print_log(f'{type(model).__name__}: loaded {len(report["loaded"])} tensors from {filename}; '
-              f'not used: {_abbrev(learned)} and {len(buffers)} index buffers (recomputed); '
-              f'initialised (not in the checkpoint): {_abbrev(report["initialised"])}'
-              + (f'; resized position tables: {_abbrev(resized, limit=len(resized))}' if resized else ''),
+              f'not used: {abbreviate(learned)} and {len(buffers)} index buffers (recomputed); '
+              f'initialised (not in the checkpoint): {abbreviate(report["initialised"])}'
+              + (f'; resized position tables: {abbreviate(resized, limit=len(resized))}' if resized else ''),
               logger=logger)
     return report
 
 
-def _abbrev(keys: List[str], limit: int = 12) -> str:
+def abbreviate(keys: List[str], limit: int = 12) -> str:
+    """The first ``limit`` keys, comma-separated, and how many there are in all ('none' if empty)."""
     if not keys:
         return 'none'
     shown = ', '.join(keys[:limit])
