@@ -17,7 +17,6 @@ reach when both run at the same FLOP rate. Targets are in README.md. ``--models`
 """
 import argparse
 import functools
-import glob
 import json
 import os
 import platform
@@ -50,19 +49,17 @@ def build(name: str, device: str, drop_path_rate: float = 0.2) -> torch.nn.Modul
 
 
 def machine_description(device: str) -> str:
-    """What the figures depend on: the GPU, or the CPU model with its caches and the threads used."""
+    """What the figures depend on: the GPU, or the CPU model with its caches (from ``lscpu``) and
+    the threads used."""
     if device == 'cuda':
         return torch.cuda.get_device_name()
     model, caches = platform.processor() or platform.machine(), []
     try:
-        with open('/proc/cpuinfo') as f:
-            model = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-        for index in sorted(glob.glob('/sys/devices/system/cpu/cpu0/cache/index*')):
-            read = lambda name: open(os.path.join(index, name)).read().strip()  # noqa: E731
-            if read('type') != 'Instruction':
-                shared = len(read('shared_cpu_list').replace('-', ',').split(','))
-                caches.append(f'L{read("level")} {read("size")} ' + ('shared' if shared > 1 else 'per core'))
-    except (OSError, StopIteration):
+        lines = subprocess.run(['lscpu'], capture_output=True, text=True, check=True).stdout.splitlines()
+        fields = dict(line.split(':', 1) for line in lines if ':' in line)
+        model = fields.get('Model name', model).strip()
+        caches = [f'{name} {fields[name].strip()}' for name in ('L1d cache', 'L2 cache', 'L3 cache') if name in fields]
+    except (OSError, subprocess.CalledProcessError):
         pass
     return f'CPU {model}' + (f' ({", ".join(caches)})' if caches else '') + \
         f', {os.cpu_count()} cores, {torch.get_num_threads()} threads'
