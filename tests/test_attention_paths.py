@@ -1,6 +1,7 @@
 """The public attention-path switch (mmfocal.models.layers.attention_path), the refusal of tracers
 the automatic choice does not know, and the docstring examples of the public classes."""
 import doctest
+import os
 
 import pytest
 import torch
@@ -82,7 +83,7 @@ def test_forced_paths_give_the_automatic_paths_outputs():
 
 def test_attention_path_checks_its_arguments_and_restores_the_settings():
     default = attention_settings()
-    assert default.path == 'auto' and default.kernels is None and default.chunk_bytes == attention_kernels.CHUNK_BYTES
+    assert default.path == 'auto' and default.kernels is None and default.chunk_bytes is None  # from the machine
     with pytest.raises(ValueError, match=r"attention path must be one of .*'standard_ops'.*got 'onnx'"):
         with attention_path('onnx'):
             pass
@@ -99,6 +100,39 @@ def test_attention_path_checks_its_arguments_and_restores_the_settings():
             assert attention_settings() == ('standard_ops', 7, None)
             raise RuntimeError('inside')
     assert attention_settings() == default
+
+
+def test_default_chunk_size_is_the_l2_cache_of_the_threads_in_use(monkeypatch):
+    """Without a chunk size set, the CPU kernels' chunks hold as many bytes as the L2 caches of the
+    threads PyTorch uses, read from sysfs (the fallback where it says nothing), at each call,
+    within the bounds where the sweep of docs/speed.md found the chunking not to matter."""
+    l2 = attention_kernels.l2_cache_bytes()
+    assert l2 >= 2**16 and l2 % 2**10 == 0
+    if not os.path.isdir('/sys/devices/system/cpu/cpu0/cache'):
+        assert l2 == attention_kernels.FALLBACK_L2_BYTES
+    threads = torch.get_num_threads()
+
+    def chunk_bytes_with(l2_bytes, num_threads):
+        monkeypatch.setattr(attention_kernels, 'l2_cache_bytes', lambda: l2_bytes)
+        torch.set_num_threads(num_threads)
+        return attention_kernels.default_chunk_bytes()
+
+    try:
+        assert chunk_bytes_with(2**21, 2) == 2**22  # 2 MiB of L2 per core (this machine), two threads
+        assert chunk_bytes_with(2**20, 2) == 2**21  # the AMD EPYC of the issue
+        assert chunk_bytes_with(2**18, 2) == 2**21  # small L2s: at least 1 MiB per thread
+        assert chunk_bytes_with(2**21, 16) == 2**24  # many threads: at most 16 MiB
+        assert chunk_bytes_with(2**21, 1) == 2**21
+    finally:
+        torch.set_num_threads(threads)
+        monkeypatch.undo()
+    assert [attention_kernels._parse_cache_size(t) for t in ('2048K\n', '1M', '512', '32768K')] == [
+        2**21, 2**20, 512, 2**25]
+    # The chunks follow the derived size: 4 windows of 1 MiB in a 4 MiB chunk, one below it.
+    monkeypatch.setattr(attention_kernels, 'default_chunk_bytes', lambda: 4 * 2**20)
+    assert len(attention_kernels._window_chunks(8, 2**20, torch.device('cpu'))) == 2
+    with attention_path(chunk_bytes=2**20 - 1):
+        assert len(attention_kernels._window_chunks(8, 2**20, torch.device('cpu'))) == 8
 
 
 def test_forced_paths_refuse_what_they_cannot_compute():

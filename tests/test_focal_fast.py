@@ -18,7 +18,7 @@ from mmfocal import FocalFastTransformer, FocalTransformer
 from mmfocal.engine.pretrained import CheckpointMismatchError, match_state_dict
 from mmfocal.models.backbones import FocalBackbone
 from mmfocal.models.layers import attention_path
-from mmfocal.models.layers.attention_kernels import CHUNK_BYTES, attend
+from mmfocal.models.layers.attention_kernels import attend, default_chunk_bytes
 from mmfocal.models.layers.fast_key_layout import MIN_SHARED_GROUP, cached_fast_key_layout, unique_pairs
 
 from .helpers import (
@@ -226,7 +226,7 @@ def test_bfloat16_autocast_trains_close_to_float32(device):
 
 
 @pytest.mark.parametrize('size', [(12, 17), (60, 90), (61, 95)])
-@pytest.mark.parametrize('chunk_bytes', [1, 2**15, CHUNK_BYTES])
+@pytest.mark.parametrize('chunk_bytes', [1, 2**15, default_chunk_bytes()])
 def test_kernel_takes_a_bias_per_window_as_well_as_table_columns(size, chunk_bytes):
     """The bias forms of the shared kernel agree, forward and gradients, batch 2, in chunks of one
     window, of a few windows and of many: table columns with the window order and groups of windows

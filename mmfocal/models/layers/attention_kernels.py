@@ -23,6 +23,8 @@ a private ATen kernel on the CPU, which a tracer records wrongly, so the automat
 inputs traced by a tracer it does not know (:func:`~.tracing.check_not_traced`).
 """
 import contextlib
+import functools
+import os
 from typing import Iterator, NamedTuple, Optional, Tuple, Union
 
 import torch
@@ -35,17 +37,58 @@ ATTENTION_PATHS = ('auto', 'standard_ops', 'autograd', 'recompute', 'fused')
 FUSED_KERNELS = ('cpu', 'generic')
 
 
-# Work in chunks of windows whose temporaries (gathered keys and values, biases, probabilities)
-# stay below a few MiB. glibc serves larger blocks with fresh mmap pages, and faulting those in
-# costs more than the attention itself; small blocks are reused from the heap and stay in cache.
-# Only on the CPU: other devices have caching allocators and want large batched kernels.
-CHUNK_BYTES = 4 * 2**20
+# On the CPU the kernels work in chunks of windows whose temporaries (gathered keys and values,
+# biases, probabilities, score gradients) fit in the L2 caches of the threads that share the work:
+# each operator streams through the whole chunk, and the next one finds it still in cache. Below
+# about 1 MiB per thread the fixed costs of the ~25 operator calls per chunk show (0.5 MiB on two
+# threads: 8-15% slower); above 16 MiB in all, the larger temporaries cost more than they save
+# (32 and 64 MiB: up to 9% and 22% slower at 800x1344), whatever the L2. docs/speed.md has the
+# sweep. Other devices want large batched kernels: one chunk.
+FALLBACK_L2_BYTES = 2**20  # where the machine does not tell its L2 size
+MIN_CHUNK_BYTES_PER_THREAD = 2**20
+MAX_CHUNK_BYTES = 16 * 2**20
+
+
+@functools.lru_cache(maxsize=None)
+def l2_cache_bytes() -> int:
+    """The L2 cache of one core, in bytes: Linux's sysfs for CPU 0, else :data:`FALLBACK_L2_BYTES`."""
+    root = '/sys/devices/system/cpu/cpu0/cache'
+    try:
+        for entry in sorted(os.listdir(root)):
+            path = os.path.join(root, entry)
+            with open(os.path.join(path, 'level')) as f:
+                level = f.read().strip()
+            with open(os.path.join(path, 'type')) as f:
+                kind = f.read().strip()
+            if level == '2' and kind in ('Unified', 'Data'):
+                with open(os.path.join(path, 'size')) as f:
+                    return _parse_cache_size(f.read())
+    except (OSError, ValueError):
+        pass
+    return FALLBACK_L2_BYTES
+
+
+def _parse_cache_size(text: str) -> int:
+    """sysfs's cache sizes: '2048K', '1M', or bytes."""
+    text = text.strip().upper()
+    units = {'K': 2**10, 'M': 2**20, 'G': 2**30}
+    if text and text[-1] in units:
+        return int(text[:-1]) * units[text[-1]]
+    return int(text)
+
+
+def default_chunk_bytes() -> int:
+    """The CPU kernels' chunk size unless :func:`attention_path` sets one: the L2 cache of one
+    core (at least :data:`MIN_CHUNK_BYTES_PER_THREAD`) times the threads PyTorch uses, at most
+    :data:`MAX_CHUNK_BYTES`; read at each call, so ``torch.set_num_threads`` counts."""
+    per_thread = max(l2_cache_bytes(), MIN_CHUNK_BYTES_PER_THREAD)
+    return min(per_thread * torch.get_num_threads(), MAX_CHUNK_BYTES)
 
 
 class AttentionSettings(NamedTuple):
     """What :func:`attention_path` sets: see there."""
     path: str = 'auto'
-    chunk_bytes: int = CHUNK_BYTES
+    chunk_bytes: Optional[int] = None
     kernels: Optional[str] = None
 
 
@@ -80,7 +123,7 @@ def attention_path(path: Optional[str] = None, *, chunk_bytes: Optional[int] = N
             always takes ``'autograd'``.
         chunk_bytes: the fused kernels on the CPU work on chunks of windows whose temporaries stay
             under this many bytes (at least one window per chunk); None keeps the current value
-            (:data:`CHUNK_BYTES` by default).
+            (by default :func:`default_chunk_bytes`, derived from this machine's L2 cache).
         kernels: the fused kernels' route: ``'cpu'``, PyTorch's CPU flash kernel over chunks of
             windows (CPU tensors only), or ``'generic'``, ``scaled_dot_product_attention`` (and
             matmul and softmax where the backward needs the log-sum-exp) over all windows at once.
@@ -259,6 +302,7 @@ def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True, bias_c
     lse_dtype = torch.promote_types(q.dtype, torch.float32)
     lse = q.new_empty(batch * num_windows, heads, window_area, dtype=lse_dtype) if need_lse else None
     chunks = _bias_chunks(num_windows, bytes_per_window, q.device, bias_columns)
+    windows_off_map = _windows_with_off_map_keys(off_map) if on_cpu else None
     # Chunks outside, images inside: a chunk's bias (gathered per window for Focal-fast) serves
     # every image of the batch.
     for chunk in chunks:
@@ -267,7 +311,7 @@ def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True, bias_c
         chunk_off_map = _take(off_map, windows)
         mask = _chunk_bias(bias, bias_columns, chunk).transpose(0, 1)
         # Interior windows have no off-map keys: the shared bias broadcasts, nothing to build.
-        if not on_cpu or chunk_off_map.any():
+        if not on_cpu or _has_off_map_keys(chunk, windows_off_map):
             mask = mask + chunk_off_map[:, None, None, :]
         for b in range(batch):
             kv = source[b].index_select(0, chunk_index)
@@ -354,13 +398,16 @@ class _FocalAttentionCore(torch.autograd.Function):
         # With per-window biases from a table, the images of the batch share them: sum the images'
         # score gradients, then add the sum to the table once per chunk.
         sum_over_images = bias_columns is not None and batch > 1
+        windows_off_map = _windows_with_off_map_keys(off_map) if on_cpu else None
+        # sum_j p_ij dP_ij = sum_c dO_ic O_ic for every query, all windows at once: (B*nW, w*w, heads)
+        delta_all = torch.linalg.vecdot(grad_out, out)
         for chunk in _bias_chunks(num_windows, bytes_per_window, q.device, bias_columns):
             windows, count = chunk.windows, chunk.size
             rows = heads * count  # one small GEMM per (head, window) below
             chunk_index = _take(index_by_window, windows).reshape(-1)
             bias_and_off_map = _chunk_bias(bias, bias_columns, chunk)  # (heads, 1 or windows, w*w, keys)
             chunk_off_map = _take(off_map, windows)
-            if not on_cpu or chunk_off_map.any():
+            if not on_cpu or _has_off_map_keys(chunk, windows_off_map):
                 bias_and_off_map = bias_and_off_map + chunk_off_map[None, :, None, :]
             grad_scores_sum = None
             for b in range(batch):
@@ -368,7 +415,7 @@ class _FocalAttentionCore(torch.autograd.Function):
                 q_chunk = by_head(q, windows, b).reshape(rows, window_area, head_dims)
                 grad_by_window = by_head(grad_out, windows, b)
                 grad_chunk = grad_by_window.reshape(rows, window_area, head_dims)
-                delta = (grad_by_window * by_head(out, windows, b)).sum(-1, keepdim=True)
+                delta = _take(delta_all, windows, offset=b * num_windows).permute(2, 0, 1).unsqueeze(-1)
                 probs = q.new_empty(heads, count, window_area, num_keys)
                 chunk_lse = _take(lse, windows, offset=b * num_windows).transpose(0, 1)  # (heads, windows, w*w)
                 torch.sub(bias_and_off_map, chunk_lse[..., None], out=probs)
@@ -437,6 +484,21 @@ class _Chunk(NamedTuple):
         return self.windows.start if isinstance(self.windows, slice) else int(self.windows[0])
 
 
+def _windows_with_off_map_keys(off_map: torch.Tensor) -> list:
+    """For each window, whether any of its keys has a nonzero off-map logit (a Python list: the
+    chunks ask without a tensor operation each)."""
+    return off_map.ne(0).any(1).tolist()
+
+
+def _has_off_map_keys(chunk: '_Chunk', windows_off_map: list) -> bool:
+    """Whether a window of ``chunk`` has keys with an off-map logit (the CPU kernel then needs the
+    per-window mask; elsewhere the shared bias broadcasts)."""
+    windows = chunk.windows
+    if isinstance(windows, slice):
+        return any(windows_off_map[windows])
+    return any(windows_off_map[i] for i in windows.tolist())
+
+
 def _uses_cpu_kernels(device: torch.device) -> bool:
     """The CPU route: PyTorch's CPU flash kernel, over chunks of windows (see attention_path's ``kernels``)."""
     if _settings.kernels is None:
@@ -446,10 +508,14 @@ def _uses_cpu_kernels(device: torch.device) -> bool:
     return _settings.kernels == 'cpu'
 
 
+def _chunk_bytes() -> int:
+    return _settings.chunk_bytes or default_chunk_bytes()
+
+
 def _window_chunks(num_windows: int, bytes_per_window: int, device: torch.device) -> list:
     if not _uses_cpu_kernels(device):
         return [slice(0, num_windows)]
-    step = max(1, _settings.chunk_bytes // bytes_per_window)
+    step = max(1, _chunk_bytes() // bytes_per_window)
     return [slice(start, min(start + step, num_windows)) for start in range(0, num_windows, step)]
 
 
@@ -460,7 +526,7 @@ def _bias_chunks(num_windows: int, bytes_per_window: int, device: torch.device,
     if bias_columns is None or bias_columns.order is None or not _uses_cpu_kernels(device):
         return [_Chunk(chunk) for chunk in _window_chunks(num_windows, bytes_per_window, device)]
     order, groups = bias_columns.order, bias_columns.shared_groups
-    step = max(1, _settings.chunk_bytes // bytes_per_window)
+    step = max(1, _chunk_bytes() // bytes_per_window)
     edges = sorted({0, num_windows, *(edge for group in groups for edge in group)})
     return [_Chunk(order[start:min(start + step, stop)], (begin, stop) in groups)
             for begin, stop in zip(edges, edges[1:]) for start in range(begin, stop, step)]
