@@ -63,7 +63,7 @@ class QueryKeys:
     ``top, left``: where the key's token is (its source; off-map keys: where it would be);
     ``nominal_top, nominal_left``: where the key layout puts it before wrapping around the map;
     ``wrapped``: the two differ (a rolled neighbour that the roll brought from the far side);
-    ``off_map``: a pooled key beyond the map (a zero token whose logit got -100);
+    ``off_map``: a pooled key beyond the map (a zero token whose logit got OFF_MAP_LOGIT);
     ``group``: index into ``groups``; ``weights``: (heads, num_keys), each row sums to 1.
     """
     groups: List[KeyGroup]

@@ -209,7 +209,7 @@ def _legend_handles(keys: QueryKeys, cmaps):
                              label='rolled key before wrapping around the map border'))
     if keys.off_map.any():
         handles.append(Patch(facecolor='none', edgecolor='0.45', hatch='xx', linestyle='--',
-                             label='pooled key off the map (logit -100, weight 0)'))
+                             label='pooled key off the map (weight 0)'))
     if tuple(keys.padded_size) != tuple(keys.map_size):
         handles.append(Patch(facecolor='none', edgecolor='0.6', hatch='..',
                              label='padding to whole windows (zero tokens)'))

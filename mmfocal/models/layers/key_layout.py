@@ -11,7 +11,8 @@ window's keys, in order, are:
    plus 12 duplicates. Rolls wrap around the (padded) map, so border windows see the far side;
 3. for each pooled level ``k``: the map cut into sub-windows of ``floor(w / 2**k)`` tokens, each
    pooled to one token, and the ``(focal_window + 2**k - 1)**2`` pooled tokens around the query
-   window. Off-map positions are a zero key and value whose logits get -100 added.
+   window. Off-map positions are a zero key and value whose logits get OFF_MAP_LOGIT added (the
+   official model's -100 has the same effect: see there).
 
 The layout is an ``index`` (nW * keys,) into one key source (the map's tokens row-major, then each
 pooled level's tokens row-major, then one zero token) and ``off_map`` (nW, keys), the logit added
@@ -23,7 +24,14 @@ from typing import Tuple
 
 import torch
 
-OFF_MAP_LOGIT = -100.0  # the official model's mask value; kept so the outputs match it
+# Logit added to pooled keys beyond the map. The official model adds -100, whose exp() is about
+# 1e-44 relative to the largest weight: a float32 denormal that changes no sum it enters (the
+# softmax's denominator is at least 1) and multiplies the zero token's zero value, so the outputs
+# are those of -100 (tests/naive_focal.py keeps -100 and checks). -1e4 makes those weights exact
+# zeros instead of denormals, which cost time in every exp() and product they meet (x86 cores
+# take microcode assists on them): stage 1's attention forward+backward at 512x512 took 9% less
+# (docs/speed.md).
+OFF_MAP_LOGIT = -1e4
 
 # Logit added to rolled keys where the map is too small for them, by the layout of traced graphs,
 # which keeps one key layout for every size: exp() of it underflows to exactly 0 next to any real key.
@@ -81,7 +89,7 @@ def compute_key_layout(window_size: int, expand_size: int, focal_window: int, nu
 
     Returns ``index`` (num_windows * num_keys,) into the key source (the map's tokens row-major,
     then each pooled level's tokens row-major, then one zero token) and ``off_map``
-    (num_windows, num_keys) float32, the logit added to each key: -100 for pooled keys beyond the
+    (num_windows, num_keys) float32, the logit added to each key: OFF_MAP_LOGIT for pooled keys beyond the
     map (the zero token), 0 elsewhere.
 
     Tensor ops only, so ``n_wh`` and ``n_ww`` may be symbolic (torch.export's SymInts, the ONNX
