@@ -49,8 +49,8 @@ def build(name: str, device: str, drop_path_rate: float = 0.2) -> torch.nn.Modul
 
 
 def machine_description(device: str) -> str:
-    """What the figures depend on: the GPU, or the CPU model with its caches (from ``lscpu``) and
-    the threads used."""
+    """What the figures depend on: the GPU, or the CPU model with its caches (from ``lscpu``), the
+    threads used and the size of the chunks of windows the attention kernels derive from them."""
     if device == 'cuda':
         return torch.cuda.get_device_name()
     model, caches = platform.processor() or platform.machine(), []
@@ -61,8 +61,10 @@ def machine_description(device: str) -> str:
         caches = [f'{name} {fields[name].strip()}' for name in ('L1d cache', 'L2 cache', 'L3 cache') if name in fields]
     except (OSError, subprocess.CalledProcessError):
         pass
+    from mmfocal.models.layers.attention_kernels import default_chunk_bytes
     return f'CPU {model}' + (f' ({", ".join(caches)})' if caches else '') + \
-        f', {os.cpu_count()} cores, {torch.get_num_threads()} threads'
+        f', {os.cpu_count()} cores, {torch.get_num_threads()} threads; attention chunks of ' \
+        f'{default_chunk_bytes() / 2**20:g} MiB'
 
 
 def flops_per_image(names, size) -> dict:

@@ -91,7 +91,7 @@ def chunk_sweep(model, x, repeats: int, sizes_mib) -> None:
     from mmfocal.models.layers import attention_path
     from mmfocal.models.layers.attention_kernels import default_chunk_bytes
     settings = {'default': None, **{f'{m:g} MiB': int(m * 2**20) for m in sizes_mib}}
-    print(f'  default chunk: {default_chunk_bytes() / 2**20:g} MiB (L2 per core x threads)')
+    print(f'  default chunk: {default_chunk_bytes() / 2**20:g} MiB (from the L2 per core and the threads)')
     for backward in (False, True):
         times = collections.defaultdict(list)
         for _ in range(repeats + 1):  # the first round warms up
