@@ -37,13 +37,13 @@ ATTENTION_PATHS = ('auto', 'standard_ops', 'autograd', 'recompute', 'fused')
 FUSED_KERNELS = ('cpu', 'generic')
 
 
-# On the CPU the kernels work in chunks of windows whose temporaries (gathered keys and values,
-# biases, probabilities, score gradients) fit in the L2 caches of the threads that share the work:
-# each operator streams through the whole chunk, and the next one finds it still in cache. Below
-# about 1 MiB per thread the fixed costs of the ~25 operator calls per chunk show (0.5 MiB on two
-# threads: 8-15% slower); above 16 MiB in all, the larger temporaries cost more than they save
-# (32 and 64 MiB: up to 9% and 22% slower at 800x1344), whatever the L2. docs/speed.md has the
-# sweep. Other devices want large batched kernels: one chunk.
+# On the CPU the kernels work in chunks of windows, each operator streaming through a chunk's
+# temporaries (gathered keys and values, biases, probabilities, score gradients) before the next
+# one reads them. The chunk takes the L2 caches of the threads that share the work, within the
+# range where a sweep found the size not to matter (docs/speed.md: 2 to 16 MiB on two threads
+# equal within the noise): below about 1 MiB per thread the ~25 operator calls per chunk show
+# (0.5 MiB on two threads: 8-15% slower), above 16 MiB the larger temporaries (32 and 64 MiB: up
+# to 9% and 22% slower at 800x1344). Other devices want large batched kernels: one chunk.
 FALLBACK_L2_BYTES = 2**20  # where the machine does not tell its L2 size
 MIN_CHUNK_BYTES_PER_THREAD = 2**20
 MAX_CHUNK_BYTES = 16 * 2**20

@@ -33,9 +33,9 @@ def window_queries_and_keys(x: torch.Tensor, pooled: Sequence[torch.Tensor], qkv
     projected = F.linear(x, weight, qkv_bias).view(B, n_wh, w, n_ww, w, 3, num_heads, head_dims)
     # One split, not an index and a slice: their backward would fill two zero tensors of the
     # projection's size and add them; the split's backward is one concatenation.
-    q, kv = projected.split([1, 2], dim=5)
+    q, map_kv = projected.split([1, 2], dim=5)
     q = q.permute(0, 1, 3, 2, 4, 5, 6, 7).reshape(B * n_wh * n_ww, w * w, num_heads, head_dims)
-    sources = [kv.reshape(B, hp * wp, 2, num_heads, head_dims)]
+    sources = [map_kv.reshape(B, hp * wp, 2, num_heads, head_dims)]
     for level in pooled:
         kv = F.linear(level, qkv.weight[C:], None if qkv.bias is None else qkv.bias[C:])
         sources.append(kv.reshape(B, -1, 2, num_heads, head_dims))
