@@ -20,6 +20,7 @@ matters here.
 import argparse
 import collections
 import os
+import statistics
 import sys
 import time
 
@@ -29,30 +30,33 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from backbone_speed import LABELS, build, machine_description, step  # noqa: E402
 
-# Operator kinds, first match on the aten name (without the 'aten::' prefix).
+from mmfocal.analysis.flops import FUSED_ATTENTION_OPS  # noqa: E402
+
+# Operator kinds by aten name (without 'aten::' and an in-place variant's trailing '_'); the
+# fused attention kernels are those mmfocal's FLOP counter knows.
 KINDS = (
-    ('attention kernel', ('_scaled_dot_product', 'scaled_dot_product')),
     ('matrix products', ('addmm', 'mm', 'bmm', 'baddbmm', 'matmul', 'linear', '_addmm_activation')),
-    ('gather/scatter', ('index_select', 'index_add', 'index_copy', 'index', 'gather', 'scatter', 'embedding')),
-    ('copies/layout', ('copy_', 'clone', 'contiguous', 'cat', 'constant_pad_nd', 'pad', 'roll', 'fill_', 'zero_',
-                       'zeros', 'empty', 'new_empty', 'new_zeros', 'ones', 'full', 'arange', 'to', '_to_copy',
-                       'empty_strided', 'narrow', 'split_with_sizes_copy', 'unbind_copy')),
-    ('softmax/exp', ('_softmax', 'softmax', '_softmax_backward_data', 'exp', 'exp_', 'logsumexp')),
+    ('gather/scatter', ('index_select', 'index_add', 'index_copy', 'index', 'index_put', '_index_put_impl', 'gather',
+                        'scatter', 'scatter_add', 'embedding')),
+    ('copies/layout', ('copy', 'clone', 'contiguous', 'cat', 'constant_pad_nd', 'pad', 'roll', 'fill', 'zero', 'zeros',
+                       'zeros_like', 'empty', 'new_empty', 'new_zeros', 'ones', 'full', 'arange', 'to', '_to_copy',
+                       'empty_strided', 'empty_like', 'narrow', 'split_with_sizes_copy', 'unbind_copy')),
+    ('softmax/exp', ('_softmax', 'softmax', '_softmax_backward_data', 'exp', 'logsumexp')),
     ('norms', ('native_layer_norm', 'native_layer_norm_backward', 'layer_norm')),
     ('gelu', ('gelu', 'gelu_backward')),
-    ('elementwise/reductions', ('add', 'add_', 'mul', 'mul_', 'sub', 'sub_', 'div', 'div_', 'sum', 'mean', 'einsum',
-                                'bernoulli_', 'where', 'any', 'masked_fill', 'neg', 'rsub', 'lt', 'ge', 'eq')),
+    ('elementwise/reductions', ('add', 'mul', 'sub', 'div', 'sum', 'mean', 'einsum', 'bernoulli', 'where', 'any',
+                                'masked_fill', 'neg', 'rsub', 'lt', 'ge', 'eq', 'ne', 'linalg_vecdot')),
 )
+ATTENTION = 'attention kernel'
 OTHER = 'other operators'
 UNACCOUNTED = 'outside operators'
 
 
 def kind_of(name: str) -> str:
-    base = name.split('::', 1)[-1]
-    for kind, names in KINDS:
-        if base in names or kind == 'attention kernel' and base.startswith(names):
-            return kind
-    return OTHER
+    if name in FUSED_ATTENTION_OPS:
+        return ATTENTION
+    base = name.split('::', 1)[-1].rstrip('_')
+    return next((kind for kind, names in KINDS if base in names), OTHER)
 
 
 def profile_pass(model, x, backward: bool, warmup: int = 2):
@@ -86,8 +90,6 @@ def profile_pass(model, x, backward: bool, warmup: int = 2):
 def chunk_sweep(model, x, repeats: int, sizes_mib) -> None:
     """Focal-T's forward and forward+backward with each chunk size, interleaved; prints the medians
     relative to the default (the size derived from this machine)."""
-    import statistics
-
     from mmfocal.models.layers import attention_path
     from mmfocal.models.layers.attention_kernels import default_chunk_bytes
     settings = {'default': None, **{f'{m:g} MiB': int(m * 2**20) for m in sizes_mib}}
@@ -122,7 +124,7 @@ def main():
     torch.manual_seed(0)
     names = ['focal'] if args.chunk_sweep is not None else args.models
     models = {name: build(name, 'cpu') for name in names}
-    kinds = [k for k, _ in KINDS] + [OTHER, UNACCOUNTED]
+    kinds = [ATTENTION] + [k for k, _ in KINDS] + [OTHER, UNACCOUNTED]
     print(f'device: {machine_description("cpu")}; torch {torch.__version__}')
     for size_text in args.sizes:
         size = tuple(int(v) for v in size_text.split('x'))

@@ -2,6 +2,8 @@
 the automatic choice does not know, and the docstring examples of the public classes."""
 import doctest
 import os
+import shutil
+import subprocess
 
 import pytest
 import torch
@@ -110,6 +112,11 @@ def test_default_chunk_size_is_the_l2_cache_of_the_threads_in_use(monkeypatch):
     assert l2 >= 2**16 and l2 % 2**10 == 0
     if not os.path.isdir('/sys/devices/system/cpu/cpu0/cache'):
         assert l2 == attention_kernels.FALLBACK_L2_BYTES
+    # glibc's own reading (cpuid), where it has one, says the same as sysfs
+    getconf = subprocess.run(['getconf', 'LEVEL2_CACHE_SIZE'], capture_output=True, text=True) \
+        if shutil.which('getconf') else None
+    if getconf and getconf.returncode == 0 and getconf.stdout.strip().isdigit() and int(getconf.stdout) > 0:
+        assert l2 == int(getconf.stdout)
     threads = torch.get_num_threads()
 
     def chunk_bytes_with(l2_bytes, num_threads):

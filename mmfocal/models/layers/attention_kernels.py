@@ -41,7 +41,7 @@ FUSED_KERNELS = ('cpu', 'generic')
 # temporaries (gathered keys and values, biases, probabilities, score gradients) before the next
 # one reads them. The chunk takes the L2 caches of the threads that share the work, within the
 # range where a sweep found the size not to matter (docs/speed.md: 2 to 16 MiB on two threads
-# equal within the noise): below about 1 MiB per thread the ~25 operator calls per chunk show
+# equal within the noise): below about 1 MiB per thread the operator calls of each chunk show
 # (0.5 MiB on two threads: 8-15% slower), above 16 MiB the larger temporaries (32 and 64 MiB: up
 # to 9% and 22% slower at 800x1344). Other devices want large batched kernels: one chunk.
 FALLBACK_L2_BYTES = 2**20  # where the machine does not tell its L2 size
@@ -278,7 +278,8 @@ def _gather_keys(source: torch.Tensor, index: torch.Tensor, num_windows: int) ->
     return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
 
 
-def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True, bias_columns=None):
+def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True, bias_columns=None,
+                  windows_off_map: Optional[list] = None):
     """softmax(q k^T + bias + off_map) v, by fused attention calls over chunks of windows.
 
     q (B*nW, w*w, heads, d); source (B, S, 2, heads, d); bias (heads, w*w, keys), or per window as
@@ -286,6 +287,7 @@ def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True, bias_c
     and, if ``need_lse``, the log-sum-exp (B*nW, heads, w*w) for the backward. On the CPU both
     come from PyTorch's flash kernel; on other devices the output alone comes from
     ``scaled_dot_product_attention``, and with the log-sum-exp from plain matmul and softmax.
+    ``windows_off_map``: :func:`_off_map_flags` of ``off_map`` where the caller has them.
     """
     num_windows, num_keys = off_map.shape
     batch, _, _, heads, head_dims = source.shape
@@ -302,17 +304,16 @@ def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True, bias_c
     lse_dtype = torch.promote_types(q.dtype, torch.float32)
     lse = q.new_empty(batch * num_windows, heads, window_area, dtype=lse_dtype) if need_lse else None
     chunks = _bias_chunks(num_windows, bytes_per_window, q.device, bias_columns)
-    windows_off_map = _windows_with_off_map_keys(off_map) if on_cpu else None
+    windows_off_map = _off_map_flags(off_map, on_cpu, windows_off_map)
     # Chunks outside, images inside: a chunk's bias (gathered per window for Focal-fast) serves
     # every image of the batch.
     for chunk in chunks:
         windows = chunk.windows
         chunk_index = _take(index_by_window, windows).reshape(-1)
-        chunk_off_map = _take(off_map, windows)
         mask = _chunk_bias(bias, bias_columns, chunk).transpose(0, 1)
         # Interior windows have no off-map keys: the shared bias broadcasts, nothing to build.
         if not on_cpu or _has_off_map_keys(chunk, windows_off_map):
-            mask = mask + chunk_off_map[:, None, None, :]
+            mask = mask + _take(off_map, windows)[:, None, None, :]
         for b in range(batch):
             kv = source[b].index_select(0, chunk_index)
             kv = kv.view(-1, num_keys, 2, heads, head_dims)
@@ -358,9 +359,13 @@ class _FocalAttentionCore(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, source, index, bias, off_map, bias_columns=None):
-        out, lse = _attend_fused(q, source, index, bias, off_map, bias_columns=bias_columns)
+        # Which windows have off-map keys: found once, for the forward and the backward.
+        windows_off_map = _off_map_flags(off_map, _uses_cpu_kernels(q.device))
+        out, lse = _attend_fused(q, source, index, bias, off_map, bias_columns=bias_columns,
+                                 windows_off_map=windows_off_map)
         ctx.save_for_backward(q, source, index, bias, off_map, out, lse)
         ctx.bias_columns = bias_columns
+        ctx.windows_off_map = windows_off_map
         return out
 
     @staticmethod
@@ -400,7 +405,7 @@ class _FocalAttentionCore(torch.autograd.Function):
         # With per-window biases from a table, the images of the batch share them: sum the images'
         # score gradients, then add the sum to the table once per chunk.
         sum_over_images = bias_columns is not None and batch > 1
-        windows_off_map = _windows_with_off_map_keys(off_map) if on_cpu else None
+        windows_off_map = _off_map_flags(off_map, on_cpu, ctx.windows_off_map)
         # sum_j p_ij dP_ij = sum_c dO_ic O_ic for every query, all windows at once: (B*nW, w*w, heads)
         delta_all = torch.linalg.vecdot(grad_out, out)
         for chunk in _bias_chunks(num_windows, bytes_per_window, q.device, bias_columns):
@@ -408,9 +413,8 @@ class _FocalAttentionCore(torch.autograd.Function):
             rows = heads * count  # one small GEMM per (head, window) below
             chunk_index = _take(index_by_window, windows).reshape(-1)
             bias_and_off_map = _chunk_bias(bias, bias_columns, chunk)  # (heads, 1 or windows, w*w, keys)
-            chunk_off_map = _take(off_map, windows)
             if not on_cpu or _has_off_map_keys(chunk, windows_off_map):
-                bias_and_off_map = bias_and_off_map + chunk_off_map[None, :, None, :]
+                bias_and_off_map = bias_and_off_map + _take(off_map, windows)[None, :, None, :]
             grad_scores_sum = None
             for b in range(batch):
                 # Heads outside the windows, so every product below is one batched GEMM: (2, rows, keys, d)
@@ -490,10 +494,13 @@ class _Chunk(NamedTuple):
         return self.windows.start if isinstance(self.windows, slice) else int(self.windows[0])
 
 
-def _windows_with_off_map_keys(off_map: torch.Tensor) -> list:
-    """For each window, whether any of its keys has a nonzero off-map logit (a Python list: the
-    chunks ask without a tensor operation each)."""
-    return off_map.any(1).tolist()
+def _off_map_flags(off_map: torch.Tensor, on_cpu: bool, known: Optional[list] = None) -> Optional[list]:
+    """For each window, whether any of its keys has a nonzero off-map logit: a Python list, so
+    that the chunks ask without a tensor operation each; ``known`` where already found. None off
+    the CPU kernels, which always add the off-map logits (and would wait for the device here)."""
+    if not on_cpu:
+        return None
+    return known if known is not None else off_map.any(1).tolist()
 
 
 def _has_off_map_keys(chunk: '_Chunk', windows_off_map: list) -> bool:
