@@ -50,7 +50,8 @@ def build(name: str, device: str, drop_path_rate: float = 0.2) -> torch.nn.Modul
 
 def machine_description(device: str) -> str:
     """What the figures depend on: the GPU, or the CPU model with its caches (from ``lscpu``), the
-    threads used and the size of the chunks of windows the attention kernels derive from them."""
+    threads used, the vector instructions PyTorch's kernels use and the size of the chunks of
+    windows the attention kernels derive from them."""
     if device == 'cuda':
         return torch.cuda.get_device_name()
     model, caches = platform.processor() or platform.machine(), []
@@ -62,8 +63,11 @@ def machine_description(device: str) -> str:
     except (OSError, subprocess.CalledProcessError):
         pass
     from mmfocal.models.layers.attention_kernels import default_chunk_bytes
+    # The widest vector instructions PyTorch's kernels use here (AVX2, AVX512, ...): the attention's
+    # elementwise passes and small products scale with it, the large matrix products less.
+    vectors = torch.backends.cpu.get_cpu_capability()
     return f'CPU {model}' + (f' ({", ".join(caches)})' if caches else '') + \
-        f', {os.cpu_count()} cores, {torch.get_num_threads()} threads; attention chunks of ' \
+        f', {os.cpu_count()} cores, {torch.get_num_threads()} threads, {vectors} kernels; attention chunks of ' \
         f'{default_chunk_bytes() / 2**20:g} MiB'
 
 

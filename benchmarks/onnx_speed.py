@@ -25,7 +25,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from backbone_speed import build, step  # noqa: E402  (the same Focal-T and Swin-T settings and passes)
+from backbone_speed import build, machine_description, step  # noqa: E402  (the same models, passes and machine line)
 
 from mmfocal.deployment.export import export_onnx  # noqa: E402
 from mmfocal.deployment.ort_model import ORTModel  # noqa: E402
@@ -108,7 +108,9 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
-    print(f'torch {torch.__version__}, {threads} threads; ONNX Runtime with {threads} intra-op threads')
+    import onnxruntime
+    print(f'device: {machine_description("cpu")}')
+    print(f'torch {torch.__version__}, ONNX Runtime {onnxruntime.__version__}; both with {threads} threads')
     models = {name: _Backbone(build(name, 'cpu')).eval() for name in ('focal', 'swin')}
     focal = models['focal']
     with tempfile.TemporaryDirectory() as tmp:

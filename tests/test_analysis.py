@@ -56,7 +56,7 @@ def expected_layout(row, col, padded=(21, 21)):
 def test_recorded_weights_and_key_positions_follow_the_layout(recorded_block, query):
     keys = focal_window_query_keys(recorded_block.attn, MAP, *query)
     np.testing.assert_allclose(keys.weights.sum(1), 1.0, atol=1e-5)
-    assert keys.weights.shape == (2, 49 + 132 + 49)
+    assert keys.weights.shape == (2, 49 + 120 + 49)  # each ring token once (132 rolled slots, 12 repeats)
     names = [g.name for g in keys.groups]
     assert names == ['window tokens', 'rolled neighbours', 'pooled level 1']
     window, ring, rolled_at, on_map, off_map = expected_layout(*query)

@@ -9,7 +9,13 @@ import mmfocal
 from mmfocal import FocalTransformer
 from mmfocal.engine.pretrained import CheckpointMismatchError, match_state_dict
 from mmfocal.models.layers import attention_kernels
-from mmfocal.models.layers.key_layout import OFF_MAP_LOGIT
+from mmfocal.models.layers.key_layout import (
+    OFF_MAP_LOGIT,
+    compute_key_layout,
+    distinct_rolled_keys,
+    merge_repeated_slots,
+    rolled_neighbour_offsets,
+)
 
 from .helpers import (
     ATTENTION_PATHS,
@@ -294,6 +300,36 @@ def test_bfloat16_autocast_trains_close_to_float32(device):
     table_grad = model.layers[0].blocks[0].attn.relative_position_bias_table_to_windows[0].grad
     assert torch.isfinite(qkv_grad).all() and qkv_grad.abs().sum() > 0
     assert table_grad.dtype == torch.float32 and table_grad.abs().sum() > 0
+
+
+def test_rolled_slots_reaching_one_token_are_one_key_with_their_biases_merged():
+    """The official rolls fill 132 slots around a 7x7 window (e=3) with the 120 tokens of the
+    ring, 12 of them twice (each slot with its own bias). The layout fetches each token once, with
+    bias log(exp(b1) + exp(b2)): the same softmax (the reference comparisons above check outputs
+    and gradients against the official 132 slots)."""
+    slots = distinct_rolled_keys(7, 3)
+    repeated = slots[slots[:, 1] >= 0]
+    assert slots.shape == (120, 2) and len(repeated) == 12
+    offsets = rolled_neighbour_offsets(7, 3)
+    reach = offsets[:, :2] + offsets[:, 2:]  # where each slot's token lies, relative to the window
+    assert torch.equal(reach[repeated[:, 0]], reach[repeated[:, 1]])
+    assert len({tuple(r) for r in reach[slots[:, 0]].tolist()}) == 120
+    assert sorted(slots[slots >= 0].tolist()) == list(range(132))
+
+    bias = torch.randn(3, 49, 132, dtype=torch.float64, requires_grad=True)
+    merged = merge_repeated_slots(bias, slots)
+    expected = bias[..., slots[:, 0]].clone()
+    expected[..., slots[:, 1] >= 0] = torch.logaddexp(bias[..., repeated[:, 0]], bias[..., repeated[:, 1]])
+    torch.testing.assert_close(merged, expected)
+    grad = torch.randn(merged.shape, dtype=torch.float64)
+    torch.testing.assert_close(torch.autograd.grad(merged, bias, grad)[0], torch.autograd.grad(expected, bias, grad)[0])
+
+    # the middle window of a 7x7 grid reads 49 + 120 distinct map tokens, then its 49 pooled ones
+    index, off_map = compute_key_layout(7, 3, 7, 1, 7, 7, True, torch.device('cpu'))
+    keys = index.view(49, -1)[24]
+    assert len(keys) == 49 + 120 + 49 and len(set(keys[:169].tolist())) == 169
+    assert not off_map[24].any()
+    assert distinct_rolled_keys(7, 4).shape == (160, 1)  # e = 4: no slot repeats a token
 
 
 @pytest.mark.parametrize('attention_path', ['cpu', 'other devices'])

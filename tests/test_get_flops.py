@@ -58,16 +58,17 @@ def test_fused_attention_counts_as_its_two_matmuls(fused_cpu_kernel):
 
 def test_backbone_flops_include_the_attention_products():
     """One stage of one block at a 28x28 input: a 7x7 map, one window. The traced attention (the
-    standard-ops path) computes its two products, q k^T and weights times v, over 230 keys per
-    query: 49 window tokens, 132 slots of rolled keys (removed by a logit at this size) and 49
-    pooled tokens, across the 16 channels of all heads; they are all of the traced matmuls."""
+    standard-ops path) computes its two products, q k^T and weights times v, over 218 keys per
+    query: 49 window tokens, the 120 rolled keys (the ring's tokens, each once; removed by a logit
+    at this size) and 49 pooled tokens, across the 16 channels of all heads; they are all of the
+    traced matmuls."""
     torch.manual_seed(0)
     backbone = FocalTransformer(embed_dims=16, depths=(1, ), num_heads=(2, ), focal_levels=(2, ), focal_windows=(7, ),
                                 expand_sizes=(3, ), out_indices=(0, ), drop_path_rate=0.).eval()
     analyzer = flop_analyzer(backbone, (torch.randn(1, 3, 28, 28), ))
     with torch.no_grad():
         total, by_operator = analyzer.total(), analyzer.by_operator()
-    assert by_operator['matmul'] == 49 * (49 + 132 + 49) * (16 + 16)
+    assert by_operator['matmul'] == 49 * (49 + 120 + 49) * (16 + 16)
     assert backbone_flops(backbone, (28, 28)) == total
     assert backbone_flops(backbone, (56, 56)) == 4 * total  # four windows
     assert backbone_flops(backbone, (28, 28), batch=2) == 2 * total

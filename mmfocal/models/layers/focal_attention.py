@@ -22,7 +22,9 @@ from .attention_kernels import attend
 from .block import FocalBlockBase
 from .key_layout import (
     cached_key_layout,
+    distinct_rolled_keys,
     key_layout_for_any_size,
+    merge_repeated_slots,
     num_rolled_keys,
     pooled_neighbourhood,
     relative_position_index,
@@ -85,6 +87,7 @@ class FocalWindowAttention(nn.Module):
             self.relative_position_bias_table_to_neighbors = nn.Parameter(
                 torch.zeros(1, num_heads, w * w, num_rolled_keys(w, expand_size)))
             nn.init.trunc_normal_(self.relative_position_bias_table_to_neighbors, std=.02)
+            self.register_buffer('rolled_key_slots', distinct_rolled_keys(w, expand_size), persistent=False)
         self.relative_position_bias_table_to_windows = nn.ParameterList()
         for k in range(self.num_pooled_levels):
             side = self.pooled_neighbourhood(k)
@@ -113,7 +116,8 @@ class FocalWindowAttention(nn.Module):
         parts = [self.relative_position_bias_table[self.window_bias_index.view(-1)].view(w2, w2, heads)
                  .permute(2, 0, 1)]
         if with_rolled and self.expand_size > 0:
-            parts.append(self.relative_position_bias_table_to_neighbors[0])
+            # One bias per rolled slot, one key per token: slots reaching the same token merge.
+            parts.append(merge_repeated_slots(self.relative_position_bias_table_to_neighbors[0], self.rolled_key_slots))
         for k, table in enumerate(self.relative_position_bias_table_to_windows):
             index = getattr(self, f'pooled_bias_index_{k}')
             parts.append(table[:, index.view(-1)].view(heads, w2, -1))

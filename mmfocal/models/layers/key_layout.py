@@ -7,8 +7,9 @@ window's keys, in order, are:
 1. the window's own ``w*w`` tokens;
 2. the *rolled* neighbours: the official model rolls the key map by ``(+-e, +-e)`` four times and
    keeps, from each roll, the ``w*w - (w-e)**2`` slots that fall outside the window. That gives
-   ``4 * (w*w - (w-e)**2)`` keys (132 for w=7, e=3): the ``(w+2e)**2 - w*w`` ring around the window
-   plus 12 duplicates. Rolls wrap around the (padded) map, so border windows see the far side;
+   ``4 * (w*w - (w-e)**2)`` slots (132 for w=7, e=3): the ``(w+2e)**2 - w*w`` ring around the window
+   plus 12 repeats. Rolls wrap around the (padded) map, so border windows see the far side. The
+   layout fetches each ring token once, its bias merged from its slots' (:func:`distinct_rolled_keys`);
 3. for each pooled level ``k``: the map cut into sub-windows of ``floor(w / 2**k)`` tokens, each
    pooled to one token, and the ``(focal_window + 2**k - 1)**2`` pooled tokens around the query
    window. Off-map positions are a zero key and value whose logits get OFF_MAP_LOGIT added (the
@@ -24,6 +25,11 @@ from typing import Tuple
 
 import torch
 
+# The logit that removes a key: exp() of it underflows to exactly 0 next to any real key. Every
+# nonzero entry of a layout's ``off_map`` is this value (the ONNX graph relies on it: it routes
+# such keys to one sink key, attention_kernels._removed_keys_to_sink).
+REMOVED_KEY_LOGIT = -1e4
+
 # Logit added to pooled keys beyond the map. The official model adds -100, whose exp() is about
 # 1e-44 relative to the largest weight: a float32 denormal that changes no sum it enters (the
 # softmax's denominator is at least 1) and multiplies the zero token's zero value, so the outputs
@@ -31,11 +37,11 @@ import torch
 # zeros instead of denormals, which cost time in every exp() and product they meet (x86 cores
 # take microcode assists on them): stage 1's attention forward+backward at 512x512 took 9% less
 # (docs/speed.md).
-OFF_MAP_LOGIT = -1e4
+OFF_MAP_LOGIT = REMOVED_KEY_LOGIT
 
 # Logit added to rolled keys where the map is too small for them, by the layout of traced graphs,
-# which keeps one key layout for every size: exp() of it underflows to exactly 0 next to any real key.
-DROPPED_KEY_LOGIT = -1e4
+# which keeps one key layout for every size.
+DROPPED_KEY_LOGIT = REMOVED_KEY_LOGIT
 
 
 def relative_position_index(query_size: Tuple[int, int], key_size: Tuple[int, int]) -> torch.Tensor:
@@ -58,18 +64,59 @@ def rolled_neighbour_offsets(window_size: int, expand_size: int) -> torch.Tensor
     the window slots, row-major, that the roll fills from outside the window. Built in Python, so
     it is a constant also while tracing (no data-dependent boolean indexing).
     """
-    w, e = window_size, expand_size
+    return torch.tensor(_rolled_slots(window_size, expand_size), dtype=torch.long).view(-1, 4)
+
+
+def _rolled_slots(w: int, e: int) -> list:
+    """:func:`rolled_neighbour_offsets` as a list of tuples."""
     # A roll by (-dy, -dx) puts the token at (r + dy, c + dx) into slot (r, c); it fills from
     # outside the window the slots within e of the edges it moves away from.
     rolls = (((e, e), lambda r, c: r >= w - e or c >= w - e), ((e, -e), lambda r, c: r >= w - e or c < e),
              ((-e, e), lambda r, c: r < e or c >= w - e), ((-e, -e), lambda r, c: r < e or c < e))
-    rows = [(r, c, dy, dx) for (dy, dx), outside in rolls for r in range(w) for c in range(w) if outside(r, c)]
-    return torch.tensor(rows, dtype=torch.long).view(-1, 4)
+    return [(r, c, dy, dx) for (dy, dx), outside in rolls for r in range(w) for c in range(w) if outside(r, c)]
 
 
 def num_rolled_keys(window_size: int, expand_size: int) -> int:
-    """Keys the four rolls give a window: ``4 * (w*w - (w-e)**2)``, or 0 without rolls (e = 0)."""
+    """Slots the four rolls give a window: ``4 * (w*w - (w-e)**2)``, or 0 without rolls (e = 0);
+    each has its own learned bias. Some repeat a token (:func:`distinct_rolled_keys`)."""
     return 4 * (window_size**2 - (window_size - expand_size)**2) if expand_size > 0 else 0
+
+
+def distinct_rolled_keys(window_size: int, expand_size: int) -> torch.Tensor:
+    """The rolled keys the layout fetches: each token the rolls reach, once.
+
+    Rolls whose reaches overlap fill two slots with the same token in every window (w=7, e=3: the
+    12 tokens of the ring's middle rows and columns, so 120 tokens in 132 slots). The official
+    model attends to both slots, each with its own bias b1, b2: exp(s + b1) + exp(s + b2) =
+    exp(s + logaddexp(b1, b2)) with the same value, so one key whose bias merges the slots' biases
+    (:func:`merge_repeated_slots`) gives the same outputs and gradients with fewer keys.
+
+    Returns ``slots`` (n, m) long: for each distinct token in the order its first slot has in
+    :func:`rolled_neighbour_offsets`, the slots that reach it, padded with -1 (m = 2 where any
+    token repeats). (0, 1) without rolls.
+    """
+    if expand_size == 0:
+        return torch.zeros(0, 1, dtype=torch.long)
+    slots_of = {}  # built in Python: also a constant under a tracer or on the meta device
+    for slot, (row, col, dy, dx) in enumerate(_rolled_slots(window_size, expand_size)):
+        slots_of.setdefault((row + dy, col + dx), []).append(slot)
+    width = max(len(slots) for slots in slots_of.values())
+    return torch.tensor([slots + [-1] * (width - len(slots)) for slots in slots_of.values()], dtype=torch.long)
+
+
+def merge_repeated_slots(bias: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """Per-slot biases (..., slots) to per-key biases (..., keys): the log-sum-exp of the biases
+    of the slots that reach each key (``slots`` from :func:`distinct_rolled_keys`). Differentiable;
+    in standard ops (a gather, a log-sum-exp), so it also traces."""
+    gathered = bias[..., slots.clamp(min=0).view(-1)].unflatten(-1, slots.shape)  # (..., keys, m)
+    if slots.shape[1] == 1:
+        return gathered.squeeze(-1)
+    # -inf where a key has fewer slots: exp(-inf) adds nothing, and its gradient is 0.
+    padding = torch.zeros(slots.shape, dtype=bias.dtype, device=bias.device).masked_fill(slots < 0, float('-inf'))
+    gathered = gathered + padding
+    # The log-sum-exp, written out: the peak it subtracts cancels in value and gradient, so it is detached.
+    peak = gathered.amax(-1, keepdim=True).detach()
+    return (gathered - peak).exp().sum(-1).log() + peak.squeeze(-1)
 
 
 def pooled_neighbourhood(focal_window: int, level: int) -> int:
@@ -103,7 +150,7 @@ def compute_key_layout(window_size: int, expand_size: int, focal_window: int, nu
     in_rows, in_cols = torch.meshgrid(torch.arange(w), torch.arange(w), indexing='ij')
     slot_rows, slot_cols = [in_rows.reshape(-1)], [in_cols.reshape(-1)]
     if with_rolled and expand_size > 0:
-        offsets = rolled_neighbour_offsets(w, expand_size)
+        offsets = rolled_neighbour_offsets(w, expand_size)[distinct_rolled_keys(w, expand_size)[:, 0]]
         slot_rows.append(offsets[:, 0] + offsets[:, 2])
         slot_cols.append(offsets[:, 1] + offsets[:, 3])
     slot_rows = torch.cat(slot_rows).view(1, 1, 1, -1)
@@ -149,7 +196,7 @@ def key_layout_for_any_size(window_size: int, expand_size: int, focal_window: in
     index, off_map = compute_key_layout(window_size, expand_size, focal_window, num_pooled_levels, n_wh, n_ww, True,
                                         device)
     if expand_size > 0:
-        w2, rolled = window_size**2, num_rolled_keys(window_size, expand_size)
+        w2, rolled = window_size**2, len(distinct_rolled_keys(window_size, expand_size))
         pooled = sum(pooled_neighbourhood(focal_window, k)**2 for k in range(num_pooled_levels))
         is_rolled = torch.cat([off_map.new_zeros(w2), off_map.new_ones(rolled), off_map.new_zeros(pooled)])
         dropped = ~torch.as_tensor(with_rolled, device=device)
