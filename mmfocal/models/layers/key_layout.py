@@ -25,11 +25,6 @@ from typing import Tuple
 
 import torch
 
-# The logit that removes a key: exp() of it underflows to exactly 0 next to any real key. Every
-# nonzero entry of a layout's ``off_map`` is this value (the ONNX graph relies on it: it routes
-# such keys to one sink key, attention_kernels._removed_keys_to_sink).
-REMOVED_KEY_LOGIT = -1e4
-
 # Logit added to pooled keys beyond the map. The official model adds -100, whose exp() is about
 # 1e-44 relative to the largest weight: a float32 denormal that changes no sum it enters (the
 # softmax's denominator is at least 1) and multiplies the zero token's zero value, so the outputs
@@ -37,11 +32,11 @@ REMOVED_KEY_LOGIT = -1e4
 # zeros instead of denormals, which cost time in every exp() and product they meet (x86 cores
 # take microcode assists on them): stage 1's attention forward+backward at 512x512 took 9% less
 # (docs/speed.md).
-OFF_MAP_LOGIT = REMOVED_KEY_LOGIT
+OFF_MAP_LOGIT = -1e4
 
 # Logit added to rolled keys where the map is too small for them, by the layout of traced graphs,
-# which keeps one key layout for every size.
-DROPPED_KEY_LOGIT = REMOVED_KEY_LOGIT
+# which keeps one key layout for every size: exp() of it underflows to exactly 0 next to any real key.
+DROPPED_KEY_LOGIT = -1e4
 
 
 def relative_position_index(query_size: Tuple[int, int], key_size: Tuple[int, int]) -> torch.Tensor:
