@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 
+import onnxruntime
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -108,7 +109,6 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
-    import onnxruntime
     print(f'device: {machine_description("cpu")}')
     print(f'torch {torch.__version__}, ONNX Runtime {onnxruntime.__version__}; both with {threads} threads')
     models = {name: _Backbone(build(name, 'cpu')).eval() for name in ('focal', 'swin')}

@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..models.layers.key_layout import distinct_rolled_keys, rolled_neighbour_offsets
+from ..models.layers.key_layout import distinct_rolled_offsets
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def focal_transformer_key_groups(attention, with_rolled: bool) -> List[KeyGroup]
     groups = [KeyGroup('window tokens', w * w, layout=np.stack([rows.ravel(), cols.ravel()], 1))]
     if with_rolled and e > 0:
         # Each token the rolls reach once, as the layout fetches it (its weight: that of its slots together).
-        offsets = rolled_neighbour_offsets(w, e)[distinct_rolled_keys(w, e)[:, 0]].numpy()
+        offsets = distinct_rolled_offsets(w, e).numpy()
         groups.append(KeyGroup('rolled neighbours', len(offsets), layout=offsets[:, :2] + offsets[:, 2:]))
     for k in range(attention.num_pooled_levels):
         side = attention.pooled_neighbourhood(k)

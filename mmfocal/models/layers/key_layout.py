@@ -99,6 +99,12 @@ def distinct_rolled_keys(window_size: int, expand_size: int) -> torch.Tensor:
     return torch.tensor([slots + [-1] * (width - len(slots)) for slots in slots_of.values()], dtype=torch.long)
 
 
+def distinct_rolled_offsets(window_size: int, expand_size: int) -> torch.Tensor:
+    """:func:`rolled_neighbour_offsets` of the keys the layout fetches: the first slot of each
+    token of :func:`distinct_rolled_keys`, (n, 4)."""
+    return rolled_neighbour_offsets(window_size, expand_size)[distinct_rolled_keys(window_size, expand_size)[:, 0]]
+
+
 def merge_repeated_slots(bias: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     """Per-slot biases (..., slots) to per-key biases (..., keys): the log-sum-exp of the biases
     of the slots that reach each key (``slots`` from :func:`distinct_rolled_keys`). Differentiable;
@@ -145,7 +151,7 @@ def compute_key_layout(window_size: int, expand_size: int, focal_window: int, nu
     in_rows, in_cols = torch.meshgrid(torch.arange(w), torch.arange(w), indexing='ij')
     slot_rows, slot_cols = [in_rows.reshape(-1)], [in_cols.reshape(-1)]
     if with_rolled and expand_size > 0:
-        offsets = rolled_neighbour_offsets(w, expand_size)[distinct_rolled_keys(w, expand_size)[:, 0]]
+        offsets = distinct_rolled_offsets(w, expand_size)
         slot_rows.append(offsets[:, 0] + offsets[:, 2])
         slot_cols.append(offsets[:, 1] + offsets[:, 3])
     slot_rows = torch.cat(slot_rows).view(1, 1, 1, -1)
