@@ -9,8 +9,9 @@ input size and batch: forward without gradients and forward+backward in train mo
 (Focal, Focal-fast, Swin, Focal, ...) after warm-up, median of ``--repeats`` runs; then
 the peak memory of one forward+backward of each, measured in a fresh process (peak RSS growth on
 CPU, ``torch.cuda.max_memory_allocated`` on a GPU). On a GPU it times with CUDA events and also
-reports fp16 and bf16 autocast. Prints the machine (CPU model, caches, threads), times and the
-ratios Focal/Swin, Focal-fast/Swin and Focal-fast/Focal, and beside them the same ratios of the
+reports fp16 and bf16 autocast. Prints the machine (CPU model, caches, threads), the median times
+and the ratios Focal/Swin, Focal-fast/Swin and Focal-fast/Focal, each the median of the rounds'
+ratios with their range (lowest-highest: the noise of the run), and beside them the ratios of the
 models' FLOPs at that size (mmengine's counter with the attention's matrix products counted, the
 same for every model: ``mmfocal.analysis.flops.backbone_flops``), the limit a time ratio can
 reach when both run at the same FLOP rate. Targets are in README.md. ``--models`` picks a subset.
@@ -111,7 +112,23 @@ def timed(model, x, backward, autocast_dtype=None) -> float:
     return time.perf_counter() - begin
 
 
+def paired_ratio(numerator: list, denominator: list) -> tuple:
+    """Median, lowest and highest of the ratios of two runners' times round by round. Each round
+    runs both back to back, so a machine that speeds up or slows down between rounds (a shared VM
+    does, by 20% and more) moves both times of a round alike: the median of the rounds' ratios
+    drifts less than the ratio of the two medians, and the range shows what noise is left."""
+    ratios = sorted(a / b for a, b in zip(numerator, denominator))
+    return statistics.median(ratios), ratios[0], ratios[-1]
+
+
+def ratio_text(ratio: tuple) -> str:
+    """A :func:`paired_ratio` as 'median (lowest-highest)'."""
+    return f'{ratio[0]:.2f} ({ratio[1]:.2f}-{ratio[2]:.2f})'
+
+
 def compare_speed(models, size, batch, repeats, warmup, device, autocast_dtype=None):
+    """Seconds of each model's forward and forward+backward, one list per pass and model, a time
+    per round (the models run in turn within a round)."""
     x = torch.randn(batch, 3, *size, device=device)
     results = {}
     for backward in (False, True):
@@ -123,7 +140,7 @@ def compare_speed(models, size, batch, repeats, warmup, device, autocast_dtype=N
             for name, model in models.items():
                 times[name].append(timed(model, x, backward, autocast_dtype))
                 model.zero_grad(set_to_none=True)
-        results['fwd+bwd' if backward else 'fwd'] = {n: statistics.median(t) for n, t in times.items()}
+        results['fwd+bwd' if backward else 'fwd'] = times
     return results
 
 
@@ -200,12 +217,15 @@ def main():
             for dtype in precisions:
                 results = compare_speed(models, size, batch, args.repeats, args.warmup, device, dtype)
                 label = {None: 'fp32', torch.float16: 'fp16', torch.bfloat16: 'bf16'}[dtype]
-                for pass_name, t in results.items():
+                for pass_name, times in results.items():
+                    t = {n: statistics.median(v) for n, v in times.items()}
+                    paired = {f'{a}/{b}': paired_ratio(times[a], times[b]) for a, b in ratios}
                     rows.append(dict(size=size_text, batch=batch, precision=label, pass_=pass_name, **t,
-                                     **{f'{a}/{b}': t[a] / t[b] for a, b in ratios}))
+                                     **{key: r[0] for key, r in paired.items()},
+                                     **{f'{key} range': r[1:] for key, r in paired.items()}))
                     print(f'{batch}x{size_text:>10} {label:>9} {pass_name:>8} '
                           + ' '.join(f'{t[n]:14.3f}' for n in models) + ' '
-                          + ' '.join(f'{t[a] / t[b]:20.2f}' for a, b in ratios), flush=True)
+                          + ' '.join(f'{ratio_text(r):>20}' for r in paired.values()), flush=True)
             if not args.no_memory:
                 mem = {name: peak_memory(name, size, batch, device) for name in models}
                 rows.append(dict(size=size_text, batch=batch, precision='fp32', pass_='peak MiB', **mem,

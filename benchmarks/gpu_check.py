@@ -490,12 +490,14 @@ def section_speed(settings: Settings, budget: float) -> list:
                                              str(settings.device), dtype)
         x = torch.randn(settings.speed_batch, 3, *size, device=settings.device)
         for pass_name, backward in (('fwd', False), ('fwd+bwd', True)):
-            t = times[pass_name]
+            rounds = times[pass_name]  # seconds per round, per model
+            t = {n: statistics.median(v) for n, v in rounds.items()}
             mem = {n: peak_memory_mib(m, x, backward, dtype) for n, m in models.items()}
             lines.append(f'| {settings.speed_batch}x3x{size[0]}x{size[1]} | {_precision_label(dtype)} | {pass_name} | '
                          + ' | '.join(f'{t[n] * 1000:.1f}' for n in names) + ' | '
                          + ' | '.join(f'{mem[n]:.0f}' for n in names) + ' | '
-                         + ' | '.join(f'{t[a] / t["swin"]:.2f}' for a in ('focal', 'fast')) + ' | '
+                         + ' | '.join(f'{backbone_speed.paired_ratio(rounds[a], rounds["swin"])[0]:.2f}'
+                                      for a in ('focal', 'fast')) + ' | '
                          + ' | '.join(f'{mem[a] / mem["swin"]:.2f}' for a in ('focal', 'fast')) + ' |')
     return lines
 

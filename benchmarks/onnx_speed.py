@@ -26,7 +26,7 @@ import onnxruntime
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from backbone_speed import build, machine_description, step  # noqa: E402  (the same models, passes and machine line)
+from backbone_speed import build, machine_description, paired_ratio, ratio_text, step  # noqa: E402  (the same models, passes and machine line)
 
 from mmfocal.deployment.export import export_onnx  # noqa: E402
 from mmfocal.deployment.ort_model import ORTModel  # noqa: E402
@@ -75,8 +75,8 @@ def compiled_runner(label: str, model: torch.nn.Module, backward: bool, x: torch
 
 
 def time_interleaved(runners: dict, x: torch.Tensor, repeats: int) -> dict:
-    """Median seconds per runner over ``repeats`` rounds, each round running every runner once
-    (so load changes hit every runner alike), after one warm-up round."""
+    """Seconds per runner, one per round over ``repeats`` rounds, each round running every runner
+    once (so load changes hit every runner alike), after one warm-up round."""
     for fn in runners.values():
         fn(x)
     times = {name: [] for name in runners}
@@ -85,15 +85,18 @@ def time_interleaved(runners: dict, x: torch.Tensor, repeats: int) -> dict:
             start = time.perf_counter()
             fn(x)
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
 
 
-def print_row(size: str, medians: dict) -> None:
-    """One table per size, printed as soon as it is measured (a run at 800x1344 takes long)."""
-    ratios = [(label, medians[a] / medians[b]) for label, a, b in RATIOS if a in medians and b in medians]
+def print_row(size: str, times: dict) -> None:
+    """One table per size, printed as soon as it is measured (a run at 800x1344 takes long): the
+    median times and the ratios as backbone_speed.py prints them (median of the rounds' ratios and
+    their range)."""
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    ratios = [(label, paired_ratio(times[a], times[b])) for label, a, b in RATIOS if a in times and b in times]
     print(f'{"input":>10} ' + ' '.join(f'{name:>21}' for name in medians) + ''.join(f' {r:>20}' for r, _ in ratios))
     print(f'{size:>10} ' + ' '.join(f'{t:>20.3f}s' for t in medians.values()) +
-          ''.join(f' {v:>20.2f}' for _, v in ratios), flush=True)
+          ''.join(f' {ratio_text(v):>20}' for _, v in ratios), flush=True)
 
 
 def main():

@@ -28,7 +28,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from backbone_speed import LABELS, build, machine_description, step  # noqa: E402
+from backbone_speed import LABELS, build, machine_description, paired_ratio, ratio_text, step  # noqa: E402
 
 from mmfocal.analysis.flops import FUSED_ATTENTION_OPS  # noqa: E402
 
@@ -88,8 +88,9 @@ def profile_pass(model, x, backward: bool, warmup: int = 2):
 
 
 def chunk_sweep(model, x, repeats: int, sizes_mib) -> None:
-    """Focal-T's forward and forward+backward with each chunk size, interleaved; prints the medians
-    relative to the default (the size derived from this machine)."""
+    """Focal-T's forward and forward+backward with each chunk size, interleaved; prints the median
+    times and each size's ratio to the default (the size derived from this machine), round by
+    round as backbone_speed.py's ratios."""
     from mmfocal.models.layers import attention_path
     from mmfocal.models.layers.attention_kernels import default_chunk_bytes
     settings = {'default': None, **{f'{m:g} MiB': int(m * 2**20) for m in sizes_mib}}
@@ -103,9 +104,9 @@ def chunk_sweep(model, x, repeats: int, sizes_mib) -> None:
                     step(model, x, backward)
                     times[label].append(time.perf_counter() - begin)
                 model.zero_grad(set_to_none=True)
-        medians = {label: statistics.median(t[1:]) for label, t in times.items()}
         print(f'  {"fwd+bwd" if backward else "fwd":>8}: ' + ', '.join(
-            f'{label} {m * 1e3:.0f} ms ({m / medians["default"]:.2f})' for label, m in medians.items()), flush=True)
+            f'{label} {statistics.median(t[1:]) * 1e3:.0f} ms ({ratio_text(paired_ratio(t[1:], times["default"][1:]))})'
+            for label, t in times.items()), flush=True)
 
 
 def main():
