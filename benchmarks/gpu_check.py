@@ -473,7 +473,8 @@ def section_speed(settings: Settings, budget: float) -> list:
         models = {name: backbone_speed.build(name, str(settings.device)) for name in names}
     labels = {**MODELS, 'swin': 'Swin-T'}
     lines = [f'Backbones as benchmarks/backbone_speed.py builds them (drop path 0.2, train mode for forward+backward); '
-             f'time: median of {settings.repeats} after {settings.warmup} warm-up, CUDA events; memory: peak '
+             f'time: median of {settings.repeats} after {settings.warmup} warm-up, CUDA events (time ratios: '
+             'median of the rounds\' ratios); memory: peak '
              'allocated beyond the model, one pass.', '',
              '| input | precision | pass | ' + ' | '.join(f'{labels[n]} ms' for n in names) + ' | '
              + ' | '.join(f'{labels[n]} MiB' for n in names) + ' | Focal-T/Swin time | Focal-fast-T/Swin time | '

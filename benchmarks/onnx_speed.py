@@ -12,7 +12,8 @@ file is reused (an export of Focal-T at 800x1344 takes 10 to 50 s on a small CPU
 compiled per size (``torch.compile(fullgraph=True, dynamic=False)``, Inductor), forward without
 gradients; ``--train`` adds forward+backward in train mode, eager and compiled. The runners are
 timed interleaved (Focal ORT, Swin ORT, Focal eager, Focal compiled, ...) after one warm-up,
-median of ``--repeats`` rounds. Prints the compile times, seconds per run and the ratios.
+median of ``--repeats`` rounds. Prints the compile times, seconds per run and the ratios, each
+the median of the rounds' ratios with their range (as ``backbone_speed.py``).
 """
 import argparse
 import functools
@@ -26,7 +27,8 @@ import onnxruntime
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from backbone_speed import build, machine_description, paired_ratio, ratio_text, step  # noqa: E402  (the same models, passes and machine line)
+# The same models, passes, machine line and ratios as backbone_speed.py.
+from backbone_speed import build, machine_description, paired_ratio, ratio_text, step  # noqa: E402
 
 from mmfocal.deployment.export import export_onnx  # noqa: E402
 from mmfocal.deployment.ort_model import ORTModel  # noqa: E402
