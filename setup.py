@@ -33,6 +33,8 @@ setup(
     version=read_version(),
     description='Focal Transformer backbone for OpenMMLab classification, detection and segmentation',
     packages=find_packages(include=['mmfocal', 'mmfocal.*']),
+    # the compiled CPU attention kernels' source, built on first use (mmfocal/models/layers/compiled_kernels.py)
+    package_data={'mmfocal.models.layers': ['csrc/*.cpp']},
     python_requires='>=3.9',
     install_requires=[
         'torch>=2.6', 'numpy>=1.25,<2', 'mmengine>=0.10.7,<1.0', 'mmcv>=2.1.0,<2.2.0', 'mmdet>=3.3.0,<3.4',

@@ -1,9 +1,12 @@
 """The public attention-path switch (mmfocal.models.layers.attention_path), the refusal of tracers
 the automatic choice does not know, and the docstring examples of the public classes."""
+import copy
 import doctest
 import os
+import platform
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -19,13 +22,20 @@ from mmfocal.models.layers import (
     attention_kernels,
     attention_path,
     attention_settings,
+    compiled_kernels,
     focal_attention,
     focal_fast_attention,
     is_tracing,
 )
 from mmfocal.models.layers.tracing import unclassified_tracing
 
+from .helpers import with_large_weights
+
 FLASH_KERNEL = 'aten._scaled_dot_product_flash_attention_for_cpu.default'
+COMPILED_KERNELS = ('mmfocal_cpu.focal_attention_forward.default', 'mmfocal_cpu.focal_attention_backward.default')
+# Where the compiled CPU kernels must build (CI's machines are such): a failed build there is a failure.
+BUILDS_COMPILED_KERNELS = sys.platform.startswith('linux') and platform.machine() == 'x86_64' and \
+    torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512')
 
 
 class OpNames(TorchDispatchMode):
@@ -92,7 +102,7 @@ def test_attention_path_checks_its_arguments_and_restores_the_settings():
     with pytest.raises(ValueError, match='chunk_bytes must be a positive integer, got 0'):
         with attention_path(chunk_bytes=0):
             pass
-    with pytest.raises(ValueError, match=r"kernels must be one of \('cpu', 'generic'\), got 'cuda'"):
+    with pytest.raises(ValueError, match=r"kernels must be one of \('compiled', 'cpu', 'generic'\), got 'cuda'"):
         with attention_path(kernels='cuda'):
             pass
     with pytest.raises(RuntimeError, match='inside'):
@@ -153,6 +163,69 @@ def test_forced_paths_refuse_what_they_cannot_compute():
         with pytest.raises(ValueError, match=f"'{path}' cannot apply attention dropout"):
             with attention_path(path):
                 block(x)
+
+
+def _focal_t_shaped_block():
+    """A block whose attention has FocalTransformer's head dims (32), the compiled kernels' case;
+    weights large enough that the attention dominates the block's output and gradients."""
+    torch.manual_seed(0)
+    return with_large_weights(FocalTransformerBlock(64, 2)).train()
+
+
+def _output_and_gradients(block, x, path: str):
+    """``block(x)`` under ``path`` forced, and the gradients of x and every parameter, with the
+    ATen and mmfocal ops that ran (a forced path is taken under the recording dispatch mode)."""
+    x = x.detach().requires_grad_()
+    with attention_path(path), OpNames() as recorder:
+        out = block(x)
+        grads = torch.autograd.grad(out.square().sum(), [x, *block.parameters()])
+    return out, grads, recorder.names
+
+
+@pytest.mark.skipif(not BUILDS_COMPILED_KERNELS, reason='the compiled kernels are built for x86-64 Linux with AVX2')
+def test_compiled_kernels_build_here_and_take_focal_t_attention_by_default(monkeypatch):
+    """On x86-64 Linux with AVX2 the kernels build, and FocalTransformer's attention in float32 on
+    the CPU runs on them, both passes, with the outputs and gradients of the standard-ops
+    attention in float64 (border windows, padding, rolled and pooled keys, a batch of two)."""
+    monkeypatch.delenv(compiled_kernels.SWITCH, raising=False)
+    assert compiled_kernels.unavailable_reason() is None
+    block = _focal_t_shaped_block()
+    x = torch.randn(2, 20, 23, 64)
+    out, grads, names = _output_and_gradients(block, x, 'recompute')
+    assert set(COMPILED_KERNELS) <= names and FLASH_KERNEL not in names
+    reference = copy.deepcopy(block).double()
+    expected, expected_grads, _ = _output_and_gradients(reference, x.double(), 'standard_ops')
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    for name, ours, theirs in zip(['x', *(n for n, _ in block.named_parameters())], grads, expected_grads):
+        torch.testing.assert_close(ours.double(), theirs, rtol=1e-4, atol=1e-4 * theirs.abs().max().item(), msg=name)
+    # inference: the forward alone, the same output; and the same gradients again, bit for bit
+    with torch.no_grad(), attention_path('fused'), OpNames() as recorder:
+        torch.testing.assert_close(block(x), out.detach(), rtol=0, atol=0)
+    assert COMPILED_KERNELS[0] in recorder.names
+    assert all(torch.equal(a, b) for a, b in zip(grads, _output_and_gradients(block, x, 'recompute')[1]))
+
+
+def test_compiled_kernels_can_be_switched_off_and_refuse_what_they_cannot_compute(monkeypatch):
+    """MMFOCAL_COMPILED_KERNELS=0 gives PyTorch's kernels; forcing the compiled kernels on an
+    attention they do not take (float64, head dims other than 32) is an error that says why; and
+    the kernels check their inputs (an index beyond the key source is an error, not a read past it)."""
+    block = _focal_t_shaped_block()
+    x = torch.randn(1, 15, 15, 64)
+    monkeypatch.setenv(compiled_kernels.SWITCH, '0')
+    assert compiled_kernels.unavailable_reason() == 'MMFOCAL_COMPILED_KERNELS=0 is set'
+    names = _output_and_gradients(block, x, 'recompute')[2]
+    assert FLASH_KERNEL in names and not set(COMPILED_KERNELS) & names
+    monkeypatch.delenv(compiled_kernels.SWITCH)
+    with attention_path(kernels='compiled'), torch.no_grad():
+        with pytest.raises(ValueError, match="kernels='compiled'.*compute in float32, got q torch.float64"):
+            copy.deepcopy(block).double()(x.double())
+        with pytest.raises(ValueError, match='head dims 32 .* got 8'):
+            _block()(torch.randn(1, 14, 14, 16))
+    if BUILDS_COMPILED_KERNELS:
+        q, source = torch.zeros(1, 49, 2, 32), torch.zeros(1, 10, 2, 2, 32)
+        bias_t, off_map = torch.zeros(2, 3, 56), torch.zeros(1, 3)
+        with pytest.raises(RuntimeError, match='index out of the key source'):
+            compiled_kernels.forward(q, source, torch.tensor([0, 5, 10]), bias_t, off_map)
 
 
 def test_a_tracer_the_automatic_choice_does_not_know_gets_an_error_not_the_eager_kernels():

@@ -12,6 +12,10 @@ against a straightforward float64 implementation, outputs and gradients):
 - ``'fused'``: the forward alone, by fused attention calls over chunks of windows (inference);
 - ``'recompute'``: the same fused forward, and a backward that recomputes the attention from the
   saved queries and key source instead of keeping it (:class:`_FocalAttentionCore`; training);
+
+  both on the CPU by mmfocal's compiled kernels (:mod:`.compiled_kernels`,
+  :class:`_CompiledFocalAttention`) where they apply and build (FocalTransformer's attention in
+  float32), else by PyTorch's flash kernel over chunks of windows;
 - ``'autograd'``: gather, matmul and softmax under autograd, which can apply attention dropout
   and keep the attention weights;
 - ``'standard_ops'``: :func:`attend_with_standard_ops`, every window at once in ops every tracer
@@ -31,10 +35,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import compiled_kernels
 from .tracing import check_not_traced, is_tracing
 
 ATTENTION_PATHS = ('auto', 'standard_ops', 'autograd', 'recompute', 'fused')
-FUSED_KERNELS = ('cpu', 'generic')
+FUSED_KERNELS = ('compiled', 'cpu', 'generic')
 
 
 # On the CPU the kernels work in chunks of windows, each operator streaming through a chunk's
@@ -124,10 +129,14 @@ def attention_path(path: Optional[str] = None, *, chunk_bytes: Optional[int] = N
         chunk_bytes: the fused kernels on the CPU work on chunks of windows whose temporaries stay
             under this many bytes (at least one window per chunk); None keeps the current value
             (by default :func:`default_chunk_bytes`, derived from this machine's L2 cache).
-        kernels: the fused kernels' route: ``'cpu'``, PyTorch's CPU flash kernel over chunks of
-            windows (CPU tensors only), or ``'generic'``, ``scaled_dot_product_attention`` (and
-            matmul and softmax where the backward needs the log-sum-exp) over all windows at once.
-            None keeps the current route (by default: ``'cpu'`` on the CPU, ``'generic'`` elsewhere).
+        kernels: the fused kernels' route: ``'compiled'``, mmfocal's compiled CPU kernels
+            (:mod:`.compiled_kernels`: FocalTransformer's attention in float32 on the CPU; forcing
+            them elsewhere, or where they cannot be built, is an error saying why); ``'cpu'``,
+            PyTorch's CPU flash kernel over chunks of windows (CPU tensors only); or ``'generic'``,
+            ``scaled_dot_product_attention`` (and matmul and softmax where the backward needs the
+            log-sum-exp) over all windows at once. None keeps the current route (by default on the
+            CPU ``'compiled'`` where those kernels apply and build, else ``'cpu'``; ``'generic'``
+            elsewhere).
 
     Tracers the automatic choice knows (:func:`~.tracing.is_tracing`), which get ``'standard_ops'``
     by themselves: ``torch.jit.trace`` (so ``torch.onnx.export(..., dynamo=False)`` and the FLOP
@@ -193,6 +202,11 @@ def attend(q, source, index, bias, off_map, attn_drop: nn.Module, training: bool
         out = attend_with_standard_ops(*args, attn_drop, bias_columns=bias_columns)
     elif path == 'autograd':
         out = _attend_with_autograd(*args, attn_drop, bias_columns=bias_columns)
+    elif path in ('recompute', 'fused') and _takes_compiled_kernels(q, source, bias, bias_columns):
+        if path == 'recompute':
+            out = _CompiledFocalAttention.apply(*args)
+        else:
+            out = compiled_kernels.forward(*_compiled_inputs(*args))[0]
     elif path == 'recompute':
         out = _FocalAttentionCore.apply(*args, bias_columns)
     else:
@@ -347,6 +361,66 @@ def _attend_with_lse(q, k, v, mask) -> Tuple[torch.Tensor, torch.Tensor]:
         scores = q.to(dtype) @ k.to(dtype).transpose(-2, -1) + mask.to(dtype)
         lse = scores.logsumexp(-1)
         return (scores - lse.unsqueeze(-1)).exp_().to(v.dtype) @ v, lse
+
+
+def _compiled_kernels_reason(q, source, bias, bias_columns) -> Optional[str]:
+    """Why mmfocal's compiled CPU kernels do not take this attention, or None when they do
+    (building them on the first call that gets this far)."""
+    if q.device.type != 'cpu':
+        return f'they run on CPU tensors, got a {q.device.type} tensor'
+    if bias_columns is not None or bias.dim() != 3:
+        return "they take one bias shared by every window (FocalTransformer's), not a bias per window"
+    if q.dtype != torch.float32 or source.dtype != torch.float32 or bias.dtype != torch.float32:
+        return f'they compute in float32, got q {q.dtype}, keys {source.dtype}, bias {bias.dtype}'
+    if q.shape[-1] != compiled_kernels.HEAD_DIMS or q.shape[1] > compiled_kernels.MAX_QUERIES:
+        return (f'they take head dims {compiled_kernels.HEAD_DIMS} and at most {compiled_kernels.MAX_QUERIES} '
+                f'queries a window, got {q.shape[-1]} and {q.shape[1]}')
+    return compiled_kernels.unavailable_reason()
+
+
+def _takes_compiled_kernels(q, source, bias, bias_columns) -> bool:
+    """Whether the fused paths run on mmfocal's compiled kernels: by default where they apply;
+    forced (``attention_path(kernels='compiled')``), or an error saying why they cannot."""
+    kernels = _settings.kernels
+    if kernels not in (None, 'compiled') or (kernels is None and q.device.type != 'cpu'):
+        return False
+    reason = _compiled_kernels_reason(q, source, bias, bias_columns)
+    if reason is not None and kernels == 'compiled':
+        raise ValueError(f"attention_path(kernels='compiled'): the compiled kernels cannot take this attention: "
+                         f'{reason}')
+    return reason is None
+
+
+def _compiled_inputs(q, source, index, bias, off_map) -> tuple:
+    """The compiled kernels' inputs: contiguous, the bias (heads, w*w, keys) as (heads, keys, 56),
+    zeros for the padded queries (the kernels' scores are keys-major)."""
+    bias_t = F.pad(bias.transpose(1, 2), (0, compiled_kernels.MAX_QUERIES - bias.shape[1])).contiguous()
+    return q.contiguous(), source.contiguous(), index.contiguous(), bias_t, off_map.to(q.dtype).contiguous()
+
+
+class _CompiledFocalAttention(torch.autograd.Function):
+    """The compiled CPU kernels with autograd: as :class:`_FocalAttentionCore`, the forward keeps
+    q, the key source, the output and the log-sum-exp, and the backward recomputes the attention
+    from them. Arguments as :func:`_attend_fused` with a shared (heads, w*w, keys) bias."""
+
+    @staticmethod
+    def forward(ctx, q, source, index, bias, off_map):
+        inputs = _compiled_inputs(q, source, index, bias, off_map)
+        out, lse = compiled_kernels.forward(*inputs)
+        ctx.save_for_backward(*inputs, out, lse)
+        ctx.window_area = bias.shape[1]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, source, index, bias_t, off_map, out, lse = ctx.saved_tensors
+        # A chunk of windows' key and value gradients (keys x 2 x heads x d floats a window) is
+        # gathered before it is added to the source's: as many windows as _chunk_bytes() holds.
+        window_bytes = off_map.shape[1] * 2 * source.shape[3] * source.shape[4] * source.element_size()
+        chunk_windows = max(torch.get_num_threads(), _chunk_bytes() // window_bytes)
+        grad_q, grad_source, grad_bias_t = compiled_kernels.backward(
+            q, source, index, bias_t, off_map, out, lse, grad_out.float().contiguous(), chunk_windows)
+        return grad_q, grad_source, None, grad_bias_t[:, :, :ctx.window_area].transpose(1, 2), None
 
 
 class _FocalAttentionCore(torch.autograd.Function):

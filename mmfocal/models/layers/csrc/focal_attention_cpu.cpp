@@ -1,13 +1,18 @@
-// A prototype CPU kernel for the focal attention's forward (benchmarks/attention_kernel_prototype.py
-// builds it and times it against mmfocal's kernels): not part of the package.
+// mmfocal's own CPU kernels for the focal attention (both passes), built on first use by
+// mmfocal/models/layers/compiled_kernels.py and chosen by attention_kernels.attend.
 //
-// Why: the attention's products have an inner dimension of 32 (head dims), and through the BLAS on
-// small per-window matrices (PyTorch's flash kernel, bmm) they run at about half the FLOP rate of
-// the linear layers (docs/speed.md). Here each (image, window, head) is one task whose scores stay
-// in registers while they are made: keys-major, S^T[j][a] for key j and query a, so that the
-// softmax over the keys is a vertical max and sum over rows of 8-query vectors, and both products
-// are register-blocked FMAs (two keys or two channels times the 56 padded queries: 14 of the 16
-// AVX2 registers). Head dims 32 and at most 56 queries (window 7) only; float32; AVX2 and FMA.
+// softmax(q k^T + bias + off_map) v for one (image, window, head) per task, its scores kept in
+// registers while they are made. Why: the attention's products have an inner dimension of 32 (head
+// dims), and through the BLAS on small per-window matrices (PyTorch's flash kernel, bmm) they ran at
+// about half the FLOP rate of the linear layers (docs/speed.md). Keys-major: S^T[j][a] for key j and
+// query a, so that the softmax over the keys is a vertical max and sum over rows of 8-query vectors
+// and every product is register-blocked FMAs (two keys or two channels times the 56 padded queries:
+// 14 of the 16 AVX2 registers). Each task first gathers its head's keys and values into one buffer
+// (the products then read it in order). The backward recomputes the probabilities from the saved
+// log-sum-exp, as the PyTorch kernels' does, and adds the key and value gradients of a chunk of
+// windows into the key source with the threads split by columns, so two windows that read one key
+// never race. Head dims 32, at most 56 queries (window 7), float32, a shared (heads, keys, 56) bias
+// transposed from (heads, w*w, keys); x86-64 with AVX2 and FMA.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
@@ -319,10 +324,48 @@ void backward(const at::Tensor &q, const at::Tensor &source, const at::Tensor &i
     for (int64_t i = 0; i < bias_size; ++i) gbt[i] += grad_bias_threads[t * bias_size + i];
 }
 
+// Shapes: q (B*nW, w*w, heads, 32); source (B, S, 2, heads, 32); index (nW * keys,) into S;
+// bias_t (heads, keys, 56); off_map (nW, keys). Checked here: a wrong layout would read out of
+// bounds, not fail.
+void check_inputs(const at::Tensor &q, const at::Tensor &source, const at::Tensor &index, const at::Tensor &bias_t,
+                  const at::Tensor &off_map) {
+  for (const at::Tensor *t : {&q, &source, &bias_t, &off_map}) {
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat, "mmfocal_cpu: float32 CPU tensors only");
+    TORCH_CHECK(t->is_contiguous(), "mmfocal_cpu: contiguous tensors only");
+  }
+  TORCH_CHECK(q.dim() == 4 && source.dim() == 5 && bias_t.dim() == 3 && off_map.dim() == 2, "mmfocal_cpu: ranks");
+  TORCH_CHECK(q.size(3) == kDims && source.size(4) == kDims, "mmfocal_cpu: head dims 32 only");
+  TORCH_CHECK(q.size(1) <= kQueries, "mmfocal_cpu: at most 56 queries a window");
+  const int64_t heads = source.size(3), windows = off_map.size(0), keys = off_map.size(1);
+  TORCH_CHECK(q.size(2) == heads && q.size(0) == source.size(0) * windows, "mmfocal_cpu: q against the source");
+  TORCH_CHECK(bias_t.size(0) == heads && bias_t.size(1) == keys && bias_t.size(2) == kQueries,
+              "mmfocal_cpu: bias_t must be (heads, keys, 56)");
+  TORCH_CHECK(index.scalar_type() == at::kLong && index.is_contiguous() && index.numel() == windows * keys,
+              "mmfocal_cpu: index must be nW * keys contiguous int64");
+  const int64_t sources = source.size(1);
+  const int64_t *idx = index.data_ptr<int64_t>();
+  for (int64_t i = 0; i < index.numel(); ++i)
+    TORCH_CHECK(idx[i] >= 0 && idx[i] < sources, "mmfocal_cpu: index out of the key source");
+}
+
+std::vector<at::Tensor> focal_forward(const at::Tensor &q, const at::Tensor &source, const at::Tensor &index,
+                                      const at::Tensor &bias_t, const at::Tensor &off_map) {
+  check_inputs(q, source, index, bias_t, off_map);
+  auto out = at::empty_like(q);
+  auto lse = at::empty({q.size(0), source.size(3), q.size(1)}, q.options());
+  forward(q, source, index, bias_t, off_map, out, lse);
+  return {out, lse};
+}
+
 std::vector<at::Tensor> focal_backward(const at::Tensor &q, const at::Tensor &source, const at::Tensor &index,
                                        const at::Tensor &bias_t, const at::Tensor &off_map, const at::Tensor &out,
                                        const at::Tensor &lse, const at::Tensor &grad_out, int64_t chunk_windows) {
-  TORCH_CHECK(grad_out.is_contiguous() && out.is_contiguous() && lse.is_contiguous(), "contiguous inputs only");
+  check_inputs(q, source, index, bias_t, off_map);
+  for (const at::Tensor *t : {&out, &lse, &grad_out})
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous(), "mmfocal_cpu: contiguous float32 only");
+  TORCH_CHECK(out.sizes() == q.sizes() && grad_out.sizes() == q.sizes() &&
+                  lse.numel() == q.size(0) * q.size(1) * q.size(2),
+              "mmfocal_cpu: out, grad_out and lse against q");
   auto grad_q = at::empty_like(q);
   auto grad_source = at::zeros_like(source);
   auto grad_bias_t = at::zeros_like(bias_t);
@@ -330,31 +373,14 @@ std::vector<at::Tensor> focal_backward(const at::Tensor &q, const at::Tensor &so
   return {grad_q, grad_source, grad_bias_t};
 }
 
-std::vector<at::Tensor> focal_forward(const at::Tensor &q, const at::Tensor &source, const at::Tensor &index,
-                                      const at::Tensor &bias_t, const at::Tensor &off_map) {
-  TORCH_CHECK(q.scalar_type() == at::kFloat && source.scalar_type() == at::kFloat, "float32 only");
-  TORCH_CHECK(q.is_contiguous() && source.is_contiguous() && bias_t.is_contiguous() && off_map.is_contiguous(),
-              "contiguous inputs only");
-  TORCH_CHECK(source.size(4) == kDims && q.size(1) <= kQueries, "head dims 32 and at most 56 queries only");
-  TORCH_CHECK(bias_t.size(1) == off_map.size(1) && bias_t.size(2) == kQueries, "bias_t: (heads, keys, 56)");
-  const int64_t sources = source.size(1);
-  const int64_t *idx = index.data_ptr<int64_t>();
-  for (int64_t i = 0; i < index.numel(); ++i)
-    TORCH_CHECK(idx[i] >= 0 && idx[i] < sources, "index out of the key source");
-  auto out = at::empty_like(q);
-  auto lse = at::empty({q.size(0), source.size(3), q.size(1)}, q.options());
-  forward(q, source, index, bias_t, off_map, out, lse);
-  return {out, lse};
-}
-
 }  // namespace
 
-TORCH_LIBRARY(mmfocal_prototype, m) {
-  m.def("forward(Tensor q, Tensor source, Tensor index, Tensor bias_t, Tensor off_map) -> Tensor[]");
-  m.def("backward(Tensor q, Tensor source, Tensor index, Tensor bias_t, Tensor off_map, Tensor out, Tensor lse, "
-        "Tensor grad_out, int chunk_windows) -> Tensor[]");
+TORCH_LIBRARY(mmfocal_cpu, m) {
+  m.def("focal_attention_forward(Tensor q, Tensor source, Tensor index, Tensor bias_t, Tensor off_map) -> Tensor[]");
+  m.def("focal_attention_backward(Tensor q, Tensor source, Tensor index, Tensor bias_t, Tensor off_map, "
+        "Tensor out, Tensor lse, Tensor grad_out, int chunk_windows) -> Tensor[]");
 }
-TORCH_LIBRARY_IMPL(mmfocal_prototype, CPU, m) {
-  m.impl("forward", focal_forward);
-  m.impl("backward", focal_backward);
+TORCH_LIBRARY_IMPL(mmfocal_cpu, CPU, m) {
+  m.impl("focal_attention_forward", focal_forward);
+  m.impl("focal_attention_backward", focal_backward);
 }

@@ -1,0 +1,72 @@
+"""mmfocal's own CPU kernels for the focal attention (``csrc/focal_attention_cpu.cpp``), built on
+first use.
+
+One job: building and loading them, and saying why not where they cannot be had. They compute the
+same function as the PyTorch kernels of :mod:`.attention_kernels` in about half the time on the CPU
+(docs/speed.md), for the attention of FocalTransformer's blocks: head dims 32, window 7, a bias
+shared by every window, float32. :func:`compiled_kernels` builds them with
+``torch.utils.cpp_extension`` (a C++20 compiler and ninja; about 30 s, once per machine and torch
+version, kept under torch's extensions folder) and registers the ops ``torch.ops.mmfocal_cpu.*``.
+Where they cannot be built (no compiler, not x86-64 with AVX2, not Linux) or
+``MMFOCAL_COMPILED_KERNELS=0`` is set, the attention takes PyTorch's kernels, with one warning
+saying why when the build failed.
+"""
+import functools
+import os
+import platform
+import re
+import sys
+import warnings
+from typing import Optional
+
+import torch
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc', 'focal_attention_cpu.cpp')
+# The kernels' fixed sizes (see the source): head dims, and queries a window padded to 7 x 8.
+HEAD_DIMS = 32
+MAX_QUERIES = 56
+SWITCH = 'MMFOCAL_COMPILED_KERNELS'
+# PyTorch >= 2.14's headers need C++20; its vector headers compile their AVX2 code under these
+# macros; at::parallel_for is an OpenMP pragma in a header (it runs serially without -fopenmp; the
+# extension then shares the libgomp that torch loaded).
+BUILD_FLAGS = ('-O3', '-std=c++20', '-fopenmp', '-mavx2', '-mfma', '-DCPU_CAPABILITY=AVX2', '-DCPU_CAPABILITY_AVX2')
+
+
+def unavailable_reason() -> Optional[str]:
+    """Why the compiled kernels are not used on this machine, or None when they are (building them
+    on the first call)."""
+    if os.environ.get(SWITCH, '1') == '0':
+        return f'{SWITCH}=0 is set'
+    return _build()
+
+
+@functools.lru_cache(maxsize=None)
+def _build() -> Optional[str]:
+    if not sys.platform.startswith('linux') or platform.machine() != 'x86_64':
+        return f'they are built for x86-64 Linux, this is {platform.machine()} {sys.platform}'
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in ('AVX2', 'AVX512'):
+        return f'they need AVX2, and PyTorch finds {capability} here'
+    try:
+        from torch.utils.cpp_extension import load
+        # One build per torch version: the extension links against this torch's libraries.
+        name = 'mmfocal_cpu_kernels_' + re.sub(r'\W', '_', torch.__version__)
+        load(name, [SOURCE], extra_cflags=list(BUILD_FLAGS), extra_ldflags=['-fopenmp'], is_python_module=False)
+    except Exception as error:  # a compiler, ninja or the headers missing: fall back, and say so once
+        reason = f'building them failed ({type(error).__name__}: {str(error).strip().splitlines()[-1:]})'
+        warnings.warn(f'mmfocal: the compiled CPU attention kernels are not used: {reason}; the attention takes '
+                      f"PyTorch's kernels (about twice the attention's time). Set {SWITCH}=0 to skip the build.")
+        return reason
+    return None
+
+
+def forward(q: torch.Tensor, source: torch.Tensor, index: torch.Tensor, bias_t: torch.Tensor,
+            off_map: torch.Tensor):
+    """Output (B*nW, w*w, heads, 32) and log-sum-exp (B*nW, heads, w*w): see the source for the shapes."""
+    return torch.ops.mmfocal_cpu.focal_attention_forward(q, source, index, bias_t, off_map)
+
+
+def backward(q, source, index, bias_t, off_map, out, lse, grad_out, chunk_windows: int):
+    """Gradients of q, the key source and ``bias_t``."""
+    return torch.ops.mmfocal_cpu.focal_attention_backward(q, source, index, bias_t, off_map, out, lse, grad_out,
+                                                         chunk_windows)
