@@ -27,6 +27,7 @@ def read_version():
 #   (mmdet::, mmseg::, mmpretrain::), so they hold to the releases whose files they name.
 # - torchvision: mmpretrain imports it; it must be the build made with the installed torch
 #   (tools/setup_env.sh installs torch 2.14.1 with torchvision 0.29.1).
+# - ninja: torch.utils.cpp_extension builds mmfocal's compiled CPU attention kernels with it.
 # tools/setup_env.sh installs the versions the project is tested with (tools/constraints.txt).
 setup(
     name='mmfocal',
@@ -39,6 +40,6 @@ setup(
     install_requires=[
         'torch>=2.6', 'numpy>=1.25,<2', 'mmengine>=0.10.7,<1.0', 'mmcv>=2.1.0,<2.2.0', 'mmdet>=3.3.0,<3.4',
         'mmsegmentation>=1.2.2,<1.3', 'mmpretrain>=1.2.0,<1.3', 'torchvision', 'ftfy', 'regex', 'pycocotools',
-        'setuptools<82'
+        'setuptools<82', 'ninja'
     ],
 )

@@ -9,6 +9,8 @@ Modules, each with one job:
 * :mod:`.key_layout` / :mod:`.fast_key_layout`: where each window's keys come from, for each;
 * :mod:`.attention_kernels`: the attention paths both share, and :func:`attention_path`, the
   public switch that forces one;
+* :mod:`.compiled_kernels`: mmfocal's own CPU kernels for FocalTransformer's attention
+  (``csrc/``), built on first use;
 * :mod:`.block`: the block around an attention (pooling, norms, MLP, residuals);
 * :mod:`.windows`: partitioning maps into windows and merging them back;
 * :mod:`.tracing`: whether a forward pass is traced (export, compilation), and by what.

@@ -15,6 +15,7 @@ import functools
 import os
 import platform
 import re
+import shutil
 import sys
 import warnings
 from typing import Optional
@@ -49,6 +50,7 @@ def _build() -> Optional[str]:
         return f'they need AVX2, and PyTorch finds {capability} here'
     try:
         from torch.utils.cpp_extension import load
+        _put_ninja_on_path()
         # One build per torch version: the extension links against this torch's libraries.
         name = 'mmfocal_cpu_kernels_' + re.sub(r'\W', '_', torch.__version__)
         load(name, [SOURCE], extra_cflags=list(BUILD_FLAGS), extra_ldflags=['-fopenmp'], is_python_module=False)
@@ -58,6 +60,18 @@ def _build() -> Optional[str]:
                       f"PyTorch's kernels (about twice the attention's time). Set {SWITCH}=0 to skip the build.")
         return reason
     return None
+
+
+def _put_ninja_on_path():
+    """torch.utils.cpp_extension runs ``ninja`` from PATH; pip's ninja package (tools/setup_env.sh
+    installs it) puts it in the environment's bin folder, which is on PATH only in an activated
+    environment."""
+    if shutil.which('ninja') is None:
+        try:
+            import ninja
+        except ImportError:
+            return  # the build then fails with torch's own message: "Ninja is required ..."
+        os.environ['PATH'] = ninja.BIN_DIR + os.pathsep + os.environ.get('PATH', '')
 
 
 def forward(q: torch.Tensor, source: torch.Tensor, index: torch.Tensor, bias_t: torch.Tensor,
