@@ -62,6 +62,30 @@ inline void score_rows(const float *const *rows, const float *qt, const float *b
   }
 }
 
+// out_t[c][a] = sum_j rows[j][offset + c] * z[j][a] for all kDims channels, two at a time; z is
+// (keys, kQueries) keys-major, out_t (kDims, kQueries).
+inline void transposed_rows_times(const float *const *rows, int64_t offset, int64_t keys, const float *z,
+                                  float *out_t) {
+  for (int c = 0; c < kDims; c += 2) {
+    __m256 a0[kVectors], a1[kVectors];
+    for (int v = 0; v < kVectors; ++v) a0[v] = a1[v] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < keys; ++j) {
+      const float *x = rows[j] + offset;
+      const __m256 b0 = _mm256_set1_ps(x[c]), b1 = _mm256_set1_ps(x[c + 1]);
+      const float *zj = z + j * kQueries;
+      for (int v = 0; v < kVectors; ++v) {
+        const __m256 zv = _mm256_loadu_ps(zj + 8 * v);
+        a0[v] = _mm256_fmadd_ps(b0, zv, a0[v]);
+        a1[v] = _mm256_fmadd_ps(b1, zv, a1[v]);
+      }
+    }
+    for (int v = 0; v < kVectors; ++v) {
+      _mm256_store_ps(out_t + c * kQueries + 8 * v, a0[v]);
+      _mm256_store_ps(out_t + (c + 1) * kQueries + 8 * v, a1[v]);
+    }
+  }
+}
+
 void forward(const at::Tensor &q, const at::Tensor &source, const at::Tensor &index, const at::Tensor &bias_t,
              const at::Tensor &off_map, at::Tensor &out, at::Tensor &lse) {
   const int64_t batch = source.size(0), sources = source.size(1), heads = source.size(3);
@@ -112,33 +136,17 @@ void forward(const at::Tensor &q, const at::Tensor &source, const at::Tensor &in
           sum[v] = _mm256_add_ps(sum[v], e);
         }
 
-      // O^T[c][a] = sum_j V[j][c] P^T[j][a], two channels at a time.
-      for (int c = 0; c < kDims; c += 2) {
-        __m256 a0[kVectors], a1[kVectors];
-        for (int v = 0; v < kVectors; ++v) a0[v] = a1[v] = _mm256_setzero_ps();
-        for (j = 0; j < keys; ++j) {
-          const float *value = key_rows[j] + kDims;
-          const __m256 b0 = _mm256_set1_ps(value[c]), b1 = _mm256_set1_ps(value[c + 1]);
-          const float *pj = s + j * kQueries;
-          for (int v = 0; v < kVectors; ++v) {
-            const __m256 x = _mm256_loadu_ps(pj + 8 * v);
-            a0[v] = _mm256_fmadd_ps(b0, x, a0[v]);
-            a1[v] = _mm256_fmadd_ps(b1, x, a1[v]);
-          }
-        }
-        for (int v = 0; v < kVectors; ++v) {
-          const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.f), sum[v]);
-          _mm256_store_ps(ot + c * kQueries + 8 * v, _mm256_mul_ps(a0[v], inv));
-          _mm256_store_ps(ot + (c + 1) * kQueries + 8 * v, _mm256_mul_ps(a1[v], inv));
-        }
-      }
-      float *ow = out_ptr + bn * area * ld + h * kDims;
-      for (int64_t a = 0; a < area; ++a)
-        for (int c = 0; c < kDims; ++c) ow[a * ld + c] = ot[c * kQueries + a];
+      // O^T[c][a] = sum_j V[j][c] P^T[j][a], normalised by the sums as it is written out.
+      transposed_rows_times(key_rows.data(), kDims, keys, s, ot);
       alignas(64) float peaks[kQueries], sums[kQueries];
       for (int v = 0; v < kVectors; ++v) {
         _mm256_store_ps(peaks + 8 * v, peak[v]);
         _mm256_store_ps(sums + 8 * v, sum[v]);
+      }
+      float *ow = out_ptr + bn * area * ld + h * kDims;
+      for (int64_t a = 0; a < area; ++a) {
+        const float inv = 1.f / sums[a];
+        for (int c = 0; c < kDims; ++c) ow[a * ld + c] = ot[c * kQueries + a] * inv;
       }
       float *lse_row = lse_ptr + (bn * heads + h) * area;
       for (int64_t a = 0; a < area; ++a) lse_row[a] = peaks[a] + std::log(sums[a]);
@@ -170,29 +178,6 @@ template <int R>
 inline void store_key_rows(__m256 acc[R][4], float *dst, int64_t stride) {
   for (int r = 0; r < R; ++r)
     for (int w = 0; w < 4; ++w) _mm256_storeu_ps(dst + r * stride + 8 * w, acc[r][w]);
-}
-
-// out_t[c][a] = sum_j rows[j][c] * z[j][a] for all kDims channels (two at a time), times scale[v].
-inline void transposed_rows_times(const float *const *rows, int64_t offset, int64_t keys, const float *z,
-                                  float *out_t) {
-  for (int c = 0; c < kDims; c += 2) {
-    __m256 a0[kVectors], a1[kVectors];
-    for (int v = 0; v < kVectors; ++v) a0[v] = a1[v] = _mm256_setzero_ps();
-    for (int64_t j = 0; j < keys; ++j) {
-      const float *x = rows[j] + offset;
-      const __m256 b0 = _mm256_set1_ps(x[c]), b1 = _mm256_set1_ps(x[c + 1]);
-      const float *zj = z + j * kQueries;
-      for (int v = 0; v < kVectors; ++v) {
-        const __m256 zv = _mm256_loadu_ps(zj + 8 * v);
-        a0[v] = _mm256_fmadd_ps(b0, zv, a0[v]);
-        a1[v] = _mm256_fmadd_ps(b1, zv, a1[v]);
-      }
-    }
-    for (int v = 0; v < kVectors; ++v) {
-      _mm256_store_ps(out_t + c * kQueries + 8 * v, a0[v]);
-      _mm256_store_ps(out_t + (c + 1) * kQueries + 8 * v, a1[v]);
-    }
-  }
 }
 
 // P^T and dS^T rows of keys j..j+R-1, with the bias gradient's rows added to grad_bias_rows.
