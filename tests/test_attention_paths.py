@@ -228,6 +228,26 @@ def test_compiled_kernels_can_be_switched_off_and_refuse_what_they_cannot_comput
             compiled_kernels.forward(q, source, torch.tensor([0, 5, 10]), bias_t, off_map)
 
 
+
+@pytest.mark.skipif(not BUILDS_COMPILED_KERNELS, reason='the compiled kernels are built for x86-64 Linux with AVX2')
+def test_a_failed_build_warns_once_and_the_attention_takes_pytorchs_kernels(tmp_path):
+    """No working compiler (a real failed build, in a fresh process and extensions folder): one
+    warning that names the failure, and the block still computes, on PyTorch's kernels."""
+    script = ('import warnings, torch\n'
+              'from mmfocal.models.layers import FocalTransformerBlock, compiled_kernels\n'
+              'warnings.simplefilter("always")\n'
+              'block = FocalTransformerBlock(64, 2).eval()\n'
+              'with torch.no_grad():\n'
+              '    for _ in range(2):\n'
+              '        assert torch.isfinite(block(torch.randn(1, 14, 14, 64))).all()\n'
+              'print("reason:", compiled_kernels.unavailable_reason())\n')
+    env = dict(os.environ, CXX=str(tmp_path / 'no-such-compiler'), TORCH_EXTENSIONS_DIR=str(tmp_path / 'ext'))
+    env.pop(compiled_kernels.SWITCH, None)
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert 'reason: building them failed' in result.stdout
+    assert result.stderr.count('the compiled CPU attention kernels are not used: building them failed') == 1
+
 def test_a_tracer_the_automatic_choice_does_not_know_gets_an_error_not_the_eager_kernels():
     """make_fx with real tensors (a TorchDispatchMode, no fake tensors, not Dynamo, not the
     TorchScript tracer) and FlopCounterMode are not recognised as tracing: the automatic choice

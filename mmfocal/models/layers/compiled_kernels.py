@@ -4,9 +4,9 @@ first use.
 One job: building and loading them, and saying why not where they cannot be had. They compute the
 same function as the PyTorch kernels of :mod:`.attention_kernels` in about half the time on the CPU
 (docs/speed.md), for the attention of FocalTransformer's blocks: head dims 32, window 7, a bias
-shared by every window, float32. :func:`compiled_kernels` builds them with
-``torch.utils.cpp_extension`` (a C++20 compiler and ninja; about 30 s, once per machine and torch
-version, kept under torch's extensions folder) and registers the ops ``torch.ops.mmfocal_cpu.*``.
+shared by every window, float32. :func:`unavailable_reason` builds them on its first call with
+``torch.utils.cpp_extension`` (a C++20 compiler and ninja; 15-30 s, once per machine and torch
+version, kept under torch's extensions folder), which registers the ops ``torch.ops.mmfocal_cpu.*``.
 Where they cannot be built (no compiler, not x86-64 with AVX2, not Linux) or
 ``MMFOCAL_COMPILED_KERNELS=0`` is set, the attention takes PyTorch's kernels, with one warning
 saying why when the build failed.
@@ -55,7 +55,8 @@ def _build() -> Optional[str]:
         name = 'mmfocal_cpu_kernels_' + re.sub(r'\W', '_', torch.__version__)
         load(name, [SOURCE], extra_cflags=list(BUILD_FLAGS), extra_ldflags=['-fopenmp'], is_python_module=False)
     except Exception as error:  # a compiler, ninja or the headers missing: fall back, and say so once
-        reason = f'building them failed ({type(error).__name__}: {str(error).strip().splitlines()[-1:]})'
+        last_line = (str(error).strip().splitlines() or [''])[-1]
+        reason = f'building them failed ({type(error).__name__}: {last_line})'
         warnings.warn(f'mmfocal: the compiled CPU attention kernels are not used: {reason}; the attention takes '
                       f"PyTorch's kernels (about twice the attention's time). Set {SWITCH}=0 to skip the build.")
         return reason
