@@ -47,13 +47,16 @@ KINDS = (
     ('elementwise/reductions', ('add', 'mul', 'sub', 'div', 'sum', 'mean', 'einsum', 'bernoulli', 'where', 'any',
                                 'masked_fill', 'neg', 'rsub', 'lt', 'ge', 'eq', 'ne', 'linalg_vecdot')),
 )
+# mmfocal's compiled CPU attention kernels (mmfocal/models/layers/compiled_kernels.py), which
+# FocalTransformer's attention takes on the CPU by default.
+COMPILED_ATTENTION_OPS = ('mmfocal_cpu::focal_attention_forward', 'mmfocal_cpu::focal_attention_backward')
 ATTENTION = 'attention kernel'
 OTHER = 'other operators'
 UNACCOUNTED = 'outside operators'
 
 
 def kind_of(name: str) -> str:
-    if name in FUSED_ATTENTION_OPS:
+    if name in FUSED_ATTENTION_OPS or name in COMPILED_ATTENTION_OPS:
         return ATTENTION
     base = name.split('::', 1)[-1].rstrip('_')
     return next((kind for kind, names in KINDS if base in names), OTHER)
@@ -73,7 +76,7 @@ def profile_pass(model, x, backward: bool, warmup: int = 2):
         step(model, x, backward)
         profiled_wall = time.perf_counter() - begin
     model.zero_grad(set_to_none=True)
-    events = [e for e in prof.key_averages() if e.key.startswith('aten::')]
+    events = [e for e in prof.key_averages() if e.key.startswith(('aten::', 'mmfocal_cpu::'))]
     by_kind = collections.Counter()
     calls = 0
     for event in events:
