@@ -189,6 +189,8 @@ def test_compiled_kernels_build_here_and_take_focal_t_attention_by_default(monke
     attention in float64 (border windows, padding, rolled and pooled keys, a batch of two)."""
     monkeypatch.delenv(compiled_kernels.SWITCH, raising=False)
     assert compiled_kernels.unavailable_reason() is None
+    # the build of PyTorch's vector width here: queries padded to whole vectors of 8 or 16 floats
+    assert compiled_kernels.padded_queries() == {'AVX2': 56, 'AVX512': 64}[compiled_kernels.vector_build()]
     block = _focal_t_shaped_block()
     x = torch.randn(2, 20, 23, 64)
     out, grads, names = _output_and_gradients(block, x, 'recompute')
@@ -203,6 +205,20 @@ def test_compiled_kernels_build_here_and_take_focal_t_attention_by_default(monke
         torch.testing.assert_close(block(x), out.detach(), rtol=0, atol=0)
     assert COMPILED_KERNELS[0] in recorder.names
     assert all(torch.equal(a, b) for a, b in zip(grads, _output_and_gradients(block, x, 'recompute')[1]))
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != 'AVX512',
+                    reason='the AVX2 build is the one the test above checks on this machine')
+def test_the_avx2_build_computes_the_same_where_pytorch_runs_avx2():
+    """An AVX-512 machine takes the AVX-512 build; machines with AVX2 only take the other build of
+    the same source. Forced here as PyTorch's own kernels are (ATEN_CPU_CAPABILITY=avx2), in a
+    fresh process, the test above passes with it: outputs and every gradient."""
+    test = f'{os.path.abspath(__file__)}::test_compiled_kernels_build_here_and_take_focal_t_attention_by_default'
+    env = dict(os.environ, ATEN_CPU_CAPABILITY='avx2')
+    env.pop(compiled_kernels.SWITCH, None)
+    result = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', test],
+                            capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0 and '1 passed' in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 def test_compiled_kernels_can_be_switched_off_and_refuse_what_they_cannot_compute(monkeypatch):
@@ -223,7 +239,7 @@ def test_compiled_kernels_can_be_switched_off_and_refuse_what_they_cannot_comput
             _block()(torch.randn(1, 14, 14, 16))
     if BUILDS_COMPILED_KERNELS:
         q, source = torch.zeros(1, 49, 2, 32), torch.zeros(1, 10, 2, 2, 32)
-        bias_t, off_map = torch.zeros(2, 3, 56), torch.zeros(1, 3)
+        bias_t, off_map = torch.zeros(2, 3, compiled_kernels.padded_queries()), torch.zeros(1, 3)
         with pytest.raises(RuntimeError, match='index out of the key source'):
             compiled_kernels.forward(q, source, torch.tensor([0, 5, 10]), bias_t, off_map)
 

@@ -8,7 +8,7 @@ import torch
 import mmfocal
 from mmfocal import FocalTransformer
 from mmfocal.engine.pretrained import CheckpointMismatchError, match_state_dict
-from mmfocal.models.layers import attention_kernels
+from mmfocal.models.layers import FocalTransformerBlock, attention_kernels
 from mmfocal.models.layers.key_layout import (
     OFF_MAP_LOGIT,
     compute_key_layout,
@@ -330,6 +330,29 @@ def test_rolled_slots_reaching_one_token_are_one_key_with_their_biases_merged():
     assert len(keys) == 49 + 120 + 49 and len(set(keys[:169].tolist())) == 169
     assert not off_map[24].any()
     assert distinct_rolled_keys(7, 4).shape == (160, 1)  # e = 4: no slot repeats a token
+
+
+@pytest.mark.parametrize('table', ['relative_position_bias_table', 'relative_position_bias_table_to_neighbors',
+                                   'relative_position_bias_table_to_windows.0'])
+def test_position_bias_is_kept_without_gradients_only_while_its_tables_hold_their_values(table):
+    """Inference keeps the biases built from the tables between passes; a write to a table that
+    bumps no version counter (through ``.data``, as mmengine's EMA does) must still be seen."""
+    torch.manual_seed(0)
+    block = FocalTransformerBlock(32, 4, window_size=7, expand_size=3, focal_window=7, focal_level=2).eval()
+    attn = block.attn
+    x = torch.randn(1, 14, 21, 32)
+    with torch.no_grad():
+        before = block(x)
+        kept = attn._bias(True)
+        assert attn._bias(True) is kept and torch.equal(kept, attn._build_bias(True))
+        attn.get_parameter(table).data.add_(torch.randn_like(attn.get_parameter(table)))
+        rebuilt = attn._bias(True)
+        after = block(x)
+    assert rebuilt is not kept and torch.equal(rebuilt, attn._build_bias(True))
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, block(x))  # with gradients: built in the graph every pass
+    with_gradients = attn._bias(True)
+    assert with_gradients.requires_grad and with_gradients is not attn._bias(True)
 
 
 @pytest.mark.parametrize('attention_path', ['cpu', 'other devices'])

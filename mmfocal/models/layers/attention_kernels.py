@@ -392,9 +392,9 @@ def _takes_compiled_kernels(q, source, bias, bias_columns) -> bool:
 
 
 def _compiled_inputs(q, source, index, bias, off_map) -> tuple:
-    """The compiled kernels' inputs: contiguous, the bias (heads, w*w, keys) as (heads, keys, 56),
-    zeros for the padded queries (the kernels' scores are keys-major)."""
-    bias_t = F.pad(bias.transpose(1, 2), (0, compiled_kernels.MAX_QUERIES - bias.shape[1])).contiguous()
+    """The compiled kernels' inputs: contiguous, the bias (heads, w*w, keys) as (heads, keys,
+    padded queries), zeros for the padded queries (the kernels' scores are keys-major)."""
+    bias_t = F.pad(bias.transpose(1, 2), (0, compiled_kernels.padded_queries() - bias.shape[1])).contiguous()
     return q.contiguous(), source.contiguous(), index.contiguous(), bias_t, off_map.to(q.dtype).contiguous()
 
 
@@ -419,7 +419,7 @@ class _CompiledFocalAttention(torch.autograd.Function):
         window_bytes = off_map.shape[1] * 2 * source.shape[3] * source.shape[4] * source.element_size()
         chunk_windows = max(torch.get_num_threads(), _chunk_bytes() // window_bytes)
         grad_q, grad_source, grad_bias_t = compiled_kernels.backward(
-            q, source, index, bias_t, off_map, out, lse, grad_out.float().contiguous(), chunk_windows)
+            q, source, index, bias_t, off_map, out, lse, grad_out.contiguous(), chunk_windows)
         return grad_q, grad_source, None, grad_bias_t[:, :, :ctx.window_area].transpose(1, 2), None
 
 

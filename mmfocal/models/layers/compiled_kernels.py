@@ -7,6 +7,9 @@ same function as the PyTorch kernels of :mod:`.attention_kernels` in about half 
 shared by every window, float32. :func:`unavailable_reason` builds them on its first call with
 ``torch.utils.cpp_extension`` (a C++20 compiler and ninja; 15-30 s, once per machine and torch
 version, kept under torch's extensions folder), which registers the ops ``torch.ops.mmfocal_cpu.*``.
+It builds them for the vector instructions PyTorch's own kernels use here
+(``torch.backends.cpu.get_cpu_capability()``): AVX-512 or AVX2 (``ATEN_CPU_CAPABILITY=avx2``
+picks the AVX2 build on an AVX-512 machine, as it does PyTorch's kernels).
 Where they cannot be built (no compiler, not x86-64 with AVX2, not Linux) or
 ``MMFOCAL_COMPILED_KERNELS=0`` is set, the attention takes PyTorch's kernels, with one warning
 saying why when the build failed.
@@ -23,14 +26,20 @@ from typing import Optional
 import torch
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc', 'focal_attention_cpu.cpp')
-# The kernels' fixed sizes (see the source): head dims, and queries a window padded to 7 x 8.
+# The kernels' fixed sizes (see the source): head dims, and queries a window (window 7).
 HEAD_DIMS = 32
 MAX_QUERIES = 56
 SWITCH = 'MMFOCAL_COMPILED_KERNELS'
-# PyTorch >= 2.14's headers need C++20; its vector headers compile their AVX2 code under these
-# macros; at::parallel_for is an OpenMP pragma in a header (it runs serially without -fopenmp; the
-# extension then shares the libgomp that torch loaded).
-BUILD_FLAGS = ('-O3', '-std=c++20', '-fopenmp', '-mavx2', '-mfma', '-DCPU_CAPABILITY=AVX2', '-DCPU_CAPABILITY_AVX2')
+# PyTorch >= 2.14's headers need C++20; at::parallel_for is an OpenMP pragma in a header (it runs
+# serially without -fopenmp; the extension then shares the libgomp that torch loaded).
+BUILD_FLAGS = ('-O3', '-std=c++20', '-fopenmp')
+# Per build: the instructions, and the macros under which PyTorch's vector headers (the source's
+# exp) compile the code of that width; the flags PyTorch's own AVX-512 kernels are built with.
+VECTOR_FLAGS = {
+    'AVX512': ('-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq', '-mavx2', '-mfma', '-DCPU_CAPABILITY=AVX512',
+               '-DCPU_CAPABILITY_AVX512'),
+    'AVX2': ('-mavx2', '-mfma', '-DCPU_CAPABILITY=AVX2', '-DCPU_CAPABILITY_AVX2'),
+}
 
 
 def unavailable_reason() -> Optional[str]:
@@ -45,15 +54,17 @@ def unavailable_reason() -> Optional[str]:
 def _build() -> Optional[str]:
     if not sys.platform.startswith('linux') or platform.machine() != 'x86_64':
         return f'they are built for x86-64 Linux, this is {platform.machine()} {sys.platform}'
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability not in ('AVX2', 'AVX512'):
+    capability = vector_build()
+    if capability not in VECTOR_FLAGS:
         return f'they need AVX2, and PyTorch finds {capability} here'
     try:
         from torch.utils.cpp_extension import load
         _put_ninja_on_path()
-        # One build per torch version: the extension links against this torch's libraries.
-        name = 'mmfocal_cpu_kernels_' + re.sub(r'\W', '_', torch.__version__)
-        load(name, [SOURCE], extra_cflags=list(BUILD_FLAGS), extra_ldflags=['-fopenmp'], is_python_module=False)
+        # One build per torch version and vector width: the extension links against this torch's
+        # libraries, and an AVX-512 build would not run where PyTorch is told to use AVX2 only.
+        name = f'mmfocal_cpu_kernels_{capability.lower()}_' + re.sub(r'\W', '_', torch.__version__)
+        load(name, [SOURCE], extra_cflags=[*BUILD_FLAGS, *VECTOR_FLAGS[capability]], extra_ldflags=['-fopenmp'],
+             is_python_module=False)
     except Exception as error:  # a compiler, ninja or the headers missing: fall back, and say so once
         last_line = (str(error).strip().splitlines() or [''])[-1]
         reason = f'building them failed ({type(error).__name__}: {last_line})'
@@ -61,6 +72,19 @@ def _build() -> Optional[str]:
                       f"PyTorch's kernels (about twice the attention's time). Set {SWITCH}=0 to skip the build.")
         return reason
     return None
+
+
+def vector_build() -> str:
+    """The vector instructions of the build this process uses (or would use): PyTorch's own
+    kernels' here, 'AVX512' or 'AVX2' (others are not built)."""
+    return torch.backends.cpu.get_cpu_capability()
+
+
+@functools.lru_cache(maxsize=None)
+def padded_queries() -> int:
+    """Queries a window as the built kernels take them, padded to whole vectors: the last
+    dimension of their ``bias_t`` (56 for AVX2, 64 for AVX-512). Only once they are built."""
+    return torch.ops.mmfocal_cpu.padded_queries()
 
 
 def _put_ninja_on_path():

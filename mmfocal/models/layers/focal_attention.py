@@ -29,6 +29,7 @@ from .key_layout import (
     pooled_neighbourhood,
     relative_position_index,
 )
+from .parameter_cache import InferenceCache
 from .tracing import is_tracing
 from .windows import merge_windows, window_queries_and_keys
 
@@ -105,22 +106,30 @@ class FocalWindowAttention(nn.Module):
         # (through the plain path; for the analysis, see mmfocal.analysis).
         self.record_attention = False
         self.recorded = None
+        self._bias_cache = InferenceCache()
 
     def pooled_neighbourhood(self, level: int) -> int:
         """Side of the pooled neighbourhood each window sees at ``level``."""
         return pooled_neighbourhood(self.focal_window, level)
 
     def _bias(self, with_rolled: bool) -> torch.Tensor:
-        """Position biases of every key: (heads, w*w, num_keys)."""
+        """Position biases of every key: (heads, w*w, num_keys); kept between passes without
+        gradients while the tables keep their values (eager only: a traced graph computes it)."""
+        tables = [self.relative_position_bias_table, *self.relative_position_bias_table_to_windows]
+        if self.expand_size > 0:
+            tables.append(self.relative_position_bias_table_to_neighbors)
+        return self._bias_cache.get(with_rolled, tables, lambda: self._build_bias(with_rolled))
+
+    def _build_bias(self, with_rolled: bool) -> torch.Tensor:
         w2, heads = self.window_size**2, self.num_heads
-        parts = [self.relative_position_bias_table[self.window_bias_index.view(-1)].view(w2, w2, heads)
-                 .permute(2, 0, 1)]
+        parts = [self.relative_position_bias_table.index_select(0, self.window_bias_index.view(-1))
+                 .view(w2, w2, heads).permute(2, 0, 1)]
         if with_rolled and self.expand_size > 0:
             # One bias per rolled slot, one key per token: slots reaching the same token merge.
             parts.append(merge_repeated_slots(self.relative_position_bias_table_to_neighbors[0], self.rolled_key_slots))
         for k, table in enumerate(self.relative_position_bias_table_to_windows):
             index = getattr(self, f'pooled_bias_index_{k}')
-            parts.append(table[:, index.view(-1)].view(heads, w2, -1))
+            parts.append(table.index_select(1, index.view(-1)).view(heads, w2, -1))
         return torch.cat(parts, -1)
 
     def forward(self, x: torch.Tensor, pooled: Sequence[torch.Tensor], with_rolled: bool = True) -> torch.Tensor:
@@ -131,7 +140,7 @@ class FocalWindowAttention(nn.Module):
         geometry = (w, self.expand_size, self.focal_window, self.num_pooled_levels, n_wh, n_ww)
         if is_tracing(x):  # symbolic sizes: the layout is computed in the graph
             index, off_map = key_layout_for_any_size(*geometry, with_rolled, x.device)
-            bias = self._bias(True)
+            bias = self._build_bias(True)
         else:
             index, off_map = cached_key_layout(*geometry, with_rolled, x.device)
             bias = self._bias(with_rolled)

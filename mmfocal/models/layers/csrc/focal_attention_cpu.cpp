@@ -5,14 +5,18 @@
 // registers while they are made. Why: the attention's products have an inner dimension of 32 (head
 // dims), and through the BLAS on small per-window matrices (PyTorch's flash kernel, bmm) they ran at
 // about half the FLOP rate of the linear layers (docs/speed.md). Keys-major: S^T[j][a] for key j and
-// query a, so that the softmax over the keys is a vertical max and sum over rows of 8-query vectors
-// and every product is register-blocked FMAs (two keys or two channels times the 56 padded queries:
-// 14 of the 16 AVX2 registers). Each task first gathers its head's keys and values into one buffer
-// (the products then read it in order). The backward recomputes the probabilities from the saved
-// log-sum-exp, as the PyTorch kernels' does, and adds the key and value gradients of a chunk of
-// windows into the key source with the threads split by columns, so two windows that read one key
-// never race. Head dims 32, at most 56 queries (window 7), float32, a shared (heads, keys, 56) bias
-// transposed from (heads, w*w, keys); x86-64 with AVX2 and FMA.
+// query a, so that the softmax over the keys is a vertical max and sum over rows of query vectors
+// and every product is register-blocked FMAs (a few keys or channels times all padded queries).
+// Each task first gathers its head's keys and values into one buffer (the products then read it in
+// order). The backward recomputes the probabilities from the saved log-sum-exp, as the PyTorch
+// kernels' does, and adds the key and value gradients of a chunk of windows into the key source
+// with the threads split by columns, so two windows that read one key never race. Head dims 32, at
+// most 56 queries (window 7), float32, a shared (heads, keys, kQueries) bias transposed from (heads,
+// w*w, keys); x86-64.
+//
+// One source, two builds (compiled_kernels.py picks the one PyTorch's own kernels use here):
+// AVX-512 (vectors of 16 floats, 32 registers: queries padded to 64, four keys or channels a pass)
+// or AVX2 with FMA (vectors of 8, 16 registers: queries padded to 56, two a pass).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
@@ -25,65 +29,133 @@
 
 namespace {
 
-constexpr int kDims = 32;         // head dims
-constexpr int kQueries = 56;      // queries padded to 7 vectors of 8
-constexpr int kVectors = kQueries / 8;
+#if defined(CPU_CAPABILITY_AVX512)
+using Reg = __m512;
+constexpr int kLanes = 16;
+constexpr int kKeyBlock = 4;      // keys a pass of the score products: 4 x 4 accumulators
+constexpr int kChannelBlock = 4;  // channels a pass of the output products: 4 x 4
+constexpr int kGradKeyBlock = 6;  // keys a pass of the key gradients: 6 x 2
+inline Reg zero() { return _mm512_setzero_ps(); }
+inline Reg broadcast(float x) { return _mm512_set1_ps(x); }
+inline Reg load(const float *p) { return _mm512_loadu_ps(p); }
+inline void store(float *p, Reg x) { _mm512_storeu_ps(p, x); }
+inline Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
+inline Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
+inline Reg sub(Reg a, Reg b) { return _mm512_sub_ps(a, b); }
+inline Reg mul(Reg a, Reg b) { return _mm512_mul_ps(a, b); }
+inline Reg max(Reg a, Reg b) { return _mm512_max_ps(a, b); }
+#elif defined(CPU_CAPABILITY_AVX2)
+using Reg = __m256;
+constexpr int kLanes = 8;
+constexpr int kKeyBlock = 2;      // 2 x 7 accumulators of the 16 registers
+constexpr int kChannelBlock = 2;  // 2 x 7
+constexpr int kGradKeyBlock = 3;  // 3 x 4
+inline Reg zero() { return _mm256_setzero_ps(); }
+inline Reg broadcast(float x) { return _mm256_set1_ps(x); }
+inline Reg load(const float *p) { return _mm256_loadu_ps(p); }
+inline void store(float *p, Reg x) { _mm256_storeu_ps(p, x); }
+inline Reg fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
+inline Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
+inline Reg sub(Reg a, Reg b) { return _mm256_sub_ps(a, b); }
+inline Reg mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }
+inline Reg max(Reg a, Reg b) { return _mm256_max_ps(a, b); }
+#else
+#error "built with -DCPU_CAPABILITY_AVX512 or -DCPU_CAPABILITY_AVX2 (compiled_kernels.py)"
+#endif
 
-// acc[r][v] = sum_c rows[r][c] * t[c][8v..8v+7] for R rows (keys) at once; t is (kDims, kQueries).
+// exp(x) through PyTorch's vectorised exp of this build's vector width (1 ulp within 20 bits).
+inline Reg exp(Reg x) { return at::vec::Vectorized<float>(x).exp_u20(); }
+
+constexpr int kDims = 32;                                              // head dims
+constexpr int kMaxQueries = 56;                                        // queries of a window (7 x 7 = 49)
+constexpr int kQueries = (kMaxQueries + kLanes - 1) / kLanes * kLanes;  // padded to whole vectors
+constexpr int kVectors = kQueries / kLanes;
+constexpr int kDimVectors = kDims / kLanes;
+
+// acc[r][v] = sum_c rows[r][c] * t[c][v-th vector] for R rows (keys) at once; t is (kDims, kQueries).
 template <int R>
-inline void rows_times_transposed(const float *const *rows, const float *t, __m256 acc[R][kVectors]) {
+inline void rows_times_transposed(const float *const *rows, const float *t, Reg acc[R][kVectors]) {
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_setzero_ps();
+    for (int v = 0; v < kVectors; ++v) acc[r][v] = zero();
   for (int c = 0; c < kDims; ++c) {
-    __m256 b[R];
-    for (int r = 0; r < R; ++r) b[r] = _mm256_set1_ps(rows[r][c]);
+    Reg b[R];
+    for (int r = 0; r < R; ++r) b[r] = broadcast(rows[r][c]);
     const float *tc = t + c * kQueries;
     for (int v = 0; v < kVectors; ++v) {
-      const __m256 x = _mm256_load_ps(tc + 8 * v);
-      for (int r = 0; r < R; ++r) acc[r][v] = _mm256_fmadd_ps(b[r], x, acc[r][v]);
+      const Reg x = load(tc + kLanes * v);
+      for (int r = 0; r < R; ++r) acc[r][v] = fma(b[r], x, acc[r][v]);
     }
   }
 }
 
-// Scores of keys j..j+R-1 plus bias and off-map logit, stored as rows of s; returns nothing, folds
-// each row into the running maxima.
+// Rows j..j+R-1 of the scores: the products plus bias and off-map logit, stored into s and
+// folded into the running maxima over keys.
 template <int R>
 inline void score_rows(const float *const *rows, const float *qt, const float *bias_rows, const float *off,
-                       float *s, __m256 *peak) {
-  __m256 acc[R][kVectors];
+                       float *s, Reg *peak) {
+  Reg acc[R][kVectors];
   rows_times_transposed<R>(rows, qt, acc);
   for (int r = 0; r < R; ++r) {
-    const __m256 o = _mm256_set1_ps(off[r]);
+    const Reg o = broadcast(off[r]);
     for (int v = 0; v < kVectors; ++v) {
-      const __m256 x = _mm256_add_ps(acc[r][v], _mm256_add_ps(_mm256_loadu_ps(bias_rows + r * kQueries + 8 * v), o));
-      _mm256_storeu_ps(s + r * kQueries + 8 * v, x);
-      peak[v] = _mm256_max_ps(peak[v], x);
+      const Reg x = add(acc[r][v], add(load(bias_rows + r * kQueries + kLanes * v), o));
+      store(s + r * kQueries + kLanes * v, x);
+      peak[v] = max(peak[v], x);
     }
   }
 }
 
-// out_t[c][a] = sum_j rows[j][offset + c] * z[j][a] for all kDims channels, two at a time; z is
-// (keys, kQueries) keys-major, out_t (kDims, kQueries).
+// out_t[c][a] = sum_j rows[j][offset + c] * z[j][a] for all kDims channels, kChannelBlock at a
+// time; z is (keys, kQueries) keys-major, out_t (kDims, kQueries).
 inline void transposed_rows_times(const float *const *rows, int64_t offset, int64_t keys, const float *z,
                                   float *out_t) {
-  for (int c = 0; c < kDims; c += 2) {
-    __m256 a0[kVectors], a1[kVectors];
-    for (int v = 0; v < kVectors; ++v) a0[v] = a1[v] = _mm256_setzero_ps();
+  for (int c = 0; c < kDims; c += kChannelBlock) {
+    Reg acc[kChannelBlock][kVectors];
+    for (int i = 0; i < kChannelBlock; ++i)
+      for (int v = 0; v < kVectors; ++v) acc[i][v] = zero();
     for (int64_t j = 0; j < keys; ++j) {
-      const float *x = rows[j] + offset;
-      const __m256 b0 = _mm256_set1_ps(x[c]), b1 = _mm256_set1_ps(x[c + 1]);
+      const float *x = rows[j] + offset + c;
+      Reg b[kChannelBlock];
+      for (int i = 0; i < kChannelBlock; ++i) b[i] = broadcast(x[i]);
       const float *zj = z + j * kQueries;
       for (int v = 0; v < kVectors; ++v) {
-        const __m256 zv = _mm256_loadu_ps(zj + 8 * v);
-        a0[v] = _mm256_fmadd_ps(b0, zv, a0[v]);
-        a1[v] = _mm256_fmadd_ps(b1, zv, a1[v]);
+        const Reg zv = load(zj + kLanes * v);
+        for (int i = 0; i < kChannelBlock; ++i) acc[i][v] = fma(b[i], zv, acc[i][v]);
       }
     }
-    for (int v = 0; v < kVectors; ++v) {
-      _mm256_store_ps(out_t + c * kQueries + 8 * v, a0[v]);
-      _mm256_store_ps(out_t + (c + 1) * kQueries + 8 * v, a1[v]);
-    }
+    for (int i = 0; i < kChannelBlock; ++i)
+      for (int v = 0; v < kVectors; ++v) store(out_t + (c + i) * kQueries + kLanes * v, acc[i][v]);
   }
+}
+
+// Calls rows(j, R) over keys 0..keys-1 in blocks of kBlock rows, the rest one row at a time.
+template <int kBlock, typename Rows>
+inline void by_blocks_of_rows(int64_t keys, Rows rows) {
+  int64_t j = 0;
+  for (; j + kBlock <= keys; j += kBlock) rows.template operator()<kBlock>(j);
+  for (; j < keys; ++j) rows.template operator()<1>(j);
+}
+
+// The window's keys and values of one head gathered into one buffer (rows of kDims keys then kDims
+// values), key_rows pointing at them: the products then read it in order, where rows of the
+// source scattered over the map would stall them on each key's first load. base is the head's
+// first channel in the image's source, ld the channels of a key (heads * kDims).
+inline void gather_head(const float *base, const int64_t *window_index, int64_t keys, int64_t ld,
+                        std::vector<float> &gathered, std::vector<const float *> &key_rows) {
+  for (int64_t j = 0; j < keys; ++j) {
+    const float *from = base + window_index[j] * 2 * ld;
+    float *to = gathered.data() + j * 2 * kDims;
+    std::memcpy(to, from, kDims * sizeof(float));
+    std::memcpy(to + kDims, from + ld, kDims * sizeof(float));
+    key_rows[j] = to;
+  }
+}
+
+// t[c][a] = rows[a][c] for the area rows of a window's head (row stride ld), zero for the
+// padded queries: (kDims, kQueries).
+inline void transpose_queries(const float *rows, int64_t ld, int64_t area, float *t) {
+  for (int c = 0; c < kDims; ++c)
+    for (int a = 0; a < kQueries; ++a) t[c * kQueries + a] = a < area ? rows[a * ld + c] : 0.f;
 }
 
 void forward(const at::Tensor &q, const at::Tensor &source, const at::Tensor &index, const at::Tensor &bias_t,
@@ -103,45 +175,33 @@ void forward(const at::Tensor &q, const at::Tensor &source, const at::Tensor &in
     for (int64_t task = begin; task < end; ++task) {
       const int64_t h = task % heads, bn = task / heads, n = bn % windows, b = bn / windows;
       const float *qw = q_ptr + bn * area * ld + h * kDims;
-      for (int c = 0; c < kDims; ++c)
-        for (int a = 0; a < kQueries; ++a) qt[c * kQueries + a] = a < area ? qw[a * ld + c] : 0.f;
-      // The window's keys and values of this head, gathered into one buffer first (rows of
-      // kDims keys then kDims values): the products then read it in order, where rows of the
-      // source scattered over the map would stall them on each key's first load.
-      const float *base = src + b * sources * row + h * kDims;
-      for (int64_t j = 0; j < keys; ++j) {
-        const float *from = base + idx[n * keys + j] * row;
-        float *to = gathered.data() + j * 2 * kDims;
-        std::memcpy(to, from, kDims * sizeof(float));
-        std::memcpy(to + kDims, from + ld, kDims * sizeof(float));
-        key_rows[j] = to;
-      }
+      transpose_queries(qw, ld, area, qt);
+      gather_head(src + b * sources * row + h * kDims, idx + n * keys, keys, ld, gathered, key_rows);
       const float *bias_rows = bt + h * keys * kQueries, *om = off + n * keys;
       float *s = probs.data();
 
-      __m256 peak[kVectors];
-      for (int v = 0; v < kVectors; ++v) peak[v] = _mm256_set1_ps(-INFINITY);
-      int64_t j = 0;
-      for (; j + 2 <= keys; j += 2)
-        score_rows<2>(&key_rows[j], qt, bias_rows + j * kQueries, om + j, s + j * kQueries, peak);
-      if (j < keys) score_rows<1>(&key_rows[j], qt, bias_rows + j * kQueries, om + j, s + j * kQueries, peak);
+      Reg peak[kVectors];
+      for (int v = 0; v < kVectors; ++v) peak[v] = broadcast(-INFINITY);
+      by_blocks_of_rows<kKeyBlock>(keys, [&]<int R>(int64_t j) {
+        score_rows<R>(&key_rows[j], qt, bias_rows + j * kQueries, om + j, s + j * kQueries, peak);
+      });
 
-      __m256 sum[kVectors];
-      for (int v = 0; v < kVectors; ++v) sum[v] = _mm256_setzero_ps();
-      for (j = 0; j < keys; ++j)
+      Reg sum[kVectors];
+      for (int v = 0; v < kVectors; ++v) sum[v] = zero();
+      for (int64_t j = 0; j < keys; ++j)
         for (int v = 0; v < kVectors; ++v) {
-          float *p = s + j * kQueries + 8 * v;
-          const __m256 e = at::vec::Vectorized<float>(_mm256_sub_ps(_mm256_loadu_ps(p), peak[v])).exp_u20();
-          _mm256_storeu_ps(p, e);
-          sum[v] = _mm256_add_ps(sum[v], e);
+          float *p = s + j * kQueries + kLanes * v;
+          const Reg e = exp(sub(load(p), peak[v]));
+          store(p, e);
+          sum[v] = add(sum[v], e);
         }
 
       // O^T[c][a] = sum_j V[j][c] P^T[j][a], normalised by the sums as it is written out.
       transposed_rows_times(key_rows.data(), kDims, keys, s, ot);
       alignas(64) float peaks[kQueries], sums[kQueries];
       for (int v = 0; v < kVectors; ++v) {
-        _mm256_store_ps(peaks + 8 * v, peak[v]);
-        _mm256_store_ps(sums + 8 * v, sum[v]);
+        store(peaks + kLanes * v, peak[v]);
+        store(sums + kLanes * v, sum[v]);
       }
       float *ow = out_ptr + bn * area * ld + h * kDims;
       for (int64_t a = 0; a < area; ++a) {
@@ -154,54 +214,47 @@ void forward(const at::Tensor &q, const at::Tensor &source, const at::Tensor &in
   });
 }
 
-// acc[r][w] = sum_{a < area} z[r][a] * y[a][8w..8w+7] for R rows of z (keys, (R, kQueries)) and y
-// (area rows of kDims channels, row stride ld): a key's gradient from its column of the scores'.
+// dst rows r (stride `stride`) = sum_{a < area} z[r][a] * y[a][:] for R rows of z (keys, (R,
+// kQueries)) and y (area rows of kDims channels, row stride ld): key gradients from their columns
+// of the scores' gradients (dK = dS^T Q) or of the probabilities (dV = P^T dO).
 template <int R>
-inline void rows_times_queries(const float *z, const float *y, int64_t ld, int64_t area, __m256 acc[R][4]) {
+inline void rows_times_queries(const float *z, const float *y, int64_t ld, int64_t area, float *dst, int64_t stride) {
+  Reg acc[R][kDimVectors];
   for (int r = 0; r < R; ++r)
-    for (int w = 0; w < 4; ++w) acc[r][w] = _mm256_setzero_ps();
+    for (int w = 0; w < kDimVectors; ++w) acc[r][w] = zero();
   for (int64_t a = 0; a < area; ++a) {
-    const float *ya = y + a * ld;
-    const __m256 y0 = _mm256_loadu_ps(ya), y1 = _mm256_loadu_ps(ya + 8), y2 = _mm256_loadu_ps(ya + 16),
-                 y3 = _mm256_loadu_ps(ya + 24);
+    Reg ya[kDimVectors];
+    for (int w = 0; w < kDimVectors; ++w) ya[w] = load(y + a * ld + kLanes * w);
     for (int r = 0; r < R; ++r) {
-      const __m256 b = _mm256_set1_ps(z[r * kQueries + a]);
-      acc[r][0] = _mm256_fmadd_ps(b, y0, acc[r][0]);
-      acc[r][1] = _mm256_fmadd_ps(b, y1, acc[r][1]);
-      acc[r][2] = _mm256_fmadd_ps(b, y2, acc[r][2]);
-      acc[r][3] = _mm256_fmadd_ps(b, y3, acc[r][3]);
+      const Reg b = broadcast(z[r * kQueries + a]);
+      for (int w = 0; w < kDimVectors; ++w) acc[r][w] = fma(b, ya[w], acc[r][w]);
     }
   }
-}
-
-template <int R>
-inline void store_key_rows(__m256 acc[R][4], float *dst, int64_t stride) {
   for (int r = 0; r < R; ++r)
-    for (int w = 0; w < 4; ++w) _mm256_storeu_ps(dst + r * stride + 8 * w, acc[r][w]);
+    for (int w = 0; w < kDimVectors; ++w) store(dst + r * stride + kLanes * w, acc[r][w]);
 }
 
 // P^T and dS^T rows of keys j..j+R-1, with the bias gradient's rows added to grad_bias_rows.
 template <int R>
 inline void probability_rows(const float *const *key_rows, const float *const *value_rows, const float *qt,
-                             const float *dot, const float *bias_rows, const float *off, const __m256 *lse,
-                             const __m256 *delta, float *p, float *ds, float *grad_bias_rows) {
-  using Vec = at::vec::Vectorized<float>;
-  __m256 acc[R][kVectors];
+                             const float *dot, const float *bias_rows, const float *off, const Reg *lse,
+                             const Reg *delta, float *p, float *ds, float *grad_bias_rows) {
+  Reg acc[R][kVectors];
   rows_times_transposed<R>(key_rows, qt, acc);
   for (int r = 0; r < R; ++r) {
-    const __m256 o = _mm256_set1_ps(off[r]);
+    const Reg o = broadcast(off[r]);
     for (int v = 0; v < kVectors; ++v) {
-      const __m256 x = _mm256_add_ps(acc[r][v], _mm256_add_ps(_mm256_loadu_ps(bias_rows + r * kQueries + 8 * v), o));
-      _mm256_storeu_ps(p + r * kQueries + 8 * v, Vec(_mm256_sub_ps(x, lse[v])).exp_u20());
+      const Reg x = add(acc[r][v], add(load(bias_rows + r * kQueries + kLanes * v), o));
+      store(p + r * kQueries + kLanes * v, exp(sub(x, lse[v])));
     }
   }
   rows_times_transposed<R>(value_rows, dot, acc);
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < kVectors; ++v) {
-      const __m256 d = _mm256_mul_ps(_mm256_loadu_ps(p + r * kQueries + 8 * v), _mm256_sub_ps(acc[r][v], delta[v]));
-      _mm256_storeu_ps(ds + r * kQueries + 8 * v, d);
-      float *g = grad_bias_rows + r * kQueries + 8 * v;
-      _mm256_storeu_ps(g, _mm256_add_ps(_mm256_loadu_ps(g), d));
+      const Reg d = mul(load(p + r * kQueries + kLanes * v), sub(acc[r][v], delta[v]));
+      store(ds + r * kQueries + kLanes * v, d);
+      float *g = grad_bias_rows + r * kQueries + kLanes * v;
+      store(g, add(load(g), d));
     }
 }
 
@@ -240,34 +293,21 @@ void backward(const at::Tensor &q, const at::Tensor &source, const at::Tensor &i
             for (int c = 0; c < kDims; ++c) d += gow[a * ld + c] * ow[a * ld + c];
             delta_pad[a] = d;
           }
-          for (int c = 0; c < kDims; ++c)
-            for (int a = 0; a < kQueries; ++a) {
-              qt[c * kQueries + a] = a < area ? qw[a * ld + c] : 0.f;
-              dot[c * kQueries + a] = a < area ? gow[a * ld + c] : 0.f;
-            }
-          __m256 lse_v[kVectors], delta_v[kVectors];
+          transpose_queries(qw, ld, area, qt);
+          transpose_queries(gow, ld, area, dot);
+          Reg lse_v[kVectors], delta_v[kVectors];
           for (int v = 0; v < kVectors; ++v) {
-            lse_v[v] = _mm256_load_ps(lse_pad + 8 * v);
-            delta_v[v] = _mm256_load_ps(delta_pad + 8 * v);
+            lse_v[v] = load(lse_pad + kLanes * v);
+            delta_v[v] = load(delta_pad + kLanes * v);
           }
-          const float *base = src + b * sources * row + h * kDims;
-          for (int64_t j = 0; j < keys; ++j) {  // gathered first, as in the forward
-            const float *from = base + idx[n * keys + j] * row;
-            float *to = gathered.data() + j * 2 * kDims;
-            std::memcpy(to, from, kDims * sizeof(float));
-            std::memcpy(to + kDims, from + ld, kDims * sizeof(float));
-            key_rows[j] = to;
-            value_rows[j] = to + kDims;
-          }
+          gather_head(src + b * sources * row + h * kDims, idx + n * keys, keys, ld, gathered, key_rows);
+          for (int64_t j = 0; j < keys; ++j) value_rows[j] = key_rows[j] + kDims;
           const float *bias_rows = bt + h * keys * kQueries, *om = off + n * keys;
           float *gb = grad_bias_mine + h * keys * kQueries;
-          int64_t j = 0;
-          for (; j + 2 <= keys; j += 2)
-            probability_rows<2>(&key_rows[j], &value_rows[j], qt, dot, bias_rows + j * kQueries, om + j, lse_v,
+          by_blocks_of_rows<kKeyBlock>(keys, [&]<int R>(int64_t j) {
+            probability_rows<R>(&key_rows[j], &value_rows[j], qt, dot, bias_rows + j * kQueries, om + j, lse_v,
                                 delta_v, probs.data() + j * kQueries, grads.data() + j * kQueries, gb + j * kQueries);
-          if (j < keys)
-            probability_rows<1>(&key_rows[j], &value_rows[j], qt, dot, bias_rows + j * kQueries, om + j, lse_v,
-                                delta_v, probs.data() + j * kQueries, grads.data() + j * kQueries, gb + j * kQueries);
+          });
           // dQ^T = K^T dS^T, written back as rows of queries
           transposed_rows_times(key_rows.data(), 0, keys, grads.data(), gqt);
           float *gqw = gq_ptr + bn * area * ld + h * kDims;
@@ -275,20 +315,10 @@ void backward(const at::Tensor &q, const at::Tensor &source, const at::Tensor &i
             for (int c = 0; c < kDims; ++c) gqw[a * ld + c] = gqt[c * kQueries + a];
           // dK = dS^T Q and dV = P^T dO, into the chunk's rows (local window, key, k/v, head, d)
           float *gk = chunk.data() + local * keys * row + h * kDims;
-          __m256 acc[3][4];
-          for (j = 0; j + 3 <= keys; j += 3) {
-            rows_times_queries<3>(grads.data() + j * kQueries, qw, ld, area, acc);
-            store_key_rows<3>(acc, gk + j * row, row);
-            rows_times_queries<3>(probs.data() + j * kQueries, gow, ld, area, acc);
-            store_key_rows<3>(acc, gk + j * row + ld, row);
-          }
-          for (; j < keys; ++j) {
-            __m256 one[1][4];
-            rows_times_queries<1>(grads.data() + j * kQueries, qw, ld, area, one);
-            store_key_rows<1>(one, gk + j * row, row);
-            rows_times_queries<1>(probs.data() + j * kQueries, gow, ld, area, one);
-            store_key_rows<1>(one, gk + j * row + ld, row);
-          }
+          by_blocks_of_rows<kGradKeyBlock>(keys, [&]<int R>(int64_t j) {
+            rows_times_queries<R>(grads.data() + j * kQueries, qw, ld, area, gk + j * row, row);
+            rows_times_queries<R>(probs.data() + j * kQueries, gow, ld, area, gk + j * row + ld, row);
+          });
         }
       });
       // The chunk's key and value gradients into the source's: threads split the columns, so two
@@ -310,7 +340,7 @@ void backward(const at::Tensor &q, const at::Tensor &source, const at::Tensor &i
 }
 
 // Shapes: q (B*nW, w*w, heads, 32); source (B, S, 2, heads, 32); index (nW * keys,) into S;
-// bias_t (heads, keys, 56); off_map (nW, keys). Checked here: a wrong layout would read out of
+// bias_t (heads, keys, kQueries); off_map (nW, keys). Checked here: a wrong layout would read out of
 // bounds, not fail.
 void check_inputs(const at::Tensor &q, const at::Tensor &source, const at::Tensor &index, const at::Tensor &bias_t,
                   const at::Tensor &off_map) {
@@ -320,11 +350,11 @@ void check_inputs(const at::Tensor &q, const at::Tensor &source, const at::Tenso
   }
   TORCH_CHECK(q.dim() == 4 && source.dim() == 5 && bias_t.dim() == 3 && off_map.dim() == 2, "mmfocal_cpu: ranks");
   TORCH_CHECK(q.size(3) == kDims && source.size(4) == kDims, "mmfocal_cpu: head dims 32 only");
-  TORCH_CHECK(q.size(1) <= kQueries, "mmfocal_cpu: at most 56 queries a window");
+  TORCH_CHECK(q.size(1) <= kMaxQueries, "mmfocal_cpu: at most ", kMaxQueries, " queries a window");
   const int64_t heads = source.size(3), windows = off_map.size(0), keys = off_map.size(1);
   TORCH_CHECK(q.size(2) == heads && q.size(0) == source.size(0) * windows, "mmfocal_cpu: q against the source");
   TORCH_CHECK(bias_t.size(0) == heads && bias_t.size(1) == keys && bias_t.size(2) == kQueries,
-              "mmfocal_cpu: bias_t must be (heads, keys, 56)");
+              "mmfocal_cpu: bias_t must be (heads, keys, ", kQueries, ")");
   TORCH_CHECK(index.scalar_type() == at::kLong && index.is_contiguous() && index.numel() == windows * keys,
               "mmfocal_cpu: index must be nW * keys contiguous int64");
   const int64_t sources = source.size(1);
@@ -361,6 +391,7 @@ std::vector<at::Tensor> focal_backward(const at::Tensor &q, const at::Tensor &so
 }  // namespace
 
 TORCH_LIBRARY(mmfocal_cpu, m) {
+  m.def("padded_queries() -> int", [] { return static_cast<int64_t>(kQueries); });
   m.def("focal_attention_forward(Tensor q, Tensor source, Tensor index, Tensor bias_t, Tensor off_map) -> Tensor[]");
   m.def("focal_attention_backward(Tensor q, Tensor source, Tensor index, Tensor bias_t, Tensor off_map, "
         "Tensor out, Tensor lse, Tensor grad_out, int chunk_windows) -> Tensor[]");
