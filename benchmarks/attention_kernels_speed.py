@@ -3,8 +3,8 @@
     python benchmarks/attention_kernels_speed.py                     # Focal-T's stages at 512x512 and 224x224
     python benchmarks/attention_kernels_speed.py --sizes 800x1344 --repeats 15
 
-The attention alone (``attention_kernels.attend``), with its real inputs: for each stage of Focal-T
-at each input size, the key layout of that map, random queries, keys and biases. Times the two CPU
+The attention alone (``attention_kernels.attend``), with its real inputs: those of the first block
+of each stage of Focal-T (random weights) at each input size, taken from a forward pass. Times the two CPU
 routes of ``attention_path(kernels=...)``: ``'compiled'``, mmfocal's kernels
 (``mmfocal/models/layers/csrc/focal_attention_cpu.cpp``, built on first use), and ``'cpu'``,
 PyTorch's flash kernel over chunks of windows with mmfocal's recomputing backward; forward without
@@ -24,34 +24,38 @@ import torch.nn as nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from backbone_speed import machine_description, paired_ratio, ratio_text  # noqa: E402
 
-from mmfocal.models.layers import attention_path, compiled_kernels  # noqa: E402
+from mmfocal import FocalTransformer  # noqa: E402
+from mmfocal.models.layers import attention_path, compiled_kernels, focal_attention  # noqa: E402
 from mmfocal.models.layers.attention_kernels import attend  # noqa: E402
-from mmfocal.models.layers.key_layout import cached_key_layout  # noqa: E402
 
-# Focal-T's attention: window 7, rolled reach 3, one pooled level with these neighbourhoods.
-WINDOW, EXPAND, HEAD_DIMS = 7, 3, 32
-HEADS = (3, 6, 12, 24)
-FOCAL_WINDOWS = (7, 5, 3, 1)
 ROUTES = ('cpu', 'compiled')
 NO_DROPOUT = nn.Dropout(0.0)
 
 
-def stage_inputs(size, stage: int, batch: int, generator: torch.Generator):
-    """q, source, index, bias, off_map of Focal-T's attention at ``stage`` for an input of ``size``."""
-    height, width = (-(-side // 4) for side in size)
-    for _ in range(stage):
-        height, width = -(-height // 2), -(-width // 2)
-    rows, cols = -(-height // WINDOW), -(-width // WINDOW)
-    with_rolled = min(height, width) > WINDOW  # the backbone's rule
-    index, off_map = cached_key_layout(WINDOW, EXPAND, FOCAL_WINDOWS[stage], 1, rows, cols, with_rolled,
-                                       torch.device('cpu'))
-    windows, keys = off_map.shape
-    heads = HEADS[stage]
-    q = torch.randn(batch * windows, WINDOW**2, heads, HEAD_DIMS, generator=generator) * 0.3
-    source = torch.randn(batch, int(index.max()) + 1, 2, heads, HEAD_DIMS, generator=generator)
-    source[:, -1] = 0  # the zero token of off-map positions
-    bias = torch.randn(heads, WINDOW**2, keys, generator=generator) * 0.1
-    return q, source, index, bias, off_map
+def stage_inputs(size, batch: int, generator: torch.Generator) -> list:
+    """q, source, index, bias, off_map of the first block's attention of each stage of Focal-T
+    (random weights) for a random input of ``size``: taken from a forward pass of the backbone, so
+    each stage's map, windows, keys and biases are the backbone's own."""
+    model = FocalTransformer(arch='tiny').eval()
+    first_blocks = {id(stage.blocks[0].attn) for stage in model.layers}
+    calls = []
+
+    def keep_inputs(q, source, index, bias, off_map, *args, **kwargs):
+        calls.append(tuple(t.detach().clone() for t in (q, source, index, bias, off_map)))
+        return attend(q, source, index, bias, off_map, *args, **kwargs)
+
+    hooks = [module.register_forward_pre_hook(lambda module, args: calls.append(module))
+             for module in model.modules() if id(module) in first_blocks]
+    focal_attention.attend = keep_inputs  # the attention module's call, for this one pass
+    try:
+        with torch.no_grad():
+            model(torch.randn(batch, 3, *size, generator=generator))
+    finally:
+        focal_attention.attend = attend
+        for hook in hooks:
+            hook.remove()
+    # each first block's attention module, then its call's inputs
+    return [calls[i + 1] for i, call in enumerate(calls) if isinstance(call, nn.Module)]
 
 
 def run(route: str, inputs, grad_out, backward: bool):
@@ -87,8 +91,7 @@ def main():
     generator = torch.Generator().manual_seed(0)
     for size_text in args.sizes:
         size = tuple(int(v) for v in size_text.split('x'))
-        for stage in range(len(HEADS)):
-            inputs = stage_inputs(size, stage, args.batch, generator)
+        for stage, inputs in enumerate(stage_inputs(size, args.batch, generator)):
             grad_out = torch.randn(inputs[0].shape, generator=generator)
             difference = largest_difference(inputs, grad_out)
             windows, keys = inputs[-1].shape

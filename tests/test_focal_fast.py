@@ -17,7 +17,7 @@ import mmfocal
 from mmfocal import FocalFastTransformer, FocalTransformer
 from mmfocal.engine.pretrained import CheckpointMismatchError, match_state_dict
 from mmfocal.models.backbones import FocalBackbone
-from mmfocal.models.layers import attention_path
+from mmfocal.models.layers import FocalFastTransformerBlock, attention_path
 from mmfocal.models.layers.attention_kernels import attend, default_chunk_bytes
 from mmfocal.models.layers.fast_key_layout import MIN_SHARED_GROUP, cached_fast_key_layout, unique_pairs
 
@@ -278,6 +278,29 @@ def test_shared_groups_are_the_windows_with_identical_bias_columns(size):
     assert groups[-1][1] == int(large.sum())  # then the windows of no group
     if size == (200, 336):  # stage 1 of 800x1344: most windows are in groups
         assert groups[-1][1] > len(columns) // 2
+
+
+def test_bias_tables_kept_without_gradients_follow_the_map_size_and_the_mlp_weights():
+    """Inference keeps the bias tables of the last map sizes; a pass at another size, or after a
+    write to the bias MLPs that bumps no version counter (``.data``, as mmengine's EMA writes),
+    computes what a pass with gradients computes, never a kept table of another size or weight."""
+    torch.manual_seed(0)
+    block = FocalFastTransformerBlock(32, 4, window_size=7, focal_level=2, topk=16).eval()
+    maps = [torch.randn(1, 14, 21, 32), torch.randn(1, 21, 14, 32), torch.randn(1, 28, 20, 32)]  # more sizes than kept
+
+    def without_and_with_gradients(order):
+        with torch.no_grad():
+            kept = [block(maps[i]) for i in order for _ in range(2)][1::2]
+        return kept, [block(maps[i]).detach() for i in order]
+
+    kept, built = without_and_with_gradients([0, 1, 2])
+    for ours, expected in zip(kept, built):
+        torch.testing.assert_close(ours, expected, rtol=0, atol=0)
+    block.attn.coord2rpb_all[1][2].weight.data.add_(1.)  # level 1's output layer
+    kept_after, built_after = without_and_with_gradients([2, 1, 0])  # the last two sizes' tables are kept
+    for before, ours, expected in zip(kept[::-1], kept_after, built_after):
+        torch.testing.assert_close(ours, expected, rtol=0, atol=0)
+        assert not torch.allclose(ours, before)
 
 
 def test_recorded_attention_is_the_forward_pass():

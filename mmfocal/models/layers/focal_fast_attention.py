@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from .attention_kernels import attend
 from .block import FocalBlockBase
 from .fast_key_layout import FastKeyLayout, cached_fast_key_layout
+from .parameter_cache import InferenceCache
 from .tracing import is_tracing
 from .windows import centre_to, merge_windows, window_queries_and_keys
 
@@ -90,6 +91,7 @@ class FocalFastAttention(nn.Module):
             for _ in range(self.focal_level))
         self.record_attention = False
         self.recorded = None
+        self._bias_cache = InferenceCache()
 
     def bias_table(self, layout: FastKeyLayout, dtype: torch.dtype) -> torch.Tensor:
         """(heads, w*w, U): the MLP bias of every query token against every distinct key position.
@@ -114,9 +116,13 @@ class FocalFastAttention(nn.Module):
         n_wh, n_ww = hp // w, wp // w
         # int(): while tracing the sizes may be traced values; the layout is a constant of the size.
         # Traced graphs take no window order or groups (Dynamo cannot trace the grouping's tolist).
-        layout = cached_fast_key_layout(w, self.topk, bool(pooled), int(size[0]), int(size[1]), x.device,
-                                        with_groups=not is_tracing(x))
-        bias = self.bias_table(layout, x.dtype)
+        geometry = (w, self.topk, bool(pooled), int(size[0]), int(size[1]), x.device)
+        layout = cached_fast_key_layout(*geometry, with_groups=not is_tracing(x))
+        if is_tracing(x):
+            bias = self.bias_table(layout, x.dtype)
+        else:  # kept between passes without gradients while the MLPs keep their weights (a size at a time)
+            bias = self._bias_cache.get((geometry, x.dtype), list(self.coord2rpb_all.parameters()),
+                                        lambda: self.bias_table(layout, x.dtype))
 
         q, sources = window_queries_and_keys(x, pooled, self.qkv, self.scale, heads, w)
         source = torch.cat(sources, 1)  # (B, S, 2, heads, d)

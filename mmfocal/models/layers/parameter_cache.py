@@ -18,10 +18,13 @@ class InferenceCache:
     ``get(key, sources, compute)`` returns ``compute()``; where gradients are enabled it calls
     ``compute`` every time (the graph must reach the parameters), and otherwise it returns the
     kept value while every source has the dtype, device, shape and values it had when the value
-    was computed. Not for traced code (callers keep tracers out: a traced graph must compute it).
+    was computed. At most ``max_entries`` keys are kept, the oldest dropped first (a key per input
+    size must not grow without bound over a multi-scale test). Not for traced code (callers keep
+    tracers out: a traced graph must compute it).
     """
 
-    def __init__(self):
+    def __init__(self, max_entries: int = 2):
+        self.max_entries = max_entries
         self._entries = {}
 
     def get(self, key: Hashable, sources: Sequence[torch.Tensor], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -31,6 +34,9 @@ class InferenceCache:
         if entry is not None and _same_values(entry[0], sources):
             return entry[1]
         value = compute()
+        self._entries.pop(key, None)
+        while len(self._entries) >= self.max_entries:
+            del self._entries[next(iter(self._entries))]
         self._entries[key] = ([source.detach().clone() for source in sources], value)
         return value
 
