@@ -10,7 +10,9 @@ Modules, each with one job:
 * :mod:`.attention_kernels`: the attention paths both share, and :func:`attention_path`, the
   public switch that forces one;
 * :mod:`.compiled_kernels`: mmfocal's own CPU kernels for FocalTransformer's attention
-  (``csrc/``), built on first use;
+  (``csrc/``), built on first use for PyTorch's vector width (AVX-512 or AVX2);
+* :mod:`.parameter_cache`: tensors built from parameters alone (the position biases), kept
+  between passes without gradients;
 * :mod:`.block`: the block around an attention (pooling, norms, MLP, residuals);
 * :mod:`.windows`: partitioning maps into windows and merging them back;
 * :mod:`.tracing`: whether a forward pass is traced (export, compilation), and by what.

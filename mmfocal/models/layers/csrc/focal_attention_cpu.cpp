@@ -128,7 +128,7 @@ inline void transposed_rows_times(const float *const *rows, int64_t offset, int6
   }
 }
 
-// Calls rows(j, R) over keys 0..keys-1 in blocks of kBlock rows, the rest one row at a time.
+// rows<R>(j) over keys 0..keys-1: blocks of R = kBlock rows from key j, then the rest one row (R = 1) at a time.
 template <int kBlock, typename Rows>
 inline void by_blocks_of_rows(int64_t keys, Rows rows) {
   int64_t j = 0;
