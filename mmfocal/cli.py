@@ -147,6 +147,21 @@ def prepare_cpu_distributed(cfg):
         print_log('no GPU: SyncBN layers of the model run as BN', logger='current')
 
 
+def end_distributed():
+    """Wait for every process, then destroy the process group, in a distributed run (a no-op
+    otherwise); the tools call it when the runner is done.
+
+    Left to the interpreter's exit, gloo's worker threads can still hold work when the group is
+    torn down, and a process then aborts ("terminate called without an active exception",
+    pytorch/pytorch#190489) after its training finished: seen on CPU with tools/dist_train.sh,
+    one rank leaving while the other still wrote its checkpoint. The barrier keeps a rank from
+    leaving while the others still work; destroying the group ends its threads before the
+    interpreter goes."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def build_runner(cfg):
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)

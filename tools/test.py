@@ -35,6 +35,7 @@ import mmfocal  # noqa: F401  registers the models and the PNG visualizers (mmfo
 from mmfocal.cli import (
     build_runner,
     check_dataset_paths,
+    end_distributed,
     exit_on_error,
     load_config,
     parse_with_shared_arguments,
@@ -178,6 +179,7 @@ def main():
             print(f'visualised predictions (PNG): {show_dir}')
         if args.out is not None:
             print(f'raw predictions: {osp.abspath(args.out)}')
+    end_distributed()
 
 
 if __name__ == '__main__':

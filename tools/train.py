@@ -28,6 +28,7 @@ from mmfocal.cli import (
     build_runner,
     check_dataset_paths,
     check_pretrained_checkpoint,
+    end_distributed,
     exit_on_error,
     load_config,
     parse_with_shared_arguments,
@@ -110,6 +111,7 @@ def main():
     prepare_cpu_distributed(cfg)
     runner = build_runner(cfg)
     runner.train()
+    end_distributed()
 
 
 if __name__ == '__main__':
