@@ -12,6 +12,7 @@ import subprocess
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.dist import barrier, is_distributed
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
@@ -157,8 +158,8 @@ def end_distributed():
     one rank leaving while the other still wrote its checkpoint. The barrier keeps a rank from
     leaving while the others still work; destroying the group ends its threads before the
     interpreter goes."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+    if is_distributed():
+        barrier()
         torch.distributed.destroy_process_group()
 
 
