@@ -15,8 +15,10 @@ from typing import Optional, Sequence, Tuple
 import pytest
 import torch
 from mmengine.hooks import Hook
+from mmengine.model import BaseModel
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import HOOKS
+from torch.utils.data import Dataset
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools')
@@ -198,6 +200,48 @@ def tiny_classifier_config(path, data_root: str, base: str = CLS_CONFIG, backbon
     cfg.merge_from_dict(entries)
     cfg.dump(str(path))
     return str(path)
+
+
+class LinearRegression(BaseModel):
+    """A model small enough to train in a test in no time: one linear layer (2 -> 1), squared error."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 1)
+
+    def forward(self, inputs, targets, mode='tensor'):
+        outputs = self.linear(torch.stack(inputs))
+        if mode == 'loss':
+            return dict(loss=((outputs - torch.stack(targets)) ** 2).mean())
+        return outputs
+
+
+class Points(Dataset):
+    """4 points (i, 1) with targets 2i, for :class:`LinearRegression`."""
+
+    metainfo = dict(classes=('point', ))
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        point = torch.tensor([float(index), 1.0])
+        return dict(inputs=point, targets=point[:1] * 2)
+
+
+def linear_regression_runner(work_dir, max_epochs: int, experiment_name: str, **options):
+    """An mmengine Runner training :class:`LinearRegression` on :class:`Points` (2 iterations an
+    epoch) for ``max_epochs``, with a checkpoint after each epoch in ``work_dir``; ``options`` go
+    to the Runner (``resume``, ``load_from``, ``custom_hooks``). ``experiment_name`` names its
+    logger, unique in a process."""
+    from mmengine.runner import Runner
+    return Runner(model=LinearRegression(), work_dir=str(work_dir),
+                  train_dataloader=dict(dataset=Points(), sampler=dict(type='DefaultSampler', shuffle=False),
+                                        batch_size=2, num_workers=0),
+                  optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+                  train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+                  default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
+                  randomness=dict(seed=0), experiment_name=experiment_name, **options)
 
 
 class SigkillAfterIteration(Hook):

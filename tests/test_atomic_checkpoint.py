@@ -9,27 +9,28 @@ import inspect
 import io
 import os
 import signal
+import stat
 import subprocess
 import textwrap
+import threading
 import zipfile
 
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.fileio import get_file_backend
-from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import save_checkpoint
-from torch.utils.data import Dataset
 
 from mmfocal.engine.atomic_checkpoint import (
     TEMP_SUFFIX,
     AtomicLocalBackend,
     find_latest_complete_checkpoint,
     is_complete_checkpoint,
+    remove_interrupted_writes,
 )
 
-from .helpers import DET_DEMO_CONFIG, run_tool, tool_command, tool_environment
+from .helpers import DET_DEMO_CONFIG, linear_regression_runner, run_tool, tool_command, tool_environment
 
 # The child imports mmfocal only when told to: the control run shows what mmengine alone leaves.
 WRITER = textwrap.dedent('''
@@ -99,6 +100,59 @@ def test_overwriting_through_a_symlink_replaces_its_target(tmp_path):
     assert link.is_symlink() and torch.load(target)['meta']['iter'] == 2
 
 
+def read_fifo_in_background(path, received):
+    """A reader of the FIFO ``path`` (a writer's open waits for one), which puts what it reads in ``received``."""
+    def read():
+        with open(path, 'rb') as fifo:
+            received.append(fifo.read())
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader
+
+
+def test_a_fifo_is_written_in_place_not_replaced_also_through_a_symlink(tmp_path):
+    fifo, link = tmp_path / 'pipe.pth', tmp_path / 'link.pth'
+    os.mkfifo(fifo)
+    link.symlink_to(fifo)
+    for iteration, path in enumerate((fifo, link), start=1):
+        received = []
+        reader = read_fifo_in_background(fifo, received)
+        save_checkpoint(small_checkpoint(iteration), str(path))
+        reader.join(timeout=60)
+        assert torch.load(io.BytesIO(received[0]))['meta']['iter'] == iteration
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and link.is_symlink()
+    assert temp_files(tmp_path) == []
+
+
+def test_a_device_node_is_written_in_place_not_replaced(tmp_path):
+    null = tmp_path / 'null'  # a node of the kernel's null device (major 1, minor 3), not /dev/null itself
+    try:
+        os.mknod(null, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip('making a device node needs root')
+    save_checkpoint(small_checkpoint(1), str(null))
+    get_file_backend(str(null)).put_text('text', str(null))
+    assert stat.S_ISCHR(os.lstat(null).st_mode) and os.lstat(null).st_rdev == os.makedev(1, 3)
+    assert temp_files(tmp_path) == []
+
+
+def test_only_abandoned_temporary_files_of_the_writer_are_removed(tmp_path):
+    abandoned = [tmp_path / f'.epoch_{i}.pth.{1000 + i}.0123abcd{TEMP_SUFFIX}' for i in (1, 2)]
+    for path in abandoned:
+        path.write_bytes(b'x' * 100)
+    others = [tmp_path / f'.download{TEMP_SUFFIX}', tmp_path / f'epoch_3.pth.1003.0123abcd{TEMP_SUFFIX}']
+    for path in others:
+        path.write_bytes(b'someone else\'s')
+    (tmp_path / f'.epoch_4.pth.1004.0123abcd{TEMP_SUFFIX}').symlink_to(others[0])
+    os.mkfifo(tmp_path / f'.epoch_5.pth.1005.0123abcd{TEMP_SUFFIX}')  # opened, it must not wait for a writer
+    kept = sorted(os.listdir(tmp_path))
+    for path in abandoned:
+        kept.remove(path.name)
+    assert remove_interrupted_writes(str(tmp_path)) == (2, 200)
+    assert sorted(os.listdir(tmp_path)) == kept
+    assert remove_interrupted_writes(str(tmp_path / 'absent')) == (0, 0)
+
+
 def test_plain_mmengine_leaves_a_truncated_checkpoint_when_killed_mid_write(tmp_path):
     # The control for the next test: without mmfocal the final path gets the partial file.
     path = tmp_path / 'epoch_2.pth'
@@ -118,6 +172,9 @@ def test_killed_mid_write_leaves_the_previous_checkpoint_whole(tmp_path):
     leftovers = temp_files(tmp_path)
     assert len(leftovers) == 1 and (tmp_path / leftovers[0]).stat().st_size == 1 << 20
     assert find_latest_complete_checkpoint(str(tmp_path)) == str(path)
+    # The next save into the directory removes what the killed one left.
+    save_checkpoint(small_checkpoint(3), str(tmp_path / 'epoch_3.pth'))
+    assert temp_files(tmp_path) == [] and path.read_bytes() == before
 
 
 def test_sigkill_inside_a_save_never_exposes_a_partial_file(tmp_path):
@@ -133,15 +190,22 @@ def test_sigkill_inside_a_save_never_exposes_a_partial_file(tmp_path):
         before.append(line)
     else:
         pytest.fail(f'the writer ended without reaching the write:\n{"".join(before)}')
-    assert len(temp_files(tmp_path)) == 1  # the new bytes are in a temporary file...
+    (leftover, ) = temp_files(tmp_path)  # the new bytes are in a temporary file...
+    # ...which neither a cleaner nor another save takes from its live writer.
+    assert remove_interrupted_writes(str(tmp_path)) == (0, 0)
+    get_file_backend(str(tmp_path)).put_text('a write beside it', str(tmp_path / 'notes.txt'))
+    assert temp_files(tmp_path) == [leftover]
     child.send_signal(signal.SIGKILL)
     child.wait()
     child.stdin.close()
     child.stdout.close()
     assert child.returncode == -signal.SIGKILL
-    # ...so the kill left the old content, whole (a kill after the rename would leave the new, whole).
+    # The kill left the old content, whole (a kill after the rename would leave the new, whole)...
     assert torch.load(path)['meta']['iter'] == 1
     assert find_latest_complete_checkpoint(str(tmp_path)) == str(path)
+    # ...and a temporary file that nobody holds any more: a cleaner removes it, saying how much.
+    size = (tmp_path / leftover).stat().st_size
+    assert size > 0 and remove_interrupted_writes(str(tmp_path)) == (1, size) and temp_files(tmp_path) == []
 
 
 def write_truncated(path, iteration):
@@ -221,38 +285,9 @@ def test_completeness_is_decided_for_stated_reasons(tmp_path):
     assert not is_complete_checkpoint(str(tmp_path / 'folder.pth'))
 
 
-class LinearRegression(BaseModel):
-    def __init__(self):
-        super().__init__()
-        self.linear = torch.nn.Linear(2, 1)
-
-    def forward(self, inputs, targets, mode='tensor'):
-        outputs = self.linear(torch.stack(inputs))
-        if mode == 'loss':
-            return dict(loss=((outputs - torch.stack(targets)) ** 2).mean())
-        return outputs
-
-
-class Points(Dataset):
-    metainfo = dict(classes=('point', ))
-
-    def __len__(self):
-        return 4
-
-    def __getitem__(self, index):
-        point = torch.tensor([float(index), 1.0])
-        return dict(inputs=point, targets=point[:1] * 2)
-
-
 def test_runner_checkpoints_are_whole_and_the_finder_resumes_from_the_last(tmp_path):
     def runner(max_epochs, **resume):
-        return Runner(model=LinearRegression(), work_dir=str(tmp_path),
-                      train_dataloader=dict(dataset=Points(), sampler=dict(type='DefaultSampler', shuffle=False),
-                                            batch_size=2, num_workers=0),
-                      optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
-                      train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
-                      default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
-                      randomness=dict(seed=0), experiment_name=f'run{max_epochs}', **resume)
+        return linear_regression_runner(tmp_path, max_epochs, f'run{max_epochs}', **resume)
 
     runner(2).train()
     assert temp_files(tmp_path) == []
@@ -282,15 +317,21 @@ def test_train_resume_without_a_path_skips_a_checkpoint_cut_short(demo_workspace
     arguments = set(inspect.signature(Runner.__init__).parameters) - {'self', 'cfg'}
     Runner(**{name: cfg[name] for name in arguments if name in cfg}).train()
     assert is_complete_checkpoint(str(work_dir / 'epoch_1.pth'))
-    # Epoch 2's save killed half-way by a writer that was not atomic, after last_checkpoint moved on.
+    # Epoch 2's save killed half-way by a writer that was not atomic, after last_checkpoint moved on;
+    # and the temporary files of two atomic writes killed before that.
     write_truncated(work_dir / 'epoch_2.pth', 2)
     (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_2.pth'))
+    for pid in (1001, 1002):
+        (work_dir / f'.epoch_2.pth.{pid}.0123abcd{TEMP_SUFFIX}').write_bytes(b'x' * 1000)
 
     config = tmp_path / 'demo_config.py'
     cfg.merge_from_dict(dict(train_cfg=dict(max_epochs=2)))
     cfg.dump(str(config))
     _, log = run_tool('train.py', config, '--resume')
     assert f'Load checkpoint from {work_dir / "epoch_1.pth"}' in log and 'resumed epoch: 1, iter: 2' in log
+    # Removed by --resume, before the run started, with what they took.
+    removed = f'{os.path.realpath(work_dir)}: removed 2 temporary files of interrupted checkpoint writes (2000 bytes)'
+    assert removed in log and log.index(removed) < log.index('Load checkpoint from')
     assert torch.load(work_dir / 'epoch_2.pth')['meta']['epoch'] == 2  # rewritten, whole
     assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / 'epoch_2.pth')
     assert temp_files(work_dir) == []

@@ -35,7 +35,7 @@ from mmfocal.cli import (
     prepare_cpu_distributed,
     set_work_dir,
 )
-from mmfocal.engine.atomic_checkpoint import find_latest_complete_checkpoint
+from mmfocal.engine.atomic_checkpoint import find_latest_complete_checkpoint, remove_interrupted_writes
 from mmfocal.engine.exact_resume import disable_exact_resume, enable_exact_resume
 
 
@@ -107,6 +107,11 @@ def main():
         cfg.resume, cfg.load_from = True, args.resume
     else:
         cfg.resume = False
+    if cfg.resume:
+        # What writes killed with the interrupted run left: its work dir's, and those beside the
+        # checkpoint (CheckpointHook's out_dir may put them elsewhere).
+        for directory in dict.fromkeys(osp.realpath(path) for path in (cfg.work_dir, osp.dirname(cfg.load_from))):
+            remove_interrupted_writes(directory)
 
     prepare_cpu_distributed(cfg)
     runner = build_runner(cfg)

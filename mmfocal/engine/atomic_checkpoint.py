@@ -7,23 +7,30 @@ writing (preempted, out of memory, out of time) leaves a truncated ``epoch_N.pth
 ``MMFOCAL_NO_PATCHES=1``; :func:`uninstall` undoes it) registers a local storage backend whose
 writes go to a temporary file in the same directory, are flushed to disk and are then renamed over
 the final path, which POSIX makes atomic: the final path holds the old content or the new, never
-part of it.
+part of it. Only a regular file (or a new path) is replaced so: a device node, FIFO or socket
+(also as a symlink's target) is written in place, as mmengine writes it, and keeps being what it
+is. A write killed before its rename leaves its temporary file behind; the writer holds a lock
+on it while it writes, so the next write into that directory, and :func:`remove_interrupted_writes`
+(``tools/train.py --resume``), remove the temporary files no live writer holds.
 
 :func:`find_latest_complete_checkpoint` is what ``--resume`` without a path uses: it trusts
 ``last_checkpoint`` only if the file it names is a complete checkpoint, and otherwise falls back to
 the newest complete ``*.pth`` in the work directory, skipping truncated files and the temporary
 files of interrupted writes.
 """
+import fcntl
 import glob
 import io
 import logging
 import os
 import os.path as osp
 import pickle
+import re
 import secrets
+import stat
 import zipfile
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 from mmengine.fileio import FileClient, register_backend
@@ -34,33 +41,113 @@ from mmengine.logging import print_log
 from mmengine.utils import mkdir_or_exist
 
 __all__ = ['AtomicLocalBackend', 'write_atomically', 'save_checkpoint', 'is_complete_checkpoint',
-           'find_latest_complete_checkpoint', 'install', 'uninstall', 'is_installed', 'TEMP_SUFFIX']
+           'find_latest_complete_checkpoint', 'remove_interrupted_writes', 'install', 'uninstall', 'is_installed',
+           'TEMP_SUFFIX']
 
 # Temporary files are hidden and end in TEMP_SUFFIX, so neither a ``*.pth`` glob nor a human
 # mistakes one for a checkpoint.
 TEMP_SUFFIX = '.partial'
+# The names write_atomically gives them; other hidden .partial files (another program's) are not ours.
+_TEMP_NAME = re.compile(r'^\..+\.\d+\.[0-9a-f]{8}' + re.escape(TEMP_SUFFIX) + '$')
 
 
 def write_atomically(filepath: Union[str, Path], data: bytes) -> None:
-    """Write ``data`` to ``filepath`` so that a reader sees the old file or the whole new one."""
-    # Through a symlink, replace its target as a plain write would, not the link itself.
+    """Write ``data`` to ``filepath`` so that a reader sees the old file or the whole new one.
+
+    Through a symlink, its target is replaced as a plain write would, not the link itself. A path
+    that is there but is not a regular file (a device node, a FIFO) is written in place, as
+    mmengine's LocalBackend writes: a rename over it would make it a regular file. First, the
+    temporary files that killed writes left in the directory are removed
+    (:func:`remove_interrupted_writes`).
+    """
     filepath = osp.realpath(os.fspath(filepath))
+    if _is_special_file(filepath):
+        with open(filepath, 'wb') as file:
+            file.write(data)
+        return
     directory, name = osp.split(filepath)
     mkdir_or_exist(directory)
+    remove_interrupted_writes(directory)
     temp_path = osp.join(directory, f'.{name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}')
     # 0o666 and O_EXCL: the umask decides the mode as for open(), and no other file is clobbered.
     descriptor = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(descriptor, 'wb') as file:
+            # Held until the file is renamed and closed: while it is held, no cleaner takes the
+            # file for the leftover of a killed write. The system drops it when the writer dies.
+            _try_lock(file.fileno())
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temp_path, filepath)
+            os.replace(temp_path, filepath)
     except BaseException:
         if osp.exists(temp_path):
             os.unlink(temp_path)
         raise
     _fsync_directory(directory)
+
+
+def remove_interrupted_writes(directory: str, logger='current') -> Tuple[int, int]:
+    """Remove the temporary files that killed writes left in ``directory``; return how many and
+    their bytes, and log both if there were any.
+
+    A temporary file (``.<name>.<pid>.<8 hex digits>.partial``) is a killed write's when no process
+    holds its lock: its writer holds it until the rename, and the system drops it when the writer
+    dies. So a write in progress, of this process or another, is never touched; on a filesystem
+    without locks nothing is removed. Other files, symlinks among them, are never touched.
+    """
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0, 0
+    sizes = [_remove_if_abandoned(osp.join(directory, name)) for name in names if _TEMP_NAME.match(name)]
+    sizes = [size for size in sizes if size is not None]
+    if sizes:
+        print_log(f'{directory}: removed {len(sizes)} temporary files of interrupted checkpoint writes '
+                  f'({sum(sizes)} bytes)', logger=logger)
+    return len(sizes), sum(sizes)
+
+
+def _is_special_file(path: str) -> bool:
+    """Whether ``path`` is there and is not a regular file (a device node, FIFO, socket, folder)."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def _try_lock(descriptor: int) -> bool:
+    """Take the exclusive lock of an open file without waiting; False if another process holds it
+    or the filesystem has no locks."""
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _remove_if_abandoned(path: str) -> Optional[int]:
+    """Remove the temporary file ``path`` if no writer holds its lock; its size, or None if kept."""
+    try:
+        # Not through a symlink, and without waiting on a FIFO that merely has such a name.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # renamed into place by its writer, or removed by another cleaner, meanwhile
+        return None
+    try:
+        opened = os.fstat(descriptor)
+        if not stat.S_ISREG(opened.st_mode) or not _try_lock(descriptor):
+            return None
+        try:
+            # Still the file that was opened and locked (not renamed away and replaced meanwhile).
+            current = os.stat(path, follow_symlinks=False)
+            if (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+                return None
+            os.unlink(path)
+        except FileNotFoundError:
+            return None
+        return opened.st_size
+    finally:
+        os.close(descriptor)
 
 
 def save_checkpoint(checkpoint: dict, filepath: Union[str, Path]) -> None:
