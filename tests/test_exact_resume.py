@@ -24,6 +24,7 @@ from .helpers import (
     SEG_DEMO_CONFIG,
     TINY_BACKBONE,
     free_port,
+    linear_regression_runner,
     override,
     run_tool,
     tool_environment,
@@ -154,6 +155,38 @@ def test_checkpoint_without_the_state_resumes_with_one_warning(seg, demo_workspa
     log = train(demo_workspace, seg['config'], work_dir, SEG, '--resume', old)
     assert log.count(NOT_EXACT) == 1 and 'has no exact-resume state' in log
     assert load(work_dir / 'iter_6.pth')['meta']['iter'] == 6
+
+
+def _malformed(state):
+    """Exact-resume entries a damaged or hand-made checkpoint may carry, each broken differently."""
+    rank = state['ranks'][0]
+    return dict(
+        no_world_size={k: v for k, v in state.items() if k != 'world_size'},  # KeyError
+        no_ranks=dict(state, ranks=[]),  # IndexError
+        not_a_dict='exact',  # TypeError
+        bad_generator=dict(state, ranks=[dict(rank, torch=rank['torch'][:10])]),  # torch refuses it (RuntimeError)
+        bad_numpy=dict(state, ranks=[dict(rank, numpy_keys=rank['numpy_keys'][:5])]),  # numpy refuses it (ValueError)
+    )
+
+
+def test_malformed_exact_resume_entry_resumes_with_one_warning(tmp_path):
+    """In this process, with a one-layer model: an entry the hook cannot use is the promised
+    warning, and training goes on, never a KeyError (or a failure later, when it is put back)."""
+    from mmfocal.engine.exact_resume import ExactResumeHook
+    linear_regression_runner(tmp_path / 'whole', 1, 'exact_whole', custom_hooks=[ExactResumeHook()]).train()
+    checkpoint = load(tmp_path / 'whole' / 'epoch_1.pth')
+    for name, entry in _malformed(checkpoint[STATE_KEY]).items():
+        damaged = tmp_path / f'{name}.pth'
+        torch.save(dict(checkpoint, **{STATE_KEY: entry}), damaged)
+        work_dir = tmp_path / name
+        runner = linear_regression_runner(work_dir, 2, f'exact_{name}', custom_hooks=[ExactResumeHook()],
+                                          resume=True, load_from=str(damaged))
+        runner.train()
+        assert runner.train_loop.epoch == 2 and load(work_dir / 'epoch_2.pth')['meta']['iter'] == 4
+        (log_file, ) = glob.glob(str(work_dir / '*' / '*.log'))
+        with open(log_file) as file:
+            log = file.read()
+        assert log.count(NOT_EXACT) == 1 and "exact-resume state (exact_resume) is malformed" in log, name
 
 
 # --- Epoch-based: the detector -------------------------------------------------------------------

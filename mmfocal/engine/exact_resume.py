@@ -29,14 +29,14 @@ process the whole start-up) leaves no trace in what follows.
 
 The state is stored under ``checkpoint['exact_resume']`` as tensors and plain numbers, so the
 checkpoint still loads with ``torch.load(weights_only=True)``. A resume that cannot be exact (a
-checkpoint written without the hook, another number of processes, data workers or batch size)
-continues as mmengine resumes, with one warning saying so. On GPUs, kernels that are not
+checkpoint written without the hook, another number of processes, data workers or batch size, an
+entry that is not what the hook writes) continues as mmengine resumes, with one warning saying so. On GPUs, kernels that are not
 deterministic can still make runs differ, interrupted or not.
 """
 import functools
 import logging
 import random
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -258,7 +258,8 @@ class ExactResumeHook(Hook):
 
     def _state_to_restore(self, runner, loaded: dict) -> Optional[Dict[str, Any]]:
         """This rank's state from the resumed checkpoint, or None (with one warning) if the
-        checkpoint cannot continue the run exactly."""
+        checkpoint cannot continue the run exactly: written without the hook, by another setup, or
+        with an entry that is not what the hook writes (damaged or made by hand)."""
         not_exact = ('training continues from the checkpoint, but not exactly as the interrupted run '
                      'would have (random numbers and data differ from there on)')
         content = loaded['state']
@@ -266,25 +267,19 @@ class ExactResumeHook(Hook):
             _warn(f'the checkpoint has no exact-resume state (it was written without ExactResumeHook, '
                   f'for instance by an older mmfocal): {not_exact}')
             return None
-        rank, world_size = get_dist_info()
-        if content['world_size'] != world_size:
-            _warn(f"the checkpoint was written by {content['world_size']} processes, this run has "
-                  f'{world_size}: {not_exact}')
-            return None
-        state = content['ranks'][rank]
-        if len(state['cuda']) != _cuda_devices():
-            _warn(f"the interrupted run's processes saw {len(state['cuda'])} CUDA devices each, this run's "
-                  f'see {_cuda_devices()}: {not_exact}')
-            return None
         current = self._data_position(runner)
-        for key, what in (('batch_size', 'batch size'), ('num_workers', 'number of data workers'),
-                          ('worker_seeds', "data workers' seeds")):
-            saved, now = state[key], current[key]
-            same = torch.equal(saved.cpu(), now) if isinstance(now, torch.Tensor) else saved == now
-            if not same:
-                _warn(f'the {what} differs from the interrupted run\'s ({_plain(saved)} then, {_plain(now)} '
-                      f'now): {not_exact}')
-                return None
+        try:
+            state, difference = _matching_state(content, current)
+            if difference is None:
+                _check_restorable(state)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+            reason = (str(error).splitlines() or [''])[0]
+            _warn(f"the checkpoint's exact-resume state ({STATE_KEY}) is malformed ({type(error).__name__}: "
+                  f'{reason}): {not_exact}')
+            return None
+        if difference is not None:
+            _warn(f'{difference}: {not_exact}')
+            return None
         return state
 
     def _restore_pending(self) -> Optional[Dict[str, Any]]:
@@ -325,6 +320,36 @@ def _to_cpu(state: Dict[str, Any]) -> Dict[str, Any]:
     return {key: (value.cpu() if isinstance(value, torch.Tensor)
                   else [item.cpu() for item in value] if key == 'cuda' else value)
             for key, value in state.items()}
+
+
+def _matching_state(content: dict, current: Dict[str, Any]) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """(this rank's state in a checkpoint's exact-resume ``content``, None), or (None, what differs
+    between the interrupted run's setup and this one's). Raises what indexing a malformed entry
+    raises (KeyError, IndexError, TypeError, ...)."""
+    rank, world_size = get_dist_info()
+    if content['world_size'] != world_size:
+        return None, f"the checkpoint was written by {content['world_size']} processes, this run has {world_size}"
+    state = content['ranks'][rank]
+    if len(state['cuda']) != _cuda_devices():
+        return None, (f"the interrupted run's processes saw {len(state['cuda'])} CUDA devices each, this run's "
+                      f'see {_cuda_devices()}')
+    for key, what in (('batch_size', 'batch size'), ('num_workers', 'number of data workers'),
+                      ('worker_seeds', "data workers' seeds")):
+        saved, now = state[key], current[key]
+        same = torch.equal(saved.cpu(), now) if isinstance(now, torch.Tensor) else saved == now
+        if not same:
+            return None, f"the {what} differs from the interrupted run's ({_plain(saved)} then, {_plain(now)} now)"
+    return state, None
+
+
+def _check_restorable(state: Dict[str, Any]) -> None:
+    """Raise what :func:`restore_random_state` would raise on ``state`` later, in the middle of
+    training; the generators are left as they are."""
+    current = capture_random_state()
+    try:
+        restore_random_state(state)
+    finally:
+        restore_random_state(current)
 
 
 def _plain(value):
