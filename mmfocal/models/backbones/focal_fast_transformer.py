@@ -34,7 +34,8 @@ class FocalFastTransformer(FocalBackbone):
     rule (see :func:`~mmfocal.models.layers.fast_key_layout.compute_fast_key_layout`).
 
     Shapes: (B, in_channels, H, W) with any H, W >= 1 -> tuple of (B, embed_dims * 2**i,
-    ceil(H / 2**(i+2)), ceil(W / 2**(i+2))) for i in out_indices, each after its own LayerNorm.
+    ceil(H / 2**(i+2)), ceil(W / 2**(i+2))) for i in out_indices, each after its own LayerNorm;
+    B = 0 (no images) gives empty maps of those shapes. Floating-point images only.
 
     Examples:
         >>> import torch

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 
+from ...errors import BadArgumentError
 from ..layers.block import FocalBlockBase
 from ..layers.focal_attention import FocalTransformerBlock
 from ..layers.tracing import is_tracing
@@ -87,7 +88,11 @@ class FocalStage(nn.Module):
         self.with_cp = with_cp
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        for block in self.blocks:
+        # A batch of no images (x.shape[0] == 0) skips the blocks: each maps a map to one of its
+        # shape, so their output is the empty input itself, which their window reshapes (sizes
+        # inferred from the elements) cannot take. Traced, no branch on the (symbolic) batch size.
+        blocks = self.blocks if is_tracing(x) or x.shape[0] else []
+        for block in blocks:
             if self.with_cp and x.requires_grad:
                 x = cp.checkpoint(block, x, use_reentrant=False)
             else:
@@ -110,7 +115,7 @@ class FocalBackbone(BaseModule):
             sizes given (or, where not given, the tiny sizes) are used.
         embed_dims, depths, num_heads: the sizes (None: from ``arch``).
         drop_rate: dropout after the stem. drop_path_rate: stochastic depth of the last block,
-            rising linearly from 0 over all blocks.
+            in [0, 1), rising linearly from 0 over all blocks.
         use_conv_embed, patch_size, in_channels: the stem (and the downsamples' overlap).
         out_indices, frozen_stages, with_cp, init_cfg: outputs, freezing, checkpointing, weights.
         stage_settings: the subclass's other per-stage sequences (name: values), checked for one
@@ -130,6 +135,9 @@ class FocalBackbone(BaseModule):
         out_indices = tuple(out_indices)
         per_stage = dict(depths=depths, num_heads=num_heads, **{k: tuple(v) for k, v in (stage_settings or {}).items()})
         _check_arguments(embed_dims, per_stage, in_channels, patch_size, out_indices, frozen_stages)
+        if not 0 <= drop_path_rate < 1:
+            raise BadArgumentError(f'drop_path_rate must be in [0, 1) (the last block\'s probability of dropping its '
+                                   f'residual branches), got {drop_path_rate!r}')
         self.arch = arch
         self.embed_dims = embed_dims
         self.in_channels = in_channels
@@ -162,14 +170,14 @@ class FocalBackbone(BaseModule):
             return tuple({**self.arch_settings['tiny'], **given}[k] for k in ('embed_dims', 'depths', 'num_heads'))
         if isinstance(arch, str):
             if arch not in self.arch_settings:
-                raise ValueError(f'arch must be one of {sorted(self.arch_settings)}, a dict of sizes or None, '
+                raise BadArgumentError(f'arch must be one of {sorted(self.arch_settings)}, a dict of sizes or None, '
                                  f'got {arch!r}')
             settings = self.arch_settings[arch]
         elif isinstance(arch, dict):
             missing = {'embed_dims', 'depths', 'num_heads'} - set(arch)
             unknown = set(arch) - {'embed_dims', 'depths', 'num_heads'}
             if missing or unknown:
-                raise ValueError(f'an arch dict needs exactly embed_dims, depths and num_heads; '
+                raise BadArgumentError(f'an arch dict needs exactly embed_dims, depths and num_heads; '
                                  f'missing {sorted(missing)}, unknown {sorted(unknown)}')
             settings = arch
         else:
@@ -178,19 +186,22 @@ class FocalBackbone(BaseModule):
         contradictions = [f'{k}={v!r} (arch {arch!r} has {settings[k]!r})' for k, v in given.items()
                           if v != settings[k]]
         if contradictions:
-            raise ValueError(f'{type(self).__name__}: arch={arch!r} contradicts the sizes given: '
+            raise BadArgumentError(f'{type(self).__name__}: arch={arch!r} contradicts the sizes given: '
                              + ', '.join(contradictions) + '; give either arch or the sizes (arch=None)')
         return settings['embed_dims'], settings['depths'], settings['num_heads']
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         name = type(self).__name__
         if x.dim() != 4:
-            raise ValueError(f'{name} expects a 4-D (B, C, H, W) input, got shape {tuple(x.shape)}')
+            raise BadArgumentError(f'{name} expects a 4-D (B, C, H, W) input, got shape {tuple(x.shape)}')
         if x.shape[1] != self.in_channels:
-            raise ValueError(f'{name} was built with in_channels={self.in_channels}, '
+            raise BadArgumentError(f'{name} was built with in_channels={self.in_channels}, '
                              f'but the input has {x.shape[1]} channels (shape {tuple(x.shape)})')
         if x.shape[2] < 1 or x.shape[3] < 1:
-            raise ValueError(f'{name} got an empty image of shape {tuple(x.shape)}')
+            raise BadArgumentError(f'{name} got an empty image of shape {tuple(x.shape)}')
+        if not x.is_floating_point():
+            raise BadArgumentError(f'{name} takes floating-point images, got {x.dtype} (shape {tuple(x.shape)}): '
+                                   'convert them first, as the data preprocessors of mmdet, mmseg and mmpretrain do')
         x = self.pos_drop(self.patch_embed(x))
         outs = []
         for i, stage in enumerate(self.layers):
@@ -264,7 +275,8 @@ class FocalTransformer(FocalBackbone):
             CheckpointMismatchError.
 
     Shapes: (B, in_channels, H, W) with any H, W >= 1 -> tuple of (B, embed_dims * 2**i,
-    ceil(H / 2**(i+2)), ceil(W / 2**(i+2))) for i in out_indices, each after its own LayerNorm.
+    ceil(H / 2**(i+2)), ceil(W / 2**(i+2))) for i in out_indices, each after its own LayerNorm;
+    B = 0 (no images) gives empty maps of those shapes. Floating-point images only.
 
     Examples:
         >>> import torch
@@ -304,7 +316,7 @@ class FocalTransformer(FocalBackbone):
                  with_cp: bool = False,
                  init_cfg: Union[dict, list, None] = None):
         if expand_layer not in EXPAND_LAYERS:
-            raise ValueError(f'expand_layer must be one of {EXPAND_LAYERS}, got {expand_layer!r}')
+            raise BadArgumentError(f'expand_layer must be one of {EXPAND_LAYERS}, got {expand_layer!r}')
         no_expand_parity = {'all': None, 'even': 0, 'odd': 1}[expand_layer]
 
         def make_block(stage, index, dims, heads, drop_path):
@@ -356,9 +368,9 @@ def _check_init_cfg(init_cfg):
         raise TypeError(f'every init_cfg entry must be a dict with a type, got {configs}')
     pretrained = [c for c in configs if c['type'] == 'Pretrained']
     if len(pretrained) > 1:
-        raise ValueError(f'init_cfg names {len(pretrained)} Pretrained checkpoints; give one')
+        raise BadArgumentError(f'init_cfg names {len(pretrained)} Pretrained checkpoints; give one')
     if pretrained and 'checkpoint' not in pretrained[0]:
-        raise ValueError(f'a Pretrained init_cfg needs a checkpoint, got {pretrained[0]}')
+        raise BadArgumentError(f'a Pretrained init_cfg needs a checkpoint, got {pretrained[0]}')
     return configs[0] if isinstance(init_cfg, list) and len(configs) == 1 else init_cfg
 
 
@@ -366,26 +378,26 @@ def _check_arguments(embed_dims, per_stage, in_channels, patch_size, out_indices
     """The backbone's own arguments: sizes, one entry per stage, stem, outputs and frozen stages."""
     lengths = {name: len(v) for name, v in per_stage.items()}
     if len(set(lengths.values())) != 1:
-        raise ValueError(f'per-stage settings must have one entry per stage; got lengths {lengths}')
+        raise BadArgumentError(f'per-stage settings must have one entry per stage; got lengths {lengths}')
     depths, num_heads = per_stage['depths'], per_stage['num_heads']
     num_stages = lengths['depths']
     if num_stages == 0:
-        raise ValueError('depths must name at least one stage')
+        raise BadArgumentError('depths must name at least one stage')
     for name, values in per_stage.items():
         if any(not isinstance(v, int) or v < 0 for v in values):
-            raise ValueError(f'{name} must be non-negative integers, got {values}')
+            raise BadArgumentError(f'{name} must be non-negative integers, got {values}')
     if any(d < 1 for d in depths) or any(h < 1 for h in num_heads):
-        raise ValueError(f'every stage needs depth >= 1 and num_heads >= 1, got depths={depths}, '
+        raise BadArgumentError(f'every stage needs depth >= 1 and num_heads >= 1, got depths={depths}, '
                          f'num_heads={num_heads}')
     for i, heads in enumerate(num_heads):
         if (embed_dims * 2**i) % heads:
-            raise ValueError(f'stage {i} has {embed_dims * 2**i} channels (embed_dims={embed_dims} * 2**{i}), '
+            raise BadArgumentError(f'stage {i} has {embed_dims * 2**i} channels (embed_dims={embed_dims} * 2**{i}), '
                              f'not divisible by num_heads[{i}]={heads}')
     if in_channels < 1 or patch_size < 1:
-        raise ValueError(f'in_channels and patch_size must be positive, got {in_channels}, {patch_size}')
+        raise BadArgumentError(f'in_channels and patch_size must be positive, got {in_channels}, {patch_size}')
     if not out_indices or any(not 0 <= i < num_stages for i in out_indices):
-        raise ValueError(f'out_indices must be a non-empty subset of 0..{num_stages - 1}, got {out_indices}')
+        raise BadArgumentError(f'out_indices must be a non-empty subset of 0..{num_stages - 1}, got {out_indices}')
     if list(out_indices) != sorted(set(out_indices)):
-        raise ValueError(f'out_indices must be increasing without repeats, got {out_indices}')
+        raise BadArgumentError(f'out_indices must be increasing without repeats, got {out_indices}')
     if not -1 <= frozen_stages <= num_stages:
-        raise ValueError(f'frozen_stages must be in -1..{num_stages}, got {frozen_stages}')
+        raise BadArgumentError(f'frozen_stages must be in -1..{num_stages}, got {frozen_stages}')

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from ...errors import BadArgumentError
 from .tracing import is_tracing
 from .windows import crop_centre
 
@@ -64,17 +65,21 @@ class FocalBlockBase(nn.Module):
             sub-windows of ``floor(w / 2**k)`` tokens.
         pool_method: how a sub-window becomes one token: 'fc' (a learned weighted sum), 'conv'
             (a depthwise strided conv), 'mean', 'max', or 'none' (no pooled levels).
-        mlp_ratio: MLP hidden channels per channel. drop: dropout after the attention projection
-            and in the MLP. drop_path: stochastic depth of both residual branches.
+        mlp_ratio: MLP hidden channels per channel (positive). drop: dropout after the attention
+            projection and in the MLP. drop_path: stochastic depth of both residual branches, in [0, 1).
     """
 
     def __init__(self, dims: int, attention: Callable[[], nn.Module], *, window_size: int, num_pooled_levels: int,
                  pool_method: str, mlp_ratio: float = 4., drop: float = 0., drop_path: float = 0.):
         super().__init__()
         if not isinstance(window_size, int) or window_size < 1:
-            raise ValueError(f'window_size must be a positive integer, got {window_size!r}')
+            raise BadArgumentError(f'window_size must be a positive integer, got {window_size!r}')
         if pool_method not in POOLING_METHODS:
-            raise ValueError(f'focal_pool must be one of {POOLING_METHODS}, got {pool_method!r}')
+            raise BadArgumentError(f'focal_pool must be one of {POOLING_METHODS}, got {pool_method!r}')
+        if not mlp_ratio > 0:  # also refuses NaN
+            raise BadArgumentError(f'mlp_ratio must be positive (MLP hidden channels per channel), got {mlp_ratio!r}')
+        if not 0 <= drop_path < 1:
+            raise BadArgumentError(f'drop_path must be in [0, 1), got {drop_path!r}')
         self.window_size = window_size
         self.pool_method = pool_method
         self.pooled_window_sizes = [math.floor(window_size / 2**k) for k in range(num_pooled_levels)]
