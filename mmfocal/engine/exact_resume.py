@@ -30,8 +30,8 @@ process the whole start-up) leaves no trace in what follows.
 The state is stored under ``checkpoint['exact_resume']`` as tensors and plain numbers, so the
 checkpoint still loads with ``torch.load(weights_only=True)``. A resume that cannot be exact (a
 checkpoint written without the hook, another number of processes, data workers or batch size, an
-entry that is not what the hook writes) continues as mmengine resumes, with one warning saying so. On GPUs, kernels that are not
-deterministic can still make runs differ, interrupted or not.
+entry that is not what the hook writes) continues as mmengine resumes, with one warning saying
+so. On GPUs, kernels that are not deterministic can still make runs differ, interrupted or not.
 """
 import functools
 import logging
