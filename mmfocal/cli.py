@@ -8,6 +8,7 @@ import copy
 import functools
 import os
 import os.path as osp
+import stat
 import subprocess
 
 import torch
@@ -17,8 +18,8 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
 
-from .engine.pretrained import backbone_class_name, infer_architecture, match_state_dict
-from .errors import ConfigError, MissingFileError, MMFocalError
+from .engine.pretrained import backbone_class_name, infer_architecture, match_state_dict, warn_non_finite
+from .errors import BadArgumentError, ConfigError, MissingFileError, MMFocalError
 
 SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
@@ -69,6 +70,23 @@ def set_work_dir(cfg, config_path, work_dir):
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
+_FILE_KINDS = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO'), (stat.S_ISCHR, 'a character device'),
+               (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket'))
+
+
+def check_checkpoint_file(path: str, what: str = 'checkpoint') -> None:
+    """Raise MissingFileError (``<what> not found: PATH``) if the local file ``path`` is not there,
+    BadArgumentError if it is something other than a regular file (a directory, FIFO or device:
+    reading one would hang or fail with a misleading message)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise MissingFileError(f'{what} not found: {path}') from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), 'not a regular file')
+        raise BadArgumentError(f'{what} {path} is {kind}, not a file')
+
+
 def check_pretrained_checkpoint(cfg):
     """Raise MissingFileError, one clear line, when the backbone's pretrained checkpoint is a local
     file that is not there, before the runner builds the model and the datasets (which takes minutes for the
@@ -79,6 +97,8 @@ def check_pretrained_checkpoint(cfg):
     checkpoint = init_cfg.get('checkpoint')
     if not checkpoint or _is_remote(checkpoint) or osp.isfile(checkpoint):
         return
+    if osp.exists(checkpoint):
+        check_checkpoint_file(checkpoint, 'pretrained backbone checkpoint (model.backbone.init_cfg)')
     raise MissingFileError(
         f'pretrained backbone checkpoint not found: {checkpoint} (model.backbone.init_cfg); give '
         'its path with --cfg-options model.backbone.init_cfg.checkpoint=PATH, or train from '
@@ -261,14 +281,17 @@ def check_dataset_paths(cfg, config_path, phases=('train', 'val')):
         raise MissingFileError(f'{config_path}: {key} = {where} does not exist: {fix}')
 
 
-def match_official_backbone(state) -> tuple:
+def match_official_backbone(state, source: str = 'the checkpoint') -> tuple:
     """(backbone class name, its arguments, strict load report) for an official-format state dict:
     the backbone it is for, built from the sizes its shapes give (on the meta device), and
     :func:`~mmfocal.engine.pretrained.match_state_dict`'s report; a file of another model is a
-    CheckpointMismatchError naming the keys that do not fit."""
+    CheckpointMismatchError naming the keys that do not fit. NaN or infinite values are a warning
+    naming the tensors (``source`` names the file in it)."""
     from .models import backbones
     arch = infer_architecture(state)
     backbone = backbone_class_name(state)
     with torch.device('meta'):
         model = getattr(backbones, backbone)(**arch)
-    return backbone, arch, match_state_dict(model, state)
+    report = match_state_dict(model, state)
+    warn_non_finite(state, source)
+    return backbone, arch, report

@@ -6,8 +6,11 @@ import pytest
 import torch
 
 import mmfocal
-from mmfocal import FocalTransformer
-from mmfocal.engine.pretrained import CheckpointMismatchError, match_state_dict
+from mmfocal import FocalFastTransformer, FocalTransformer
+from mmfocal.cli import match_official_backbone
+from mmfocal.engine.classifier_checkpoint import convert_official_classifier
+from mmfocal.engine.pretrained import CheckpointMismatchError, infer_architecture, match_state_dict
+from mmfocal.errors import BadArgumentError
 from mmfocal.models.layers import FocalTransformerBlock, attention_kernels
 from mmfocal.models.layers.key_layout import (
     OFF_MAP_LOGIT,
@@ -213,12 +216,65 @@ def test_checkpoint_of_another_size_is_a_clear_error(tmp_path):
         match_state_dict(tiny, small_state)
 
 
+@pytest.mark.parametrize('backbone,damage,message', [
+    (FocalTransformer, lambda state: state.pop('patch_embed.proj.weight'), 'no patch_embed.proj.weight'),
+    (FocalTransformer, lambda state: state.update({'patch_embed.proj.weight': torch.tensor(1.)}),
+     r'patch_embed\.proj\.weight should be a 4-D tensor, got \(\)'),
+    (FocalTransformer, lambda state: state.pop('layers.1.blocks.0.attn.relative_position_bias_table'),
+     r'no layers\.1\.blocks\.0\.attn\.relative_position_bias_table'),
+    (FocalTransformer, lambda state: [state.pop(k) for k in list(state) if k.startswith('layers.2.blocks.')],
+     r'stage 2 has no blocks \(layers\.2\.\* keys, but no layers\.2\.blocks\.<n>\.\*\)'),
+    (FocalFastTransformer, lambda state: state.pop('layers.0.blocks.0.attn.coord2rpb_all.0.2.weight'),
+     r'no layers\.0\.blocks\.0\.attn\.coord2rpb_all\.0\.2\.weight'),
+])
+def test_architecture_of_a_checkpoint_lacking_a_tensor_it_is_read_from_is_named(backbone, damage, message):
+    state = _tiny(backbone).state_dict()
+    assert infer_architecture(state)['depths'] == (1, 1, 1, 1)
+    damage(state)
+    for read in (infer_architecture, match_official_backbone):  # the latter: both converters' check
+        with pytest.raises(CheckpointMismatchError, match=message) as error:
+            read(state)
+        assert '\n' not in str(error.value)
+
+
+def test_non_finite_weights_are_a_warning_naming_them(tmp_path):
+    from mmengine.logging import MMLogger
+    state = FocalTransformer(**TINY).state_dict()
+    state['layers.0.blocks.0.mlp.fc1.weight'][0, 0] = float('nan')
+    state['layers.2.blocks.0.attn.qkv.bias'][1] = float('-inf')
+    bad = ['layers.0.blocks.0.mlp.fc1.weight', 'layers.2.blocks.0.attn.qkv.bias']
+    path = tmp_path / 'diverged.pth'
+    torch.save(dict(state_dict=state), path)
+    official = {k: v for k, v in state.items() if not k.startswith('norm')}  # the classifier's norm and head:
+    official.update({'head.weight': torch.zeros(10, 128), 'head.bias': torch.zeros(10),
+                     'norm.weight': torch.ones(128), 'norm.bias': torch.full((128, ), float('nan'))})
+    messages = []
+    handler = _ListHandler(messages)
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        # init_cfg (the weights load: a warning, not an error), both converters' check, --classifier's conversion
+        FocalTransformer(**TINY, init_cfg=dict(type='Pretrained', checkpoint=str(path))).init_weights()
+        match_official_backbone(state, str(path))
+        convert_official_classifier(dict(model=official))
+    finally:
+        logger.removeHandler(handler)
+    warnings = [m for m in messages if 'NaN or infinite' in m]
+    assert len(warnings) == 3, messages
+    assert all('2 tensors hold NaN or infinite values' in m and all(k in m for k in bad) for m in warnings[:2])
+    assert all(str(path) in m for m in warnings[:2])
+    assert '3 tensors' in warnings[2] and 'backbone.norm3.bias' in warnings[2]
+
+
 def test_convert_tool_writes_loadable_backbone_file(tmp_path):
     entry = _official_entries('focal-tiny-useconv-is224-ws7.pth')
     src, dst = tmp_path / 'official.pth', tmp_path / 'converted.pth'
-    torch.save(_fake_checkpoint(entry, seed=1), src)
+    official = _fake_checkpoint(entry, seed=1)
+    official['model']['layers.1.blocks.0.mlp.fc2.bias'][0] = float('nan')  # converted, with a warning naming it
+    torch.save(official, src)
     _, output = run_tool('convert_official_ckpt.py', src, dst, cwd=tmp_path)  # from any working directory
     assert 'use_conv_embed' in output
+    assert '1 tensors hold NaN or infinite values' in output and 'layers.1.blocks.0.mlp.fc2.bias' in output
     converted = torch.load(dst)['state_dict']
     assert 'head.weight' not in converted and 'layers.0.blocks.0.attn.relative_position_index' not in converted
     model = FocalTransformer(arch='tiny', use_conv_embed=True,
@@ -290,6 +346,46 @@ def test_bad_inputs_are_named():
         model(torch.randn(1, 1, 32, 32))
     gray = FocalTransformer(**TINY, in_channels=1)
     assert gray(torch.randn(1, 1, 32, 32))[0].shape == (1, 16, 8, 8)
+
+
+def _tiny(backbone, **kwargs):
+    return backbone(**dict(TINY, **(dict(focal_topk=16) if backbone is FocalFastTransformer else {}), **kwargs))
+
+
+@pytest.mark.parametrize('backbone', [FocalTransformer, FocalFastTransformer])
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(mlp_ratio=0), 'mlp_ratio must be positive'),
+    (dict(mlp_ratio=-2.), 'mlp_ratio must be positive'),
+    (dict(drop_path_rate=1.), r'drop_path_rate must be in \[0, 1\)'),
+    (dict(drop_path_rate=-0.1), r'drop_path_rate must be in \[0, 1\)'),
+    (dict(drop_path_rate=float('nan')), r'drop_path_rate must be in \[0, 1\)'),
+])
+def test_rates_out_of_range_are_refused_at_construction(backbone, kwargs, message):
+    with pytest.raises(BadArgumentError, match=message) as error:
+        _tiny(backbone, **kwargs)
+    assert '\n' not in str(error.value)
+
+
+@pytest.mark.parametrize('backbone', [FocalTransformer, FocalFastTransformer])
+def test_a_batch_of_no_images_gives_empty_maps_of_the_right_shape(backbone):
+    """As mmdet's convolutional backbones do (torch's layers take an empty batch); mmdet's Swin
+    fails on one with a RuntimeError from its window reshape."""
+    model = _tiny(backbone, use_conv_embed=True).train()
+    one = model(torch.randn(1, 3, 61, 97))
+    empty = torch.randn(0, 3, 61, 97, requires_grad=True)
+    outs = model(empty)
+    assert [tuple(o.shape) for o in outs] == [(0, ) + tuple(o.shape[1:]) for o in one]
+    sum(o.sum() for o in outs).backward()
+    assert empty.grad.shape == empty.shape
+
+
+@pytest.mark.parametrize('backbone', [FocalTransformer, FocalFastTransformer])
+def test_non_float_input_is_named(backbone):
+    model = _tiny(backbone)
+    for dtype in (torch.uint8, torch.int64, torch.bool):
+        with pytest.raises(BadArgumentError, match=f'floating-point images, got {dtype}') as error:
+            model(torch.zeros(1, 3, 32, 32, dtype=dtype))
+        assert '\n' not in str(error.value)
 
 
 def test_bfloat16_autocast_trains_close_to_float32(device):

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from .pretrained import UNUSED_OFFICIAL_KEYS, CheckpointMismatchError, abbreviate, match_state_dict
+from .pretrained import UNUSED_OFFICIAL_KEYS, CheckpointMismatchError, abbreviate, match_state_dict, warn_non_finite
 
 BACKBONE, HEAD = 'backbone.', 'head.fc.'
 _OFFICIAL_HEAD, _OFFICIAL_NORM = 'head.', 'norm.'
@@ -128,6 +128,7 @@ def load_classifier_checkpoint(model: nn.Module, filename: str, map_location='cp
     checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
     try:
         state, layout, dropped = classifier_state_dict(checkpoint)
+        warn_non_finite(state, filename, logger)
         report = match_classifier_state_dict(model, state)
     except CheckpointMismatchError as error:
         raise CheckpointMismatchError(f'{filename}: {error}') from None
@@ -145,9 +146,10 @@ def convert_official_classifier(checkpoint: Mapping) -> Tuple[dict, List[str]]:
     """An official classifier file's contents as an mmengine checkpoint of the mmpretrain
     ImageClassifier of configs/cls/ (``state_dict``; ``meta.backbone`` and ``meta.architecture``
     say which), which ``load_checkpoint(classifier, strict=True)`` takes. Returns the checkpoint and
-    the dropped index buffers."""
+    the dropped index buffers. NaN or infinite values in it are a warning naming the tensors."""
     from .pretrained import backbone_class_name, infer_architecture
     state, layout, dropped = classifier_state_dict(checkpoint)
+    warn_non_finite(state, 'the checkpoint')
     if layout != 'official':
         raise CheckpointMismatchError('already an mmpretrain classifier checkpoint (backbone.*, head.fc.*)')
     official = classifier_to_official(state)

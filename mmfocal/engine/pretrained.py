@@ -9,6 +9,7 @@ either loaded or named as deliberately unused, every model tensor is either load
 deliberately initialised, and anything else, such as a shape mismatch from a checkpoint of another
 size, is a ``CheckpointMismatchError`` that lists the offending keys.
 """
+import logging
 import re
 from collections import OrderedDict
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -141,6 +142,7 @@ def load_pretrained(model: nn.Module, filename: str, map_location='cpu', prefix:
     checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
     try:
         state = extract_state_dict(checkpoint, prefix)
+        warn_non_finite(state, filename, logger)
         resized = []
         if resize_position_tables:
             from .position_tables import resize_position_tables as resize  # imports the attention layers
@@ -197,19 +199,46 @@ def backbone_class_name(state: Mapping[str, torch.Tensor]) -> str:
 
 def infer_architecture(state: Mapping[str, torch.Tensor]) -> dict:
     """Backbone arguments (embed_dims, depths, num_heads, use_conv_embed, in_channels) that fit
-    ``state``, for the backbone :func:`backbone_class_name` names."""
-    try:
-        stem = state['patch_embed.proj.weight']
-    except KeyError:
-        raise CheckpointMismatchError('not a Focal Transformer checkpoint: no patch_embed.proj.weight') from None
+    ``state``, for the backbone :func:`backbone_class_name` names; a CheckpointMismatchError naming
+    the tensor that is missing or of the wrong shape if ``state`` lacks one the sizes come from."""
+    stem = _sizing_tensor(state, 'patch_embed.proj.weight', 4)
+    fast = checkpoint_kind_of(state) == 'fast'
     depths, num_heads = [], []
     while any(k.startswith(f'layers.{len(depths)}.') for k in state):
         i = len(depths)
         blocks = {int(m.group(1)) for k in state for m in [re.match(rf'layers\.{i}\.blocks\.(\d+)\.', k)] if m}
+        if not blocks:
+            raise CheckpointMismatchError(f'not a Focal Transformer checkpoint: stage {i} has no blocks '
+                                          f'(layers.{i}.* keys, but no layers.{i}.blocks.<n>.*)')
         depths.append(max(blocks) + 1)
-        if checkpoint_kind_of(state) == 'fast':  # the bias MLP's output layer has one row per head
-            num_heads.append(state[f'layers.{i}.blocks.0.attn.coord2rpb_all.0.2.weight'].shape[0])
-        else:
-            num_heads.append(state[f'layers.{i}.blocks.0.attn.relative_position_bias_table'].shape[1])
+        attn = f'layers.{i}.blocks.0.attn'
+        if fast:  # the bias MLP's output layer has one row per head
+            num_heads.append(_sizing_tensor(state, f'{attn}.coord2rpb_all.0.2.weight', 2).shape[0])
+        else:  # the table has one column per head
+            num_heads.append(_sizing_tensor(state, f'{attn}.relative_position_bias_table', 2).shape[1])
     return dict(embed_dims=stem.shape[0], depths=tuple(depths), num_heads=tuple(num_heads),
                 use_conv_embed=stem.shape[-1] == 7, in_channels=stem.shape[1])
+
+
+def _sizing_tensor(state: Mapping[str, torch.Tensor], key: str, dims: int) -> torch.Tensor:
+    """``state[key]``, which the architecture's sizes are read from, if it is a ``dims``-D tensor."""
+    if key not in state:
+        raise CheckpointMismatchError(f'not a Focal Transformer checkpoint (or one with tensors missing): no {key}')
+    value = state[key]
+    if not isinstance(value, torch.Tensor) or value.dim() != dims:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise CheckpointMismatchError(f'{key} should be a {dims}-D tensor, got {shape}: not a Focal Transformer '
+                                      'checkpoint, or a damaged one')
+    return value
+
+
+def warn_non_finite(state: Mapping[str, torch.Tensor], source: str, logger='current') -> List[str]:
+    """Log a warning naming the floating-point tensors of ``state`` that hold NaN or infinite values
+    (a damaged file, or a diverged run's); return their keys. Loading goes on: the warning says
+    what the model takes in."""
+    keys = [key for key, value in state.items() if isinstance(value, torch.Tensor) and value.is_floating_point()
+            and value.device.type != 'meta' and not bool(torch.isfinite(value).all())]
+    if keys:
+        print_log(f'{source}: {len(keys)} tensors hold NaN or infinite values (a damaged file, or one from a run that '
+                  f'diverged?): {abbreviate(keys)}', logger=logger, level=logging.WARNING)
+    return keys
