@@ -3,7 +3,6 @@ attention recording (:mod:`mmfocal.analysis.record_attention`) and FLOP counting
 (:mod:`mmfocal.analysis.flops`) do it: mmdet's ``init_detector`` for this project's configs."""
 import copy
 import logging
-import os.path as osp
 from typing import Optional, Union
 
 import torch
@@ -14,8 +13,7 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import MODELS
 from mmengine.runner import load_checkpoint
 
-from .cli import load_config
-from .errors import MissingFileError
+from .cli import check_checkpoint_file, load_config
 
 __all__ = ['build_model_from_config']
 
@@ -32,12 +30,13 @@ def build_model_from_config(config: Union[str, Config], checkpoint: Optional[str
     downloaded in either case. SyncBN layers become BN (they need a process group; in eval mode
     they compute the same).
 
-    Raises :class:`~mmfocal.errors.MissingFileError` (config or checkpoint not found) and
+    Raises :class:`~mmfocal.errors.MissingFileError` (config or checkpoint not found),
+    :class:`~mmfocal.errors.BadArgumentError` (a checkpoint that is a directory, FIFO or device) and
     :class:`~mmfocal.errors.ConfigError` (a config of another library).
     """
     cfg = load_config(config, cfg_options, 'none')  # sets the default scope the registry builds in
-    if checkpoint is not None and not osp.isfile(checkpoint):
-        raise MissingFileError(f'checkpoint not found: {checkpoint}')
+    if checkpoint is not None:
+        check_checkpoint_file(checkpoint)
     if 'backbone' in cfg.model:
         cfg.model.backbone.init_cfg = None
     with torch.random.fork_rng(devices=[]):

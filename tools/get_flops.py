@@ -16,6 +16,7 @@ from mmengine.config import Config, DictAction
 
 import mmfocal  # noqa: F401  registers FocalTransformer in mmdet's and mmseg's MODELS
 from mmfocal.analysis.flops import complexity
+from mmfocal.cli import exit_on_error
 
 
 def format_line(config: str, result: Dict) -> str:
@@ -35,6 +36,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@exit_on_error
 def main(argv: Optional[Sequence[str]] = None) -> Tuple[str, Dict]:
     args = parse_args(argv)
     try:

@@ -34,6 +34,7 @@ from mmengine.model import BaseTTAModel, is_model_wrapper
 import mmfocal  # noqa: F401  registers the models and the PNG visualizers (mmfocal.visualization.prediction_pngs)
 from mmfocal.cli import (
     build_runner,
+    check_checkpoint_file,
     check_dataset_paths,
     end_distributed,
     exit_on_error,
@@ -136,8 +137,7 @@ def parse_args():
 @exit_on_error
 def main():
     args = parse_args()
-    if not osp.isfile(args.checkpoint):
-        raise SystemExit(f'checkpoint not found: {args.checkpoint}')
+    check_checkpoint_file(args.checkpoint)
     cfg = load_config(args.config, args.cfg_options, args.launcher)
     set_work_dir(cfg, args.config, args.work_dir)
     check_dataset_paths(cfg, args.config, phases=('test', ))  # before anything is built

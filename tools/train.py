@@ -26,6 +26,7 @@ from mmengine.logging import print_log
 import mmfocal  # noqa: F401
 from mmfocal.cli import (
     build_runner,
+    check_checkpoint_file,
     check_dataset_paths,
     check_pretrained_checkpoint,
     end_distributed,
@@ -102,8 +103,7 @@ def main():
         else:
             cfg.resume, cfg.load_from = True, checkpoint
     elif args.resume is not None:
-        if not osp.isfile(args.resume):
-            raise SystemExit(f'--resume: checkpoint not found: {args.resume}')
+        check_checkpoint_file(args.resume, '--resume: checkpoint')
         cfg.resume, cfg.load_from = True, args.resume
     else:
         cfg.resume = False

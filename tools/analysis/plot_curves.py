@@ -15,6 +15,7 @@ import os
 import os.path as osp
 
 from mmfocal.analysis.scalars import default_keys, load_history
+from mmfocal.cli import exit_on_error
 from mmfocal.visualization.curves import plot_curves
 
 
@@ -32,6 +33,7 @@ def parse_args():
     return parser.parse_args()
 
 
+@exit_on_error
 def main():
     args = parse_args()
     if args.labels and len(args.labels) != len(args.work_dirs):

@@ -11,11 +11,11 @@ backbone and neck (``--part features``), or the tensor graph (``--part model``).
 the weights of what stays in PyTorch; it must be the checkpoint the file was exported from.
 """
 import argparse
-import os.path as osp
 
 import mmfocal  # noqa: F401
 from mmfocal.cli import (
     build_runner,
+    check_checkpoint_file,
     check_dataset_paths,
     exit_on_error,
     load_config,
@@ -37,9 +37,8 @@ def parse_args():
 @exit_on_error
 def main():
     args = parse_args()
-    for path in (args.checkpoint, args.onnx_file):
-        if not osp.isfile(path):
-            raise SystemExit(f'file not found: {path}')
+    check_checkpoint_file(args.checkpoint)
+    check_checkpoint_file(args.onnx_file, 'ONNX file')
     cfg = load_config(args.config, args.cfg_options, 'none')
     set_work_dir(cfg, args.config, args.work_dir)
     check_dataset_paths(cfg, args.config, phases=('test', ))  # as tools/test.py, before anything is built

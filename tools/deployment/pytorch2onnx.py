@@ -18,6 +18,7 @@ from mmengine.config import DictAction
 
 import mmfocal  # noqa: F401
 from mmfocal.apis import build_model_from_config
+from mmfocal.cli import exit_on_error
 from mmfocal.deployment.export import PARTS, ExportedPart, export_onnx, flatten_outputs
 from mmfocal.deployment.ort_model import ORTModel
 
@@ -41,6 +42,7 @@ def parse_args():
     return parser.parse_args()
 
 
+@exit_on_error
 def main():
     args = parse_args()
     if args.batch < 1 or min(args.shape) < 1:
