@@ -330,7 +330,7 @@ def test_train_resume_without_a_path_skips_a_checkpoint_cut_short(demo_workspace
     _, log = run_tool('train.py', config, '--resume')
     assert f'Load checkpoint from {work_dir / "epoch_1.pth"}' in log and 'resumed epoch: 1, iter: 2' in log
     # Removed by --resume, before the run started, with what they took.
-    removed = f'{os.path.realpath(work_dir)}: removed 2 temporary files of interrupted checkpoint writes (2000 bytes)'
+    removed = f'{os.path.realpath(work_dir)}: removed 2 temporary file(s) of interrupted checkpoint writes (2000 bytes)'
     assert removed in log and log.index(removed) < log.index('Load checkpoint from')
     assert torch.load(work_dir / 'epoch_2.pth')['meta']['epoch'] == 2  # rewritten, whole
     assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / 'epoch_2.pth')

@@ -261,9 +261,9 @@ def test_non_finite_weights_are_a_warning_naming_them(tmp_path):
         logger.removeHandler(handler)
     warnings = [m for m in messages if 'NaN or infinite' in m]
     assert len(warnings) == 3, messages
-    assert all('2 tensors hold NaN or infinite values' in m and all(k in m for k in bad) for m in warnings[:2])
+    assert all('NaN or infinite values in 2 of its tensors' in m and all(k in m for k in bad) for m in warnings[:2])
     assert all(str(path) in m for m in warnings[:2])
-    assert '3 tensors' in warnings[2] and 'backbone.norm3.bias' in warnings[2]
+    assert 'in 3 of its tensors' in warnings[2] and 'backbone.norm3.bias' in warnings[2]
 
 
 def test_convert_tool_writes_loadable_backbone_file(tmp_path):
@@ -274,7 +274,7 @@ def test_convert_tool_writes_loadable_backbone_file(tmp_path):
     torch.save(official, src)
     _, output = run_tool('convert_official_ckpt.py', src, dst, cwd=tmp_path)  # from any working directory
     assert 'use_conv_embed' in output
-    assert '1 tensors hold NaN or infinite values' in output and 'layers.1.blocks.0.mlp.fc2.bias' in output
+    assert 'NaN or infinite values in 1 of its tensors' in output and 'layers.1.blocks.0.mlp.fc2.bias' in output
     converted = torch.load(dst)['state_dict']
     assert 'head.weight' not in converted and 'layers.0.blocks.0.attn.relative_position_index' not in converted
     model = FocalTransformer(arch='tiny', use_conv_embed=True,

@@ -103,7 +103,7 @@ def remove_interrupted_writes(directory: str, logger='current') -> Tuple[int, in
     sizes = [_remove_if_abandoned(osp.join(directory, name)) for name in names if _TEMP_NAME.match(name)]
     sizes = [size for size in sizes if size is not None]
     if sizes:
-        print_log(f'{directory}: removed {len(sizes)} temporary files of interrupted checkpoint writes '
+        print_log(f'{directory}: removed {len(sizes)} temporary file(s) of interrupted checkpoint writes '
                   f'({sum(sizes)} bytes)', logger=logger)
     return len(sizes), sum(sizes)
 

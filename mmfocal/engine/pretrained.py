@@ -239,6 +239,6 @@ def warn_non_finite(state: Mapping[str, torch.Tensor], source: str, logger='curr
     keys = [key for key, value in state.items() if isinstance(value, torch.Tensor) and value.is_floating_point()
             and value.device.type != 'meta' and not bool(torch.isfinite(value).all())]
     if keys:
-        print_log(f'{source}: {len(keys)} tensors hold NaN or infinite values (a damaged file, or one from a run that '
-                  f'diverged?): {abbreviate(keys)}', logger=logger, level=logging.WARNING)
+        print_log(f'{source}: NaN or infinite values in {len(keys)} of its tensors (a damaged file, or one from a run '
+                  f'that diverged?): {abbreviate(keys)}', logger=logger, level=logging.WARNING)
     return keys
