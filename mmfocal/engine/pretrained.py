@@ -145,6 +145,7 @@ def load_pretrained(model: nn.Module, filename: str, map_location='cpu', prefix:
         if resize_position_tables:
             from .position_tables import resize_position_tables as resize  # imports the attention layers
             state, resized = resize(model, state)
+        state = final_norm_for_classifier(model, state)
         report = match_state_dict(model, state)
     except CheckpointMismatchError as error:
         raise CheckpointMismatchError(f'{filename}: {error}') from None
@@ -161,6 +162,21 @@ def load_pretrained(model: nn.Module, filename: str, map_location='cpu', prefix:
               + (f'; resized position tables: {abbreviate(resized, limit=len(resized))}' if resized else ''),
               logger=logger)
     return report
+
+
+def final_norm_for_classifier(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """``state`` with the classifier's final norm (``norm.*``) as the model's output norm, if the model is a
+    classifier's backbone: its one output norm is the last stage's (``out_indices=(last,)``, as configs/cls/ build
+    it), which is where the official classifier's final norm sits, so fine-tuning a classifier (ImageNet-22K to 1K)
+    keeps it. A dense-prediction backbone's output norms start initialised instead, the final norm not used."""
+    own = model.state_dict()
+    norms = {int(m.group(1)) for k in own for m in [re.match(r'^norm(\d+)\.', k)] if m}
+    stages = {int(m.group(1)) for k in own for m in [re.match(r'^layers\.(\d+)\.', k)] if m}
+    if len(norms) != 1 or norms != {max(stages, default=-1)} or 'norm.weight' not in state:
+        return state
+    (last, ) = norms
+    return OrderedDict((f'norm{last}.{k[len("norm."):]}' if re.match(r'^norm\.(weight|bias)$', k) else k, v)
+                       for k, v in state.items())
 
 
 def abbreviate(keys: List[str], limit: int = 12) -> str:
