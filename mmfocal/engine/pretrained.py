@@ -17,9 +17,10 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-# Parts of the official classifier a backbone does not use: the head, the final norm and the
-# index/mask buffers it registers (we recompute those; they are not learned). Focal-fast's buffers
-# (nearest-token indices and their coordinates) are bound to the 224x224 image size it was built for.
+# Parts of the official classifier a backbone does not use: the head, the final norm (which a
+# classifier's backbone takes: final_norm_for_classifier) and the index/mask buffers it registers
+# (we recompute those; they are not learned). Focal-fast's buffers (nearest-token indices and
+# their coordinates) are bound to the 224x224 image size it was built for.
 UNUSED_OFFICIAL_KEYS = re.compile(r'^(head\.|norm\.)|\.(relative_position_index(_\d+)?|valid_ind_rolled|'
                               r'valid_ind_unfold_\d+|attn_mask|topk_cloest_indice_\d+|topk_cloest_coords_\d+|'
                               r'window_coords)$')
