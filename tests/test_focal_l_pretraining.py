@@ -95,6 +95,16 @@ def test_fine_tune_config_is_swin_ls_22k_to_1k_recipe_at_384():
     assert FOCAL_L_CHECKPOINT == f'work_dirs/focal_l_in21k_ft_in1k/epoch_{cfg.train_cfg.max_epochs}.pth'
 
 
+def test_without_imagenet_22k_the_tools_name_where_it_goes(tmp_path, monkeypatch):
+    from mmfocal.cli import check_dataset_paths
+    from mmfocal.errors import MissingFileError
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingFileError, match=r'focal_l_in21k\.py: train_dataloader\.dataset\.data_root = '
+                       r'data/imagenet21k \(under .*\) does not exist: ImageNet-22K \(train/, .*meta/train\.txt.*\) '
+                       r'goes in data/imagenet21k/'):
+        check_dataset_paths(Config.fromfile(IN21K), IN21K)
+
+
 @pytest.fixture(scope='module')
 def focal_l_start(imagenet_workspace, tmp_path_factory):
     """tools/train.py on both configs at the mini classifier's size: ImageNet-22K on an ImageNet-21k
