@@ -210,6 +210,9 @@ _DATA_SETS = {
              'where mmseg\'s configs read it',
     'mmpretrain': 'ImageNet-1k (train/ and val/, one folder of pictures per class, or with meta/train.txt and '
                   'meta/val.txt listing them) goes in data/imagenet/, where mmpretrain\'s configs read it',
+    # By data set type, where one library reads several (the key is the dataset's `type`).
+    'ImageNet21k': 'ImageNet-22K (train/, one folder of pictures per class, and meta/train.txt listing them) goes '
+                   'in data/imagenet21k/, where mmpretrain\'s ImageNet21k configs read it',
 }
 _DEMO_DATA = 'data/demo'
 
@@ -246,6 +249,13 @@ def _dataset_paths(dataset_cfg, key):
             yield f'{key}.data_prefix.{name}', osp.join(data_root, prefix)
 
 
+def _innermost(dataset_cfg):
+    """The dataset a wrapper (RepeatDataset, ClassBalancedDataset) wraps, or ``dataset_cfg`` itself."""
+    while 'dataset' in dataset_cfg:
+        dataset_cfg = dataset_cfg['dataset']
+    return dataset_cfg
+
+
 def check_dataset_paths(cfg, config_path, phases=('train', 'val')):
     """Raise MissingFileError, one line naming the missing path and the fix, if a dataset of
     ``phases`` is not where the config says; before anything is built, so not after a long traceback.
@@ -259,13 +269,14 @@ def check_dataset_paths(cfg, config_path, phases=('train', 'val')):
         loader = cfg.get(f'{phase}_dataloader')
         if not loader or (phase != 'train' and cfg.get(f'{phase}_cfg', {}) is None):  # dict(): the default loop
             continue
-        paths += _dataset_paths(loader.dataset, f'{phase}_dataloader.dataset')
+        kind = _innermost(loader.dataset).get('type')
+        paths += [(key, path, kind) for key, path in _dataset_paths(loader.dataset, f'{phase}_dataloader.dataset')]
         evaluators = cfg.get(f'{phase}_evaluator') or []
         for index, evaluator in enumerate(evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]):
             if isinstance(evaluator, dict) and evaluator.get('ann_file'):
                 key = f'{phase}_evaluator' + (f'.{index}' if isinstance(evaluators, (list, tuple)) else '')
-                paths.append((f'{key}.ann_file', evaluator['ann_file']))
-    for key, path in paths:
+                paths.append((f'{key}.ann_file', evaluator['ann_file'], None))
+    for key, path, kind in paths:
         if _is_remote(path) or osp.exists(path):
             continue
         where = f'{path} (under {os.getcwd()})' if not osp.isabs(path) else path
@@ -274,9 +285,10 @@ def check_dataset_paths(cfg, config_path, phases=('train', 'val')):
                    'and run from there (the demo configs read data/demo/ relative to the working directory)')
         else:
             # The other settings that read from the same place and have to move with it.
-            along = [other for other, other_path in paths if other != key and other_path.startswith(path)
+            along = [other for other, other_path, _ in paths if other != key and other_path.startswith(path)
                      and other.endswith(('.data_root', '_evaluator.ann_file'))]
-            fix = (f"{_DATA_SETS.get(cfg.get('default_scope'), 'put the data set there')}; or point the config "
+            where_it_goes = _DATA_SETS.get(kind) or _DATA_SETS.get(cfg.get('default_scope'), 'put the data set there')
+            fix = (f'{where_it_goes}; or point the config '
                    f'at yours with --cfg-options {key}=...' + (f' ({", ".join(along)} too)' if along else ''))
         raise MissingFileError(f'{config_path}: {key} = {where} does not exist: {fix}')
 

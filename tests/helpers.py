@@ -190,6 +190,8 @@ def tiny_classifier_config(path, data_root: str, base: str = CLS_CONFIG, backbon
     cfg.model.head.update(num_classes=MINI_CLASSES, in_channels=MINI_CLASSIFIER['embed_dims'] * 8)
     cfg.data_preprocessor.num_classes = MINI_CLASSES
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        if loader is None:  # a config without validation (ImageNet-22K)
+            continue
         loader.update(batch_size=4, num_workers=0, persistent_workers=False)
         loader.dataset.data_root = data_root
     cfg.train_cfg.max_epochs = 2

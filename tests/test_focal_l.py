@@ -46,7 +46,8 @@ DYHEAD = osp.join(DET_CONFIGS, 'atss_dyhead_focal_l_ms_2x.py')
 HTC = osp.join(DET_CONFIGS, 'htc_plusplus_focal_l_3x.py')
 UPERNET = osp.join(SEG_CONFIGS, 'upernet_focal_l_640x640_160k_ade20k.py')
 SYSTEMS = {DYHEAD: 'mmdet', HTC: 'mmdet', UPERNET: 'mmseg'}
-FOCAL_L_CHECKPOINT = 'checkpoints/focal-large-in22k.pth'
+# What configs/cls/focal_l_in21k_ft_in1k.py writes last (tests/test_focal_l_pretraining.py makes one).
+FOCAL_L_CHECKPOINT = 'work_dirs/focal_l_in21k_ft_in1k/epoch_30.pth'
 # The window each system's config sets (the reasoning is in the configs' comments).
 WINDOWS = {DYHEAD: 12, HTC: 12, UPERNET: 7}
 
@@ -109,8 +110,9 @@ def test_config_sets_focal_l_its_window_and_a_local_checkpoint(path):
     backbone = cfg.model.backbone
     assert (backbone.type, backbone.arch, backbone.window_size) == ('FocalTransformer', 'large', WINDOWS[path])
     assert backbone.with_cp
-    # No Focal-L weights were published: the config points at a local file users supply.
-    assert backbone.init_cfg == dict(type='Pretrained', checkpoint=FOCAL_L_CHECKPOINT)
+    # No Focal-L weights were published: the config points at the file configs/cls/ makes, resizing
+    # the tables of another window (the 1K classifier's window 12 under UperNet's 7).
+    assert backbone.init_cfg == dict(type='Pretrained', checkpoint=FOCAL_L_CHECKPOINT, resize_position_tables=True)
     assert not any(key in backbone for key in ('depth', 'norm_eval', 'style', 'pretrain_img_size', 'convert_weights'))
 
 

@@ -6,10 +6,14 @@
 # at (2560, 640). These are the only lines that differ from that file's dataset and ours.
 _base_ = ['./upernet_focal_t_512x512_160k_ade20k.py']
 
-# No ImageNet-22K weights of Focal-L were ever published: put yours at this path, or give
-# `--cfg-options model.backbone.init_cfg.checkpoint=PATH` (`model.backbone.init_cfg=None` trains
-# from scratch); tools/train.py stops before building anything if the file is missing.
-checkpoint_file = 'checkpoints/focal-large-in22k.pth'
+# No ImageNet-22K weights of Focal-L were ever published: this starts, as the COCO systems, from the
+# checkpoint configs/cls/focal_l_in21k_ft_in1k.py writes last (README, "Focal-L's start"); its
+# window-12 position tables are resized to this model's window 7 (the ImageNet-22K classifier of
+# configs/cls/focal_l_in21k.py, work_dirs/focal_l_in21k/epoch_90.pth, has window 7 and loads as it
+# is). Another file: `--cfg-options model.backbone.init_cfg.checkpoint=PATH`
+# (`model.backbone.init_cfg=None` trains from scratch); tools/train.py stops before building
+# anything if the file is missing.
+checkpoint_file = 'work_dirs/focal_l_in21k_ft_in1k/epoch_30.pth'
 backbone_channels = [192, 384, 768, 1536]
 
 crop_size = (640, 640)
@@ -25,7 +29,7 @@ model = dict(
         # Activation checkpointing: the 640x640 crops of a 200M backbone do not fit otherwise
         # (docs/seg_results.md).
         with_cp=True,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file, resize_position_tables=True)),
     decode_head=dict(in_channels=backbone_channels),
     auxiliary_head=dict(in_channels=backbone_channels[2]))
 

@@ -18,9 +18,10 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-# Parts of the official classifier a backbone does not use: the head, the final norm and the
-# index/mask buffers it registers (we recompute those; they are not learned). Focal-fast's buffers
-# (nearest-token indices and their coordinates) are bound to the 224x224 image size it was built for.
+# Parts of the official classifier a backbone does not use: the head, the final norm (which a
+# classifier's backbone takes: final_norm_for_classifier) and the index/mask buffers it registers
+# (we recompute those; they are not learned). Focal-fast's buffers (nearest-token indices and
+# their coordinates) are bound to the 224x224 image size it was built for.
 UNUSED_OFFICIAL_KEYS = re.compile(r'^(head\.|norm\.)|\.(relative_position_index(_\d+)?|valid_ind_rolled|'
                               r'valid_ind_unfold_\d+|attn_mask|topk_cloest_indice_\d+|topk_cloest_coords_\d+|'
                               r'window_coords)$')
@@ -147,6 +148,7 @@ def load_pretrained(model: nn.Module, filename: str, map_location='cpu', prefix:
         if resize_position_tables:
             from .position_tables import resize_position_tables as resize  # imports the attention layers
             state, resized = resize(model, state)
+        state = final_norm_for_classifier(model, state)
         report = match_state_dict(model, state)
     except CheckpointMismatchError as error:
         raise CheckpointMismatchError(f'{filename}: {error}') from None
@@ -163,6 +165,21 @@ def load_pretrained(model: nn.Module, filename: str, map_location='cpu', prefix:
               + (f'; resized position tables: {abbreviate(resized, limit=len(resized))}' if resized else ''),
               logger=logger)
     return report
+
+
+def final_norm_for_classifier(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """``state`` with the classifier's final norm (``norm.*``) as the model's output norm, if the model is a
+    classifier's backbone: its one output norm is the last stage's (``out_indices=(last,)``, as configs/cls/ build
+    it), which is where the official classifier's final norm sits, so fine-tuning a classifier (ImageNet-22K to 1K)
+    keeps it. A dense-prediction backbone's output norms start initialised instead, the final norm not used."""
+    own = model.state_dict()
+    norms = {int(m.group(1)) for k in own for m in [re.match(r'^norm(\d+)\.', k)] if m}
+    stages = {int(m.group(1)) for k in own for m in [re.match(r'^layers\.(\d+)\.', k)] if m}
+    if len(norms) != 1 or norms != {max(stages, default=-1)} or 'norm.weight' not in state:
+        return state
+    (last, ) = norms
+    return OrderedDict((f'norm{last}.{k[len("norm."):]}' if re.match(r'^norm\.(weight|bias)$', k) else k, v)
+                       for k, v in state.items())
 
 
 def abbreviate(keys: List[str], limit: int = 12) -> str:

@@ -81,17 +81,20 @@ train_pipeline_3x_instance = [
 ]
 
 # Focal-L (arch='large': Swin-L's widths, inferred from the published system sizes; the window is
-# set per system in its config). No ImageNet-22K weights of Focal-L were ever published: put
-# yours at this path, or give `--cfg-options model.backbone.init_cfg.checkpoint=PATH`
-# (`model.backbone.init_cfg=None` trains from scratch); tools/train.py stops before building
-# anything if the file is missing. Activation checkpointing on: these systems train at up to
-# 2000x1200 pixels.
-focal_large_checkpoint = 'checkpoints/focal-large-in22k.pth'
+# set per system in its config). No ImageNet-22K weights of Focal-L were ever published; these
+# systems start from the checkpoint configs/cls/focal_l_in21k_ft_in1k.py writes last (Focal-L
+# pretrained on ImageNet-22K by configs/cls/focal_l_in21k.py, then fine-tuned on ImageNet-1K at
+# 384 with window 12: README, "Focal-L's start"), or from another file with
+# `--cfg-options model.backbone.init_cfg.checkpoint=PATH` (`model.backbone.init_cfg=None` trains
+# from scratch); tools/train.py stops before building anything if the file is missing. Position
+# tables of another window are resized (the ImageNet-22K classifier's window 7, say). Activation
+# checkpointing on: these systems train at up to 2000x1200 pixels.
+focal_large_checkpoint = 'work_dirs/focal_l_in21k_ft_in1k/epoch_30.pth'
 focal_large = dict(
     type='FocalTransformer',
     arch='large',
     with_cp=True,
-    init_cfg=dict(type='Pretrained', checkpoint=focal_large_checkpoint))
+    init_cfg=dict(type='Pretrained', checkpoint=focal_large_checkpoint, resize_position_tables=True))
 
 # What a test-time-augmentation pipeline packs: the flip, so DetTTAModel can undo it.
 tta_meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip', 'flip_direction')
