@@ -16,10 +16,9 @@ KEY = 'model.backbone.init_cfg.checkpoint'
 
 
 @pytest.mark.parametrize('config, expected', [
-    # Focal-fast-S survives in Ascend's zoo; Focal-fast-T nowhere known.
+    # Focal-fast-S survives in Ascend's zoo; Focal-fast-T nowhere known (PaddleViT's files: below).
     ('det/mask_rcnn_focal_fast_s_3x.py', "Ascend's model zoo"),
     ('seg/upernet_focal_fast_t_512x512_160k_ade20k.py', 'no surviving copy'),
-    ('seg/upernet_focal_b_512x512_160k_ade20k.py', 'focal_base_patch4_window7_224.pdparams'),
 ])
 def test_a_dead_link_says_where_the_weights_are(config, expected, tmp_path, monkeypatch):
     monkeypatch.setenv('TORCH_HOME', str(tmp_path))
