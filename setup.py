@@ -1,6 +1,12 @@
 from setuptools import find_packages, setup
 
 
+def read_readme():
+    """PyPI's project page: README.md as it is."""
+    with open('README.md', encoding='utf-8') as file:
+        return file.read()
+
+
 def read_version():
     """The version is written once, in mmfocal/version.py."""
     namespace = {}
@@ -33,9 +39,29 @@ setup(
     name='mmfocal',
     version=read_version(),
     description='Focal Transformer backbone for OpenMMLab classification, detection and segmentation',
+    long_description=read_readme(),
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',  # README "Licence" and NOTICE: why, and the terms of what is reproduced
+    keywords='computer vision, focal transformer, object detection, semantic segmentation, image classification',
+    classifiers=[
+        'Development Status :: 3 - Alpha',
+        'Intended Audience :: Science/Research',
+        'License :: OSI Approved :: Apache Software License',
+        'Operating System :: POSIX :: Linux',
+        'Programming Language :: Python :: 3',
+        'Programming Language :: Python :: 3.11',
+        'Topic :: Scientific/Engineering :: Artificial Intelligence',
+        'Topic :: Scientific/Engineering :: Image Recognition',
+    ],
     packages=find_packages(include=['mmfocal', 'mmfocal.*']),
-    # the compiled CPU attention kernels' source, built on first use (mmfocal/models/layers/compiled_kernels.py)
-    package_data={'mmfocal.models.layers': ['csrc/*.cpp']},
+    package_data={
+        # the compiled CPU attention kernels' source, built on first use (mmfocal/models/layers/compiled_kernels.py)
+        'mmfocal.models.layers': ['csrc/*.cpp'],
+        # The configs and the model index where mmengine looks for a package's own (`mmfocal::det/...`):
+        # mmfocal/.mim/configs and mmfocal/.mim/model-index.yml are links to the repository's, copied
+        # into a wheel as files.
+        'mmfocal': ['.mim/model-index.yml', '.mim/configs/**/*.py', '.mim/configs/**/*.yml'],
+    },
     python_requires='>=3.9',
     install_requires=[
         'torch>=2.6', 'numpy>=1.25,<2', 'mmengine>=0.10.7,<1.0', 'mmcv>=2.1.0,<2.2.0', 'mmdet>=3.3.0,<3.4',

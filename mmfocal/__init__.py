@@ -9,11 +9,13 @@ Layout (as mmdet's own):
   conversion of pretrained weights, training hooks;
 * ``mmfocal.deployment``: export (ONNX, torch.export) and inference outside PyTorch;
 * ``mmfocal.cli``: what the scripts under ``tools/`` share;
-* ``mmfocal.registry``: registration in mmdet's, mmseg's and mmpretrain's registries, the top layer.
+* ``mmfocal.registry``: registration in mmdet's, mmseg's and mmpretrain's registries, the top layer;
+* ``mmfocal.mim``: the configs inside the installed package, as ``mmfocal::`` config paths.
 
-``import mmfocal`` registers everything, and, for the whole process (every mmengine Runner and
-checkpoint loader in it, not only mmfocal's), makes checkpoints load as data only and be written
-atomically (``mmfocal.engine.install()``):
+``import mmfocal`` registers everything, adds ``mmfocal`` to the packages whose configs mmengine
+reads by ``PACKAGE::PATH`` (``mmengine.config.utils.MODULE2PACKAGE``, see ``mmfocal.mim``), and,
+for the whole process (every mmengine Runner and checkpoint loader in it, not only mmfocal's),
+makes checkpoints load as data only and be written atomically (``mmfocal.engine.install()``):
 
 * loading: mmengine's checkpoint loaders pass ``weights_only=True`` (URLs included, which
   mmengine otherwise unpickles without restriction), and torch's allow-list gets the types that
@@ -30,9 +32,12 @@ them on again). Without them, torch >= 2.6 refuses mmengine's training checkpoin
 import os
 
 from . import engine
+from .mim import register_config_scope
 from .models import ARCH_SETTINGS, FocalFastTransformer, FocalTransformer
 from .registry import MMDET_MODELS, MMSEG_MODELS  # noqa: F401  registers the modules
 from .version import __version__
+
+register_config_scope()  # configs elsewhere may inherit 'mmfocal::det/...' (mmfocal.mim)
 
 __all__ = ['ARCH_SETTINGS', 'FocalFastTransformer', 'FocalTransformer', '__version__']
 

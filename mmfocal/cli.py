@@ -19,6 +19,7 @@ from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
 
 from .engine.pretrained import backbone_class_name, infer_architecture, match_state_dict, warn_non_finite
+from .engine.published_weights import dead_url_advice
 from .errors import BadArgumentError, ConfigError, MissingFileError, MMFocalError
 
 SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
@@ -88,21 +89,31 @@ def check_checkpoint_file(path: str, what: str = 'checkpoint') -> None:
 
 
 def check_pretrained_checkpoint(cfg):
-    """Raise MissingFileError, one clear line, when the backbone's pretrained checkpoint is a local
-    file that is not there, before the runner builds the model and the datasets (which takes minutes for the
-    large models, whose weights users supply themselves)."""
+    """Raise MissingFileError, one clear line, when the backbone's pretrained checkpoint cannot be
+    had, before the runner builds the model and the datasets (which takes minutes for the large
+    models) and fails at weight initialisation: a local file that is not there, or one of the
+    authors' dead download links whose file is not already in the download cache (the line then
+    says where the same weights survive, :mod:`mmfocal.engine.published_weights`)."""
     init_cfg = cfg.model.get('backbone', {}).get('init_cfg')
     if not isinstance(init_cfg, dict) or init_cfg.get('type') != 'Pretrained':
         return
     checkpoint = init_cfg.get('checkpoint')
-    if not checkpoint or _is_remote(checkpoint) or osp.isfile(checkpoint):
+    if not checkpoint:
+        return
+    key = 'model.backbone.init_cfg.checkpoint'
+    if _is_remote(checkpoint):
+        advice = dead_url_advice(checkpoint, key)
+        if advice:
+            raise MissingFileError(f'{cfg.filename or "the config"}: {advice}')
+        return
+    if osp.isfile(checkpoint):
         return
     if osp.exists(checkpoint):
         check_checkpoint_file(checkpoint, 'pretrained backbone checkpoint (model.backbone.init_cfg)')
     raise MissingFileError(
         f'pretrained backbone checkpoint not found: {checkpoint} (model.backbone.init_cfg); give '
-        'its path with --cfg-options model.backbone.init_cfg.checkpoint=PATH, or train from '
-        'scratch with --cfg-options model.backbone.init_cfg=None')
+        f'its path with --cfg-options {key}=PATH (docs/weights.md says where the published weights '
+        'survive), or train from scratch with --cfg-options model.backbone.init_cfg=None')
 
 
 def _slurm_environment():

@@ -46,7 +46,8 @@ from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
 __all__ = ['UnsafeCheckpointError', 'IncompleteCheckpointError', 'CheckpointDownloadError', 'checkpoint_safe_globals',
-           'install', 'uninstall', 'is_installed', 'load_checkpoint_file', 'load_checkpoint_url']
+           'install', 'uninstall', 'is_installed', 'load_checkpoint_file', 'load_checkpoint_url',
+           'cached_checkpoint_path']
 
 # The only attributes a checkpoint may fetch with ``getattr``: HistoryBuffer pickles its table of
 # statistics as ``getattr(HistoryBuffer, 'min')`` and so on (protocol 2 spells a method that way).
@@ -213,12 +214,19 @@ def load_checkpoint_file(filename: str, map_location=None):
     return load(filename, map_location=map_location, weights_only=True)
 
 
+def cached_checkpoint_path(url: str, model_dir: Optional[str] = None) -> str:
+    """Where :func:`load_checkpoint_url` keeps the download of ``url``: ``model_dir``, by default
+    torch hub's ``<torch.hub.get_dir()>/checkpoints``, and the URL's file name."""
+    if model_dir is None:
+        model_dir = osp.join(torch.hub.get_dir(), 'checkpoints')
+    return osp.join(model_dir, osp.basename(urlparse(url).path))
+
+
 def load_checkpoint_url(url: str, map_location=None, model_dir: Optional[str] = None,
                         progress: bool = os.isatty(0)):
     """Download ``url`` into the torch hub cache (rank 0 first) and load it with ``weights_only=True``."""
-    if model_dir is None:
-        model_dir = osp.join(torch.hub.get_dir(), 'checkpoints')
-    cached_file = osp.join(model_dir, osp.basename(urlparse(url).path))
+    cached_file = cached_checkpoint_path(url, model_dir)
+    model_dir = osp.dirname(cached_file)
 
     @_translate_errors(f'{url} (downloaded to {cached_file})', cached_file)
     def download_and_load():
