@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
+from ..errors import MMFocalError
+
 # Parts of the official classifier a backbone does not use: the head, the final norm and the
 # index/mask buffers it registers (we recompute those; they are not learned). Focal-fast's buffers
 # (nearest-token indices and their coordinates) are bound to the 224x224 image size it was built for.
@@ -41,7 +43,7 @@ RESIZE_HINT = ('relative-position tables differ in shape (a checkpoint made with
                'bicubic interpolation')
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(MMFocalError, ValueError):
     """A checkpoint does not fit the model; the message lists every offending key."""
 
 
