@@ -23,7 +23,7 @@ import torch
 
 from .data_unpickler import NUMPY_GLOBALS, STRING_GLOBALS, Allowed, DataUnpickler, RefusedObject
 from .pretrained import CheckpointMismatchError
-from .safe_load import IncompleteCheckpointError, UnreadableCheckpointError, UnsafeCheckpointError
+from .safe_load import IncompleteCheckpointError, UnreadableCheckpointError, UnsafeCheckpointError, check_regular_file
 
 __all__ = ['PADDLE_SUFFIX', 'NumpyOnlyUnpickler', 'is_pdparams', 'read_pdparams', 'official_state_dict',
            'load_pdparams', 'is_linear_weight']
@@ -78,6 +78,7 @@ def read_pdparams(filename: str) -> dict:
     Raises UnsafeCheckpointError naming the refused object for a file that holds anything else,
     and IncompleteCheckpointError for a truncated or damaged one.
     """
+    check_regular_file(filename)  # before opening: opening a FIFO waits for a writer
     with open(filename, 'rb') as file:
         try:
             content = NumpyOnlyUnpickler(file).load()

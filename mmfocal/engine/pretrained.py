@@ -62,6 +62,9 @@ def extract_state_dict(checkpoint: Mapping, prefix: Optional[str] = None) -> 'Or
         if isinstance(checkpoint.get(key), Mapping):
             state = checkpoint[key]
             break
+    not_names = [repr(k)[:40] for k in state if not isinstance(k, str)]
+    if not_names:
+        raise CheckpointMismatchError(f'checkpoint keys that are not parameter names: {", ".join(not_names[:10])}')
     state = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in state.items())
     from .classifier_checkpoint import classifier_to_official, is_classifier_state_dict
     if prefix in (None, 'backbone.') and is_classifier_state_dict(state):

@@ -29,6 +29,7 @@ through ``CheckpointLoader.load_checkpoint``, so they are all covered. docs/chec
 the threat model.
 """
 import functools
+import math
 import os
 import os.path as osp
 import pickle
@@ -52,7 +53,7 @@ from .data_unpickler import NUMPY_GLOBALS, STRING_GLOBALS, Allowed, DataUnpickle
 
 __all__ = ['UnsafeCheckpointError', 'IncompleteCheckpointError', 'CheckpointDownloadError',
            'UnreadableCheckpointError', 'CHECKPOINT_UNPICKLER', 'install', 'uninstall', 'is_installed',
-           'load_checkpoint_file', 'load_checkpoint_url']
+           'load_checkpoint_file', 'load_checkpoint_url', 'check_regular_file', 'check_zip_members']
 
 # The only attributes a checkpoint may fetch with ``getattr``: HistoryBuffer pickles its table of
 # statistics as ``getattr(HistoryBuffer, 'min')`` and so on (protocol 2 spells a method that way).
@@ -130,6 +131,30 @@ class ForeignConfig:
         return OrderedDict()
 
 
+def _within_storage(rebuild: Callable) -> Callable:
+    """One of torch's tensor rebuild functions, refusing a view with more elements than its storage holds
+    bytes for: an expanded (stride 0) view of a few bytes, which any copy (mmengine deep-copies the
+    message hub on resume) would turn into gigabytes. Views into a larger storage (slices) load."""
+
+    @functools.wraps(rebuild)
+    def rebuild_within_storage(storage, storage_offset, size, stride, *rest):
+        if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)) or \
+                not isinstance(size, tuple) or not all(type(n) is int and n >= 0 for n in size):
+            raise RefusedObject(f'torch._utils.{rebuild.__name__}', f'of a {type(storage).__name__} with size '
+                                f'{str(size)[:80]}: only tensors over the file\'s storages')
+        dtype = rest[2] if rebuild.__name__ == '_rebuild_tensor_v3' else getattr(storage, 'dtype', torch.uint8)
+        declared = math.prod(size) * torch._utils._element_size(dtype)
+        # (TypedStorage's own nbytes() warns that TypedStorage is deprecated; torch itself builds one here.)
+        held = getattr(storage, '_untyped_storage', storage).nbytes()
+        if declared > held:
+            raise RefusedObject(f'torch._utils.{rebuild.__name__}', f'a tensor of {declared} bytes (size {size}, '
+                                f'stride {stride}) over {held} bytes of storage: an expanded view, which a copy would '
+                                'blow up')
+        return rebuild(storage, storage_offset, size, stride, *rest)
+
+    return rebuild_within_storage
+
+
 def _checkpoint_allowed() -> Allowed:
     """What a torch checkpoint may hold: what torch's weights-only loader allows for tensors, minus what
     can make memory or run code, plus mmengine's and the authors' data classes and the numpy builders.
@@ -140,9 +165,11 @@ def _checkpoint_allowed() -> Allowed:
     Storage and tensor classes are names a pickle may use, never call: ``torch.Tensor(n)`` and
     ``torch.UntypedStorage(n)`` would make uninitialised memory of any size.
     """
-    rebuild = [getattr(torch._utils, name) for name in ('_rebuild_tensor', '_rebuild_tensor_v2', '_rebuild_tensor_v3',
-                                                          '_rebuild_parameter', '_rebuild_parameter_with_state')
+    rebuild = [_within_storage(getattr(torch._utils, name)) for name in ('_rebuild_tensor', '_rebuild_tensor_v2',
+                                                                         '_rebuild_tensor_v3')
                if hasattr(torch._utils, name)]
+    rebuild += [getattr(torch._utils, name) for name in ('_rebuild_parameter', '_rebuild_parameter_with_state')
+                if hasattr(torch._utils, name)]
     calls = {'collections.OrderedDict': OrderedDict, 'collections.Counter': Counter, 'builtins.set': set,
              'builtins.complex': complex, 'torch.Size': torch.Size, 'torch.device': torch.device,
              'torch.serialization._get_layout': torch.serialization._get_layout,
@@ -230,7 +257,9 @@ def _file_kind(mode: int) -> str:
     return next((kind for test, kind in kinds if test(mode)), 'not a regular file')
 
 
-def _check_regular_file(filename: str) -> None:
+def check_regular_file(filename: str) -> None:
+    """Raise MissingFileError if ``filename`` is not there, UnreadableCheckpointError if it is not a regular
+    file (a directory, FIFO, device or socket: reading one would fail, block or never end)."""
     try:
         mode = os.stat(filename).st_mode
     except FileNotFoundError:
@@ -258,7 +287,7 @@ def load_checkpoint_file(filename: str, map_location=None):
         What the file holds.
     """
     filename = osp.expanduser(filename)
-    _check_regular_file(filename)
+    check_regular_file(filename)
     if filename.endswith('.pdparams'):
         from .paddle_checkpoint import load_pdparams  # imported here: it uses this module's errors
         return load_pdparams(filename)
@@ -267,7 +296,20 @@ def load_checkpoint_file(filename: str, map_location=None):
     elif tarfile.is_tarfile(filename):
         raise UnreadableCheckpointError(filename, "it is in PyTorch's tar format of before 2018 (torch < 0.4), "
                                         'which mmfocal does not read')
-    return _translate_errors(filename)(_torch_load)(filename, map_location)
+    checkpoint = _translate_errors(filename)(_torch_load)(filename, map_location)
+    _check_state_dict_keys(filename, checkpoint)
+    return checkpoint
+
+
+def _check_state_dict_keys(filename: str, checkpoint) -> None:
+    """A state dict (``state_dict`` or the official ``model``) maps parameter names to tensors; other keys
+    (numbers, None) would fail deep inside mmengine's or torch's loading, so they are refused here."""
+    for entry in ('state_dict', 'model'):
+        state = checkpoint.get(entry) if isinstance(checkpoint, dict) else None
+        not_names = [repr(key)[:40] for key in state if type(key) is not str] if isinstance(state, dict) else []
+        if not_names:
+            raise UnreadableCheckpointError(filename, f'its {entry} maps parameter names to tensors, but has keys '
+                                            f'that are not names: {", ".join(not_names[:5])}')
 
 
 def load_checkpoint_url(url: str, map_location=None, model_dir: Optional[str] = None,
