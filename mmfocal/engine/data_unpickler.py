@@ -270,7 +270,8 @@ class DataUnpickler(pickle._Unpickler):
     dispatch[pickle.BUILD[0]] = load_build
 
     def load_append(self):
-        self._container_top(list).append(self.stack.pop())
+        item = self.stack.pop()  # first: the list is below it
+        self._container_top(list).append(item)
     dispatch[pickle.APPEND[0]] = load_append
 
     def load_appends(self):
@@ -332,8 +333,9 @@ class DataUnpickler(pickle._Unpickler):
 def _describe(obj) -> str:
     if obj is NDARRAY:
         return 'numpy.ndarray (a class no checkpoint calls)'
-    name = getattr(obj, '__qualname__', None)
-    return f'{getattr(obj, "__module__", "?")}.{name}' if isinstance(name, str) else f'a {type(obj).__name__}'
+    if isinstance(obj, type) or callable(obj) and isinstance(getattr(obj, '__qualname__', None), str):
+        return f'{obj.__module__}.{obj.__qualname__}'
+    return f'an object of type {type(obj).__name__}'
 
 
 def _is_attribute_dict(state) -> bool:
