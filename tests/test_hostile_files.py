@@ -16,7 +16,6 @@ import json
 import os
 import os.path as osp
 import pickle
-import resource
 import signal
 import struct
 import subprocess
@@ -33,7 +32,7 @@ import torch
 
 from mmfocal.engine.safe_load import load_checkpoint_file
 
-from .helpers import ROOT, TOOLS, TINY_BACKBONE, tool_command, tool_environment
+from .helpers import ROOT, TINY_BACKBONE, TOOLS, tool_command, tool_environment
 
 # Bounds: memory a refusal may add to the process (the files declare at most a few kilobytes of
 # data, so this is the "2x declared bytes + 500 MB" bound), and a hang guard (not a speed limit).
@@ -227,23 +226,51 @@ HOSTILE = {
     'huge_string.pth': b'\x80\x04\x8d' + struct.pack('<Q', 2**40) + b'abc',
 }
 
-EXPECTED = {
-    'object_dtype': "dtype 'O8'", 'structured_dtype': 'no fields', 'stride_0': 'numpy.ndarray',
-    'stride_0_numpy': 'numpy.ndarray', 'stride_0_tensor': 'an expanded view', 'oversized': 'declares 40000000000 bytes',
-    'unfilled': 'never filled', 'punycode': "encoding 'punycode'", 'unknown_codec': "encoding 'nope'",
-    'int_key': 'keys that are not names: 7', 'none_key': 'keys that are not names: None', 'float128': "dtype 'f16'",
-    'object_scalar': "dtype 'O8'", 'os_system': 'posix.system', 'persistent_id': 'persistent id', 'truncated':
-    'truncated or corrupt', 'garbage': 'truncated or corrupt', 'stack_underflow': 'truncated or corrupt',
-    'memo_missing': 'truncated or corrupt', 'inst': 'pickle opcode INST', 'obj': 'pickle opcode OBJ',
-    'newobj_ex': 'pickle opcode NEWOBJ_EX', 'ext1': 'pickle opcode EXT1', 'stack_global': 'posix.system',
-    'fill_a_dict': 'filling an object of type dict', 'append_to_ordered_dict':
-    'adding items to an object of type OrderedDict', 'setitem_on_list': 'adding items to an object of type list', 'deep_nesting': 'nested deeper than 100 levels',
-    'bytearray_size': 'builtins.bytearray', 'huge_string': 'truncated or corrupt', 'not_a_dict': 'holds a dict of',
-    'object_dtype_legacy': "dtype 'O8'", 'uninitialised_storage': 'a call of torch.storage.UntypedStorage',
-    'uninitialised_tensor': 'torch.Tensor', 'getattr_init': "'__init__'", 'rebuild_from_type':
-    'torch._tensor._rebuild_from_type_v2', 'malformed': 'truncated or corrupt', 'bit_flip': 'Bad CRC-32',
-    'compressed': 'is compressed', 'tar_format': 'tar format', 'not_a_checkpoint': 'truncated or corrupt',
-    'fifo': 'a FIFO', 'directory': 'a directory', 'device': 'a character device',
+EXPECTED = {  # what each refusal names (file names without the suffix, unless both kinds differ)
+    'object_dtype': "dtype 'O8'",
+    'structured_dtype': 'no fields',
+    'stride_0': 'numpy.ndarray',
+    'stride_0_numpy': 'numpy.ndarray',
+    'stride_0_tensor': 'an expanded view',
+    'oversized': 'declares 40000000000 bytes',
+    'unfilled': 'never filled',
+    'punycode': "encoding 'punycode'",
+    'unknown_codec': "encoding 'nope'",
+    'int_key': 'keys that are not names: 7',
+    'none_key': 'keys that are not names: None',
+    'float128': "dtype 'f16'",
+    'object_scalar': "dtype 'O8'",
+    'os_system': 'posix.system',
+    'persistent_id': 'persistent id',
+    'truncated': 'truncated or corrupt',
+    'garbage': 'truncated or corrupt',
+    'stack_underflow': 'truncated or corrupt',
+    'memo_missing': 'truncated or corrupt',
+    'inst': 'pickle opcode INST',
+    'obj': 'pickle opcode OBJ',
+    'newobj_ex': 'pickle opcode NEWOBJ_EX',
+    'ext1': 'pickle opcode EXT1',
+    'stack_global': 'posix.system',
+    'fill_a_dict': 'filling an object of type dict',
+    'append_to_ordered_dict': 'adding items to an object of type OrderedDict',
+    'setitem_on_list': 'adding items to an object of type list',
+    'deep_nesting': 'nested deeper than 100 levels',
+    'bytearray_size': 'builtins.bytearray',
+    'huge_string': 'truncated or corrupt',
+    'not_a_dict': 'holds a dict of',
+    'object_dtype_legacy': "dtype 'O8'",
+    'uninitialised_storage': 'a call of torch.storage.UntypedStorage',
+    'uninitialised_tensor': 'torch.Tensor',
+    'getattr_init': "'__init__'",
+    'rebuild_from_type': 'torch._tensor._rebuild_from_type_v2',
+    'malformed': 'truncated or corrupt',
+    'bit_flip': 'Bad CRC-32',
+    'compressed': 'is compressed',
+    'tar_format': 'tar format',
+    'not_a_checkpoint': 'truncated or corrupt',
+    'fifo': 'a FIFO',
+    'directory': 'a directory',
+    'device': 'a character device',
 }
 EXPECTED['int_key.pth'] = 'keys that are not names: 0'
 
