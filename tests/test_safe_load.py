@@ -27,7 +27,12 @@ from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint, load_
 
 from mmfocal import FocalTransformer
 from mmfocal.engine import safe_load
-from mmfocal.engine.safe_load import CheckpointDownloadError, UnsafeCheckpointError, checkpoint_safe_globals
+from mmfocal.engine.safe_load import (
+    CHECKPOINT_UNPICKLER,
+    CheckpointDownloadError,
+    UnsafeCheckpointError,
+    load_checkpoint_file,
+)
 
 from .helpers import (
     DET_DEMO_CONFIG,
@@ -143,7 +148,7 @@ def test_a_getattr_reaching_beyond_history_buffer_statistics_is_refused(tmp_path
 
     path = str(tmp_path / 'getattr.pth')
     torch.save(dict(state_dict={}, meta=dict(x=ReachesForInit())), path)
-    expected = r"getattr\(<class '.*HistoryBuffer'>, '__init__'\): a checkpoint may fetch only HistoryBuffer stat"
+    expected = r"getattr\(<class '.*HistoryBuffer'>, '__init__'\) \(a checkpoint may fetch only HistoryBuffer stat"
     with pytest.raises(UnsafeCheckpointError, match=expected) as error_info:
         _load_checkpoint(path)
     assert path in str(error_info.value)
@@ -362,22 +367,17 @@ def trained(demo_data, tmp_path_factory):
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
-def test_training_checkpoints_load_with_weights_only_and_need_exactly_the_allow_list(trained, scope):
+def test_training_checkpoints_load_as_data_and_need_exactly_what_mmfocal_allows(trained, scope):
     _, path = trained[scope]
-    checkpoint = torch.load(path, weights_only=True)
+    checkpoint = load_checkpoint_file(path)
     assert {'meta', 'state_dict', 'message_hub', 'optimizer', 'param_schedulers'} <= set(checkpoint)
     assert isinstance(next(iter(checkpoint['message_hub']['log_scalars'].values())), HistoryBuffer)
-    assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
-    # With torch's own allow-list only, the objects refused are among ours (and some are refused).
-    ours = {name for _, name in checkpoint_safe_globals()}
-    added = torch.serialization.get_safe_globals()
-    torch.serialization.clear_safe_globals()
-    try:
-        refused = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-        with pytest.raises(pickle.UnpicklingError):
-            torch.load(path, weights_only=True)
-    finally:
-        torch.serialization.add_safe_globals(added)
+    # torch's own weights-only loader refuses them (import mmfocal adds nothing to its allow-list),
+    # and what it refuses is among the names mmfocal's unpickler resolves (through checked builders).
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    refused = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    ours = set(CHECKPOINT_UNPICKLER.Unpickler.allowed.names)
     assert refused and refused <= ours, refused - ours
 
 
@@ -431,18 +431,23 @@ def test_train_resume_refuses_code(shell_payload, demo_data, tmp_path):
     assert 'NOT executed' in output and path in output and refused in output and not marker.exists()
 
 
-def test_test_tool_refuses_code(shell_payload, demo_data, tmp_path):
-    path, marker, refused = shell_payload
-    config = tmp_path / 'tiny_mask_rcnn.py'
-    cfg = tiny_detector_config(tmp_path / 'work', demo_data)
+def tiny_detector_test_config(work_dir, data_root):
+    """tiny_detector_config with the demo config's test loader, loop and evaluator, for tools/test.py."""
+    cfg = tiny_detector_config(work_dir, data_root)
     demo = Config.fromfile(DET_DEMO_CONFIG)
-    coco = osp.join(str(demo_data), 'coco')
+    coco = osp.join(str(data_root), 'coco')
     cfg.test_dataloader = demo.test_dataloader
     cfg.test_dataloader.update(num_workers=0, persistent_workers=False)
     cfg.test_dataloader.dataset.data_root = coco
     cfg.test_cfg = demo.test_cfg
     cfg.test_evaluator = dict(demo.test_evaluator, ann_file=osp.join(coco, 'annotations', 'instances_val.json'))
-    cfg.dump(str(config))
+    return cfg
+
+
+def test_test_tool_refuses_code(shell_payload, demo_data, tmp_path):
+    path, marker, refused = shell_payload
+    config = tmp_path / 'tiny_mask_rcnn.py'
+    tiny_detector_test_config(tmp_path / 'work', demo_data).dump(str(config))
     code, output = run_tool('test.py', config, path, '--work-dir', tmp_path / 'work', check=False)
     assert code != 0
     assert 'NOT executed' in output and path in output and refused in output and not marker.exists()
@@ -466,13 +471,13 @@ def test_uninstall_restores_torchs_and_mmengines_loading_and_install_makes_it_sa
     from mmfocal import engine
     path, marker, refused = malicious
     hub = message_hub_checkpoint(tmp_path / 'hub.pth')
+    allowed = torch.serialization.get_safe_globals()
     assert engine.is_installed() and not loaders_are_mmengines_own()
     try:
         engine.uninstall()
         engine.uninstall()  # idempotent
         assert not engine.is_installed() and loaders_are_mmengines_own()
-        allowed = torch.serialization.get_safe_globals()
-        assert not any(entry in allowed for entry in checkpoint_safe_globals())
+        assert torch.serialization.get_safe_globals() == allowed  # neither install nor uninstall changes it
         with pytest.raises(pickle.UnpicklingError) as error_info:  # torch's own refusal, not ours
             torch.load(hub)
         assert not isinstance(error_info.value, UnsafeCheckpointError)
@@ -482,7 +487,8 @@ def test_uninstall_restores_torchs_and_mmengines_loading_and_install_makes_it_sa
     finally:
         engine.install()
     assert engine.is_installed() and not loaders_are_mmengines_own()
-    assert isinstance(torch.load(hub)['message_hub']['log_scalars']['loss'], HistoryBuffer)
+    assert torch.serialization.get_safe_globals() == allowed
+    assert isinstance(CheckpointLoader.load_checkpoint(hub)['message_hub']['log_scalars']['loss'], HistoryBuffer)
     with pytest.raises(UnsafeCheckpointError) as error_info:
         CheckpointLoader.load_checkpoint(path, map_location='cpu')
     assert_refused(error_info, path, refused, marker)
