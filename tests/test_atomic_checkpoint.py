@@ -28,6 +28,7 @@ from mmfocal.engine.atomic_checkpoint import (
     find_latest_complete_checkpoint,
     is_complete_checkpoint,
 )
+from mmfocal.engine.safe_load import load_checkpoint_file
 
 from .helpers import DET_DEMO_CONFIG, run_tool, tool_command, tool_environment
 
@@ -291,7 +292,7 @@ def test_train_resume_without_a_path_skips_a_checkpoint_cut_short(demo_workspace
     cfg.dump(str(config))
     _, log = run_tool('train.py', config, '--resume')
     assert f'Load checkpoint from {work_dir / "epoch_1.pth"}' in log and 'resumed epoch: 1, iter: 2' in log
-    assert torch.load(work_dir / 'epoch_2.pth')['meta']['epoch'] == 2  # rewritten, whole
+    assert load_checkpoint_file(str(work_dir / 'epoch_2.pth'))['meta']['epoch'] == 2  # rewritten, whole
     assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / 'epoch_2.pth')
     assert temp_files(work_dir) == []
 
