@@ -185,6 +185,24 @@ def test_a_downloaded_checkpoint_is_refused_not_executed(web_server, tmp_path, m
     assert_refused(error_info, f'{url}/zoo.pth', 'posix.system', marker)
 
 
+def test_mmengines_own_loaders_that_call_torch_load_read_as_data_too(tmp_path, monkeypatch):
+    # open-mmlab:// names a file under MMENGINE_HOME; mmengine's loader calls torch.load on it itself
+    # (as its pavi:// and s3:// loaders do), which before torch 2.6 would unpickle without restriction.
+    marker = tmp_path / 'CODE_RAN'
+    home = tmp_path / 'mmengine_home'
+    home.mkdir()
+    (home / 'open_mmlab.json').write_text(json.dumps({'focal_local': 'zoo/focal.pth'}))
+    (home / 'zoo').mkdir()
+    path = write_malicious_checkpoint(home / 'zoo' / 'focal.pth', marker)
+    monkeypatch.setenv('MMENGINE_HOME', str(home))
+    with pytest.raises(UnsafeCheckpointError) as error_info:
+        _load_checkpoint('open-mmlab://focal_local')
+    assert 'posix.system' in str(error_info.value) and not marker.exists()
+    message_hub_checkpoint(path)  # and a training checkpoint, numpy in its message hub, loads
+    assert isinstance(_load_checkpoint('open-mmlab://focal_local')['message_hub']['log_scalars']['loss'],
+                      HistoryBuffer)
+
+
 def test_a_downloaded_official_checkpoint_loads(web_server):
     site, url = web_server
     backbone = FocalTransformer(**TINY_BACKBONE)
@@ -464,7 +482,8 @@ def message_hub_checkpoint(path):
 
 def loaders_are_mmengines_own():
     return all(loader.__module__ == 'mmengine.runner.checkpoint' for loader in CheckpointLoader._schemes.values()) \
-        and mmengine_checkpoint.load_from_http.__module__ == 'mmengine.runner.checkpoint'
+        and mmengine_checkpoint.load_from_http.__module__ == 'mmengine.runner.checkpoint' \
+        and mmengine_checkpoint.torch is torch
 
 
 def test_uninstall_restores_torchs_and_mmengines_loading_and_install_makes_it_safe_again(malicious, tmp_path):

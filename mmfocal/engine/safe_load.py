@@ -16,7 +16,9 @@ and numpy arrays, dtypes and scalars through checked builders; anything else is 
 it is created. :func:`install` (called by ``import mmfocal`` unless ``MMFOCAL_NO_PATCHES=1``;
 :func:`uninstall` undoes it) registers these loaders for local files and http(s) URLs in
 mmengine's ``CheckpointLoader`` (the latter also serve ``open-mmlab://``, ``torchvision://`` and
-``mmcls://``) and wraps every other scheme's loader so its errors name the file. Before
+``mmcls://``), wraps every other scheme's loader so its errors name the file, and gives mmengine's
+checkpoint module a ``torch`` whose ``load`` is ours (its ``pavi://``, ``s3://`` and local
+``open-mmlab://`` loaders call ``torch.load`` themselves). Before
 unpickling, :func:`load_checkpoint_file` checks that the path is a regular file and that a zip
 checkpoint's members pass their CRC; a PaddleViT ``.pdparams`` file (a plain pickle, not a torch
 file), local or downloaded, goes to :mod:`mmfocal.engine.paddle_checkpoint`, through the same
@@ -268,11 +270,28 @@ def check_regular_file(filename: str) -> None:
         raise UnreadableCheckpointError(filename, f'it is {_file_kind(mode)}, not a checkpoint file')
 
 
-def _torch_load(filename: str, map_location):
-    """``torch.load`` with our unpickler; torch's own weights-only one where the environment demands it."""
+def _torch_load(file, map_location=None):
+    """``torch.load`` of a path or file object with our unpickler; torch's own weights-only one where the
+    environment demands it (``TORCH_FORCE_WEIGHTS_ONLY_LOAD``, which refuses any other)."""
     if os.environ.get('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower() in ('1', 'y', 'yes', 'true'):
-        return torch.load(filename, map_location=map_location, weights_only=True)
-    return torch.load(filename, map_location=map_location, pickle_module=CHECKPOINT_UNPICKLER)
+        return torch.load(file, map_location=map_location, weights_only=True)
+    return torch.load(file, map_location=map_location, pickle_module=CHECKPOINT_UNPICKLER)
+
+
+class _TorchLoadingAsData(types.ModuleType):
+    """What mmengine.runner.checkpoint sees as ``torch`` once installed: torch, whose ``load`` reads as
+    data. mmengine's other loaders (``pavi://``, ``s3://`` and the other ceph schemes, ``open-mmlab://``
+    names of local files) call ``torch.load`` themselves, which before torch 2.6 unpickles anything."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def load(file, map_location=None):
+        return _torch_load(file, map_location)
+
+
+_TORCH_LOADING_AS_DATA = _TorchLoadingAsData('torch')
 
 
 def load_checkpoint_file(filename: str, map_location=None):
@@ -386,7 +405,7 @@ def _guard_loader(loader: Callable) -> Callable:
 
 # What install() replaced, for uninstall(): mmengine's module-level load_from_http and each scheme
 # prefix's loader. (torch's allow-list is never changed: the loaders use their own unpickler.)
-_replaced = dict(load_from_http=None, schemes={})
+_replaced = dict(load_from_http=None, torch=None, schemes={})
 
 
 def install() -> None:
@@ -397,6 +416,9 @@ def install() -> None:
     if not getattr(mmengine_checkpoint.load_from_http, '_mmfocal_safe', False):
         _replaced['load_from_http'] = mmengine_checkpoint.load_from_http
     mmengine_checkpoint.load_from_http = load_from_http
+    if mmengine_checkpoint.torch is not _TORCH_LOADING_AS_DATA:
+        _replaced['torch'] = mmengine_checkpoint.torch
+    mmengine_checkpoint.torch = _TORCH_LOADING_AS_DATA
     for prefix, loader in list(CheckpointLoader._schemes.items()):
         if not getattr(loader, '_mmfocal_safe', False):
             _replaced['schemes'][prefix] = loader
@@ -415,6 +437,9 @@ def uninstall() -> None:
     if _replaced['load_from_http'] is not None:
         mmengine_checkpoint.load_from_http = _replaced['load_from_http']
         _replaced['load_from_http'] = None
+    if _replaced['torch'] is not None:
+        mmengine_checkpoint.torch = _replaced['torch']
+        _replaced['torch'] = None
     for prefix, loader in list(CheckpointLoader._schemes.items()):
         if getattr(loader, '_mmfocal_safe', False):
             if prefix in _replaced['schemes']:
@@ -427,4 +452,5 @@ def uninstall() -> None:
 def is_installed() -> bool:
     """Whether :func:`install` is in effect (every registered loader is one of ours)."""
     return all(getattr(loader, '_mmfocal_safe', False) for loader in CheckpointLoader._schemes.values()) and \
-        getattr(mmengine_checkpoint.load_from_http, '_mmfocal_safe', False)
+        getattr(mmengine_checkpoint.load_from_http, '_mmfocal_safe', False) and \
+        mmengine_checkpoint.torch is _TORCH_LOADING_AS_DATA
