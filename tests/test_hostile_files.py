@@ -30,7 +30,15 @@ import numpy as np
 import pytest
 import torch
 
-from mmfocal.engine.safe_load import load_checkpoint_file
+from mmfocal.engine.pretrained import CheckpointMismatchError
+from mmfocal.engine.safe_load import (
+    CheckpointDownloadError,
+    IncompleteCheckpointError,
+    UnreadableCheckpointError,
+    UnsafeCheckpointError,
+    load_checkpoint_file,
+)
+from mmfocal.errors import MMFocalError
 
 from .helpers import ROOT, TINY_BACKBONE, TOOLS, tool_command, tool_environment
 from .test_safe_load import tiny_detector_test_config
@@ -350,6 +358,14 @@ def test_what_looks_odd_but_is_data_loads(tmp_path):
             assert getattr(loaded['meta'][key], 'dtype', None) == getattr(value, 'dtype', None), key
         assert loaded['meta']['fortran'].flags.f_contiguous and torch.equal(loaded['state_dict']['w'],
                                                                              torch.tensor([1., 2.]))
+
+
+def test_every_checkpoint_error_is_an_mmfocal_error_and_keeps_its_old_base():
+    """The tools print an MMFocalError as one line; callers that catch the old bases still catch them."""
+    for error, base in ((UnsafeCheckpointError, pickle.UnpicklingError), (IncompleteCheckpointError, RuntimeError),
+                        (CheckpointDownloadError, OSError), (CheckpointMismatchError, ValueError),
+                        (UnreadableCheckpointError, ValueError)):
+        assert issubclass(error, MMFocalError) and issubclass(error, base), error
 
 
 # ---------------------------------------------------------------- every entry point refuses every file

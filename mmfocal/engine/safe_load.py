@@ -220,8 +220,10 @@ def _translate_errors(source: str):
                 if 'WeightsUnpickler error' in str(error):  # torch's own loader (TORCH_FORCE_WEIGHTS_ONLY_LOAD)
                     raise UnsafeCheckpointError(source, [], _first_line(error)) from None
                 raise IncompleteCheckpointError(source, f'its pickle cannot be read: {_first_line(error)}') from None
-            except (OSError, urllib.error.URLError, KeyboardInterrupt):
+            except urllib.error.URLError:
                 raise
+            except OSError as error:  # a file that cannot be read (permissions, I/O errors)
+                raise UnreadableCheckpointError(source, error.strerror or _first_line(error)) from None
             except MemoryError:
                 raise IncompleteCheckpointError(source, 'it declares more data than it holds or memory allows') \
                     from None
