@@ -15,7 +15,7 @@ itself. ``numpy.dtype`` resolves to :func:`numpy_dtype`, which accepts plain num
 fixed-size strings (``b1``, ``i1``-``i8``, ``u1``-``u8``, ``f2``-``f8``, ``c8``, ``c16``, ``U<n>``,
 ``S<n>``) and takes only the byte order from the pickled state, never flags, fields or subarrays.
 ``_reconstruct`` returns an empty :class:`PendingArray` whose ``BUILD`` checks the shape and that
-the bytes are exactly ``prod(shape) * itemsize`` before the array is made (a copy of those bytes);
+the bytes are exactly ``prod(shape) * itemsize`` before the array is made from them;
 one never filled is refused, so no array holds memory the file did not write. ``scalar`` and
 protocol 5's ``_frombuffer`` are checked the same way. Strings encoded to bytes (``_codecs.encode``,
 ``bytearray``) are accepted in latin-1 only, which is what pickle protocol 2 writes: other codecs
@@ -120,14 +120,19 @@ def _shape_of(shape, what: str) -> tuple:
 
 
 def _array_from_bytes(raw, dtype: np.dtype, shape: tuple, fortran: bool, what: str) -> np.ndarray:
-    """A copy of ``raw`` as an array, after checking that its length is exactly what shape and dtype declare."""
+    """``raw`` as an array, after checking that its length is exactly what shape and dtype declare."""
     if type(raw) not in (bytes, bytearray):
         raise RefusedObject(what, f'its data is a {type(raw).__name__}, not bytes')
     declared = math.prod(shape) * dtype.itemsize
     if len(raw) != declared:
         raise RefusedObject(what, f'shape {shape} of {dtype} declares {declared} bytes, the file holds {len(raw)}')
-    return np.frombuffer(raw, dtype=dtype, count=math.prod(shape)).reshape(shape, order='F' if fortran else 'C').copy(
-        order='K')
+    if type(raw) is bytearray:  # protocol 5 writes a writable buffer: the array shares it
+        return np.frombuffer(raw, dtype=dtype).reshape(shape, order='F' if fortran else 'C')
+    # numpy's own unpickling, now that dtype, shape and size are checked: the array keeps the bytes
+    # (no copy, so a file's data is in memory at most twice while it loads, as with pickle itself).
+    array = np.empty(0, dtype=dtype)
+    array.__setstate__((1, shape, dtype, fortran, raw))
+    return array
 
 
 class NdarrayName:
