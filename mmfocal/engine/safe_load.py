@@ -203,6 +203,11 @@ def _first_line(error: BaseException) -> str:
     return f'{type(error).__name__}: {text}' if text else type(error).__name__
 
 
+# What torch's RuntimeErrors say about a damaged file (any other is about the machine or the call).
+_DAMAGE = ('PytorchStreamReader', 'Invalid magic number', 'record size', 'storage has wrong byte size',
+           'out of bounds for storage', 'Invalid protocol version')
+
+
 def _translate_errors(source: str):
     """A decorator for a loader: whatever a damaged or hostile file makes it raise becomes one of the
     errors above, naming ``source`` (no traceback into the unpickler, no advice to unpickle unsafely)."""
@@ -224,6 +229,10 @@ def _translate_errors(source: str):
                 raise
             except OSError as error:  # a file that cannot be read (permissions, I/O errors)
                 raise UnreadableCheckpointError(source, error.strerror or _first_line(error)) from None
+            except RuntimeError as error:
+                if not any(damage in str(error) for damage in _DAMAGE):  # e.g. a CUDA checkpoint on a CPU
+                    raise UnreadableCheckpointError(source, _first_line(error)) from None
+                raise IncompleteCheckpointError(source, _first_line(error)) from None
             except MemoryError:
                 raise IncompleteCheckpointError(source, 'it declares more data than it holds or memory allows') \
                     from None
@@ -238,21 +247,40 @@ def _translate_errors(source: str):
 _CRC_CHUNK = 1 << 20
 
 
-def check_zip_members(filename: str) -> None:
-    """Raise IncompleteCheckpointError unless every member of the zip checkpoint ``filename`` is stored
-    (torch never compresses) and passes its CRC; torch's reader checks neither, so a flipped bit would
-    load as a wrong weight. Streamed in 1 MiB pieces: one read of the file, no copy of it in memory."""
+def check_zip_members(file, source: str) -> None:
+    """Raise IncompleteCheckpointError unless every member of the zip checkpoint ``file`` (a path or a
+    seekable file object, named ``source`` in messages) is stored (torch never compresses) and passes its
+    CRC (torch's reader checks neither, so a flipped bit would load as a wrong weight), and
+    UnreadableCheckpointError for a TorchScript archive (``torch.load`` would hand it to ``torch.jit.load``).
+    Streamed in 1 MiB pieces: one read of the file, no copy of it in memory."""
     try:
-        with zipfile.ZipFile(filename) as archive:
+        with zipfile.ZipFile(file) as archive:
+            if any(name.split('/')[-1] == 'constants.pkl' for name in archive.namelist()):
+                raise UnreadableCheckpointError(source, 'it is a TorchScript archive (torch.jit.save), not a '
+                                                'checkpoint of weights')
             for member in archive.infolist():
                 if member.compress_type != zipfile.ZIP_STORED:
-                    raise IncompleteCheckpointError(filename, f'member {member.filename} is compressed, which '
+                    raise IncompleteCheckpointError(source, f'member {member.filename} is compressed, which '
                                                     'torch never writes')
                 with archive.open(member) as data:
                     while data.read(_CRC_CHUNK):
                         pass
     except zipfile.BadZipFile as error:
-        raise IncompleteCheckpointError(filename, f'{error} (a bit changed since it was written?)') from None
+        raise IncompleteCheckpointError(source, f'{error} (a bit changed since it was written?)') from None
+
+
+def _check_format(file, source: str) -> None:
+    """A zip checkpoint's members checked (:func:`check_zip_members`); the legacy tar format refused (torch
+    would extract it to a temporary folder). ``file``: a path or a seekable file object, left at its start."""
+    try:
+        if zipfile.is_zipfile(file):
+            check_zip_members(file, source)
+        elif tarfile.is_tarfile(file):
+            raise UnreadableCheckpointError(source, "it is in PyTorch's tar format of before 2018 (torch < 0.4), "
+                                            'which mmfocal does not read')
+    finally:
+        if hasattr(file, 'seek'):
+            file.seek(0)
 
 
 def _file_kind(mode: int) -> str:
@@ -272,9 +300,11 @@ def check_regular_file(filename: str) -> None:
         raise UnreadableCheckpointError(filename, f'it is {_file_kind(mode)}, not a checkpoint file')
 
 
-def _torch_load(file, map_location=None):
-    """``torch.load`` of a path or file object with our unpickler; torch's own weights-only one where the
-    environment demands it (``TORCH_FORCE_WEIGHTS_ONLY_LOAD``, which refuses any other)."""
+def _torch_load(file, map_location=None, source: Optional[str] = None):
+    """``torch.load`` of a path or seekable file object with our unpickler, after :func:`_check_format`;
+    torch's own weights-only one where the environment demands it (``TORCH_FORCE_WEIGHTS_ONLY_LOAD``,
+    which refuses any other)."""
+    _check_format(file, source or str(getattr(file, 'name', file)))
     if os.environ.get('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower() in ('1', 'y', 'yes', 'true'):
         return torch.load(file, map_location=map_location, weights_only=True)
     return torch.load(file, map_location=map_location, pickle_module=CHECKPOINT_UNPICKLER)
@@ -290,7 +320,7 @@ class _TorchLoadingAsData(types.ModuleType):
 
     @staticmethod
     def load(file, map_location=None):
-        return _torch_load(file, map_location)
+        return _torch_load(file, map_location, source=str(getattr(file, 'name', 'a downloaded checkpoint')))
 
 
 _TORCH_LOADING_AS_DATA = _TorchLoadingAsData('torch')
@@ -312,11 +342,6 @@ def load_checkpoint_file(filename: str, map_location=None):
     if filename.endswith('.pdparams'):
         from .paddle_checkpoint import load_pdparams  # imported here: it uses this module's errors
         return load_pdparams(filename)
-    if zipfile.is_zipfile(filename):
-        check_zip_members(filename)
-    elif tarfile.is_tarfile(filename):
-        raise UnreadableCheckpointError(filename, "it is in PyTorch's tar format of before 2018 (torch < 0.4), "
-                                        'which mmfocal does not read')
     checkpoint = _translate_errors(filename)(_torch_load)(filename, map_location)
     _check_state_dict_keys(filename, checkpoint)
     return checkpoint
