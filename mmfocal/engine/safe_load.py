@@ -222,10 +222,13 @@ def _translate_errors(source: str):
             except RefusedObject as refused:
                 raise UnsafeCheckpointError(source, [refused.name], refused.detail) from None
             except pickle.UnpicklingError as error:
-                if 'WeightsUnpickler error' in str(error):  # torch's own loader (TORCH_FORCE_WEIGHTS_ONLY_LOAD)
-                    raise UnsafeCheckpointError(source, [], _first_line(error)) from None
+                if 'WeightsUnpickler error:' in str(error):  # torch's own loader (TORCH_FORCE_WEIGHTS_ONLY_LOAD)
+                    refusal = str(error).split('WeightsUnpickler error:')[-1].strip().split('\n')[0]
+                    refusal = refusal.split('. Please use')[0]
+                    raise UnsafeCheckpointError(source, [], f"{refusal}; torch's own weights-only loader read it, as "
+                                                'TORCH_FORCE_WEIGHTS_ONLY_LOAD is set') from None
                 raise IncompleteCheckpointError(source, f'its pickle cannot be read: {_first_line(error)}') from None
-            except urllib.error.URLError:
+            except (urllib.error.URLError, ImportError):  # a download or a missing package, not the file
                 raise
             except OSError as error:  # a file that cannot be read (permissions, I/O errors)
                 raise UnreadableCheckpointError(source, error.strerror or _first_line(error)) from None
