@@ -381,10 +381,11 @@ LIBRARY_DRIVER = textwrap.dedent('''
     added to torch's allow-list, torch's own verdict on a checkpoint with numpy in it, each file's outcomes."""
     import json, pickle, resource, sys, traceback
     import torch
-    before = torch.serialization.get_safe_globals()
+    allowed = getattr(torch.serialization, 'get_safe_globals', list)  # torch < 2.4 has no such list
+    before = allowed()
     import mmfocal
     # (torch adds its own DTensor classes when mmengine imports torch.distributed.tensor.)
-    added = [str(entry) for entry in torch.serialization.get_safe_globals() if entry not in before
+    added = [str(entry) for entry in allowed() if entry not in before
              and not (entry[0] if isinstance(entry, tuple) else entry).__module__.startswith('torch.')]
     try:
         torch.load(sys.argv[4], weights_only=True)
