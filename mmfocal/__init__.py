@@ -17,10 +17,10 @@ reads by ``PACKAGE::PATH`` (``mmengine.config.utils.MODULE2PACKAGE``, see ``mmfo
 for the whole process (every mmengine Runner and checkpoint loader in it, not only mmfocal's),
 makes checkpoints load as data only and be written atomically (``mmfocal.engine.install()``):
 
-* loading: mmengine's checkpoint loaders pass ``weights_only=True`` (URLs included, which
-  mmengine otherwise unpickles without restriction), and torch's allow-list gets the types that
-  mmengine, mmdet, mmseg and mmpretrain training checkpoints hold (``mmfocal.engine.safe_load``); a checkpoint
-  that carries code is refused;
+* loading: mmengine's checkpoint loaders (URLs included, which mmengine otherwise unpickles
+  without restriction) read checkpoints with mmfocal's own unpickler, which builds the types that
+  mmengine, mmdet, mmseg and mmpretrain training checkpoints hold and refuses everything else
+  (``mmfocal.engine.safe_load``); torch's own allow-list is not changed;
 * writing: mmengine's local file backend writes to a temporary file and renames it, so a job
   killed mid-save never leaves a truncated checkpoint (``mmfocal.engine.atomic_checkpoint``).
 

@@ -29,6 +29,7 @@ from mmfocal.engine.atomic_checkpoint import (
     is_complete_checkpoint,
     remove_interrupted_writes,
 )
+from mmfocal.engine.safe_load import load_checkpoint_file
 
 from .helpers import DET_DEMO_CONFIG, linear_regression_runner, run_tool, tool_command, tool_environment
 
@@ -332,7 +333,7 @@ def test_train_resume_without_a_path_skips_a_checkpoint_cut_short(demo_workspace
     # Removed by --resume, before the run started, with what they took.
     removed = f'{os.path.realpath(work_dir)}: removed 2 temporary file(s) of interrupted checkpoint writes (2000 bytes)'
     assert removed in log and log.index(removed) < log.index('Load checkpoint from')
-    assert torch.load(work_dir / 'epoch_2.pth')['meta']['epoch'] == 2  # rewritten, whole
+    assert load_checkpoint_file(str(work_dir / 'epoch_2.pth'))['meta']['epoch'] == 2  # rewritten, whole
     assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / 'epoch_2.pth')
     assert temp_files(work_dir) == []
 

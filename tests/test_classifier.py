@@ -24,6 +24,7 @@ from mmfocal.engine.classifier_checkpoint import (
     match_classifier_state_dict,
 )
 from mmfocal.engine.pretrained import CheckpointMismatchError, load_pretrained
+from mmfocal.engine.safe_load import load_checkpoint_file
 
 from .helpers import (
     CLS_CONFIGS,
@@ -219,9 +220,8 @@ def test_trained_classifier_is_what_detection_and_segmentation_backbones_start_f
     assert re.search(r'Epoch\(val\) \[2\]\[3/3\] +accuracy/top1: [0-9.]+ +accuracy/top5: [0-9.]+',
                      trained_classifier['log'])
     checkpoint = str(trained_classifier['work_dir'] / 'epoch_2.pth')
-    # Safe to load: nothing in it beyond what mmfocal's weights-only allow-list takes.
-    assert torch.serialization.get_unsafe_globals_in_checkpoint(checkpoint) == []
-    trained = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
+    # Safe to load: nothing in it beyond what mmfocal's loader takes as data.
+    trained = load_checkpoint_file(checkpoint, map_location='cpu')['state_dict']
     assert any(k.startswith('head.fc.') for k in trained) and 'backbone.norm3.weight' in trained
     # The classifier itself takes it back strictly (as tools/test.py loads it).
     classifier = build_classifier(Config.fromfile(trained_classifier['config']).model)

@@ -16,8 +16,8 @@ import sys
 import pytest
 import torch
 
-import mmfocal  # noqa: F401  (checkpoints load through its weights-only allow-list)
 from mmfocal.engine.exact_resume import STATE_KEY
+from mmfocal.engine.safe_load import load_checkpoint_file  # training checkpoints hold numpy: loaded as data
 
 from .helpers import (
     DET_DEMO_CONFIG,
@@ -76,7 +76,7 @@ def logged(work_dir):
 
 
 def load(path):
-    return torch.load(path, map_location='cpu', weights_only=True)
+    return load_checkpoint_file(str(path), map_location='cpu')
 
 
 def differences(first, second, where=''):

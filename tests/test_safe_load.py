@@ -27,7 +27,12 @@ from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint, load_
 
 from mmfocal import FocalTransformer
 from mmfocal.engine import safe_load
-from mmfocal.engine.safe_load import CheckpointDownloadError, UnsafeCheckpointError, checkpoint_safe_globals
+from mmfocal.engine.safe_load import (
+    CHECKPOINT_UNPICKLER,
+    CheckpointDownloadError,
+    UnsafeCheckpointError,
+    load_checkpoint_file,
+)
 
 from .helpers import (
     DET_DEMO_CONFIG,
@@ -143,7 +148,7 @@ def test_a_getattr_reaching_beyond_history_buffer_statistics_is_refused(tmp_path
 
     path = str(tmp_path / 'getattr.pth')
     torch.save(dict(state_dict={}, meta=dict(x=ReachesForInit())), path)
-    expected = r"getattr\(<class '.*HistoryBuffer'>, '__init__'\): a checkpoint may fetch only HistoryBuffer stat"
+    expected = r"getattr\(<class '.*HistoryBuffer'>, '__init__'\) \(a checkpoint may fetch only HistoryBuffer stat"
     with pytest.raises(UnsafeCheckpointError, match=expected) as error_info:
         _load_checkpoint(path)
     assert path in str(error_info.value)
@@ -178,6 +183,24 @@ def test_a_downloaded_checkpoint_is_refused_not_executed(web_server, tmp_path, m
     with pytest.raises(UnsafeCheckpointError) as error_info:
         _load_checkpoint('open-mmlab://focal_evil')
     assert_refused(error_info, f'{url}/zoo.pth', 'posix.system', marker)
+
+
+def test_mmengines_own_loaders_that_call_torch_load_read_as_data_too(tmp_path, monkeypatch):
+    # open-mmlab:// names a file under MMENGINE_HOME; mmengine's loader calls torch.load on it itself
+    # (as its pavi:// and s3:// loaders do), which before torch 2.6 would unpickle without restriction.
+    marker = tmp_path / 'CODE_RAN'
+    home = tmp_path / 'mmengine_home'
+    home.mkdir()
+    (home / 'open_mmlab.json').write_text(json.dumps({'focal_local': 'zoo/focal.pth'}))
+    (home / 'zoo').mkdir()
+    path = write_malicious_checkpoint(home / 'zoo' / 'focal.pth', marker)
+    monkeypatch.setenv('MMENGINE_HOME', str(home))
+    with pytest.raises(UnsafeCheckpointError) as error_info:
+        _load_checkpoint('open-mmlab://focal_local')
+    assert 'posix.system' in str(error_info.value) and not marker.exists()
+    message_hub_checkpoint(path)  # and a training checkpoint, numpy in its message hub, loads
+    assert isinstance(_load_checkpoint('open-mmlab://focal_local')['message_hub']['log_scalars']['loss'],
+                      HistoryBuffer)
 
 
 def test_a_downloaded_official_checkpoint_loads(web_server):
@@ -362,22 +385,17 @@ def trained(demo_data, tmp_path_factory):
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
-def test_training_checkpoints_load_with_weights_only_and_need_exactly_the_allow_list(trained, scope):
+def test_training_checkpoints_load_as_data_and_need_exactly_what_mmfocal_allows(trained, scope):
     _, path = trained[scope]
-    checkpoint = torch.load(path, weights_only=True)
+    checkpoint = load_checkpoint_file(path)
     assert {'meta', 'state_dict', 'message_hub', 'optimizer', 'param_schedulers'} <= set(checkpoint)
     assert isinstance(next(iter(checkpoint['message_hub']['log_scalars'].values())), HistoryBuffer)
-    assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
-    # With torch's own allow-list only, the objects refused are among ours (and some are refused).
-    ours = {name for _, name in checkpoint_safe_globals()}
-    added = torch.serialization.get_safe_globals()
-    torch.serialization.clear_safe_globals()
-    try:
-        refused = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-        with pytest.raises(pickle.UnpicklingError):
-            torch.load(path, weights_only=True)
-    finally:
-        torch.serialization.add_safe_globals(added)
+    # torch's own weights-only loader refuses them (import mmfocal adds nothing to its allow-list),
+    # and what it refuses is among the names mmfocal's unpickler resolves (through checked builders).
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    refused = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    ours = set(CHECKPOINT_UNPICKLER.Unpickler.allowed.names)
     assert refused and refused <= ours, refused - ours
 
 
@@ -431,18 +449,23 @@ def test_train_resume_refuses_code(shell_payload, demo_data, tmp_path):
     assert 'NOT executed' in output and path in output and refused in output and not marker.exists()
 
 
-def test_test_tool_refuses_code(shell_payload, demo_data, tmp_path):
-    path, marker, refused = shell_payload
-    config = tmp_path / 'tiny_mask_rcnn.py'
-    cfg = tiny_detector_config(tmp_path / 'work', demo_data)
+def tiny_detector_test_config(work_dir, data_root):
+    """tiny_detector_config with the demo config's test loader, loop and evaluator, for tools/test.py."""
+    cfg = tiny_detector_config(work_dir, data_root)
     demo = Config.fromfile(DET_DEMO_CONFIG)
-    coco = osp.join(str(demo_data), 'coco')
+    coco = osp.join(str(data_root), 'coco')
     cfg.test_dataloader = demo.test_dataloader
     cfg.test_dataloader.update(num_workers=0, persistent_workers=False)
     cfg.test_dataloader.dataset.data_root = coco
     cfg.test_cfg = demo.test_cfg
     cfg.test_evaluator = dict(demo.test_evaluator, ann_file=osp.join(coco, 'annotations', 'instances_val.json'))
-    cfg.dump(str(config))
+    return cfg
+
+
+def test_test_tool_refuses_code(shell_payload, demo_data, tmp_path):
+    path, marker, refused = shell_payload
+    config = tmp_path / 'tiny_mask_rcnn.py'
+    tiny_detector_test_config(tmp_path / 'work', demo_data).dump(str(config))
     code, output = run_tool('test.py', config, path, '--work-dir', tmp_path / 'work', check=False)
     assert code != 0
     assert 'NOT executed' in output and path in output and refused in output and not marker.exists()
@@ -459,30 +482,37 @@ def message_hub_checkpoint(path):
 
 def loaders_are_mmengines_own():
     return all(loader.__module__ == 'mmengine.runner.checkpoint' for loader in CheckpointLoader._schemes.values()) \
-        and mmengine_checkpoint.load_from_http.__module__ == 'mmengine.runner.checkpoint'
+        and mmengine_checkpoint.load_from_http.__module__ == 'mmengine.runner.checkpoint' \
+        and mmengine_checkpoint.torch is torch
 
 
 def test_uninstall_restores_torchs_and_mmengines_loading_and_install_makes_it_safe_again(malicious, tmp_path):
     from mmfocal import engine
     path, marker, refused = malicious
     hub = message_hub_checkpoint(tmp_path / 'hub.pth')
+    allowed = getattr(torch.serialization, 'get_safe_globals', list)  # torch < 2.4 has no allow-list
+    before = allowed()
+    # What stock torch.load does on its own: weights-only by default from torch 2.6; before, it unpickles
+    # anything, and the malicious file would run (so that part is not tried there).
+    stock_is_weights_only = inspect.signature(torch.load).parameters['weights_only'].default is not False
     assert engine.is_installed() and not loaders_are_mmengines_own()
     try:
         engine.uninstall()
         engine.uninstall()  # idempotent
         assert not engine.is_installed() and loaders_are_mmengines_own()
-        allowed = torch.serialization.get_safe_globals()
-        assert not any(entry in allowed for entry in checkpoint_safe_globals())
-        with pytest.raises(pickle.UnpicklingError) as error_info:  # torch's own refusal, not ours
-            torch.load(hub)
-        assert not isinstance(error_info.value, UnsafeCheckpointError)
-        with pytest.raises(pickle.UnpicklingError) as error_info:
-            CheckpointLoader.load_checkpoint(path, map_location='cpu')
-        assert not isinstance(error_info.value, UnsafeCheckpointError) and not marker.exists()
+        assert allowed() == before  # neither install nor uninstall changes it
+        if stock_is_weights_only:
+            with pytest.raises(pickle.UnpicklingError) as error_info:  # torch's own refusal, not ours
+                torch.load(hub)
+            assert not isinstance(error_info.value, UnsafeCheckpointError)
+            with pytest.raises(pickle.UnpicklingError) as error_info:
+                CheckpointLoader.load_checkpoint(path, map_location='cpu')
+            assert not isinstance(error_info.value, UnsafeCheckpointError) and not marker.exists()
     finally:
         engine.install()
     assert engine.is_installed() and not loaders_are_mmengines_own()
-    assert isinstance(torch.load(hub)['message_hub']['log_scalars']['loss'], HistoryBuffer)
+    assert allowed() == before
+    assert isinstance(CheckpointLoader.load_checkpoint(hub)['message_hub']['log_scalars']['loss'], HistoryBuffer)
     with pytest.raises(UnsafeCheckpointError) as error_info:
         CheckpointLoader.load_checkpoint(path, map_location='cpu')
     assert_refused(error_info, path, refused, marker)

@@ -49,10 +49,10 @@ def train(demo_workspace, config, work_dir, options, *extra, check=True):
 
 
 def checkpoint_meta(path):
-    # mmfocal (imported by the tools and here through the configs' custom_imports) makes
-    # mmengine checkpoints loadable with torch's weights_only default.
-    import mmfocal  # noqa: F401
-    return torch.load(path, map_location='cpu')
+    # mmengine's training checkpoints hold numpy arrays, which torch's weights-only loader refuses:
+    # loaded as data by mmfocal's.
+    from mmfocal.engine.safe_load import load_checkpoint_file
+    return load_checkpoint_file(str(path), map_location='cpu')
 
 
 def optimizer_steps(checkpoint):

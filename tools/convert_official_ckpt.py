@@ -21,12 +21,13 @@ import argparse
 import os
 
 import mmfocal  # noqa: F401  (safe checkpoint loading)
-from mmfocal.cli import match_official_backbone
+from mmfocal.cli import exit_on_error, match_official_backbone
 from mmfocal.engine.atomic_checkpoint import save_checkpoint
 from mmfocal.engine.classifier_checkpoint import convert_official_classifier
 from mmfocal.engine.pretrained import convert_official_state_dict, extract_state_dict
 
 
+@exit_on_error
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('src', help='official checkpoint file or URL')

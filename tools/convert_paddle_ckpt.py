@@ -12,11 +12,12 @@ holding anything else is refused without running it); see mmfocal/engine/paddle_
 import argparse
 
 import mmfocal  # noqa: F401  (safe checkpoint loading)
-from mmfocal.cli import match_official_backbone
+from mmfocal.cli import exit_on_error, match_official_backbone
 from mmfocal.engine.atomic_checkpoint import save_checkpoint
 from mmfocal.engine.paddle_checkpoint import load_pdparams
 
 
+@exit_on_error
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('src', help='PaddleViT .pdparams file')

@@ -22,7 +22,7 @@ import torch
 from mmengine.logging import print_log
 
 # Registers the project's modules with mmdet, mmseg and mmpretrain, and makes checkpoints load as
-# data only (torch's weights_only) and be written atomically, which --resume relies on.
+# data only (mmfocal's own unpickler) and be written atomically, which --resume relies on.
 import mmfocal  # noqa: F401
 from mmfocal.cli import (
     build_runner,

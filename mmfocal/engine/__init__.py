@@ -1,5 +1,5 @@
-"""Checkpoints: weights-only loading (safe_load), atomic writes (atomic_checkpoint), strict loading
-and conversion of pretrained backbone weights (pretrained).
+"""Checkpoints: loading as data (safe_load, data_unpickler), atomic writes (atomic_checkpoint), strict
+loading and conversion of pretrained backbone weights (pretrained).
 
 ``import mmfocal`` calls :func:`install`, which changes checkpoint loading and writing for the whole
 process (every mmengine Runner and loader in it, not only mmfocal's); :func:`uninstall` undoes it,
@@ -11,17 +11,17 @@ __all__ = ['install', 'uninstall', 'is_installed']
 
 
 def install() -> None:
-    """Weights-only loading with mmengine's checkpoint types allowed (:func:`safe_load.install`)
-    and atomic checkpoint writes (:func:`atomic_checkpoint.install`), for the whole process;
+    """Loading as data, mmengine's checkpoint types included (:func:`safe_load.install`), and atomic
+    checkpoint writes (:func:`atomic_checkpoint.install`), for the whole process;
     idempotent."""
     safe_load.install()
     atomic_checkpoint.install()
 
 
 def uninstall() -> None:
-    """Put back torch's allow-list and mmengine's own checkpoint loaders and file backends, as
-    before :func:`install`; idempotent. Without them, torch >= 2.6 refuses mmengine's training
-    checkpoints (``--resume``, ``load_from``), and a job killed mid-save can leave a truncated file."""
+    """Put back mmengine's own checkpoint loaders and file backends, as before :func:`install`;
+    idempotent. Without them, torch >= 2.6 refuses mmengine's training checkpoints (``--resume``,
+    ``load_from``), and a job killed mid-save can leave a truncated file."""
     safe_load.uninstall()
     atomic_checkpoint.uninstall()
 

@@ -14,9 +14,6 @@ PyTorch's layout, so every path that takes an official checkpoint takes a ``.pdp
 :func:`mmfocal.engine.safe_load.load_checkpoint_file` (and with it ``init_cfg`` Pretrained and
 mmengine's loaders) calls it for a file named ``*.pdparams``.
 """
-import _compat_pickle
-import codecs
-import pickle
 import re
 from collections import OrderedDict
 from typing import Mapping
@@ -24,8 +21,9 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from .data_unpickler import NUMPY_GLOBALS, STRING_GLOBALS, Allowed, DataUnpickler, RefusedObject
 from .pretrained import CheckpointMismatchError
-from .safe_load import IncompleteCheckpointError, UnsafeCheckpointError
+from .safe_load import IncompleteCheckpointError, UnreadableCheckpointError, UnsafeCheckpointError, check_regular_file
 
 __all__ = ['PADDLE_SUFFIX', 'NumpyOnlyUnpickler', 'is_pdparams', 'read_pdparams', 'official_state_dict',
            'load_pdparams', 'is_linear_weight']
@@ -47,54 +45,23 @@ _LINEAR_WEIGHT = re.compile(r'^head\.weight$|'
 _CONV_POOLING_WEIGHT = re.compile(r'\.pool_layers\.\d+\.weight$')
 
 
-def _multiarray():
-    try:
-        from numpy._core import multiarray  # numpy 2, and numpy 1.26's alias of numpy.core
-    except ImportError:
-        from numpy.core import multiarray
-    return multiarray
+# What a .pdparams pickle may name: numpy's arrays and dtypes (through the checked builders of
+# mmfocal.engine.data_unpickler, the same as for .pth files), OrderedDict, and latin-1 text encoded to
+# bytes, which is how pickle protocol 2 (paddle.save(..., protocol=2)) writes the arrays' bytes.
+# Dicts, lists, tuples, strings and numbers need no global.
+_PADDLE_ALLOWED = Allowed({**NUMPY_GLOBALS, **STRING_GLOBALS, 'collections.OrderedDict': OrderedDict},
+                          callables=[OrderedDict])
 
 
-# What a .pdparams pickle may name: numpy's array reconstructor (numpy 1 writes numpy.core, numpy 2
-# numpy._core), the array and dtype classes, OrderedDict, and _codecs.encode, through which pickle
-# protocol 2 (paddle.save(..., protocol=2)) writes the arrays' bytes. Dicts, lists, tuples, strings
-# and numbers need no global. None of these runs code given pickled arguments.
-_ALLOWED_GLOBALS = {
-    ('_codecs', 'encode'): codecs.encode,
-    ('numpy.core.multiarray', '_reconstruct'): _multiarray()._reconstruct,
-    ('numpy._core.multiarray', '_reconstruct'): _multiarray()._reconstruct,
-    ('numpy', 'ndarray'): np.ndarray,
-    ('numpy', 'dtype'): np.dtype,
-    ('collections', 'OrderedDict'): OrderedDict,
-}
+class NumpyOnlyUnpickler(DataUnpickler):
+    """An unpickler that builds checked numpy arrays and plain containers and refuses every other object.
 
-
-class _RefusedGlobal(pickle.UnpicklingError):
-
-    def __init__(self, name: str):
-        self.name = name
-        super().__init__(name)
-
-
-class NumpyOnlyUnpickler(pickle.Unpickler):
-    """An unpickler that builds numpy arrays and plain containers and refuses every other object.
-
-    A pickle runs code through the objects it names (``find_class``); here only the entries of
-    ``_ALLOWED_GLOBALS`` resolve, so a file naming anything else (``os.system``, ``builtins.exec``,
-    any class) is refused at that name, before anything is called. Persistent ids (the way torch
-    files point at tensor storage) are refused too.
+    A pickle runs code through the objects it names; here only the entries of ``_PADDLE_ALLOWED``
+    resolve, so a file naming anything else (``os.system``, ``builtins.exec``, any class) is refused
+    at that name, before anything is called. Persistent ids (the way torch files point at tensor
+    storage) are refused too.
     """
-
-    def find_class(self, module: str, name: str):
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            # Named as Python 3 knows it: protocol 2 writes builtins as __builtin__, for Python 2.
-            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-            raise _RefusedGlobal(f'{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{name}') from None
-
-    def persistent_load(self, pid):
-        raise _RefusedGlobal(f'persistent id {pid!r}')
+    allowed = _PADDLE_ALLOWED
 
 
 _ADVICE = ('A PaddleViT .pdparams file holds only numpy arrays in a dict. Unpickling this file without the check '
@@ -111,16 +78,24 @@ def read_pdparams(filename: str) -> dict:
     Raises UnsafeCheckpointError naming the refused object for a file that holds anything else,
     and IncompleteCheckpointError for a truncated or damaged one.
     """
+    check_regular_file(filename)  # before opening: opening a FIFO waits for a writer
     with open(filename, 'rb') as file:
         try:
             content = NumpyOnlyUnpickler(file).load()
-        except _RefusedGlobal as refused:
-            raise UnsafeCheckpointError(filename, [refused.name], advice=_ADVICE) from None
-        except (EOFError, pickle.UnpicklingError, ValueError, TypeError) as error:
-            raise IncompleteCheckpointError(filename, f'{type(error).__name__}: {error}') from None
+        except RefusedObject as refused:
+            raise UnsafeCheckpointError(filename, [refused.name], refused.detail, advice=_ADVICE) from None
+        except MemoryError:
+            raise IncompleteCheckpointError(filename, 'it declares more data than it holds') from None
+        except Exception as error:  # noqa: BLE001  a damaged or crafted pickle; the cause is in the message
+            raise IncompleteCheckpointError(filename, f'its pickle cannot be read: {type(error).__name__}: '
+                                            f'{error}') from None
     if not isinstance(content, Mapping):
         raise CheckpointMismatchError(f'{filename}: a .pdparams file holds a dict of arrays, '
                                       f'this one a {type(content).__name__}')
+    not_names = [repr(key)[:40] for key in content if type(key) is not str]
+    if not_names:
+        raise UnreadableCheckpointError(filename, f'a .pdparams file maps parameter names to arrays; this one has '
+                                        f'keys that are not names: {", ".join(not_names[:5])}')
     return content
 
 

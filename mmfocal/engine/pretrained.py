@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
+from ..errors import MMFocalError
+
 # Parts of the official classifier a backbone does not use: the head, the final norm (which a
 # classifier's backbone takes: final_norm_for_classifier) and the index/mask buffers it registers
 # (we recompute those; they are not learned). Focal-fast's buffers (nearest-token indices and
@@ -43,7 +45,7 @@ RESIZE_HINT = ('relative-position tables differ in shape (a checkpoint made with
                'bicubic interpolation')
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(MMFocalError, ValueError):
     """A checkpoint does not fit the model; the message lists every offending key."""
 
 
@@ -62,6 +64,9 @@ def extract_state_dict(checkpoint: Mapping, prefix: Optional[str] = None) -> 'Or
         if isinstance(checkpoint.get(key), Mapping):
             state = checkpoint[key]
             break
+    not_names = [repr(k)[:40] for k in state if not isinstance(k, str)]
+    if not_names:
+        raise CheckpointMismatchError(f'checkpoint keys that are not parameter names: {", ".join(not_names[:10])}')
     state = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in state.items())
     from .classifier_checkpoint import classifier_to_official, is_classifier_state_dict
     if prefix in (None, 'backbone.') and is_classifier_state_dict(state):

@@ -1,52 +1,61 @@
-"""Checkpoints load as data, never as code.
+"""Checkpoints load as data, never as code, and a hostile file cannot harm the process.
 
-A ``.pth`` file is a pickle, and an unrestricted pickle runs whatever code it names. torch >= 2.6
-loads with ``weights_only=True`` by default, which refuses anything outside a small allow-list, and
-that breaks mmengine 0.10.7: its own training checkpoints hold numpy arrays and scalars and the
-message hub's ``HistoryBuffer`` objects, so ``--resume`` and ``tools/test.py`` fail. Meanwhile
-mmengine's URL loader (``init_cfg=dict(type='Pretrained', checkpoint='https://...')``,
-``open-mmlab://``, ``torchvision://``) goes through ``torch.hub.load_state_dict_from_url``, whose
-``weights_only`` still defaults to False: a downloaded checkpoint runs any code it carries.
+A ``.pth`` file is a pickle, and an unrestricted pickle runs whatever code it names. torch's own
+``weights_only=True`` refuses mmengine 0.10.7's training checkpoints (numpy arrays and scalars,
+the message hub's ``HistoryBuffer``; torch < 2.4 cannot even be told about them), and allowing
+numpy in torch's process-wide allow-list lets any ``torch.load`` in the process build object
+dtypes and stride-0 arrays (memory corruption, memory bombs). mmengine's URL loader
+(``init_cfg=dict(type='Pretrained', checkpoint='https://...')``, ``open-mmlab://``,
+``torchvision://``) unpickles a download without any restriction.
 
-:func:`install` (called by ``import mmfocal`` unless ``MMFOCAL_NO_PATCHES=1``; :func:`uninstall`
-undoes it) fixes both without ever loading with ``weights_only=False``:
+So every checkpoint mmfocal's loaders read is unpickled by the project's own
+:class:`~mmfocal.engine.data_unpickler.DataUnpickler`, given to ``torch.load`` as its
+``pickle_module`` (on every torch version; torch's allow-list is left as it is). It resolves
+tensors, torch dtypes and sizes, plain containers, HistoryBuffer and the yacs config stand-in,
+and numpy arrays, dtypes and scalars through checked builders; anything else is refused before
+it is created. :func:`install` (called by ``import mmfocal`` unless ``MMFOCAL_NO_PATCHES=1``;
+:func:`uninstall` undoes it) registers these loaders for local files and http(s) URLs in
+mmengine's ``CheckpointLoader`` (the latter also serve ``open-mmlab://``, ``torchvision://`` and
+``mmcls://``), wraps every other scheme's loader so its errors name the file, and gives mmengine's
+checkpoint module a ``torch`` whose ``load`` is ours (its ``pavi://``, ``s3://`` and local
+``open-mmlab://`` loaders call ``torch.load`` themselves). Before
+unpickling, :func:`load_checkpoint_file` checks that the path is a regular file and that a zip
+checkpoint's members pass their CRC; a PaddleViT ``.pdparams`` file (a plain pickle, not a torch
+file), local or downloaded, goes to :mod:`mmfocal.engine.paddle_checkpoint`, through the same
+unpickler.
 
-* it allow-lists exactly the types mmengine, mmdet and mmseg put into checkpoints
-  (:func:`checkpoint_safe_globals`), found by saving real checkpoints of their runners;
-* it replaces mmengine's loaders for local files and http(s) URLs (the latter also serve
-  ``open-mmlab://``, ``torchvision://`` and ``mmcls://``) with ones that pass
-  ``weights_only=True`` explicitly, so neither a default nor ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
-  turns the check off;
-* every registered loader reports a refused checkpoint as :class:`UnsafeCheckpointError`, naming
-  the file and the refused objects and saying that nothing was executed, and a truncated file as
-  :class:`IncompleteCheckpointError`;
-* a PaddleViT ``.pdparams`` file (a plain pickle, not a torch file), local or downloaded, is read
-  by :mod:`mmfocal.engine.paddle_checkpoint`'s numpy-only unpickler, with the same errors.
-
-All of mmengine's ways in (``init_cfg`` Pretrained, ``load_from``, ``resume``, ``tools/test.py``,
-``mmfocal.engine.pretrained.load_pretrained``) go through ``CheckpointLoader.load_checkpoint``, so they
-are all covered.
+Every failure is one of the errors below (all :class:`~mmfocal.errors.MMFocalError`), one line
+naming the file and what is wrong. All of mmengine's ways in (``init_cfg`` Pretrained,
+``load_from``, ``resume``, ``tools/test.py``, ``mmfocal.engine.pretrained.load_pretrained``) go
+through ``CheckpointLoader.load_checkpoint``, so they are all covered. docs/checkpoints.md states
+the threat model.
 """
 import functools
+import math
 import os
 import os.path as osp
 import pickle
-import re
+import stat
+import tarfile
+import types
 import urllib.error
 import zipfile
-from collections import OrderedDict
-from typing import Callable, List, Optional, Tuple
+from collections import Counter, OrderedDict
+from typing import Callable, List, Optional
 from urllib.parse import urlparse
 
-import numpy as np
 import torch
 from mmengine.dist import broadcast_object_list, get_dist_info
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
-__all__ = ['UnsafeCheckpointError', 'IncompleteCheckpointError', 'CheckpointDownloadError', 'checkpoint_safe_globals',
-           'install', 'uninstall', 'is_installed', 'load_checkpoint_file', 'load_checkpoint_url',
+from ..errors import MissingFileError, MMFocalError
+from .data_unpickler import NUMPY_GLOBALS, STRING_GLOBALS, Allowed, DataUnpickler, RefusedObject
+
+__all__ = ['UnsafeCheckpointError', 'IncompleteCheckpointError', 'CheckpointDownloadError',
+           'UnreadableCheckpointError', 'CHECKPOINT_UNPICKLER', 'install', 'uninstall', 'is_installed',
+           'load_checkpoint_file', 'load_checkpoint_url', 'check_regular_file', 'check_zip_members',
            'cached_checkpoint_path']
 
 # The only attributes a checkpoint may fetch with ``getattr``: HistoryBuffer pickles its table of
@@ -54,29 +63,30 @@ __all__ = ['UnsafeCheckpointError', 'IncompleteCheckpointError', 'CheckpointDown
 _HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class UnsafeCheckpointError(MMFocalError, pickle.UnpicklingError):
     """A checkpoint holds Python objects outside the allow-list; it was refused, not executed."""
 
     def __init__(self, source: str, refused: List[str], detail: str = '', advice: Optional[str] = None):
         self.source = source
         self.refused = refused
-        what = ', '.join(refused) if refused else detail or 'objects that are not checkpoint data'
+        what = ', '.join(refused) if refused else 'objects that are not checkpoint data'
+        what += f' ({detail})' if detail else ''
         advice = advice or (
             'Checkpoints of mmengine, mmdet, mmseg and the official Focal Transformer hold only tensors, '
-            'numbers, strings, containers, numpy arrays and mmengine HistoryBuffers, which load. Unpickling '
-            'such a file without this check can run arbitrary code, so do not load it with weights_only=False; '
-            'if you made it yourself and trust it, allow exactly these objects with '
-            'torch.serialization.add_safe_globals([...]) before loading.')
+            'numbers, strings, containers, numpy arrays of numbers and mmengine HistoryBuffers, which load. '
+            'Unpickling such a file without this check can run arbitrary code or corrupt memory; load only files '
+            'that hold checkpoint data.')
         super().__init__(
             f'refused to load the checkpoint {source}: it holds Python objects that are not checkpoint '
-            f'data ({what}). The file was NOT executed: nothing in it ran. {advice}')
+            f'data: {what}. The file was NOT executed: nothing in it ran. {advice}')
 
 
-class IncompleteCheckpointError(RuntimeError):
+class IncompleteCheckpointError(MMFocalError, RuntimeError):
     """A checkpoint file is truncated or corrupt (for instance, its writer was killed)."""
 
     def __init__(self, source: str, detail: str):
         self.source = source
+        detail = ' '.join(str(detail).split('\n')[0].split()) or 'unknown damage'
         super().__init__(
             f'{source} is not a complete checkpoint: it is truncated or corrupt ({detail}). A process '
             'killed while writing a checkpoint leaves such a file unless it was written atomically, '
@@ -84,7 +94,15 @@ class IncompleteCheckpointError(RuntimeError):
             '(mmfocal.engine.atomic_checkpoint.find_latest_complete_checkpoint(work_dir)).')
 
 
-class CheckpointDownloadError(OSError):
+class UnreadableCheckpointError(MMFocalError, ValueError):
+    """Not a checkpoint file mmfocal reads: a directory, FIFO or device, or a format it does not read."""
+
+    def __init__(self, source: str, detail: str):
+        self.source = source
+        super().__init__(f'cannot load the checkpoint {source}: {detail}')
+
+
+class CheckpointDownloadError(MMFocalError, OSError):
     """A checkpoint URL could not be downloaded; the message says how to use a local copy instead."""
 
     def __init__(self, url: str, cause: Exception):
@@ -101,117 +119,247 @@ def _history_buffer_statistic(owner, name):
     """Stands in for ``builtins.getattr`` while unpickling: HistoryBuffer's statistics only."""
     if owner is HistoryBuffer and name in _HISTORY_BUFFER_STATISTICS:
         return getattr(HistoryBuffer, name)
-    raise pickle.UnpicklingError(f'getattr({owner!r}, {name!r}): a checkpoint may fetch only HistoryBuffer '
-                                 f'statistics {_HISTORY_BUFFER_STATISTICS} with getattr')
+    raise RefusedObject(f'getattr({owner!r}, {name!r})', 'a checkpoint may fetch only HistoryBuffer statistics '
+                        f'{_HISTORY_BUFFER_STATISTICS} with getattr')
 
 
 class ForeignConfig:
     """Stands in for ``yacs.config.CfgNode`` while unpickling: an OrderedDict of its plain data.
 
     The official Focal Transformer's training script saves its yacs config beside the weights
-    (``checkpoint['config']``); this reads it without importing yacs or running its code. (An
-    OrderedDict because torch's weights-only unpickler fills only dict types it knows.)
+    (``checkpoint['config']``); this reads it without importing yacs or running its code.
     """
 
     def __new__(cls, *args):
         return OrderedDict()
 
 
-def checkpoint_safe_globals() -> List[Tuple[Callable, str]]:
-    """(object, name in the pickle) pairs for the objects mmengine, mmdet and mmseg checkpoints hold.
+def _within_storage(rebuild: Callable) -> Callable:
+    """One of torch's tensor rebuild functions, refusing a view with more elements than its storage holds
+    bytes for: an expanded (stride 0) view of a few bytes, which any copy (mmengine deep-copies the
+    message hub on resume) would turn into gigabytes. Views into a larger storage (slices) load."""
 
-    Beyond torch's defaults, a Runner checkpoint needs: numpy arrays, dtypes and scalars (dataset
-    metainfo, logged values in the message hub) and the message hub's HistoryBuffer with its
-    statistic methods. A dtype is rebuilt as an instance of its class in ``numpy.dtypes``
-    (Float64DType, Int64DType, ...); which ones a checkpoint holds depends on what was logged, and
-    none of them carries code, so all are allowed. numpy 2 writes ``numpy._core`` where numpy 1
-    writes ``numpy.core``; both names map to the same functions so checkpoints from either load.
+    @functools.wraps(rebuild)
+    def rebuild_within_storage(storage, storage_offset, size, stride, *rest):
+        if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)) or \
+                not isinstance(size, tuple) or not all(type(n) is int and n >= 0 for n in size):
+            raise RefusedObject(f'torch._utils.{rebuild.__name__}', f'of a {type(storage).__name__} with size '
+                                f'{str(size)[:80]}: only tensors over the file\'s storages')
+        dtype = rest[2] if rebuild.__name__ == '_rebuild_tensor_v3' else getattr(storage, 'dtype', torch.uint8)
+        declared = math.prod(size) * torch._utils._element_size(dtype)
+        # (TypedStorage's own nbytes() warns that TypedStorage is deprecated; torch itself builds one here.)
+        held = getattr(storage, '_untyped_storage', storage).nbytes()
+        if declared > held:
+            raise RefusedObject(f'torch._utils.{rebuild.__name__}', f'a tensor of {declared} bytes (size {size}, '
+                                f'stride {stride}) over {held} bytes of storage: an expanded view, which a copy would '
+                                'blow up')
+        return rebuild(storage, storage_offset, size, stride, *rest)
+
+    return rebuild_within_storage
+
+
+def _checkpoint_allowed() -> Allowed:
+    """What a torch checkpoint may hold: what torch's weights-only loader allows for tensors, minus what
+    can make memory or run code, plus mmengine's and the authors' data classes and the numpy builders.
+
+    Tensors come from ``torch._utils``' rebuild functions over storages that torch reads from the file
+    (``set_`` checks the view against the storage's size); sparse, quantized, nested and subclassed
+    tensors are not read (torch checks sparse indices only under its own weights-only loader).
+    Storage and tensor classes are names a pickle may use, never call: ``torch.Tensor(n)`` and
+    ``torch.UntypedStorage(n)`` would make uninitialised memory of any size.
     """
-    try:
-        from numpy._core import multiarray  # numpy 2, and numpy 1.26's alias of numpy.core
-    except ImportError:
-        from numpy.core import multiarray
-    pairs = [
-        (np.ndarray, 'numpy.ndarray'),
-        (np.dtype, 'numpy.dtype'),
-        *[(getattr(np.dtypes, name), f'numpy.dtypes.{name}') for name in np.dtypes.__all__],
-        (HistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
-        (_history_buffer_statistic, 'builtins.getattr'),
-        (ForeignConfig, 'yacs.config.CfgNode'),
-    ]
-    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
-        pairs += [(multiarray._reconstruct, f'{module}._reconstruct'), (multiarray.scalar, f'{module}.scalar')]
-    return pairs
+    rebuild = [_within_storage(getattr(torch._utils, name)) for name in ('_rebuild_tensor', '_rebuild_tensor_v2',
+                                                                         '_rebuild_tensor_v3')
+               if hasattr(torch._utils, name)]
+    rebuild += [getattr(torch._utils, name) for name in ('_rebuild_parameter', '_rebuild_parameter_with_state')
+                if hasattr(torch._utils, name)]
+    calls = {'collections.OrderedDict': OrderedDict, 'collections.Counter': Counter, 'builtins.set': set,
+             'builtins.complex': complex, 'torch.Size': torch.Size, 'torch.device': torch.device,
+             'torch.serialization._get_layout': torch.serialization._get_layout,
+             'builtins.getattr': _history_buffer_statistic,
+             **{f'torch._utils.{function.__name__}': function for function in rebuild}}
+    classes = {'mmengine.logging.history_buffer.HistoryBuffer': HistoryBuffer, 'yacs.config.CfgNode': ForeignConfig}
+    names = {str(dtype): dtype for dtype in vars(torch).values() if isinstance(dtype, torch.dtype)}
+    # Protocol 4 and later name HistoryBuffer's statistics directly (protocol 2 fetches them with getattr).
+    names.update({f'mmengine.logging.history_buffer.HistoryBuffer.{name}': getattr(HistoryBuffer, name)
+                  for name in _HISTORY_BUFFER_STATISTICS})
+    names.update({'torch.storage.UntypedStorage': torch.UntypedStorage, 'torch.UntypedStorage': torch.UntypedStorage,
+                  **calls, **classes, **STRING_GLOBALS, **NUMPY_GLOBALS})
+    return Allowed(names, calls.values(), classes.values(), persistent_ids=True)
 
 
-_UNSAFE_GLOBAL_PATTERNS = (re.compile(r'GLOBAL (\S+) was not an allowed global'),
-                           re.compile(r'unsupported GLOBAL (\S+) whose module'))
+class _CheckpointUnpickler(DataUnpickler):
+    allowed = _checkpoint_allowed()
 
 
-def _refused_globals(message: str, local_file: Optional[str]) -> List[str]:
-    """The objects a refused checkpoint names, for the error message.
-
-    From a torch zip file on disk, every one of them: ``get_unsafe_globals_in_checkpoint`` reads
-    the pickle's opcodes and imports or calls nothing. It reads zip files only, so for a legacy
-    (pre-1.6) file or one that is not on disk the list is what torch's message names, its first
-    refused object. If the pickle of a zip file cannot even be scanned, the file is damaged, and
-    that is raised as :class:`IncompleteCheckpointError` by the caller.
-    """
-    found = []
-    if local_file is not None and zipfile.is_zipfile(local_file):
-        found = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(local_file))
-    for pattern in _UNSAFE_GLOBAL_PATTERNS:
-        found += [name for name in pattern.findall(message) if name not in found]
-    return found
+# What torch.load takes as its pickle_module: torch then unpickles with our unpickler (and, since a
+# pickle_module is given, not with its own weights-only one, on any torch version).
+CHECKPOINT_UNPICKLER = types.SimpleNamespace(
+    __name__=__name__, Unpickler=_CheckpointUnpickler,
+    load=lambda file, **kwargs: _CheckpointUnpickler(file, **kwargs).load())
 
 
-def _refusal_detail(message: str) -> str:
-    detail = message.split('WeightsUnpickler error:')[-1].strip()
-    return detail.split('\n')[0].split('Check the documentation of torch.load')[0].strip()
+def _first_line(error: BaseException) -> str:
+    text = ' '.join(str(error).split('\n')[0].split())
+    return f'{type(error).__name__}: {text}' if text else type(error).__name__
 
 
-def _translate_errors(source: str, local_file: Optional[str]):
-    """A decorator for a loader: torch's refusals and read errors become errors naming ``source``.
+# What torch's RuntimeErrors say about a damaged file (any other is about the machine or the call).
+_DAMAGE = ('PytorchStreamReader', 'Invalid magic number', 'record size', 'storage has wrong byte size',
+           'out of bounds for storage', 'Invalid protocol version')
 
-    ``local_file``, where the bytes are on disk, lets the message list every refused object.
-    """
+
+def _translate_errors(source: str):
+    """A decorator for a loader: whatever a damaged or hostile file makes it raise becomes one of the
+    errors above, naming ``source`` (no traceback into the unpickler, no advice to unpickle unsafely)."""
 
     def decorate(load: Callable):
         @functools.wraps(load)
         def guarded(*args, **kwargs):
             try:
                 return load(*args, **kwargs)
-            except UnsafeCheckpointError:
+            except MMFocalError:
                 raise
+            except RefusedObject as refused:
+                raise UnsafeCheckpointError(source, [refused.name], refused.detail) from None
             except pickle.UnpicklingError as error:
-                message = str(error)
-                try:
-                    refused = _refused_globals(message, local_file)
-                except Exception as scan_error:  # noqa: BLE001  reported, with its cause
-                    raise IncompleteCheckpointError(
-                        source, f'its pickle cannot be read: {type(scan_error).__name__}: {scan_error}') from None
-                raise UnsafeCheckpointError(source, refused, _refusal_detail(message)) from None
-            except (EOFError, RuntimeError) as error:
-                if isinstance(error, RuntimeError) and 'PytorchStreamReader' not in str(error):
-                    raise
-                raise IncompleteCheckpointError(source, str(error).strip() or type(error).__name__) from None
+                if 'WeightsUnpickler error:' in str(error):  # torch's own loader (TORCH_FORCE_WEIGHTS_ONLY_LOAD)
+                    refusal = str(error).split('WeightsUnpickler error:')[-1].strip().split('\n')[0]
+                    refusal = refusal.split('. Please use')[0]
+                    raise UnsafeCheckpointError(source, [], f"{refusal}; torch's own weights-only loader read it, as "
+                                                'TORCH_FORCE_WEIGHTS_ONLY_LOAD is set') from None
+                raise IncompleteCheckpointError(source, f'its pickle cannot be read: {_first_line(error)}') from None
+            except (urllib.error.URLError, ImportError):  # a download or a missing package, not the file
+                raise
+            except OSError as error:  # a file that cannot be read (permissions, I/O errors)
+                raise UnreadableCheckpointError(source, error.strerror or _first_line(error)) from None
+            except RuntimeError as error:
+                if not any(damage in str(error) for damage in _DAMAGE):  # e.g. a CUDA checkpoint on a CPU
+                    raise UnreadableCheckpointError(source, _first_line(error)) from None
+                raise IncompleteCheckpointError(source, _first_line(error)) from None
+            except MemoryError:
+                raise IncompleteCheckpointError(source, 'it declares more data than it holds or memory allows') \
+                    from None
+            except Exception as error:  # noqa: BLE001  a damaged or crafted file; the cause is in the message
+                raise IncompleteCheckpointError(source, _first_line(error)) from None
 
         return guarded
 
     return decorate
 
 
+_CRC_CHUNK = 1 << 20
+
+
+def check_zip_members(file, source: str) -> None:
+    """Raise IncompleteCheckpointError unless every member of the zip checkpoint ``file`` (a path or a
+    seekable file object, named ``source`` in messages) is stored (torch never compresses) and passes its
+    CRC (torch's reader checks neither, so a flipped bit would load as a wrong weight), and
+    UnreadableCheckpointError for a TorchScript archive (``torch.load`` would hand it to ``torch.jit.load``).
+    Streamed in 1 MiB pieces: one read of the file, no copy of it in memory."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            if any(name.split('/')[-1] == 'constants.pkl' for name in archive.namelist()):
+                raise UnreadableCheckpointError(source, 'it is a TorchScript archive (torch.jit.save), not a '
+                                                'checkpoint of weights')
+            for member in archive.infolist():
+                if member.compress_type != zipfile.ZIP_STORED:
+                    raise IncompleteCheckpointError(source, f'member {member.filename} is compressed, which '
+                                                    'torch never writes')
+                with archive.open(member) as data:
+                    while data.read(_CRC_CHUNK):
+                        pass
+    except zipfile.BadZipFile as error:
+        raise IncompleteCheckpointError(source, f'{error} (a bit changed since it was written?)') from None
+
+
+def _check_format(file, source: str) -> None:
+    """A zip checkpoint's members checked (:func:`check_zip_members`); the legacy tar format refused (torch
+    would extract it to a temporary folder). ``file``: a path or a seekable file object, left at its start."""
+    try:
+        if zipfile.is_zipfile(file):
+            check_zip_members(file, source)
+        elif tarfile.is_tarfile(file):
+            raise UnreadableCheckpointError(source, "it is in PyTorch's tar format of before 2018 (torch < 0.4), "
+                                            'which mmfocal does not read')
+    finally:
+        if hasattr(file, 'seek'):
+            file.seek(0)
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO (named pipe)'),
+             (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket'))
+    return next((kind for test, kind in kinds if test(mode)), 'not a regular file')
+
+
+def check_regular_file(filename: str) -> None:
+    """Raise MissingFileError if ``filename`` is not there, UnreadableCheckpointError if it is not a regular
+    file (a directory, FIFO, device or socket: reading one would fail, block or never end)."""
+    try:
+        mode = os.stat(filename).st_mode
+    except FileNotFoundError:
+        raise MissingFileError(f'{filename} can not be found.') from None
+    if not stat.S_ISREG(mode):
+        raise UnreadableCheckpointError(filename, f'it is {_file_kind(mode)}, not a checkpoint file')
+
+
+def _torch_load(file, map_location=None, source: Optional[str] = None):
+    """``torch.load`` of a path or seekable file object with our unpickler, after :func:`_check_format`;
+    torch's own weights-only one where the environment demands it (``TORCH_FORCE_WEIGHTS_ONLY_LOAD``,
+    which refuses any other)."""
+    _check_format(file, source or str(getattr(file, 'name', file)))
+    if os.environ.get('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower() in ('1', 'y', 'yes', 'true'):
+        return torch.load(file, map_location=map_location, weights_only=True)
+    return torch.load(file, map_location=map_location, pickle_module=CHECKPOINT_UNPICKLER)
+
+
+class _TorchLoadingAsData(types.ModuleType):
+    """What mmengine.runner.checkpoint sees as ``torch`` once installed: torch, whose ``load`` reads as
+    data. mmengine's other loaders (``pavi://``, ``s3://`` and the other ceph schemes, ``open-mmlab://``
+    names of local files) call ``torch.load`` themselves, which before torch 2.6 unpickles anything."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def load(file, map_location=None):
+        return _torch_load(file, map_location, source=str(getattr(file, 'name', 'a downloaded checkpoint')))
+
+
+_TORCH_LOADING_AS_DATA = _TorchLoadingAsData('torch')
+
+
 def load_checkpoint_file(filename: str, map_location=None):
-    """``torch.load`` of a local file with ``weights_only=True``, with the errors above; a PaddleViT
-    ``.pdparams`` file is read as data by :func:`mmfocal.engine.paddle_checkpoint.load_pdparams`."""
+    """A local checkpoint file, unpickled as data only (see the module's docstring).
+
+    Args:
+        filename: the file: a torch checkpoint (zip or legacy pickle format), or a PaddleViT ``.pdparams``
+            file, read by :func:`mmfocal.engine.paddle_checkpoint.load_pdparams`.
+        map_location: as for ``torch.load``.
+
+    Returns:
+        What the file holds.
+    """
     filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'{filename} can not be found.')
+    check_regular_file(filename)
     if filename.endswith('.pdparams'):
         from .paddle_checkpoint import load_pdparams  # imported here: it uses this module's errors
         return load_pdparams(filename)
-    load = _translate_errors(filename, filename)(torch.load)
-    return load(filename, map_location=map_location, weights_only=True)
+    checkpoint = _translate_errors(filename)(_torch_load)(filename, map_location)
+    _check_state_dict_keys(filename, checkpoint)
+    return checkpoint
+
+
+def _check_state_dict_keys(filename: str, checkpoint) -> None:
+    """A state dict (``state_dict`` or the official ``model``) maps parameter names to tensors; other keys
+    (numbers, None) would fail deep inside mmengine's or torch's loading, so they are refused here."""
+    for entry in ('state_dict', 'model'):
+        state = checkpoint.get(entry) if isinstance(checkpoint, dict) else None
+        not_names = [repr(key)[:40] for key in state if type(key) is not str] if isinstance(state, dict) else []
+        if not_names:
+            raise UnreadableCheckpointError(filename, f'its {entry} maps parameter names to tensors, but has keys '
+                                            f'that are not names: {", ".join(not_names[:5])}')
 
 
 def cached_checkpoint_path(url: str, model_dir: Optional[str] = None) -> str:
@@ -224,22 +372,22 @@ def cached_checkpoint_path(url: str, model_dir: Optional[str] = None) -> str:
 
 def load_checkpoint_url(url: str, map_location=None, model_dir: Optional[str] = None,
                         progress: bool = os.isatty(0)):
-    """Download ``url`` into the torch hub cache (rank 0 first) and load it with ``weights_only=True``."""
+    """Download ``url`` into the torch hub cache (rank 0 first) and load it as :func:`load_checkpoint_file` does."""
     cached_file = cached_checkpoint_path(url, model_dir)
     model_dir = osp.dirname(cached_file)
 
-    @_translate_errors(f'{url} (downloaded to {cached_file})', cached_file)
     def download_and_load():
         try:
-            if cached_file.endswith('.pdparams'):  # not a torch file: downloaded, then read as data
-                if not osp.isfile(cached_file):
-                    os.makedirs(model_dir, exist_ok=True)
-                    torch.hub.download_url_to_file(url, cached_file, progress=progress)
-                return load_checkpoint_file(cached_file)
-            return torch.hub.load_state_dict_from_url(url, model_dir=model_dir, map_location=map_location,
-                                                      progress=progress, weights_only=True)
+            if not osp.isfile(cached_file):
+                os.makedirs(model_dir, exist_ok=True)
+                torch.hub.download_url_to_file(url, cached_file, progress=progress)
         except urllib.error.URLError as error:  # HTTPError included
             raise CheckpointDownloadError(url, error) from None
+        try:
+            return load_checkpoint_file(cached_file, map_location)
+        except MMFocalError as error:  # the message names the cached file; it says where that came from too
+            error.args = (f'{url} (downloaded to {cached_file}): {error}', )
+            raise
 
     rank, world_size = get_dist_info()
     if world_size == 1:
@@ -288,28 +436,27 @@ def _guard_loader(loader: Callable) -> Callable:
     @_marked_safe
     @functools.wraps(loader)
     def guarded(filename, *args, **kwargs):
-        return _translate_errors(filename, None)(loader)(filename, *args, **kwargs)
+        return _translate_errors(filename)(loader)(filename, *args, **kwargs)
 
     return guarded
 
 
-# What install() replaced, for uninstall(): the allow-list entries it added (those torch did not
-# have yet), mmengine's module-level load_from_http, and each scheme prefix's loader.
-_replaced = dict(safe_globals=[], load_from_http=None, schemes={})
+# What install() replaced, for uninstall(): mmengine's module-level load_from_http and each scheme
+# prefix's loader. (torch's allow-list is never changed: the loaders use their own unpickler.)
+_replaced = dict(load_from_http=None, torch=None, schemes={})
 
 
 def install() -> None:
-    """Allow-list checkpoint types and make every mmengine checkpoint loader safe; idempotent.
+    """Make every mmengine checkpoint loader load as data (see the module's docstring); idempotent.
     :func:`uninstall` puts back what it replaced."""
-    present = torch.serialization.get_safe_globals()
-    added = [entry for entry in checkpoint_safe_globals() if entry not in present]
-    torch.serialization.add_safe_globals(added)
-    _replaced['safe_globals'] += added
     # load_from_openmmlab, load_from_torchvision and load_from_mmcls call the module's
     # load_from_http by name, so it has to be replaced there as well as in the registry.
     if not getattr(mmengine_checkpoint.load_from_http, '_mmfocal_safe', False):
         _replaced['load_from_http'] = mmengine_checkpoint.load_from_http
     mmengine_checkpoint.load_from_http = load_from_http
+    if mmengine_checkpoint.torch is not _TORCH_LOADING_AS_DATA:
+        _replaced['torch'] = mmengine_checkpoint.torch
+    mmengine_checkpoint.torch = _TORCH_LOADING_AS_DATA
     for prefix, loader in list(CheckpointLoader._schemes.items()):
         if not getattr(loader, '_mmfocal_safe', False):
             _replaced['schemes'][prefix] = loader
@@ -321,19 +468,16 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    """Undo :func:`install`: torch's allow-list without the entries install added, and mmengine's
-    own loaders back in its CheckpointLoader and module; idempotent. Loading is then what torch and
-    mmengine do by themselves (with torch >= 2.6, mmengine's training checkpoints are refused by
-    torch's default ``weights_only=True``, and URLs are unpickled without restriction)."""
-    if _replaced['safe_globals']:
-        remaining = [entry for entry in torch.serialization.get_safe_globals()
-                     if entry not in _replaced['safe_globals']]
-        torch.serialization.clear_safe_globals()
-        torch.serialization.add_safe_globals(remaining)
-        _replaced['safe_globals'] = []
+    """Undo :func:`install`: mmengine's own loaders back in its CheckpointLoader and module;
+    idempotent. Loading is then what torch and mmengine do by themselves (with torch >= 2.6,
+    mmengine's training checkpoints are refused by torch's default ``weights_only=True``, and URLs
+    are unpickled without restriction)."""
     if _replaced['load_from_http'] is not None:
         mmengine_checkpoint.load_from_http = _replaced['load_from_http']
         _replaced['load_from_http'] = None
+    if _replaced['torch'] is not None:
+        mmengine_checkpoint.torch = _replaced['torch']
+        _replaced['torch'] = None
     for prefix, loader in list(CheckpointLoader._schemes.items()):
         if getattr(loader, '_mmfocal_safe', False):
             if prefix in _replaced['schemes']:
@@ -346,4 +490,5 @@ def uninstall() -> None:
 def is_installed() -> bool:
     """Whether :func:`install` is in effect (every registered loader is one of ours)."""
     return all(getattr(loader, '_mmfocal_safe', False) for loader in CheckpointLoader._schemes.values()) and \
-        getattr(mmengine_checkpoint.load_from_http, '_mmfocal_safe', False)
+        getattr(mmengine_checkpoint.load_from_http, '_mmfocal_safe', False) and \
+        mmengine_checkpoint.torch is _TORCH_LOADING_AS_DATA
