@@ -245,7 +245,7 @@ def test_dataset_paths_are_checked_below_the_data_root(tmp_path):
 
 # The converters are wrapped on the branch that hardens them (issue 34); the two scripts that do
 # not import mmfocal (they run before it is installed, or without it) raise no package errors.
-UNWRAPPED = {'convert_official_ckpt.py', 'convert_paddle_ckpt.py', 'mmcv_wheel_cache.py', 'make_demo_data.py'}
+UNWRAPPED = {'mmcv_wheel_cache.py', 'make_demo_data.py'}
 
 
 def test_every_tool_stops_on_the_package_errors_with_one_line():

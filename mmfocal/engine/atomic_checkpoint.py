@@ -40,6 +40,8 @@ from mmengine.fileio.file_client import HardDiskBackend
 from mmengine.logging import print_log
 from mmengine.utils import mkdir_or_exist
 
+from .safe_load import CHECKPOINT_UNPICKLER
+
 __all__ = ['AtomicLocalBackend', 'write_atomically', 'save_checkpoint', 'is_complete_checkpoint',
            'find_latest_complete_checkpoint', 'remove_interrupted_writes', 'install', 'uninstall', 'is_installed',
            'TEMP_SUFFIX']
@@ -228,9 +230,10 @@ def is_complete_checkpoint(path: str) -> bool:
       record's CRC catches a damaged pickle. Files in torch's legacy (pre-1.6) format are not zip
       files either and count as not complete: mmengine writes the zip format with any torch this
       package supports;
-    * the pickle loads with ``weights_only=True`` (tensor storage memory-mapped, not read, so the
-      check costs little for a large file): True if it is a dict with a ``state_dict``;
-    * the allow-list refuses the pickle (``pickle.UnpicklingError``): True. Its bytes were checked
+    * the pickle loads as data (mmfocal's checkpoint unpickler, the one every checkpoint loader of
+      the process uses; tensor storage memory-mapped, not read, so the check costs little for a
+      large file): True if it is a dict with a ``state_dict``;
+    * the unpickler refuses the pickle (``pickle.UnpicklingError``): True. Its bytes were checked
       whole above, so the file is complete; refusing it, with the reason, is the loader's job, and
       skipping it here would resume silently from an older state;
     * torch's reader finds a storage record missing or damaged (a ``RuntimeError`` from its
@@ -250,7 +253,7 @@ def is_complete_checkpoint(path: str) -> bool:
     except zipfile.BadZipFile:
         return False
     try:
-        checkpoint = torch.load(path, map_location='cpu', mmap=True, weights_only=True)
+        checkpoint = torch.load(path, map_location='cpu', mmap=True, pickle_module=CHECKPOINT_UNPICKLER)
     except pickle.UnpicklingError:
         return True
     except RuntimeError as error:
