@@ -9,7 +9,8 @@
 #   (configs/_base_/focal_demo_backbone.py: embed_dims 32, depths (1,1,2,1), 1.5 M parameters),
 #   so that they can load this classifier's backbone; its head classifies 4 classes from 256
 #   channels;
-# - data: data/demo/imagenet, 1600 training and 200 val pictures of about 80x70 pixels; crops of
+# - data: data/demo/imagenet, 1600 training and 200 val pictures of about 80x70 pixels, each
+#   shape in a hue drawn whatever its class (shape is the only cue); crops of
 #   64 pixels (objects as large in pixels as in the detector's 128-pixel pictures), taken from at
 #   least 35% of the picture (ImageNet's 8% would often leave the one shape out);
 #   test: short side 73, centre crop 64 (ImageNet's 256 -> 224);
