@@ -90,5 +90,5 @@ class SubsetAccuracy(BaseMetric):
     def compute_metrics(self, results: List[tuple]) -> Dict[str, float]:
         subsets = np.array([subset for subset, _ in results])
         correct = np.array([correct for _, correct in results], dtype=float)
-        return {f'top1_{name}': float(correct[subsets == number].mean() * 100)
+        return {f'top1_{name}': round(float(correct[subsets == number].mean() * 100), 2)
                 for number, name in enumerate(self.subset_names) if (subsets == number).any()}
