@@ -7,6 +7,7 @@ Layout (as mmdet's own):
   ``mmfocal.models.dense_heads`` / ``losses`` / ``task_modules`` / ``detectors``: detector parts;
 * ``mmfocal.engine``: checkpoint safety (weights-only loading, atomic writes), strict loading and
   conversion of pretrained weights, training hooks;
+* ``mmfocal.evaluation``: metrics (a classifier's top-1 on subsets of its pictures);
 * ``mmfocal.deployment``: export (ONNX, torch.export) and inference outside PyTorch;
 * ``mmfocal.cli``: what the scripts under ``tools/`` share;
 * ``mmfocal.registry``: registration in mmdet's, mmseg's and mmpretrain's registries, the top layer;

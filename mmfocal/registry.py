@@ -3,20 +3,23 @@ registries of mmengine, mmdet, mmseg and mmpretrain, so configs reach them with
 ``custom_imports=dict(imports=['mmfocal'], allow_failed_imports=False)``: the backbones into the
 MODELS of mmdet, mmseg and mmpretrain (an mmpretrain ``ImageClassifier`` is the ImageNet model),
 the RepPointsV2 detector parts and the mask TTA model into mmdet's (head, loss, DetMaskTTAModel
-into MODELS; assigners into TASK_UTILS), the training hooks into the HOOKS of all four, and the
-visualizers that write ``tools/test.py --show-dir``'s PNGs into the VISUALIZERS of mmdet and mmseg."""
+into MODELS; assigners into TASK_UTILS), the training hooks into the HOOKS of all four, the
+classifier's subset accuracy into mmpretrain's METRICS, and the visualizers that write
+``tools/test.py --show-dir``'s PNGs into the VISUALIZERS of mmdet and mmseg."""
 from mmdet.registry import HOOKS as MMDET_HOOKS
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmdet.registry import TASK_UTILS as MMDET_TASK_UTILS
 from mmdet.registry import VISUALIZERS as MMDET_VISUALIZERS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmpretrain.registry import HOOKS as MMPRETRAIN_HOOKS
+from mmpretrain.registry import METRICS as MMPRETRAIN_METRICS
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 from mmseg.registry import HOOKS as MMSEG_HOOKS
 from mmseg.registry import MODELS as MMSEG_MODELS
 from mmseg.registry import VISUALIZERS as MMSEG_VISUALIZERS
 
 from .engine.exact_resume import ExactResumeHook
+from .evaluation import SubsetAccuracy
 from .models.backbones import FocalFastTransformer, FocalTransformer
 from .models.dense_heads import RepPointsV2Head
 from .models.losses import SeparateFocalLoss
@@ -43,5 +46,6 @@ _register(MMDET_MODELS, DETECTION_MODELS)
 _register(MMDET_TASK_UTILS, DETECTION_TASK_UTILS)
 _register(MMDET_VISUALIZERS, (DetPredictionPNGs, ))
 _register(MMSEG_VISUALIZERS, (SegPredictionPNGs, ))
+_register(MMPRETRAIN_METRICS, (SubsetAccuracy, ))
 for _registry in (MMENGINE_HOOKS, MMDET_HOOKS, MMSEG_HOOKS, MMPRETRAIN_HOOKS):
     _register(_registry, HOOKS)

@@ -47,17 +47,19 @@ def test_same_seed_same_bytes_other_seed_other_pictures(demo_data, tmp_path):
     first = tree_digest(demo_data)
     assert first == again
     pictures = 2 + 24 + 6 + 2 * (8 + 4) + 4 * (3 + 2)
-    assert len(first) == pictures + 2  # and the classification set's two lists
+    assert len(first) == pictures + 4  # and the classification set's lists of pictures and colours
     other = tree_digest(make_data(tmp_path / 'other', '--seed', '1'))
     assert other.keys() == first.keys()
     changed = [k for k in first if first[k] != other[k]]
-    # Every file but the lists of the classification pictures, which name the same files.
+    # Every file but the lists of the classification pictures, which name the same files (the
+    # colours of those pictures differ).
     assert sorted(set(first) - set(changed)) == ['imagenet/meta/train.txt', 'imagenet/meta/val.txt']
 
 
 @pytest.mark.parametrize('option, value, message', [
     ('--det-val', '0', '--det-val must be at least 1'),
     ('--typical-colour', '1.5', '--typical-colour must be between 0 and 1'),
+    ('--cls-typical-colour', '-0.1', '--cls-typical-colour must be between 0 and 1'),
     ('--cls-train', '0', '--cls-train must be at least 1'),
 ])
 def test_bad_arguments_are_refused(tmp_path, option, value, message):
@@ -214,6 +216,47 @@ def test_colour_is_a_cue_not_the_answer(demo_data):
     assert 0.6 < np.mean(typical) < 0.92
 
 
+def shape_hue(picture):
+    """The hue (OpenCV's 0-180) most of a one-shape picture's strongly coloured pixels have: the
+    shape's (its saturation is 140-255; the muted background's is mostly lower)."""
+    import cv2
+    hsv = cv2.cvtColor(picture, cv2.COLOR_BGR2HSV)
+    coloured = (hsv[..., 1] >= 140) & (hsv[..., 2] >= 110)
+    return int(np.bincount(hsv[..., 0][coloured], minlength=180).argmax())
+
+
+def test_colour_says_nothing_about_the_class_in_the_classification_set(tmp_path):
+    """In the classification set the shape's hue is drawn independently of its class, so reading
+    colour gets the class right by chance only: the demo classifier has to learn shape. The
+    colour list beside the set (the demo's top-1 on atypical colours) says each picture's hue."""
+    import cv2
+    tool = load_tool('make_demo_data')
+    make_demo_data(str(tmp_path), '--det-train', '1', '--det-val', '1', '--seg-train', '1', '--seg-val', '1',
+                   '--cls-train', '1', '--cls-val', '30')
+    root = tmp_path / 'imagenet'
+    listed = {}
+    with open(root / 'meta' / 'val_colours.txt') as f:
+        for line in f:
+            name, hue, typical = line.split()
+            listed[name] = (int(hue), int(typical))
+    assert len(listed) == 4 * 30
+    by_colour, agrees = [], []
+    for name, (hue, typical) in listed.items():
+        label = CLASSES.index(name.split('/')[0])
+        measured = shape_hue(cv2.imread(str(root / 'val' / name)))
+        agrees.append(min(abs(measured - hue), 180 - abs(measured - hue)) <= 6)
+        assert typical == tool.is_typical_hue(label, hue)
+        # Colour's best guess: the class whose typical hue is nearest.
+        distances = [min(abs(measured - h), 180 - abs(measured - h)) for h in tool.CLASS_HUES]
+        by_colour.append(int(np.argmin(distances)) == label)
+    # (Within 6 of a random hue: 1 picture in 14; small shapes on a strongly coloured background
+    # can lose the count.)
+    assert np.mean(agrees) > 0.7
+    assert np.mean(by_colour) < 0.4  # chance: 0.25 (0.25 +- 0.04 over 120 pictures)
+    # Typical hues come by chance too: +-10 of 180 is one hue in 9.
+    assert np.mean([typical for _, typical in listed.values()]) < 0.25
+
+
 def imagenet_dataset(data_root, split):
     """The demo classifier config's dataset (mmpretrain's ImageNet, as in the real ImageNet
     config) on the data under ``data_root``."""
@@ -242,12 +285,14 @@ def test_imagenet_format_loads_through_mmpretrain(demo_data):
             assert osp.basename(osp.dirname(osp.dirname(info['img_path']))) == split
             assert CLASSES[info['gt_label']] == folder
         sample = dataset[len(dataset) - 1]
-        assert tuple(sample['inputs'].shape) == (3, 64, 64)
+        assert tuple(sample['inputs'].shape) == (3, 56, 56)
         assert int(sample['data_samples'].gt_label) == 3
-    # One shape on a shaded background: the picture's most saturated pixels are the shape's.
+    # One whole shape, bright on a darkened background: the picture's bright pixels are the
+    # shape's, none on the border.
     picture = cv2.imread(osp.join(demo_data, 'imagenet', 'train', 'cross', 'cross_00000.jpg'))
-    saturation = cv2.cvtColor(picture, cv2.COLOR_BGR2HSV)[..., 1]
-    assert 60 <= picture.shape[1] <= 92 and 0.02 < (saturation > 140).mean() < 0.6
+    bright = cv2.cvtColor(picture, cv2.COLOR_BGR2HSV)[..., 2] > 160
+    assert 54 <= picture.shape[1] <= 73 and 0.05 < bright.mean() < 0.6
+    assert not (bright[0].any() or bright[-1].any() or bright[:, 0].any() or bright[:, -1].any())
 
 
 def test_demo_detectors_differ_only_in_where_the_backbone_starts():
@@ -262,6 +307,50 @@ def test_demo_detectors_differ_only_in_where_the_backbone_starts():
     assert pretrained == scratch
     classifier = Config.fromfile(CLS_CONFIG).model.backbone.to_dict()
     assert classifier.pop('out_indices') == (3, )
+    # The same backbone; the classifier's few minutes of training go without drop path.
+    assert classifier.pop('drop_path_rate') == 0
     detector_backbone = dict(scratch['model']['backbone'])
     detector_backbone.pop('out_indices')
+    detector_backbone.pop('drop_path_rate')
     assert classifier == dict(detector_backbone, init_cfg=None)
+
+
+def test_classifier_scores_atypical_colours_apart(demo_data):
+    """The demo classifier's evaluator reports top-1 on the pictures whose colour is not their
+    class's typical one beside the overall top-1 (mmfocal's SubsetAccuracy, through mmpretrain's
+    registry, reading the colour list beside the val list); a picture the list does not name is
+    one clear error."""
+    init_default_scope('mmpretrain')
+    import torch
+    from mmpretrain.evaluation import Accuracy
+    from mmpretrain.registry import METRICS
+    from mmpretrain.structures import DataSample
+
+    from mmfocal.errors import ConfigError
+    evaluators = Config.fromfile(CLS_CONFIG).val_evaluator
+    metrics = [METRICS.build(cfg) for cfg in evaluators]
+    assert isinstance(metrics[0], Accuracy)
+    val = imagenet_dataset(demo_data, 'val')
+    with open(osp.join(demo_data, 'imagenet', 'meta', 'val_colours.txt')) as f:
+        typical = {line.split()[0]: int(line.split()[2]) for line in f}
+    samples = []
+    for index in range(len(val)):
+        info = val.get_data_info(index)
+        name = osp.relpath(info['img_path'], osp.join(demo_data, 'imagenet', 'val'))
+        # Right on the typical colours, wrong on the others.
+        predicted = info['gt_label'] if typical[name] else (info['gt_label'] + 1) % 4
+        sample = DataSample(metainfo=dict(img_path=info['img_path'])).set_gt_label(info['gt_label'])
+        samples.append(sample.set_pred_score(torch.eye(4)[predicted]).to_dict())
+    for metric in metrics:
+        metric.dataset_meta = val.metainfo
+        metric.process({}, samples)
+    results = {k: v for metric in metrics for k, v in metric.evaluate(len(samples)).items()}
+    expected = {'accuracy/top1': pytest.approx(100 * np.mean(list(typical.values()))),
+                'colour/top1_atypical': 0.0}
+    if any(typical.values()):
+        expected['colour/top1_typical'] = 100.0
+    assert results == expected
+
+    stranger = dict(samples[0], img_path=osp.join(demo_data, 'imagenet', 'val', 'circle', 'elsewhere.jpg'))
+    with pytest.raises(ConfigError, match=r'elsewhere\.jpg: not in .*val_colours\.txt$'):
+        metrics[1].process({}, [stranger])

@@ -4,7 +4,7 @@ segmentation set and an ImageNet-format classification set of coloured shapes, m
 
     python tools/make_demo_data.py [--out data/demo] [--seed 0] [--scale 128]
         [--typical-colour 0.75] [--det-train 600] [--det-val 100] [--seg-train 400]
-        [--seg-val 100] [--cls-scale 80] [--cls-train 400] [--cls-val 50]
+        [--seg-val 100] [--cls-typical-colour 0] [--cls-scale 64] [--cls-train 400] [--cls-val 50]
 
 Layout written under --out:
 
@@ -14,15 +14,19 @@ Layout written under --out:
     ade/annotations/{training,validation}/*.png   uint8 labels: 0 = unlabelled, 1.. = the classes
     imagenet/{train,val}/<class>/*.jpg            ImageNet layout, as mmpretrain's ImageNet reads it:
     imagenet/meta/{train,val}.txt                 "<class>/<file> <label>" lines
+    imagenet/meta/{train,val}_colours.txt         "<class>/<file> <hue> <typical>" lines
 
-The classification set is the detection set's four classes, one shape per picture (--cls-train /
---cls-val per class), drawn the same way and as large in pixels, in smaller pictures (--cls-scale):
-what a classifier learns on it is what the detector needs, so pretraining on it is the demo's
-stand-in for ImageNet pretraining.
+The classification set is the detection set's four classes, one whole shape per picture
+(--cls-train / --cls-val per class), within the detection set's sizes in pixels, in smaller
+pictures (--cls-scale), bright on a darkened background, and in a hue drawn whatever the class
+(--cls-typical-colour 0): shape is the only cue there, the one that transfers to the detector,
+so pretraining on it is the demo's stand-in for ImageNet pretraining. Its colour list gives each
+picture's hue and whether that is its class's typical one (the demo scores the others apart).
 
 Every picture is a mildly noisy, softly shaded background with a few filled shapes on it. The
 shape decides the class (circle, square, triangle, cross); size, rotation and position are
-random. As with real object classes, colour is a cue but not the answer: three objects in four
+random. In the detection and segmentation sets, as with real object classes, colour is a cue but
+not the answer: three objects in four
 have their class's typical hue (red circles, blue squares, green triangles, yellow crosses, each
 within +-20 degrees), the rest any hue, so reading colour alone gets a quarter of the objects
 wrong or ambiguous and a model has to learn shape too (--typical-colour 0 makes colour
@@ -52,6 +56,19 @@ SEG_CLASSES = ('background', ) + DET_CLASSES
 CLASS_HUES = (0, 115, 60, 28)
 HUE_SPREAD = 10
 TYPICAL_COLOUR = 0.75
+# The classification set's share: none. There colour says nothing about the class, so a
+# classifier must learn shape, the cue that transfers (a classifier trained where 3 shapes in 4
+# had their typical hue learned colour alone: 98% top-1 on those, 23% on the others).
+CLS_TYPICAL_COLOUR = 0.0
+# Without colour, shape must be learnt fast enough for the demo's few minutes of CPU. Measured
+# (docs/demo.md): shapes of any hue on backgrounds of any muted colour give edges of either sign
+# in every channel, and neither the demo transformer nor a small CNN got off chance in a few
+# hundred iterations; bright shapes on darkened backgrounds (edges of one sign in brightness,
+# whatever the hues), whole and 22-45 pixels across in 64-pixel pictures, are learnt.
+CLS_SIZES = (0.35, 0.7)  # of --cls-scale
+CLS_MARGIN = 0.5
+BRIGHT_BACKGROUND = 0.45  # the background's brightness factor of the bright-on-dark pictures
+BRIGHT_VALUE = 200  # and the shapes' least HSV value
 
 # Drawing happens at this factor of the final resolution, then is shrunk with area averaging:
 # edges come out anti-aliased, like a photograph's, rather than staircased.
@@ -81,58 +98,74 @@ def shape_polygon(kind, center, size, angle):
     return pts + np.asarray(center, float)
 
 
-def object_colour(rng, cls, typical_colour, avoid):
-    """A saturated colour (BGR) at least a clear step away from the background colour: with
-    probability ``typical_colour`` near the class's typical hue, otherwise any hue."""
+def object_colour(rng, cls, typical_colour, avoid, min_value=120):
+    """A saturated colour at least a clear step away from the background colour: with
+    probability ``typical_colour`` near the class's typical hue, otherwise any hue; its HSV value
+    (brightness) at least ``min_value``.
+
+    Returns the colour (BGR) and its hue (OpenCV's 0-180)."""
     typical = rng.random() < typical_colour
     while True:
         if typical:
             hue = (CLASS_HUES[cls] + rng.integers(-HUE_SPREAD, HUE_SPREAD + 1)) % 180
         else:
             hue = rng.integers(0, 180)
-        hsv = np.array([[[hue, rng.integers(140, 256), rng.integers(120, 256)]]], np.uint8)
+        hsv = np.array([[[hue, rng.integers(140, 256), rng.integers(min_value, 256)]]], np.uint8)
         colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(float)
         if np.abs(colour - avoid).sum() > 120:
-            return colour
+            return colour, int(hue)
 
 
-def background(rng, height, width):
-    """A muted base colour with a gentle linear shading and speckle noise."""
-    base = rng.uniform(60, 190, size=3)
+def is_typical_hue(cls, hue):
+    """Whether ``hue`` is within the class's typical range (CLASS_HUES +- HUE_SPREAD, on the
+    hue circle)."""
+    distance = abs(int(hue) - CLASS_HUES[cls]) % 180
+    return min(distance, 180 - distance) <= HUE_SPREAD
+
+
+def background(rng, height, width, brightness=1.0):
+    """A muted base colour (times ``brightness``) with a gentle linear shading and speckle noise."""
+    base = rng.uniform(60, 190, size=3) * brightness
     gy, gx = np.mgrid[0:height, 0:width].astype(float)
     direction = rng.normal(size=2)
     ramp = (gx * direction[0] / width + gy * direction[1] / height)
-    img = base[None, None, :] + 25 * ramp[..., None]
-    img += rng.normal(0, 8, size=(height, width, 3))
+    img = base[None, None, :] + 25 * brightness * ramp[..., None]
+    img += rng.normal(0, 8 * brightness, size=(height, width, 3))
     return img, base
 
 
 def draw_scene(rng, height, width, max_objects, size_range, typical_colour=TYPICAL_COLOUR,
-               classes=None):
+               classes=None, margin=0.3, bright=False):
     """Render one picture: 1 to ``max_objects`` shapes of random classes, or one shape of each
-    class listed in ``classes`` (class indices), in that order.
+    class listed in ``classes`` (class indices), in that order; each shape's centre at least
+    ``margin`` times its size from the edges (0.3: partly outside at times); with ``bright``,
+    bright shapes on a darkened background.
 
-    Returns the image (uint8 BGR), the class index of every drawn shape, each shape's coverage
-    of every pixel (num_shapes x H x W, in [0, 1], occlusion applied) and the indices of the
-    shapes visible enough to annotate, in drawing order."""
-    img, base = background(rng, height, width)
+    Returns the image (uint8 BGR), the class index and the hue (OpenCV's 0-180) of every drawn
+    shape, each shape's coverage of every pixel (num_shapes x H x W, in [0, 1], occlusion
+    applied) and the indices of the shapes visible enough to annotate, in drawing order."""
+    # Bright shapes on a darkened background: every outline is an edge of one sign in brightness,
+    # whatever the two hues.
+    img, base = background(rng, height, width, BRIGHT_BACKGROUND if bright else 1.0)
     chosen = classes
     num = int(rng.integers(1, max_objects + 1)) if chosen is None else len(chosen)
     # Each pixel belongs to the topmost shape covering it: an id map drawn at supersampled
     # resolution does the occlusion bookkeeping.
     hi_h, hi_w = height * SUPERSAMPLE, width * SUPERSAMPLE
     owner = np.zeros((hi_h, hi_w), np.int16)
-    colours, classes, full_areas = [], [], []
+    colours, hues, classes, full_areas = [], [], [], []
     for obj_id in range(1, num + 1):
         cls = int(rng.integers(len(DET_CLASSES))) if chosen is None else int(chosen[obj_id - 1])
         size = rng.uniform(*size_range)
-        margin = size * 0.3
-        center = (rng.uniform(margin, width - margin), rng.uniform(margin, height - margin))
+        edge = size * margin
+        center = (rng.uniform(edge, width - edge), rng.uniform(edge, height - edge))
         pts = shape_polygon(DET_CLASSES[cls], center, size, rng.uniform(0, 2 * np.pi))
         canvas = np.zeros((hi_h, hi_w), np.uint8)
         cv2.fillPoly(canvas, [np.round(pts * SUPERSAMPLE).astype(np.int32)], 1)
         owner[canvas > 0] = obj_id
-        colours.append(object_colour(rng, cls, typical_colour, base))
+        colour, hue = object_colour(rng, cls, typical_colour, base, BRIGHT_VALUE if bright else 120)
+        colours.append(colour)
+        hues.append(hue)
         classes.append(cls)
         full_areas.append(int(canvas.sum()))
     coverage = np.stack([(owner == i).astype(np.float32) for i in range(1, num + 1)])
@@ -149,7 +182,7 @@ def draw_scene(rng, height, width, max_objects, size_range, typical_colour=TYPIC
     # them either.
     annotated = [i for i in range(num)
                  if visible_hi[i] >= 0.4 * full_areas[i] and (coverage[i] >= 0.5).sum() >= 12]
-    return image, classes, coverage, annotated
+    return image, classes, hues, coverage, annotated
 
 
 def uncompressed_rle(mask):
@@ -186,7 +219,7 @@ def make_coco_split(out_dir, split, num_images, seed, scale, typical_colour=TYPI
         # not depend on how many came before.
         rng = np.random.default_rng([seed, 0 if split == 'train' else 1, index])
         height, width = image_size(rng, scale)
-        image, classes, coverage, annotated = draw_scene(
+        image, classes, _, coverage, annotated = draw_scene(
             rng, height, width, max_objects=6, size_range=(0.12 * scale, 0.45 * scale),
             typical_colour=typical_colour)
         file_name = f'{index:06d}.jpg'
@@ -219,7 +252,7 @@ def make_ade_split(out_dir, split, num_images, seed, scale, typical_colour=TYPIC
     for index in range(num_images):
         rng = np.random.default_rng([seed, 2 if split == 'training' else 3, index])
         height, width = image_size(rng, scale)
-        image, classes, coverage, _ = draw_scene(
+        image, classes, _, coverage, _ = draw_scene(
             rng, height, width, max_objects=6, size_range=(0.15 * scale, 0.5 * scale),
             typical_colour=typical_colour)
         # How much of each pixel every class covers, background (1) first, then the shapes (2..).
@@ -238,29 +271,34 @@ def make_ade_split(out_dir, split, num_images, seed, scale, typical_colour=TYPIC
     return num_images
 
 
-def make_imagenet_split(out_dir, split, per_class, seed, scale, typical_colour=TYPICAL_COLOUR):
+def make_imagenet_split(out_dir, split, per_class, seed, scale, typical_colour=CLS_TYPICAL_COLOUR):
     """One shape per picture, ``per_class`` pictures of each class, in ImageNet's layout:
     ``imagenet/{split}/<class>/<class>_<index>.jpg`` and ``imagenet/meta/{split}.txt`` (one
     "<class>/<file> <label>" line per picture, labels in DET_CLASSES' order, which mmpretrain's
-    ImageNet dataset reads when it is there, as for the real ImageNet)."""
+    ImageNet dataset reads when it is there, as for the real ImageNet), and beside it
+    ``imagenet/meta/{split}_colours.txt``: "<class>/<file> <hue> <typical>" per picture, the
+    shape's hue (OpenCV's 0-180) and 1 where that is its class's typical hue, else 0."""
     root = osp.join(out_dir, 'imagenet')
     os.makedirs(osp.join(root, 'meta'), exist_ok=True)
-    lines = []
+    lines, colour_lines = [], []
     for label, name in enumerate(DET_CLASSES):
         os.makedirs(osp.join(root, split, name), exist_ok=True)
         for index in range(per_class):
             rng = np.random.default_rng([seed, 4 if split == 'train' else 5, label, index])
             height, width = image_size(rng, scale)
-            # Objects as large in pixels as the detection set's (15-58 pixels at the default
-            # scales), here in pictures of 80 pixels rather than 128.
-            image, _, _, _ = draw_scene(rng, height, width, max_objects=1,
-                                        size_range=(0.2 * scale, 0.65 * scale),
-                                        typical_colour=typical_colour, classes=[label])
+            # Objects within the detection set's sizes (15-58 pixels at the default scales), whole,
+            # bright on a dark background, here in pictures of 64 pixels rather than 128.
+            image, _, (hue, ), _, _ = draw_scene(rng, height, width, max_objects=1,
+                                                 size_range=(CLS_SIZES[0] * scale, CLS_SIZES[1] * scale),
+                                                 typical_colour=typical_colour, classes=[label],
+                                                 margin=CLS_MARGIN, bright=True)
             file_name = f'{name}/{name}_{index:05d}.jpg'
             write_image(osp.join(root, split, file_name), image)
             lines.append(f'{file_name} {label}\n')
-    with open(osp.join(root, 'meta', f'{split}.txt'), 'w') as f:
-        f.writelines(lines)
+            colour_lines.append(f'{file_name} {hue} {int(is_typical_hue(label, hue))}\n')
+    for path, content in ((f'{split}.txt', lines), (f'{split}_colours.txt', colour_lines)):
+        with open(osp.join(root, 'meta', path), 'w') as f:
+            f.writelines(content)
     return len(lines)
 
 
@@ -271,13 +309,16 @@ def parse_args():
     parser.add_argument('--scale', type=int, default=128,
                         help='nominal picture width in pixels (sizes vary around it)')
     parser.add_argument('--typical-colour', type=float, default=TYPICAL_COLOUR,
-                        help='share of objects in their class\'s typical colour (0: colour says '
-                        'nothing about the class)')
+                        help='detection and segmentation sets: share of objects in their class\'s '
+                        'typical colour (0: colour says nothing about the class)')
+    parser.add_argument('--cls-typical-colour', type=float, default=CLS_TYPICAL_COLOUR,
+                        help='the same for the classification set (default 0: hue independent of '
+                        'the class)')
     parser.add_argument('--det-train', type=int, default=600)
     parser.add_argument('--det-val', type=int, default=100)
     parser.add_argument('--seg-train', type=int, default=400)
     parser.add_argument('--seg-val', type=int, default=100)
-    parser.add_argument('--cls-scale', type=int, default=80,
+    parser.add_argument('--cls-scale', type=int, default=64,
                         help='nominal width of the classification pictures in pixels')
     parser.add_argument('--cls-train', type=int, default=400,
                         help='classification training pictures per class')
@@ -288,8 +329,9 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if not 0 <= args.typical_colour <= 1:
-        raise SystemExit('--typical-colour must be between 0 and 1')
+    for name in ('typical_colour', 'cls_typical_colour'):
+        if not 0 <= getattr(args, name) <= 1:
+            raise SystemExit(f'--{name.replace("_", "-")} must be between 0 and 1')
     for name in ('det_train', 'det_val', 'seg_train', 'seg_val', 'cls_train', 'cls_val'):
         if getattr(args, name) < 1:
             raise SystemExit(f'--{name.replace("_", "-")} must be at least 1')
@@ -302,7 +344,8 @@ def main():
         make_ade_split(args.out, split, num, args.seed, args.scale, args.typical_colour)
         print(f'ade {split}: {num} images -> {osp.join(args.out, "ade")}')
     for split, num in (('train', args.cls_train), ('val', args.cls_val)):
-        total = make_imagenet_split(args.out, split, num, args.seed, args.cls_scale, args.typical_colour)
+        total = make_imagenet_split(args.out, split, num, args.seed, args.cls_scale,
+                                    args.cls_typical_colour)
         print(f'imagenet {split}: {total} images ({num} per class) -> {osp.join(args.out, "imagenet")}')
 
 
