@@ -27,8 +27,8 @@ process the whole start-up) leaves no trace in what follows.
   mmengine alone would; the loop's ``batch_idx`` then counts from the resume point for the rest
   of that epoch (only log lines show it).
 
-The state is stored under ``checkpoint['exact_resume']`` as tensors and plain numbers, so the
-checkpoint still loads with ``torch.load(weights_only=True)``. A resume that cannot be exact (a
+The state is stored under ``checkpoint['exact_resume']`` as tensors and plain numbers, so it adds
+nothing that mmfocal's checkpoint unpickler (:mod:`mmfocal.engine.safe_load`) would refuse. A resume that cannot be exact (a
 checkpoint written without the hook, another number of processes, data workers or batch size, an
 entry that is not what the hook writes) continues as mmengine resumes, with one warning saying
 so. On GPUs, kernels that are not deterministic can still make runs differ, interrupted or not.
