@@ -119,7 +119,7 @@ def dynamo_exporter_problem(dynamic: bool) -> Optional[str]:
         missing.append('torch.export.Dim.AUTO')
     if not missing:
         return None
-    return (f'the torch.export-based ONNX exporter (--dynamo) needs torch >= 2.6 ({" and ".join(missing)}); '
+    return (f'the torch.export-based ONNX exporter (--dynamo) needs {" and ".join(missing)} (torch >= 2.5); '
             f'torch {torch.__version__} has the TorchScript exporter only: export without --dynamo')
 
 
