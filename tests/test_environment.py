@@ -90,11 +90,34 @@ def test_a_wheel_cached_before_the_ops_were_keyed_serves_only_if_it_has_no_cuda_
 def test_installed_mmcv_ops_were_built_against_this_torch():
     import mmcv
     import mmcv.ops
-    marker = os.path.join(os.path.dirname(mmcv.__file__), '.mmfocal_built_for')
-    assert open(marker).read().strip() == load_tool('mmcv_wheel_cache').build_key()
+    cache = load_tool('mmcv_wheel_cache')
+    marker = os.path.join(os.path.dirname(mmcv.__file__), cache.MARKER)
+    assert open(marker).read().strip() == cache.build_key()
+    assert cache.installed_mmcv_stays(MMCV) == ''  # the set-up keeps it, silently
+    assert cache.installed_mmcv_stays('2.2.0') is None
     boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.], [20., 20., 30., 30.]])
     _, keep = mmcv.ops.nms(boxes, torch.tensor([0.9, 0.8, 0.7]), iou_threshold=0.5)
     assert keep.tolist() == [0, 2]
+
+
+def test_an_mmcv_the_set_up_did_not_install_stays_where_its_ops_serve():
+    """OpenMMLab's wheel (or the user's build) has no record of the set-up: it stays where its ops
+    run against this torch, unless CUDA ops are wanted and it has none; CPU-only ops beside a CUDA
+    torch are said in one line."""
+    import mmcv.ops
+    cache = load_tool('mmcv_wheel_cache')
+    cuda = mmcv.ops.get_compiling_cuda_version()
+    kept = cache.installed_mmcv_stays(MMCV, dict(FORCE_CUDA='0'), marker='no-record-here')
+    if cuda == 'not available' and torch.cuda.is_available():
+        assert kept is None
+        return
+    assert kept.startswith(f'keeping the installed mmcv {MMCV} (not installed by this set-up')
+    if cuda == 'not available':
+        assert 'for the CPU only' in kept
+        assert (torch.version.cuda is not None) == kept.endswith(cache.cpu_ops_beside_cuda_torch_note())
+        # CUDA ops asked for (FORCE_CUDA=1): a CPU-only mmcv does not serve
+        assert cache.installed_mmcv_stays(MMCV, dict(FORCE_CUDA='1', TORCH_CUDA_ARCH_LIST='8.0'),
+                                          marker='no-record-here') is None
 
 
 def test_torchvision_ops_run_beside_torch():

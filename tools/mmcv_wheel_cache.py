@@ -20,6 +20,13 @@ Usage (by tools/setup_env.sh, with the environment's python):
     python tools/mmcv_wheel_cache.py find  ROOT VERSION  # the cached wheel's path; exit 1 if none
     python tools/mmcv_wheel_cache.py ops                 # what the build will compile: cpuops, cudaops<archs>
     python tools/mmcv_wheel_cache.py cuda-check          # one line to say, exit 1, where CUDA ops cannot be built
+    python tools/mmcv_wheel_cache.py installed VERSION   # exit 0 if the installed mmcv stays (with a line to say)
+    python tools/mmcv_wheel_cache.py mark                # record build_key() in the installed mmcv
+
+An mmcv the set-up installed carries the key it was built for (``mmcv/.mmfocal_built_for``) and
+stays while that key is the running one. One it did not install (OpenMMLab's wheel for your torch
+and CUDA, ``mim install mmcv==2.1.0``, or your own build) stays where its ops load and run against
+the running torch and have CUDA kernels wherever CUDA ops are wanted (a GPU seen, or FORCE_CUDA=1).
 """
 import argparse
 import glob
@@ -28,6 +35,7 @@ import sys
 import zipfile
 from typing import Optional
 
+MARKER = '.mmfocal_built_for'
 CPU_OPS = 'cpuops'
 CUDA_OPS = 'cudaops'
 # What a CUDA build of mmcv's ops links (torch's CUDAExtension); a CPU build links none of them.
@@ -112,14 +120,71 @@ def find_wheel(root, version, key=None):
     return found[-1] if found else None
 
 
+def cpu_ops_beside_cuda_torch_note() -> str:
+    """The line the set-up prints where mmcv's ops have no CUDA kernels but torch is a CUDA build."""
+    return ("note: mmcv's ops are built for the CPU only (no GPU seen, FORCE_CUDA unset) beside a CUDA torch: on "
+            'GPUs its CUDA ops (RoIAlign, NMS, ...) are missing; set FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=... '
+            '(docs/install.md)')
+
+
+def installed_mmcv_stays(version, environ=None, marker=MARKER) -> Optional[str]:
+    """Whether the installed mmcv serves as it is: None where the set-up must install one, else
+    what to say about keeping it ('' for one it installed; for another, what it keeps, in words,
+    with :func:`cpu_ops_beside_cuda_torch_note` where that applies). ``marker``: the file name of
+    the set-up's record in the mmcv package."""
+    import torch
+    try:
+        import mmcv
+        import mmcv.ops
+        if mmcv.__version__ != version:
+            return None
+        _, keep = mmcv.ops.nms(torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]]), torch.tensor([0.9, 0.8]), 0.5)
+    except Exception:  # not installed, or its ops do not load or run against this torch
+        return None
+    if keep.tolist() != [0]:
+        return None
+    built_for = os.path.join(os.path.dirname(mmcv.__file__), marker)
+    if os.path.exists(built_for):  # installed by the set-up: for this torch and these ops only, silently
+        with open(built_for) as file:
+            return '' if file.read().strip() == build_key(environ) else None
+    cuda = mmcv.ops.get_compiling_cuda_version()
+    if cuda == 'not available' and compiled_ops(environ) != CPU_OPS:
+        return None  # CUDA ops are wanted here: build them
+    kept = f'keeping the installed mmcv {version} (not installed by this set-up; its ops run against torch ' \
+        f'{torch.__version__}, ' + ('for the CPU only)' if cuda == 'not available' else f'with CUDA {cuda} kernels)')
+    if cuda == 'not available' and torch.version.cuda is not None:
+        kept += '\n' + cpu_ops_beside_cuda_torch_note()
+    return kept
+
+
+def mark_installed_mmcv():
+    """Record :func:`build_key` in the installed mmcv (just installed from this key's wheel)."""
+    import mmcv
+    with open(os.path.join(os.path.dirname(mmcv.__file__), MARKER), 'w') as file:
+        file.write(build_key())
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('command', choices=['dir', 'find', 'ops', 'cuda-check'])
+    parser.add_argument('command', choices=['dir', 'find', 'ops', 'cuda-check', 'installed', 'mark', 'note'])
     parser.add_argument('root', nargs='?', help='the cache root, e.g. ~/.cache/mmfocal/wheels')
     parser.add_argument('version', nargs='?', help="mmcv's version, e.g. 2.1.0")
     args = parser.parse_args(argv)
     if args.command == 'ops':
         print(compiled_ops())
+        return 0
+    if args.command == 'note':
+        print(cpu_ops_beside_cuda_torch_note())
+        return 0
+    if args.command == 'mark':
+        mark_installed_mmcv()
+        return 0
+    if args.command == 'installed':  # installed VERSION: the one argument is the version
+        kept = installed_mmcv_stays(args.root)
+        if kept is None:
+            return 1
+        if kept:
+            print(kept)
         return 0
     if args.command == 'cuda-check':
         problem = cuda_problem()

@@ -72,18 +72,9 @@ MMCV=2.1.0
 "$PY" tools/mmcv_wheel_cache.py cuda-check || exit 1
 ops=$("$PY" tools/mmcv_wheel_cache.py ops)
 WHEEL_CACHE=${MMFOCAL_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmfocal/wheels}
-mmcv_matches() {
-  "$PY" - "$WHEEL_CACHE" "$MMCV" 2>/dev/null <<'PY'
-import importlib.metadata, os, sys
-sys.path.insert(0, 'tools')
-import mmcv, mmcv.ops  # noqa: F401  (the compiled ops load against the running torch)
-from mmcv_wheel_cache import build_key
-built_for = os.path.join(os.path.dirname(mmcv.__file__), '.mmfocal_built_for')
-sys.exit(not (mmcv.__version__ == sys.argv[2] and os.path.exists(built_for)
-              and open(built_for).read().strip() == build_key()))
-PY
-}
-if ! mmcv_matches; then
+# An mmcv this script installed stays while its key is the running one; another (OpenMMLab's wheel
+# for your torch and CUDA) stays where its ops run here, with CUDA kernels where they are wanted.
+if ! "$PY" tools/mmcv_wheel_cache.py installed "$MMCV" 2>/dev/null; then
   wheel=$("$PY" tools/mmcv_wheel_cache.py find "$WHEEL_CACHE" "$MMCV") || {
     dir=$("$PY" tools/mmcv_wheel_cache.py dir "$WHEEL_CACHE" "$MMCV")
     echo "building mmcv $MMCV with its ops ($ops) against torch $("$PY" -c 'import torch; print(torch.__version__)') into $dir"
@@ -101,13 +92,13 @@ if ! mmcv_matches; then
   }
   echo "installing $wheel"
   if [[ $ops == cpuops ]] && "$PY" -c 'import sys, torch; sys.exit(torch.version.cuda is None)'; then
-    echo "note: mmcv's ops are built for the CPU only (no GPU seen, FORCE_CUDA unset), beside a CUDA torch: on GPUs its CUDA ops are missing; set FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=... (docs/install.md)"
+    "$PY" tools/mmcv_wheel_cache.py note
   fi
   pip_install --force-reinstall --no-cache-dir "$wheel" --no-deps
   pip_install "$wheel"  # its pure-Python requirements
-  "$PY" -c 'import os, sys, mmcv; sys.path.insert(0, "tools"); from mmcv_wheel_cache import build_key
-open(os.path.join(os.path.dirname(mmcv.__file__), ".mmfocal_built_for"), "w").write(build_key())'
-  mmcv_matches || { echo "mmcv $MMCV from $wheel does not load its ops against this torch" >&2; exit 1; }
+  "$PY" tools/mmcv_wheel_cache.py mark
+  "$PY" tools/mmcv_wheel_cache.py installed "$MMCV" >/dev/null || {
+    echo "mmcv $MMCV from $wheel does not load its ops against this torch" >&2; exit 1; }
 fi
 
 pip_install mmdet==3.3.0 mmsegmentation==1.2.2 mmpretrain==1.2.0 ftfy regex pycocotools pytest
