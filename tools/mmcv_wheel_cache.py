@@ -22,6 +22,7 @@ Usage (by tools/setup_env.sh, with the environment's python):
     python tools/mmcv_wheel_cache.py cuda-check          # one line to say, exit 1, where CUDA ops cannot be built
     python tools/mmcv_wheel_cache.py installed VERSION   # exit 0 if the installed mmcv stays (with a line to say)
     python tools/mmcv_wheel_cache.py mark                # record build_key() in the installed mmcv
+    python tools/mmcv_wheel_cache.py note                # the line for CPU-only ops beside a CUDA torch
 
 An mmcv the set-up installed carries the key it was built for (``mmcv/.mmfocal_built_for``) and
 stays while that key is the running one. One it did not install (OpenMMLab's wheel for your torch
