@@ -36,17 +36,20 @@ def size_oblivious_shapes() -> Iterator[None]:
     A private, experimental switch of PyTorch (``torch.fx.experimental._config``); it is read when
     Dynamo traces, so it must be on during the calls that compile, not when torch.compile is called.
     """
-    from torch.fx.experimental import _config
     problem = size_oblivious_problem()
     if problem is not None:
         raise BadArgumentError(problem)
+    from torch.fx.experimental import _config
     with _config.patch(backed_size_oblivious=True):
         yield
 
 
 def size_oblivious_problem() -> Optional[str]:
     """Why this torch cannot trace with size-oblivious shapes, in one line, or None where it can."""
-    from torch.fx.experimental import _config
+    try:
+        from torch.fx.experimental import _config
+    except ImportError:  # torch 2.1 has no such module
+        _config = None
     if hasattr(_config, 'backed_size_oblivious'):
         return None
     return (f'torch {torch.__version__} has no backed_size_oblivious switch (torch >= 2.8 has): '
