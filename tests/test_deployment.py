@@ -43,6 +43,23 @@ from .helpers import (
 TOLERANCE = 1e-4
 # The torch.export-based exporter and torch.export's Dim.AUTO (torch >= 2.5).
 NO_DYNAMO_EXPORTER = dynamo_exporter_problem(dynamic=True)
+def _dynamo_problem():
+    """Why this torch's Dynamo cannot compile the backbones whole (fullgraph), or None: the key
+    layout's Python (dict.setdefault, cached per size) is traced since torch 2.14.1 at the latest
+    (tested there); torch 2.1's Dynamo refuses it."""
+    def layout_like(x):
+        slots = {}
+        slots.setdefault(1, []).append(2)
+        return x + len(slots)
+    try:
+        torch.compile(layout_like, fullgraph=True, backend='eager')(torch.zeros(1))
+    except Exception as error:  # Dynamo's Unsupported
+        return (f'torch {torch.__version__}: Dynamo cannot trace the key layout (dict.setdefault: '
+                f'{type(error).__name__}); torch.compile of the backbones is tested on torch 2.14.1')
+    return None
+
+
+NO_FULLGRAPH_COMPILE = _dynamo_problem()
 # torch.compile's size-oblivious tracing of backed sizes (torch >= 2.8), for compile_for_any_size.
 NO_SIZE_OBLIVIOUS = size_oblivious_problem()
 ONE_STAGE = dict(embed_dims=16, focal_levels=(2, ), focal_windows=(7, ), expand_sizes=(3, ), out_indices=(0, ),
@@ -267,6 +284,7 @@ def test_torch_compile_of_the_backbone_is_one_graph_for_every_batch_and_size(mod
     assert len(counter.graphs) == 1
 
 
+@pytest.mark.skipif(NO_FULLGRAPH_COMPILE is not None, reason=str(NO_FULLGRAPH_COMPILE))
 def test_torch_compile_as_it_is_recompiles_once_when_the_size_changes():
     """Plain torch.compile (automatic dynamic): the first size static, one recompile with dynamic
     sizes at the second, none after, for sizes whose stage maps all have 2 windows or more per
@@ -281,6 +299,7 @@ def test_torch_compile_as_it_is_recompiles_once_when_the_size_changes():
     assert len(counter.graphs) == 2
 
 
+@pytest.mark.skipif(NO_FULLGRAPH_COMPILE is not None, reason=str(NO_FULLGRAPH_COMPILE))
 def test_torch_compile_of_focal_fast_has_no_graph_break_at_a_fixed_size():
     """Focal-fast's key sets are computed per map size (topk over distances), so each input size
     is its own graph (README); at one size it compiles whole and matches eager."""
