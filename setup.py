@@ -16,12 +16,16 @@ def read_version():
 
 
 # The lower bounds are those of what the code calls, each with where it appeared:
-# - torch 2.6: torch.serialization.get_unsafe_globals_in_checkpoint (pytorch PR #139221, Nov 2024,
-#   first released in 2.6.0), add_safe_globals's (object, 'module.name') pairs for numpy's moved
-#   names (PR #142153, Dec 2024, 2.6.0) and weights_only=True as torch.load's default (2.6.0).
-#   add_safe_globals itself is older (PR #124331, 2.4.0), and so is the CPU flash attention op the
-#   backbone calls, aten::_scaled_dot_product_flash_attention_for_cpu with attn_mask and scale
-#   (the masked version, PR #115913, Dec 2023, 2.3.0); torch 2.6 covers all of them.
+# - torch 2.1: the oldest release tested (`make test-compat`: torch 2.1.2 + torchvision 0.16.2 with
+#   mmcv 2.1.0 built against it, the torch of OpenMMLab's own mmcv 2.1.0 wheels). Not lower:
+#   scaled_dot_product_attention's scale argument, which the attention passes, is 2.1's. Newer
+#   APIs are taken where present, and on older releases replaced by the same computation or
+#   refused in one line naming the release (docs/install.md lists them): the CPU flash attention op
+#   with attn_mask (2.3, else the generic kernels), torch.compiler.is_compiling (2.3, else Dynamo's),
+#   the torch.export-based ONNX exporter with Dim.AUTO (2.5) and size-oblivious tracing for
+#   compile_for_any_size (2.8); safe loading takes add_safe_globals and
+#   get_unsafe_globals_in_checkpoint where torch has them (2.4, 2.6), its own restricted
+#   unpickling before (mmfocal/engine/safe_load.py).
 # - numpy 1.25: numpy.dtypes (the dtype classes a checkpoint may name). numpy < 2 because mmcv
 #   2.1, mmdet 3.3 and mmseg 1.2 predate numpy 2.
 # - mmengine 0.10.7: mmfocal replaces mmengine's checkpoint loaders and file backend by their
@@ -32,7 +36,9 @@ def read_version():
 #   3.3, mmsegmentation 1.2.2 and mmpretrain 1.2.0: the configs inherit their config files by path
 #   (mmdet::, mmseg::, mmpretrain::), so they hold to the releases whose files they name.
 # - torchvision: mmpretrain imports it; it must be the build made with the installed torch
-#   (tools/setup_env.sh installs torch 2.14.1 with torchvision 0.29.1).
+#   (tools/setup_env.sh installs torch 2.14.1 with torchvision 0.29.1, or 0.16.2 with 2.1.2).
+# - Python 3.11: the only one the tests run on (both environments, CI): older ones are not claimed;
+#   newer ones are let in untested (benchmarks/gpu_check.sh runs from a checkout on Python 3.12).
 # - ninja: torch.utils.cpp_extension builds mmfocal's compiled CPU attention kernels with it.
 # tools/setup_env.sh installs the versions the project is tested with (tools/constraints.txt).
 setup(
@@ -62,9 +68,9 @@ setup(
         # into a wheel as files.
         'mmfocal': ['.mim/model-index.yml', '.mim/configs/**/*.py', '.mim/configs/**/*.yml'],
     },
-    python_requires='>=3.9',
+    python_requires='>=3.11',
     install_requires=[
-        'torch>=2.6', 'numpy>=1.25,<2', 'mmengine>=0.10.7,<1.0', 'mmcv>=2.1.0,<2.2.0', 'mmdet>=3.3.0,<3.4',
+        'torch>=2.1', 'numpy>=1.25,<2', 'mmengine>=0.10.7,<1.0', 'mmcv>=2.1.0,<2.2.0', 'mmdet>=3.3.0,<3.4',
         'mmsegmentation>=1.2.2,<1.3', 'mmpretrain>=1.2.0,<1.3', 'torchvision', 'ftfy', 'regex', 'pycocotools',
         'setuptools<82', 'ninja'
     ],

@@ -33,6 +33,9 @@ from .helpers import with_large_weights
 
 FLASH_KERNEL = 'aten._scaled_dot_product_flash_attention_for_cpu.default'
 COMPILED_KERNELS = ('mmfocal_cpu.focal_attention_forward.default', 'mmfocal_cpu.focal_attention_backward.default')
+# PyTorch's CPU flash kernel with a mask (torch >= 2.3): the 'cpu' kernels; the CPU takes 'generic' without it.
+NO_CPU_FLASH_KERNEL = attention_kernels.cpu_flash_kernel_reason()
+needs_cpu_flash_kernel = pytest.mark.skipif(NO_CPU_FLASH_KERNEL is not None, reason=str(NO_CPU_FLASH_KERNEL))
 # Where the compiled CPU kernels must build (CI's machines are such): a failed build there is a failure.
 BUILDS_COMPILED_KERNELS = sys.platform.startswith('linux') and platform.machine() == 'x86_64' and \
     torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512')
@@ -65,6 +68,7 @@ def _ops_of(block, x, path):
     return recorder.names
 
 
+@needs_cpu_flash_kernel
 @pytest.mark.parametrize('fast', [False, True])
 def test_forced_path_is_the_path_taken(fast):
     block = _block(fast)
@@ -81,6 +85,19 @@ def test_forced_path_is_the_path_taken(fast):
     with attention_path(kernels='generic'):  # the route of other devices
         generic = _ops_of(block, x, 'recompute')
     assert FLASH_KERNEL not in generic and 'aten.logsumexp.default' in generic
+
+
+@pytest.mark.skipif(NO_CPU_FLASH_KERNEL is None, reason='this torch has the CPU flash kernel with a mask')
+def test_without_the_cpu_flash_kernel_the_cpu_takes_the_generic_kernels():
+    """torch < 2.3 (no aten::_scaled_dot_product_flash_attention_for_cpu with a mask): by default
+    the fused paths run on the 'generic' kernels, the same function; forcing 'cpu' names the version."""
+    assert 'torch >= 2.3' in NO_CPU_FLASH_KERNEL
+    block = _block()
+    x = torch.randn(1, 20, 23, 16, requires_grad=True)
+    recompute = _ops_of(block, x, 'recompute')
+    assert 'aten.logsumexp.default' in recompute and FLASH_KERNEL not in recompute
+    with attention_path(kernels='cpu'), pytest.raises(ValueError, match=r"kernels='cpu'.*torch >= 2\.3.*'generic'"):
+        block(x)
 
 
 def test_forced_paths_give_the_automatic_paths_outputs():
@@ -114,6 +131,7 @@ def test_attention_path_checks_its_arguments_and_restores_the_settings():
     assert attention_settings() == default
 
 
+@needs_cpu_flash_kernel
 def test_default_chunk_size_is_the_l2_cache_of_the_threads_in_use(monkeypatch):
     """Without a chunk size set, the CPU kernels' chunks hold as many bytes as the L2 caches of the
     threads PyTorch uses, read from sysfs (the fallback where it says nothing), at each call,
@@ -221,6 +239,7 @@ def test_the_avx2_build_computes_the_same_where_pytorch_runs_avx2():
     assert result.returncode == 0 and '1 passed' in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
 
 
+@needs_cpu_flash_kernel
 def test_compiled_kernels_can_be_switched_off_and_refuse_what_they_cannot_compute(monkeypatch):
     """MMFOCAL_COMPILED_KERNELS=0 gives PyTorch's kernels; forcing the compiled kernels on an
     attention they do not take (float64, head dims other than 32) is an error that says why; and

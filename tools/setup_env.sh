@@ -1,19 +1,36 @@
 #!/usr/bin/env bash
-# Installs the pinned OpenMMLab stack into the active virtual environment, or into .venv/.
-# Idempotent: a second run installs nothing new. A torch already present is kept (a GPU user's),
-# with the torchvision of its release.
+# Installs the pinned OpenMMLab stack into the active environment (a virtual environment, else an
+# active conda environment), or into .venv/. Idempotent: a second run installs nothing new. A torch
+# already present is kept (a GPU user's, for their CUDA), with the torchvision of its release.
+#
+# Settings (environment variables; `make env-compat` uses them for .venv-compat/):
+#   MMFOCAL_VENV         the virtual environment to use (made if missing), whatever is active
+#   MMFOCAL_TORCH, MMFOCAL_TORCHVISION   the torch and torchvision installed where none is (2.14.1, 0.29.1)
+#   MMFOCAL_ONNX         the ONNX packages' pins (for torch 2.14.1 by default)
+#   FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST   passed to mmcv's build: its CUDA ops on a machine without
+#                        a GPU, for those architectures (docs/install.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ -n "${VIRTUAL_ENV:-}" ]]; then
+if [[ -n "${MMFOCAL_VENV:-}" ]]; then
+  [[ -x "$MMFOCAL_VENV/bin/python" ]] || python3 -m venv "$MMFOCAL_VENV"
+  PY="$MMFOCAL_VENV/bin/python"
+elif [[ -n "${VIRTUAL_ENV:-}" ]]; then
   PY="$VIRTUAL_ENV/bin/python"
+elif [[ -n "${CONDA_PREFIX:-}" ]]; then
+  PY="$CONDA_PREFIX/bin/python"
+  echo "installing into the active conda environment $CONDA_PREFIX"
 else
   [[ -x .venv/bin/python ]] || python3 -m venv .venv
   PY=.venv/bin/python
 fi
+TORCH=${MMFOCAL_TORCH:-2.14.1} TORCHVISION=${MMFOCAL_TORCHVISION:-0.29.1}
+ONNX=${MMFOCAL_ONNX:-onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0}
 pip_install() { "$PY" -m pip install --disable-pip-version-check -q -c tools/constraints.txt "$@"; }
 
-stamp=".venv-stamp-$(sha1sum tools/setup_env.sh tools/constraints.txt tools/mmcv_wheel_cache.py tools/cxx_std20.sh setup.py | sha1sum | cut -c1-12)"
+settings="$TORCH $TORCHVISION $ONNX ${FORCE_CUDA:-} ${TORCH_CUDA_ARCH_LIST:-}"
+stamp=".venv-stamp-$( (sha1sum tools/setup_env.sh tools/constraints.txt tools/mmcv_wheel_cache.py tools/cxx_std20.sh \
+  setup.py; echo "$settings") | sha1sum | cut -c1-12)"
 if [[ -f "$("$PY" -c 'import sys; print(sys.prefix)')/$stamp" ]]; then
   exit 0
 fi
@@ -24,7 +41,6 @@ pip_install 'setuptools<82' wheel ninja
 # torch and torchvision. mmpretrain imports torchvision, and PyPI's torchvision does not load
 # beside the CPU-only torch 2.13.0 file ("operator torchvision::nms does not exist"); torch 2.14.1
 # with torchvision 0.29.1 do work together on the CPU (a CUDA build, about 5.5 GB).
-TORCH=2.14.1 TORCHVISION=0.29.1
 torchvision_works() { "$PY" -c 'import torch, torchvision.ops; torchvision.ops.nms(torch.zeros(1, 4), torch.ones(1), 0.5)' 2>/dev/null; }
 if ! "$PY" -c 'import torch' 2>/dev/null; then
   pip_install "torch==$TORCH" "torchvision==$TORCHVISION"
@@ -50,48 +66,46 @@ pip_install numpy opencv-python mmengine==0.10.7
 
 # mmcv 2.1.0 with its compiled ops, built against the torch installed now. pip's own wheel cache
 # would reuse a wheel built against another torch (it keys on the source archive), so the wheel
-# is built without it, into a folder keyed on torch's version, CUDA and C++ ABI, and installed
-# from there (tools/mmcv_wheel_cache.py).
+# is built without it, into a folder keyed on torch's version, CUDA, C++ ABI and the ops built
+# (CPU only, or CUDA for which architectures), and installed from there (tools/mmcv_wheel_cache.py).
 MMCV=2.1.0
+"$PY" tools/mmcv_wheel_cache.py cuda-check || exit 1
+ops=$("$PY" tools/mmcv_wheel_cache.py ops)
 WHEEL_CACHE=${MMFOCAL_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmfocal/wheels}
-mmcv_matches() {
-  "$PY" - "$WHEEL_CACHE" "$MMCV" 2>/dev/null <<'PY'
-import importlib.metadata, os, sys
-sys.path.insert(0, 'tools')
-import mmcv, mmcv.ops  # noqa: F401  (the compiled ops load against the running torch)
-from mmcv_wheel_cache import build_key
-built_for = os.path.join(os.path.dirname(mmcv.__file__), '.mmfocal_built_for')
-sys.exit(not (mmcv.__version__ == sys.argv[2] and os.path.exists(built_for)
-              and open(built_for).read().strip() == build_key()))
-PY
-}
-if ! mmcv_matches; then
+# An mmcv this script installed stays while its key is the running one; another (OpenMMLab's wheel
+# for your torch and CUDA) stays where its ops run here, with CUDA kernels where they are wanted.
+if ! "$PY" tools/mmcv_wheel_cache.py installed "$MMCV" 2>/dev/null; then
   wheel=$("$PY" tools/mmcv_wheel_cache.py find "$WHEEL_CACHE" "$MMCV") || {
     dir=$("$PY" tools/mmcv_wheel_cache.py dir "$WHEEL_CACHE" "$MMCV")
-    echo "building mmcv $MMCV with its ops against torch $("$PY" -c 'import torch; print(torch.__version__)') into $dir"
+    echo "building mmcv $MMCV with its ops ($ops) against torch $("$PY" -c 'import torch; print(torch.__version__)') into $dir"
     echo "(about 10 minutes on 2 cores the first time; that folder serves later set-ups with this torch)"
     # torch >= 2.14's headers need C++20; mmcv 2.1.0's setup.py asks for C++17 (tools/cxx_std20.sh).
     compiler=()
     if grep -q 'C++20 or later' "$("$PY" -c 'import torch.utils.cpp_extension as c; print(c.include_paths()[0])')/ATen/ATen.h"; then
       compiler=(CXX="$PWD/tools/cxx_std20.sh" MMFOCAL_REAL_CXX="${CXX:-c++}")
     fi
-    env ${compiler[@]+"${compiler[@]}"} MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$PY" -m pip wheel --disable-pip-version-check -q \
+    # mmcv's setup.py builds CUDA ops where torch sees a GPU or FORCE_CUDA=1, for TORCH_CUDA_ARCH_LIST.
+    env ${compiler[@]+"${compiler[@]}"} FORCE_CUDA="${FORCE_CUDA:-0}" TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-}" \
+      MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$PY" -m pip wheel --disable-pip-version-check -q \
       --no-cache-dir --no-build-isolation --no-deps -c tools/constraints.txt -w "$dir" "mmcv==$MMCV"
     wheel=$("$PY" tools/mmcv_wheel_cache.py find "$WHEEL_CACHE" "$MMCV")
   }
   echo "installing $wheel"
+  if [[ $ops == cpuops ]] && "$PY" -c 'import sys, torch; sys.exit(torch.version.cuda is None)'; then
+    "$PY" tools/mmcv_wheel_cache.py note
+  fi
   pip_install --force-reinstall --no-cache-dir "$wheel" --no-deps
   pip_install "$wheel"  # its pure-Python requirements
-  "$PY" -c 'import os, sys, mmcv; sys.path.insert(0, "tools"); from mmcv_wheel_cache import build_key
-open(os.path.join(os.path.dirname(mmcv.__file__), ".mmfocal_built_for"), "w").write(build_key())'
-  mmcv_matches || { echo "mmcv $MMCV from $wheel does not load its ops against this torch" >&2; exit 1; }
+  "$PY" tools/mmcv_wheel_cache.py mark
+  "$PY" tools/mmcv_wheel_cache.py installed "$MMCV" >/dev/null || {
+    echo "mmcv $MMCV from $wheel does not load its ops against this torch" >&2; exit 1; }
 fi
 
 pip_install mmdet==3.3.0 mmsegmentation==1.2.2 mmpretrain==1.2.0 ftfy regex pycocotools pytest
 # Style: `make test` runs ruff (ruff.toml) before the tests.
 pip_install ruff==0.17.6
 # Deployment: ONNX export (onnxscript for the torch.export-based exporter) and ONNX Runtime (CPU).
-pip_install onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0
+pip_install $ONNX
 pip_install --no-build-isolation --no-deps -e .
 "$PY" -c 'import mmcv.ops, mmdet, mmseg, mmpretrain, mmfocal'
 touch "$("$PY" -c 'import sys; print(sys.prefix)')/$stamp"

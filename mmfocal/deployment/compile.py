@@ -21,10 +21,12 @@ distances, computed on the CPU per map size outside the graph (``int()`` of the 
 size is its own graph.
 """
 import contextlib
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 import torch.nn as nn
+
+from ..errors import BadArgumentError
 
 
 @contextlib.contextmanager
@@ -34,12 +36,24 @@ def size_oblivious_shapes() -> Iterator[None]:
     A private, experimental switch of PyTorch (``torch.fx.experimental._config``); it is read when
     Dynamo traces, so it must be on during the calls that compile, not when torch.compile is called.
     """
+    problem = size_oblivious_problem()
+    if problem is not None:
+        raise BadArgumentError(problem)
     from torch.fx.experimental import _config
-    if not hasattr(_config, 'backed_size_oblivious'):
-        raise RuntimeError(f'torch {torch.__version__} has no backed_size_oblivious switch (torch >= 2.8 has); '
-                           'use torch.compile(model, fullgraph=True), which recompiles for batch 1 and small maps')
     with _config.patch(backed_size_oblivious=True):
         yield
+
+
+def size_oblivious_problem() -> Optional[str]:
+    """Why this torch cannot trace with size-oblivious shapes, in one line, or None where it can."""
+    try:
+        from torch.fx.experimental import _config
+    except ImportError:  # torch 2.1 has no such module
+        _config = None
+    if hasattr(_config, 'backed_size_oblivious'):
+        return None
+    return (f'torch {torch.__version__} has no backed_size_oblivious switch (torch >= 2.8 has): '
+            'use torch.compile(model, fullgraph=True), which recompiles for batch 1 and small maps')
 
 
 class CompiledForAnySize(nn.Module):
@@ -52,6 +66,9 @@ class CompiledForAnySize(nn.Module):
 
     def __init__(self, module: nn.Module, **options):
         super().__init__()
+        problem = size_oblivious_problem()
+        if problem is not None:  # said now, not at the first call
+            raise BadArgumentError(problem)
         options = dict(dict(fullgraph=True, dynamic=True), **options)
         self.compiled = torch.compile(module, **options)
 

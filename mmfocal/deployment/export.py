@@ -12,12 +12,14 @@ The file records which part it holds and how its flat outputs nest (ONNX metadat
 :mod:`mmfocal.deployment.ort_model` can put it back in place of that part. The model comes from
 :func:`mmfocal.apis.build_model_from_config`.
 """
+import inspect
 import json
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
+from ..errors import BadArgumentError
 from .standard_ops import adaptive_pools_as_matmuls
 
 PARTS = ('backbone', 'features', 'model')
@@ -100,6 +102,27 @@ def refuse_dynamic_focal_fast(module: nn.Module) -> None:
                          'with --shape H W (and --batch N) of the size you will run.')
 
 
+def torchscript_exporter_options() -> dict:
+    """The options that make ``torch.onnx.export`` take the TorchScript exporter: ``dynamo=False``
+    where it has that switch (torch >= 2.5; the torch.export-based exporter is the default from
+    2.9), none before (it is the only exporter there)."""
+    return dict(dynamo=False) if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
+
+
+def dynamo_exporter_problem(dynamic: bool) -> Optional[str]:
+    """Why this torch cannot run the torch.export-based exporter as :func:`export_onnx` calls it,
+    in one line, or None where it can."""
+    missing = []
+    if 'dynamo' not in inspect.signature(torch.onnx.export).parameters:
+        missing.append('torch.onnx.export(dynamo=True)')
+    if dynamic and not hasattr(getattr(torch.export, 'Dim', None), 'AUTO'):
+        missing.append('torch.export.Dim.AUTO')
+    if not missing:
+        return None
+    return (f'the torch.export-based ONNX exporter (--dynamo) needs {" and ".join(missing)} (torch >= 2.5); '
+            f'torch {torch.__version__} has the TorchScript exporter only: export without --dynamo')
+
+
 def export_onnx(module: nn.Module, example: torch.Tensor, out: str, dynamic: bool = False,
                 opset: Optional[int] = None, dynamo: bool = False, part: str = 'model') -> List[Tuple[str, list]]:
     """Export ``module`` (one tensor in) at ``example`` to the ONNX file ``out``.
@@ -115,6 +138,8 @@ def export_onnx(module: nn.Module, example: torch.Tensor, out: str, dynamic: boo
     opset = opset or (DYNAMO_MIN_OPSET if dynamo else DEFAULT_OPSET)
     if dynamo and opset < DYNAMO_MIN_OPSET:
         raise ValueError(f'the torch.export-based exporter needs opset >= {DYNAMO_MIN_OPSET}, got {opset}')
+    if dynamo and dynamo_exporter_problem(dynamic):
+        raise BadArgumentError(dynamo_exporter_problem(dynamic))
     with torch.no_grad():
         flat, structure = flatten_outputs(module(example))
     names = output_names(structure)
@@ -138,8 +163,8 @@ def export_onnx(module: nn.Module, example: torch.Tensor, out: str, dynamic: boo
         # Adaptive average pooling (UperNet's pyramid pooling) as matrix products built from the
         # traced size: the exporter's own form is a fixed AveragePool, only where the sizes divide.
         with adaptive_pools_as_matmuls(module):
-            torch.onnx.export(module, (example, ), out, dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=names, dynamic_axes=dynamic_axes)
+            torch.onnx.export(module, (example, ), out, opset_version=opset, input_names=[INPUT_NAME],
+                              output_names=names, dynamic_axes=dynamic_axes, **torchscript_exporter_options())
     model = onnx.load(out)
     for key, value in ((METADATA_PART, part), (METADATA_STRUCTURE, json.dumps(structure))):
         entry = model.metadata_props.add()

@@ -28,10 +28,11 @@ process the whole start-up) leaves no trace in what follows.
   of that epoch (only log lines show it).
 
 The state is stored under ``checkpoint['exact_resume']`` as tensors and plain numbers, so it adds
-nothing that mmfocal's checkpoint unpickler (:mod:`mmfocal.engine.safe_load`) would refuse. A resume that cannot be exact (a
-checkpoint written without the hook, another number of processes, data workers or batch size, an
-entry that is not what the hook writes) continues as mmengine resumes, with one warning saying
-so. On GPUs, kernels that are not deterministic can still make runs differ, interrupted or not.
+nothing that mmfocal's checkpoint unpickler (:mod:`mmfocal.engine.safe_load`) would refuse. A
+resume that cannot be exact (a checkpoint written without the hook, another number of processes,
+data workers or batch size, an entry that is not what the hook writes) continues as mmengine
+resumes, with one warning saying so. On GPUs, kernels that are not deterministic can still make
+runs differ, interrupted or not.
 """
 import functools
 import logging

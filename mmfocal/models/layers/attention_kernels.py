@@ -40,6 +40,7 @@ from .tracing import check_not_traced, is_tracing
 
 ATTENTION_PATHS = ('auto', 'standard_ops', 'autograd', 'recompute', 'fused')
 FUSED_KERNELS = ('compiled', 'cpu', 'generic')
+CPU_FLASH_KERNEL = '_scaled_dot_product_flash_attention_for_cpu'
 
 
 # On the CPU the kernels work in chunks of windows, each operator streaming through a chunk's
@@ -136,7 +137,8 @@ def attention_path(path: Optional[str] = None, *, chunk_bytes: Optional[int] = N
             ``scaled_dot_product_attention`` (and matmul and softmax where the backward needs the
             log-sum-exp) over all windows at once. None keeps the current route (by default on the
             CPU ``'compiled'`` where those kernels apply and build, else ``'cpu'``; ``'generic'``
-            elsewhere).
+            elsewhere; ``'generic'`` also on the CPU under torch < 2.3, which lacks the CPU flash
+            kernel with a mask: forcing ``'cpu'`` there is an error naming the version).
 
     Tracers the automatic choice knows (:func:`~.tracing.is_tracing`), which get ``'standard_ops'``
     by themselves: ``torch.jit.trace`` (so ``torch.onnx.export(..., dynamo=False)`` and the FLOP
@@ -334,7 +336,7 @@ def _attend_fused(q, source, index, bias, off_map, need_lse: bool = True, bias_c
             k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
             q_chunk = _take(q, windows, offset=b * num_windows).transpose(1, 2)
             if on_cpu:
-                out_chunk, lse_chunk = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                out_chunk, lse_chunk = getattr(torch.ops.aten, CPU_FLASH_KERNEL)(
                     q_chunk, k, v, 0.0, False, attn_mask=mask, scale=1.0)
             elif not need_lse:
                 out_chunk = F.scaled_dot_product_attention(q_chunk, k, v, attn_mask=mask, scale=1.0)
@@ -589,10 +591,25 @@ def _has_off_map_keys(chunk: '_Chunk', windows_off_map: list) -> bool:
 def _uses_cpu_kernels(device: torch.device) -> bool:
     """The CPU route: PyTorch's CPU flash kernel, over chunks of windows (see attention_path's ``kernels``)."""
     if _settings.kernels is None:
-        return device.type == 'cpu'
+        return device.type == 'cpu' and cpu_flash_kernel_reason() is None
     if _settings.kernels == 'cpu' and device.type != 'cpu':
         raise ValueError(f"attention_path(kernels='cpu') runs on CPU tensors only, got a {device.type} tensor")
+    if _settings.kernels == 'cpu' and cpu_flash_kernel_reason() is not None:
+        raise ValueError(f"attention_path(kernels='cpu'): {cpu_flash_kernel_reason()}; take kernels='generic'")
     return _settings.kernels == 'cpu'
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_flash_kernel_reason() -> Optional[str]:
+    """Why this torch cannot take the ``'cpu'`` kernels, or None where it can: they need PyTorch's
+    CPU flash kernel with an additive mask, ``aten::_scaled_dot_product_flash_attention_for_cpu``
+    with ``attn_mask`` (torch >= 2.3; 2.2 has it without the mask, 2.1 not at all). Without it the
+    CPU takes the ``'generic'`` kernels, the same function (within float rounding)."""
+    op = getattr(torch.ops.aten, CPU_FLASH_KERNEL, None)
+    if op is None or not any(argument.name == 'attn_mask' for argument in op.default._schema.arguments):
+        return (f'torch {torch.__version__} has no CPU flash attention kernel with a mask (aten::{CPU_FLASH_KERNEL} '
+                'with attn_mask, torch >= 2.3)')
+    return None
 
 
 def _chunk_bytes() -> int:

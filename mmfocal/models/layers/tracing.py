@@ -26,6 +26,11 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
+try:  # torch >= 2.3
+    from torch.compiler import is_compiling
+except ImportError:  # torch 2.1 and 2.2: Dynamo's own, which it reads as True while tracing
+    from torch._dynamo import is_compiling
+
 
 class UnknownTracerError(RuntimeError):
     """The eager attention kernels got inputs traced by something :func:`is_tracing` does not know."""
@@ -34,7 +39,7 @@ class UnknownTracerError(RuntimeError):
 def is_tracing(x: torch.Tensor) -> bool:
     """Whether ``x`` is being traced for export or compilation by a tracer the layers know (see the
     module docstring); then they take forms that trace correctly and for any size."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+    if is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return True
     from torch._subclasses.fake_tensor import is_fake
     return is_fake(x)

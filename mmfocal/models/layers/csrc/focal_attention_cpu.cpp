@@ -63,8 +63,13 @@ inline Reg max(Reg a, Reg b) { return _mm256_max_ps(a, b); }
 #error "built with -DCPU_CAPABILITY_AVX512 or -DCPU_CAPABILITY_AVX2 (compiled_kernels.py)"
 #endif
 
-// exp(x) through PyTorch's vectorised exp of this build's vector width (1 ulp within 20 bits).
-inline Reg exp(Reg x) { return at::vec::Vectorized<float>(x).exp_u20(); }
+// exp(x) through PyTorch's vectorised exp of this build's vector width (1 ulp within 20 bits);
+// torch releases without exp_u20 (2.1) take their exp (Sleef's, within 1 ulp): the same function.
+template <typename V>
+inline auto vector_exp(const V &x, int) -> decltype(x.exp_u20()) { return x.exp_u20(); }
+template <typename V>
+inline V vector_exp(const V &x, long) { return x.exp(); }
+inline Reg exp(Reg x) { return vector_exp(at::vec::Vectorized<float>(x), 0); }
 
 constexpr int kDims = 32;                                              // head dims
 constexpr int kMaxQueries = 56;                                        // queries of a window (7 x 7 = 49)
