@@ -17,6 +17,7 @@ from mmengine.config import Config
 
 import mmfocal
 from mmfocal.engine.pretrained import load_pretrained
+from mmfocal.engine.safe_load import load_checkpoint_file
 
 from .helpers import (
     CLS_CONFIGS,
@@ -125,7 +126,7 @@ def focal_l_start(imagenet_workspace, tmp_path_factory):
 
 
 def state_of(checkpoint):
-    return torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
+    return load_checkpoint_file(str(checkpoint), map_location='cpu')['state_dict']
 
 
 def test_fine_tune_takes_the_22k_classifier_but_its_head(focal_l_start):

@@ -69,7 +69,10 @@ def test_every_config_has_one_entry(family):
 def test_entry_matches_the_model_its_config_builds(config):
     entry = ENTRIES[config]
     cfg = load(entry)
-    checkpoint = osp.basename((cfg.model.backbone.get('init_cfg') or {}).get('checkpoint', ''))
+    # A URL is named by its file; a local path (the checkpoint another config makes) as it stands.
+    checkpoint = (cfg.model.backbone.get('init_cfg') or {}).get('checkpoint', '')
+    if '://' in checkpoint:
+        checkpoint = osp.basename(checkpoint)
     model = build_on_meta(cfg)
     assert entry['Metadata']['Parameters'] == sum(p.numel() for p in model.parameters())
     # The weights named: the backbone's pretrained file (det/seg) or the published classifier (cls).

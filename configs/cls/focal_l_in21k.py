@@ -5,8 +5,8 @@
 # AdamW, no-decay rules, clipping and label smoothing) with what this file states: the model, the
 # data, 90 epochs with 5 of warm-up, a batch of 4096, drop path 0.2. No validation: the release has
 # no validation split (Swin held out its own; mmpretrain's ImageNet21k reads only 'train').
-# focal_l_in21k_ft_in1k.py fine-tunes the result on ImageNet-1K at 384x384; the paper's own Focal-L
-# was made otherwise (from Swin-L's ImageNet-22K weights): docs/imagenet.md, "Focal-L".
+# focal_l_in21k_ft_in1k.py fine-tunes the result on ImageNet-1K at 384x384. How the paper's own
+# Focal-L was made could not be checked here: docs/imagenet.md, "Focal-L".
 _base_ = './focal_t_in1k.py'
 
 num_classes = 21841  # mmpretrain's imagenet21k_bs128.py says 21842; the head must match your copy's classes
