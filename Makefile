@@ -9,7 +9,7 @@ COMPAT_SETTINGS := MMFOCAL_VENV=$(COMPAT_VENV) MMFOCAL_TORCH=2.1.2 MMFOCAL_TORCH
 	MMFOCAL_ONNX='onnx==1.23.2 onnxruntime==1.32.0'
 # What runs there: the backbones, checkpoints, configs, classifier and deployment.
 COMPAT_TESTS := tests/test_environment.py tests/test_backbone.py tests/test_attention_paths.py \
-	tests/test_focal_fast.py tests/test_safe_load.py tests/test_paddle_checkpoint.py \
+	tests/test_focal_fast.py tests/test_safe_load.py tests/test_hostile_files.py tests/test_paddle_checkpoint.py \
 	tests/test_atomic_checkpoint.py tests/test_det_configs.py tests/test_seg_configs.py \
 	tests/test_classifier.py tests/test_deployment.py
 

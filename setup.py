@@ -23,9 +23,9 @@ def read_version():
 #   refused in one line naming the release (docs/install.md lists them): the CPU flash attention op
 #   with attn_mask (2.3, else the generic kernels), torch.compiler.is_compiling (2.3, else Dynamo's),
 #   the torch.export-based ONNX exporter with Dim.AUTO (2.5) and size-oblivious tracing for
-#   compile_for_any_size (2.8); safe loading takes add_safe_globals and
-#   get_unsafe_globals_in_checkpoint where torch has them (2.4, 2.6), its own restricted
-#   unpickling before (mmfocal/engine/safe_load.py).
+#   compile_for_any_size (2.8). Safe loading needs none of torch's allow-list API: checkpoints are
+#   read by mmfocal's own restricted unpickler, given to torch.load as its pickle_module, on every
+#   torch (mmfocal/engine/safe_load.py).
 # - numpy 1.25: numpy.dtypes (the dtype classes a checkpoint may name). numpy < 2 because mmcv
 #   2.1, mmdet 3.3 and mmseg 1.2 predate numpy 2.
 # - mmengine 0.10.7: mmfocal replaces mmengine's checkpoint loaders and file backend by their
