@@ -309,22 +309,35 @@ def hostile_files(tmp_path_factory):
 
 # ---------------------------------------------------------------- running and measuring a child process
 
+# Runs a command and reports its exit status and peak memory. A child's peak (ru_maxrss) includes
+# the memory of the process it was forked from, so measuring the tool straight from pytest (gigabytes
+# late in the suite) would count pytest's own; this small launcher forks it instead.
+MEASURING_LAUNCHER = textwrap.dedent('''
+    import os, subprocess, sys, threading
+    hang_guard_s, report, *command = sys.argv[1:]
+    child = subprocess.Popen(command)
+    guard = threading.Timer(float(hang_guard_s), child.kill)
+    guard.start()
+    _, status, usage = os.wait4(child.pid, 0)
+    guard.cancel()
+    with open(report, 'w') as file:
+        file.write(f'{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}')
+''')
+
+
 def run_measured(command, env=None):
     """(exit status or -signal, stdout, stderr, peak memory in KB) of a child process: its own peak, from
-    wait4, not the largest of all children. Killed at the hang guard."""
-    with tempfile.TemporaryFile('w+') as stdout, tempfile.TemporaryFile('w+') as stderr:
-        process = subprocess.Popen(command, cwd=ROOT, env=env or tool_environment(), stdout=stdout, stderr=stderr,
-                                   text=True)
-        guard = threading.Timer(HANG_GUARD_S, process.kill)
-        guard.start()
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            guard.cancel()
-        process.returncode = os.waitstatus_to_exitcode(status)
+    wait4 in a small launcher (:data:`MEASURING_LAUNCHER`), not the largest of all children. Killed at the
+    hang guard."""
+    with tempfile.TemporaryFile('w+') as stdout, tempfile.TemporaryFile('w+') as stderr, \
+            tempfile.NamedTemporaryFile('r') as report:
+        subprocess.run([sys.executable, '-c', MEASURING_LAUNCHER, str(HANG_GUARD_S), report.name, *map(str, command)],
+                       cwd=ROOT, env=env or tool_environment(), stdout=stdout, stderr=stderr, text=True,
+                       timeout=HANG_GUARD_S + 120, check=True)
+        code, peak = map(int, report.read().split())
         stdout.seek(0)
         stderr.seek(0)
-        return process.returncode, stdout.read(), stderr.read(), usage.ru_maxrss
+        return code, stdout.read(), stderr.read(), peak
 
 
 def assert_one_line_refusal(path: str, message: str, what: str):
