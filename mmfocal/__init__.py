@@ -33,9 +33,8 @@ them on again). Without them, torch >= 2.6 refuses mmengine's training checkpoin
 import os
 
 from . import engine
-from .mim import register_config_scope
 from .models import ARCH_SETTINGS, FocalFastTransformer, FocalTransformer
-from .registry import MMDET_MODELS, MMSEG_MODELS  # noqa: F401  registers the modules
+from .registry import MMDET_MODELS, MMSEG_MODELS, register_config_scope  # noqa: F401  registers the modules
 from .version import __version__
 
 register_config_scope()  # configs elsewhere may inherit 'mmfocal::det/...' (mmfocal.mim)

@@ -1,28 +1,27 @@
-"""What the scripts under ``tools/`` share: reading a config for mmdet, mmseg or mmpretrain, the
-work dir, distributed runs on machines without a GPU, the command-line options train and test have
-in common, and checking a converted checkpoint against the backbone it is for. The tools are thin
-scripts over these functions; they import the installed package, so they run from any working
-directory. The checks raise :mod:`mmfocal.errors` exceptions; a tool's ``main``, decorated with :func:`exit_on_error`,
-stops with their one-line message."""
-import copy
+"""What the scripts under ``tools/`` share: the one error policy (:func:`exit_on_error`), the
+command-line options train and test have in common, the checks of a config's files and data sets
+made before anything is built, the work dir, and distributed runs on machines without a GPU.
+
+The tools are thin scripts over the library (:mod:`mmfocal.apis` reads configs and converts
+checkpoints) and these functions; they import the installed package, so they run from any working
+directory. The checks raise :mod:`mmfocal.errors` exceptions; a tool's ``main``, decorated with
+:func:`exit_on_error`, stops with their one-line message."""
 import functools
 import os
 import os.path as osp
-import stat
 import subprocess
 
 import torch
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import ConfigDict, DictAction
 from mmengine.dist import barrier, is_distributed
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS, init_default_scope
+from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from .engine.pretrained import backbone_class_name, infer_architecture, match_state_dict, warn_non_finite
+from .engine.checkpoint_files import check_checkpoint_file
 from .engine.published_weights import dead_url_advice
-from .errors import BadArgumentError, ConfigError, MissingFileError, MMFocalError
+from .errors import ConfigError, MissingFileError, MMFocalError
 
-SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
 
@@ -40,52 +39,12 @@ def exit_on_error(main):
     return main_exiting_on_error
 
 
-def load_config(path, cfg_options, launcher):
-    """Read CONFIG, apply --cfg-options, and set the registry scope the config belongs to.
-    ``path`` may also be a loaded Config, which is copied, not changed."""
-    if isinstance(path, Config):
-        cfg, path = copy.deepcopy(path), path.filename or 'the config'
-    elif not osp.isfile(path):
-        raise MissingFileError(f'config file not found: {path}')
-    else:
-        cfg = Config.fromfile(path)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    scope = cfg.get('default_scope')
-    if scope not in SCOPES:
-        raise ConfigError(
-            f'{path}: default_scope is {scope!r}; these tools run mmdet configs '
-            f"(default_scope='mmdet'), mmseg configs (default_scope='mmseg') and mmpretrain configs "
-            "(default_scope='mmpretrain'). Inherit the library's default_runtime.py, as every config "
-            'under configs/ does.')
-    init_default_scope(scope)
-    cfg.launcher = launcher
-    return cfg
-
-
 def set_work_dir(cfg, config_path, work_dir):
     """--work-dir, else the config's work_dir, else work_dirs/<config name>."""
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
-
-
-_FILE_KINDS = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO'), (stat.S_ISCHR, 'a character device'),
-               (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket'))
-
-
-def check_checkpoint_file(path: str, what: str = 'checkpoint') -> None:
-    """Raise MissingFileError (``<what> not found: PATH``) if the local file ``path`` is not there,
-    BadArgumentError if it is something other than a regular file (a directory, FIFO or device:
-    reading one would hang or fail with a misleading message)."""
-    try:
-        mode = os.stat(path).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        raise MissingFileError(f'{what} not found: {path}') from None
-    if not stat.S_ISREG(mode):
-        kind = next((name for test, name in _FILE_KINDS if test(mode)), 'not a regular file')
-        raise BadArgumentError(f'{what} {path} is {kind}, not a file')
 
 
 def check_pretrained_checkpoint(cfg):
@@ -302,19 +261,3 @@ def check_dataset_paths(cfg, config_path, phases=('train', 'val')):
             fix = (f'{where_it_goes}; or point the config '
                    f'at yours with --cfg-options {key}=...' + (f' ({", ".join(along)} too)' if along else ''))
         raise MissingFileError(f'{config_path}: {key} = {where} does not exist: {fix}')
-
-
-def match_official_backbone(state, source: str = 'the checkpoint') -> tuple:
-    """(backbone class name, its arguments, strict load report) for an official-format state dict:
-    the backbone it is for, built from the sizes its shapes give (on the meta device), and
-    :func:`~mmfocal.engine.pretrained.match_state_dict`'s report; a file of another model is a
-    CheckpointMismatchError naming the keys that do not fit. NaN or infinite values are a warning
-    naming the tensors (``source`` names the file in it)."""
-    from .models import backbones
-    arch = infer_architecture(state)
-    backbone = backbone_class_name(state)
-    with torch.device('meta'):
-        model = getattr(backbones, backbone)(**arch)
-    report = match_state_dict(model, state)
-    warn_non_finite(state, source)
-    return backbone, arch, report

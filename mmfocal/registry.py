@@ -5,7 +5,10 @@ MODELS of mmdet, mmseg and mmpretrain (an mmpretrain ``ImageClassifier`` is the 
 the RepPointsV2 detector parts and the mask TTA model into mmdet's (head, loss, DetMaskTTAModel
 into MODELS; assigners into TASK_UTILS), the training hooks into the HOOKS of all four, the
 classifier's subset accuracy into mmpretrain's METRICS, and the visualizers that write
-``tools/test.py --show-dir``'s PNGs into the VISUALIZERS of mmdet and mmseg."""
+``tools/test.py --show-dir``'s PNGs into the VISUALIZERS of mmdet and mmseg. And
+:func:`register_config_scope` adds ``mmfocal`` to the packages whose configs mmengine reads by
+``PACKAGE::PATH`` (:mod:`mmfocal.mim`)."""
+from mmengine.config.utils import MODULE2PACKAGE
 from mmdet.registry import HOOKS as MMDET_HOOKS
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmdet.registry import TASK_UTILS as MMDET_TASK_UTILS
@@ -27,10 +30,26 @@ from .models.task_modules import CornerHeatmapAssigner, PointAssignerV2
 from .models.test_time_augs import DetMaskTTAModel
 from .visualization.prediction_pngs import DetPredictionPNGs, SegPredictionPNGs
 
+# The scope of ``mmfocal::`` config paths, and the module mmengine looks the package's folder up by.
+CONFIG_SCOPE, CONFIG_SCOPE_MODULE = 'mmfocal', 'mmfocal.mim'
+
 BACKBONES = (FocalTransformer, FocalFastTransformer)
 DETECTION_MODELS = (RepPointsV2Head, SeparateFocalLoss, DetMaskTTAModel)
 DETECTION_TASK_UTILS = (CornerHeatmapAssigner, PointAssignerV2)
 HOOKS = (ExactResumeHook, )
+
+
+def register_config_scope() -> None:
+    """Make mmengine accept ``mmfocal::`` config paths (idempotent).
+
+    The table maps the scope to the name mmengine's ``get_installed_path`` looks the package up
+    by: ``mmfocal.mim``, rather than the distribution ``mmfocal``. pkg_resources knows no
+    distribution of that name, so mmengine takes the folder of the module Python imports, which is
+    right for every kind of install; the distribution's location is site-packages, where an
+    editable install (PEP 660) has no mmfocal folder, and a second copy (PYTHONPATH) is not where
+    the distribution says.
+    """
+    MODULE2PACKAGE.setdefault(CONFIG_SCOPE, CONFIG_SCOPE_MODULE)
 
 
 def _register(registry, modules) -> None:

@@ -7,9 +7,13 @@ import torch
 
 import mmfocal
 from mmfocal import FocalFastTransformer, FocalTransformer
-from mmfocal.cli import match_official_backbone
-from mmfocal.engine.classifier_checkpoint import convert_official_classifier
-from mmfocal.engine.pretrained import CheckpointMismatchError, infer_architecture, match_state_dict
+from mmfocal.apis import match_official_backbone
+from mmfocal.models.checkpoints import (
+    CheckpointMismatchError,
+    convert_official_classifier,
+    infer_architecture,
+    match_state_dict,
+)
 from mmfocal.errors import BadArgumentError
 from mmfocal.models.layers import FocalTransformerBlock, attention_kernels
 from mmfocal.models.layers.key_layout import (

@@ -18,13 +18,17 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
 import mmfocal
-from mmfocal.engine.classifier_checkpoint import (
-    classifier_state_dict,
-    load_classifier_checkpoint,
-    match_classifier_state_dict,
-)
-from mmfocal.engine.pretrained import CheckpointMismatchError, load_pretrained
+from mmfocal.apis import convert_official_checkpoint
 from mmfocal.engine.safe_load import load_checkpoint_file
+from mmfocal.models.checkpoints import (
+    CheckpointMismatchError,
+    classifier_state_dict,
+    extract_state_dict,
+    load_classifier_checkpoint,
+    load_pretrained,
+    match_classifier_state_dict,
+    match_state_dict,
+)
 
 from .helpers import (
     CLS_CONFIGS,
@@ -34,7 +38,6 @@ from .helpers import (
     MINI_CLASSIFIER,
     SEG_CONFIGS,
     SEG_DEMO_CONFIG,
-    load_tool,
     run_tool,
     tiny_classifier_config,
     weight_decay_by_parameter,
@@ -151,7 +154,7 @@ def test_official_classifier_gives_the_official_logits_as_published_and_converte
 
     # tools/convert_official_ckpt.py --classifier: a file mmengine loads strictly.
     converted = tmp_path / 'converted.pth'
-    load_tool('convert_official_ckpt').main(['--classifier', str(official), str(converted)])
+    convert_official_checkpoint(str(official), str(converted), classifier=True)
     model = mini_classifier(name)
     load_checkpoint(model, str(converted), map_location='cpu', strict=True)
     torch.testing.assert_close(logits(model, reference), reference['logits'], atol=1e-4, rtol=0)
@@ -248,7 +251,6 @@ def test_every_detection_and_segmentation_backbone_takes_a_classifier_of_its_siz
     """Keys and shapes (meta tensors), for every det/seg config's backbone: the classifier of
     configs/cls/ with that backbone's settings, as tools/train.py would write it, fits strictly,
     its final norm and head not used. Configs sharing settings share one check."""
-    from mmfocal.engine.pretrained import extract_state_dict, match_state_dict
     configs = sorted(osp.join(folder, c) for folder in (DET_CONFIGS, SEG_CONFIGS) for c in os.listdir(folder)
                      if c.endswith('.py') and 'demo' not in c)
     backbones = {}

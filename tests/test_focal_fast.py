@@ -5,7 +5,6 @@ import copy
 import functools
 import os.path as osp
 import re
-import runpy
 
 import pytest
 import torch
@@ -15,8 +14,9 @@ from mmengine.registry import DefaultScope
 
 import mmfocal
 from mmfocal import FocalFastTransformer, FocalTransformer
-from mmfocal.engine.pretrained import CheckpointMismatchError, match_state_dict
+from mmfocal.apis import convert_official_checkpoint
 from mmfocal.models.backbones import FocalBackbone
+from mmfocal.models.checkpoints import CheckpointMismatchError, match_state_dict
 from mmfocal.models.layers import FocalFastTransformerBlock, attention_path
 from mmfocal.models.layers.attention_kernels import attend, default_chunk_bytes
 from mmfocal.models.layers.fast_key_layout import MIN_SHARED_GROUP, cached_fast_key_layout, unique_pairs
@@ -132,12 +132,12 @@ def test_a_checkpoint_of_the_other_model_is_a_clear_error():
         match_state_dict(paper_model, fast)
 
 
-def test_convert_tool_writes_a_focal_fast_backbone_file(tmp_path, capsys):
+def test_convert_tool_writes_a_focal_fast_backbone_file(tmp_path):
     src, dst = tmp_path / 'focalv2-mini.pth', tmp_path / 'converted.pth'
     torch.save(official_state('mini_fast'), src)
-    # In this process (mmdet is imported already); the paper model's file: tests/test_backbone.py.
-    runpy.run_path(osp.join(TOOLS, 'convert_official_ckpt.py'), run_name='convert')['main']([str(src), str(dst)])
-    assert 'FocalFastTransformer tensors' in capsys.readouterr().out
+    # What tools/convert_official_ckpt.py runs, in this process; the paper model's file, by the tool itself:
+    # tests/test_backbone.py.
+    assert 'FocalFastTransformer tensors' in convert_official_checkpoint(str(src), str(dst))
     converted = torch.load(dst, weights_only=True)
     assert converted['meta']['backbone'] == 'FocalFastTransformer'
     assert 'norm.weight' not in converted['state_dict']

@@ -16,7 +16,7 @@ import torch
 from mmengine.config import Config
 
 import mmfocal
-from mmfocal.engine.pretrained import load_pretrained
+from mmfocal.models.checkpoints import load_pretrained
 from mmfocal.engine.safe_load import load_checkpoint_file
 
 from .helpers import (

@@ -30,17 +30,17 @@ import numpy as np
 import pytest
 import torch
 
-from mmfocal.engine.pretrained import CheckpointMismatchError
-from mmfocal.engine.safe_load import (
+from mmfocal.engine.checkpoint_files import (
     CheckpointDownloadError,
     IncompleteCheckpointError,
     UnreadableCheckpointError,
     UnsafeCheckpointError,
-    load_checkpoint_file,
 )
+from mmfocal.engine.safe_load import load_checkpoint_file
 from mmfocal.errors import MMFocalError
+from mmfocal.models.checkpoints import CheckpointMismatchError
 
-from .helpers import ROOT, TINY_BACKBONE, TOOLS, tool_command, tool_environment
+from .helpers import ROOT, TINY_BACKBONE, tool_command, tool_environment
 from .test_safe_load import tiny_detector_test_config
 
 # Bounds: memory a refusal may add to the process (the files declare at most a few kilobytes of
@@ -405,27 +405,16 @@ LIBRARY_DRIVER = textwrap.dedent('''
         stock = 'loaded'
     except pickle.UnpicklingError:
         stock = 'refused'
-    import importlib.util, os
+    import os
     from mmengine.runner import Runner, load_checkpoint
     from mmengine.runner.checkpoint import CheckpointLoader
     from mmfocal import FocalTransformer
+    from mmfocal.apis import convert_official_checkpoint, convert_paddle_checkpoint
     from mmfocal.errors import MMFocalError
-    files, work_dir, backbone, tools = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), sys.argv[5]
+    files, work_dir, backbone = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+    converted = os.path.join(work_dir, 'converted.pth')
     model = FocalTransformer(**backbone)
     runner = Runner(model=model, work_dir=work_dir, default_scope='mmengine', log_level='ERROR')
-
-    def converter(name):
-        """tools/<name>.py's main as its command line calls it; exit_on_error's message comes back raised."""
-        spec = importlib.util.spec_from_file_location(name, os.path.join(tools, name + '.py'))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-
-        def convert(path):
-            try:
-                module.main([path, os.path.join(work_dir, 'converted.pth')])
-            except SystemExit as stop:  # the message is the exit code, so the status is 1
-                raise MMFocalError(stop.code) if isinstance(stop.code, str) else stop
-        return convert
 
     ways_in = {
         'CheckpointLoader': lambda path: CheckpointLoader.load_checkpoint(path, map_location='cpu'),
@@ -433,8 +422,9 @@ LIBRARY_DRIVER = textwrap.dedent('''
         'init_cfg': lambda path: FocalTransformer(**dict(backbone, init_cfg=dict(type='Pretrained',
                                                                                  checkpoint=path))).init_weights(),
         'resume': lambda path: runner.resume(path),
-        'convert_official_ckpt': converter('convert_official_ckpt'),
-        'convert_paddle_ckpt': converter('convert_paddle_ckpt'),
+        # What tools/convert_official_ckpt.py and tools/convert_paddle_ckpt.py run.
+        'convert_official_ckpt': lambda path: convert_official_checkpoint(path, converted),
+        'convert_paddle_ckpt': lambda path: convert_paddle_checkpoint(path, converted),
     }
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     outcomes = []
@@ -474,14 +464,14 @@ def assert_every_refusal(outcomes, hostile_files):
 
 
 def test_every_library_entry_point_and_both_converters_refuse_every_hostile_file(hostile_files, tmp_path):
-    """``CheckpointLoader``, ``load_from``, ``init_cfg`` Pretrained, ``Runner.resume`` and both converters'
-    ``main``, in one process. And ``import mmfocal`` adds nothing to torch's process-wide allow-list: a
+    """``CheckpointLoader``, ``load_from``, ``init_cfg`` Pretrained, ``Runner.resume`` and both converters
+    (the library functions the tools run), in one process. And ``import mmfocal`` adds nothing to torch's process-wide allow-list: a
     numpy array in a checkpoint is refused by ``torch.load(weights_only=True)`` in that process, as by
     stock torch."""
     with_numpy = tmp_path / 'numpy.pth'
     torch.save({'meta': {'palette': np.zeros(3)}}, with_numpy)
     result, _ = run_driver(tmp_path, LIBRARY_DRIVER, json.dumps(list(hostile_files)), tmp_path / 'work',
-                           json.dumps(TINY_BACKBONE), with_numpy, TOOLS)
+                           json.dumps(TINY_BACKBONE), with_numpy)
     assert result['added'] == [] and result['stock'] == 'refused'
     assert len(result['outcomes']) == 6 * len(hostile_files) and not (tmp_path / 'work' / 'converted.pth').exists()
     assert_every_refusal(result['outcomes'], hostile_files)

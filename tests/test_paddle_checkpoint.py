@@ -12,9 +12,9 @@ import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from mmfocal import FocalFastTransformer, FocalTransformer
-from mmfocal.engine.paddle_checkpoint import PADDLE_NAME_TABLE, is_linear_weight, load_pdparams
-from mmfocal.engine.pretrained import CheckpointMismatchError, load_pretrained
-from mmfocal.engine.safe_load import IncompleteCheckpointError, UnsafeCheckpointError
+from mmfocal.engine.checkpoint_files import IncompleteCheckpointError, UnsafeCheckpointError
+from mmfocal.engine.pdparams import load_pdparams
+from mmfocal.models.checkpoints import PADDLE_NAME_TABLE, CheckpointMismatchError, is_linear_weight, load_pretrained
 
 from .helpers import PAYLOADS, run_tool, tool_environment
 from .reference_data import (

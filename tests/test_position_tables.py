@@ -6,15 +6,16 @@ import pytest
 import torch
 
 from mmfocal import FocalTransformer
-from mmfocal.engine.paddle_checkpoint import load_pdparams
-from mmfocal.engine.position_tables import (
+from mmfocal.engine.pdparams import load_pdparams
+from mmfocal.models.checkpoints import (
+    CheckpointMismatchError,
+    load_pretrained,
     neighbour_table_geometry,
     resize_grid_table,
     resize_neighbour_table,
     resize_pooling_weight,
     resize_position_tables,
 )
-from mmfocal.engine.pretrained import CheckpointMismatchError, load_pretrained
 from mmfocal.models.layers.key_layout import rolled_neighbour_offsets
 
 from .helpers import TINY

@@ -16,7 +16,8 @@ import sys
 import pytest
 import torch
 
-from mmfocal.cli import check_checkpoint_file, end_distributed
+from mmfocal.cli import end_distributed
+from mmfocal.engine.checkpoint_files import check_checkpoint_file
 from mmfocal.errors import BadArgumentError, MissingFileError
 
 from .helpers import (
@@ -25,7 +26,6 @@ from .helpers import (
     ROOT,
     SEG_CONFIGS,
     free_port,
-    load_tool,
     override,
     run_tool,
     tool_command,
@@ -151,8 +151,13 @@ def test_bad_arguments_are_named(demo_workspace, tmp_path):
     plain.write_text('model = dict(type="Nothing")\n')
     code, out = run_tool('train.py', plain, cwd=demo_workspace, check=False)
     assert code != 0 and 'default_scope' in out
-    code, out = run_tool('test.py', SEG_CONFIG, tmp_path / 'missing.pth', cwd=demo_workspace, check=False)
-    assert code != 0 and 'checkpoint not found' in out
+    # tools/test.py checks its CHECKPOINT before anything else: a FIFO is named as one (one line, exit
+    # status 1) before it is opened, which would wait for a writer; a missing file as missing
+    # (test_a_checkpoint_that_is_no_file_is_named_as_what_it_is: the same check).
+    fifo = tmp_path / 'fifo.pth'
+    os.mkfifo(fifo)
+    code, out = run_tool('test.py', SEG_CONFIG, fifo, cwd=demo_workspace, check=False, timeout=300)
+    assert code == 1 and out.strip().splitlines()[-1] == f'checkpoint {fifo} is a FIFO, not a file'
     if not torch.cuda.is_available():
         code, out = run_tool('train.py', SEG_CONFIG, '--amp', cwd=demo_workspace, check=False)
         assert code != 0 and '--amp' in out and 'on CPU' in out
@@ -262,7 +267,23 @@ def test_every_tool_stops_on_the_package_errors_with_one_line():
     assert unwrapped == []
 
 
-def test_a_checkpoint_that_is_no_file_is_named_as_what_it_is(tmp_path, monkeypatch):
+# The tools whose errors are all the package's: they never stop by themselves.
+THROUGH_THE_ERROR_POLICY = ('train.py', 'test.py', 'convert_official_ckpt.py', 'convert_paddle_ckpt.py')
+
+
+def test_train_test_and_the_converters_raise_the_package_errors_not_system_exit():
+    stopping = []
+    for name in THROUGH_THE_ERROR_POLICY:
+        with open(os.path.join(ROOT, 'tools', name)) as file:
+            for node in ast.walk(ast.parse(file.read())):
+                if isinstance(node, ast.Raise) and 'SystemExit' in ast.unparse(node.exc or node):
+                    stopping.append(f'tools/{name}:{node.lineno}')
+    assert stopping == []
+
+
+def test_a_checkpoint_that_is_no_file_is_named_as_what_it_is(tmp_path):
+    """What tools/train.py --resume, tools/test.py and build_model_from_config check first (tools/test.py
+    with a FIFO: test_bad_arguments_are_named)."""
     fifo = tmp_path / 'fifo.pth'
     os.mkfifo(fifo)
     (tmp_path / 'folder.pth').mkdir()
@@ -270,8 +291,5 @@ def test_a_checkpoint_that_is_no_file_is_named_as_what_it_is(tmp_path, monkeypat
         check_checkpoint_file(str(tmp_path / 'none.pth'))
     with pytest.raises(BadArgumentError, match=f'^checkpoint {tmp_path}/folder.pth is a directory, not a file$'):
         check_checkpoint_file(str(tmp_path / 'folder.pth'))
-    # tools/test.py, in this process: the one line, before the FIFO is opened (which would wait for a writer).
-    monkeypatch.setattr(sys, 'argv', ['test.py', SEG_CONFIG, str(fifo)])
-    with pytest.raises(SystemExit) as stop:
-        load_tool('test').main()
-    assert stop.value.code == f'checkpoint {fifo} is a FIFO, not a file'
+    with pytest.raises(BadArgumentError, match=f'^checkpoint {fifo} is a FIFO, not a file$'):
+        check_checkpoint_file(str(fifo))

@@ -18,13 +18,10 @@ DST, strict=True)``, ``load_from`` and mmpretrain's own tools take. tools/test.p
 file as well.
 """
 import argparse
-import os
 
 import mmfocal  # noqa: F401  (safe checkpoint loading)
-from mmfocal.cli import exit_on_error, match_official_backbone
-from mmfocal.engine.atomic_checkpoint import save_checkpoint
-from mmfocal.engine.classifier_checkpoint import convert_official_classifier
-from mmfocal.engine.pretrained import convert_official_state_dict, extract_state_dict
+from mmfocal.apis import convert_official_checkpoint
+from mmfocal.cli import exit_on_error
 
 
 @exit_on_error
@@ -35,30 +32,7 @@ def main(argv=None):
     parser.add_argument('--classifier', action='store_true',
                         help='write an mmpretrain ImageClassifier checkpoint (head and final norm included)')
     args = parser.parse_args(argv)
-
-    from mmengine.runner.checkpoint import CheckpointLoader
-    checkpoint = CheckpointLoader.load_checkpoint(args.src, map_location='cpu')
-    if args.classifier:
-        return write_classifier(checkpoint, args.src, args.dst)
-    state = extract_state_dict(checkpoint)
-    backbone, arch, report = match_official_backbone(state)
-    kept, _ = convert_official_state_dict(state)
-    checkpoint = dict(state_dict=kept, meta=dict(source=os.path.basename(args.src), backbone=backbone,
-                                                 architecture={k: list(v) if isinstance(v, tuple) else v
-                                                               for k, v in arch.items()}))
-    save_checkpoint(checkpoint, args.dst)
-    print(f'{args.dst}: {len(kept)} {backbone} tensors ({arch}); dropped {len(report["dropped"])} '
-          f'(classifier head, final norm, index buffers); the model will initialise '
-          f'{len(report["initialised"])}: {", ".join(report["initialised"]) or "none"}')
-
-
-def write_classifier(official, src, dst):
-    checkpoint, dropped = convert_official_classifier(official)
-    meta = checkpoint['meta']
-    meta['source'] = os.path.basename(src)
-    save_checkpoint(checkpoint, dst)
-    print(f'{dst}: {len(checkpoint["state_dict"])} tensors of an mmpretrain ImageClassifier ({meta["backbone"]} '
-          f'{meta["architecture"]}, {meta["num_classes"]} classes); dropped {len(dropped)} index buffers')
+    print(convert_official_checkpoint(args.src, args.dst, classifier=args.classifier))
 
 
 if __name__ == '__main__':

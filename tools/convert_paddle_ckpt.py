@@ -6,15 +6,14 @@ The output is what the authors' own checkpoint held, ``{'model': state_dict}`` w
 parameter names (classifier head, final norm and index buffers included), so it goes wherever an
 official file goes: ``init_cfg=dict(type='Pretrained', checkpoint=DST)``,
 tools/convert_official_ckpt.py. The .pdparams file is read as data only (numpy arrays; a file
-holding anything else is refused without running it); see mmfocal/engine/paddle_checkpoint.py.
+holding anything else is refused without running it); see mmfocal/engine/pdparams.py.
 ``init_cfg`` takes the .pdparams file directly as well: this tool is for those who want a .pth.
 """
 import argparse
 
 import mmfocal  # noqa: F401  (safe checkpoint loading)
-from mmfocal.cli import exit_on_error, match_official_backbone
-from mmfocal.engine.atomic_checkpoint import save_checkpoint
-from mmfocal.engine.paddle_checkpoint import load_pdparams
+from mmfocal.apis import convert_paddle_checkpoint
+from mmfocal.cli import exit_on_error
 
 
 @exit_on_error
@@ -23,15 +22,7 @@ def main(argv=None):
     parser.add_argument('src', help='PaddleViT .pdparams file')
     parser.add_argument('dst', help='output .pth file')
     args = parser.parse_args(argv)
-
-    checkpoint = load_pdparams(args.src)
-    state = checkpoint['model']
-    # A file of another model is an error naming the keys that do not fit, before anything is written.
-    backbone, arch, _ = match_official_backbone(state)
-    save_checkpoint(checkpoint, args.dst)
-    print(f'{args.dst}: {len(state)} tensors of the official {backbone} classifier ({arch}) in the official '
-          f'format; Linear weights transposed to [out, in]; the .pdparams name table '
-          f'(StructuredToParameterName@@) left out')
+    print(convert_paddle_checkpoint(args.src, args.dst))
 
 
 if __name__ == '__main__':

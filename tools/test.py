@@ -32,18 +32,19 @@ from mmengine.dist import is_main_process
 from mmengine.model import BaseTTAModel, is_model_wrapper
 
 import mmfocal  # noqa: F401  registers the models and the PNG visualizers (mmfocal.visualization.prediction_pngs)
+from mmfocal.apis import load_config
 from mmfocal.cli import (
     build_runner,
-    check_checkpoint_file,
     check_dataset_paths,
     end_distributed,
     exit_on_error,
-    load_config,
     parse_with_shared_arguments,
     prepare_cpu_distributed,
     set_work_dir,
 )
-from mmfocal.engine.classifier_checkpoint import load_classifier_checkpoint
+from mmfocal.engine.checkpoint_files import check_checkpoint_file
+from mmfocal.errors import BadArgumentError, ConfigError
+from mmfocal.models.checkpoints import load_classifier_checkpoint
 
 _PNG_VISUALIZERS = {'DetLocalVisualizer': 'DetPredictionPNGs',
                     'SegLocalVisualizer': 'SegPredictionPNGs'}
@@ -51,7 +52,7 @@ _PNG_VISUALIZERS = {'DetLocalVisualizer': 'DetPredictionPNGs',
 
 def enable_show_dir(cfg, show_dir):
     if 'visualization' not in cfg.get('default_hooks', {}):
-        raise SystemExit('--show-dir: the config has no default_hooks.visualization '
+        raise ConfigError('--show-dir: the config has no default_hooks.visualization '
                          "(mmdet's DetVisualizationHook or mmseg's SegVisualizationHook)")
     show_dir = osp.abspath(show_dir)
     cfg.default_hooks.visualization.draw = True
@@ -82,7 +83,7 @@ def enable_tta(cfg, config_path):
         predicts_masks = cfg.model.get('roi_head', {}).get('mask_head') is not None or \
             cfg.model.get('mask_head') is not None
         if predicts_masks and cfg.get('tta_model', {}).get('type') != 'DetMaskTTAModel':
-            raise SystemExit(
+            raise ConfigError(
                 f"--tta: {config_path} predicts instance masks, and mmdet's DetTTAModel merges "
                 "boxes only (mmdet 3.3 has no mask TTA); set tta_model=dict(type='DetMaskTTAModel', "
                 '...) as configs/det/htc_plusplus_focal_l_3x.py does, or evaluate it without --tta')
@@ -104,7 +105,7 @@ def enable_tta(cfg, config_path):
     else:
         for key in ('tta_model', 'tta_pipeline'):
             if key not in cfg:
-                raise SystemExit(f'--tta: {config_path} defines no {key}')
+                raise ConfigError(f'--tta: {config_path} defines no {key}')
     dataset.pipeline = cfg.tta_pipeline
     if 'batch_shapes_cfg' in dataset:
         dataset.batch_shapes_cfg = None
@@ -143,7 +144,7 @@ def main():
     check_dataset_paths(cfg, args.config, phases=('test', ))  # before anything is built
     classifier = cfg.default_scope == 'mmpretrain'
     if classifier and args.show_dir:
-        raise SystemExit('--show-dir: classification predictions are not drawn by this tool; mmpretrain\'s '
+        raise BadArgumentError('--show-dir: classification predictions are not drawn by this tool; mmpretrain\'s '
                          'VisualizationHook does: --cfg-options default_hooks.visualization.enable=True '
                          'default_hooks.visualization.out_dir=DIR')
     if not classifier:  # the runner loads it (a classifier is loaded strictly below)
@@ -156,7 +157,7 @@ def main():
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
     if args.out is not None and cfg.default_scope != 'mmseg' and not args.out.endswith(('.pkl', '.pickle')):
-        raise SystemExit(f'--out {args.out}: {"classification" if classifier else "detection"} predictions are '
+        raise BadArgumentError(f'--out {args.out}: {"classification" if classifier else "detection"} predictions are '
                          'dumped to a .pkl file')
 
     prepare_cpu_distributed(cfg)

@@ -24,20 +24,21 @@ from mmengine.logging import print_log
 # Registers the project's modules with mmdet, mmseg and mmpretrain, and makes checkpoints load as
 # data only (mmfocal's own unpickler) and be written atomically, which --resume relies on.
 import mmfocal  # noqa: F401
+from mmfocal.apis import load_config
 from mmfocal.cli import (
     build_runner,
-    check_checkpoint_file,
     check_dataset_paths,
     check_pretrained_checkpoint,
     end_distributed,
     exit_on_error,
-    load_config,
     parse_with_shared_arguments,
     prepare_cpu_distributed,
     set_work_dir,
 )
 from mmfocal.engine.atomic_checkpoint import find_latest_complete_checkpoint, remove_interrupted_writes
+from mmfocal.engine.checkpoint_files import check_checkpoint_file
 from mmfocal.engine.exact_resume import disable_exact_resume, enable_exact_resume
+from mmfocal.errors import ConfigError
 
 
 def parse_args():
@@ -76,21 +77,21 @@ def main():
 
     if args.amp:
         if not torch.cuda.is_available():
-            raise SystemExit("--amp: mmengine's AmpOptimWrapper trains on GPUs (or NPU/MLU/MUSA) "
+            raise ConfigError("--amp: mmengine's AmpOptimWrapper trains on GPUs (or NPU/MLU/MUSA) "
                              'only; on CPU train without --amp')
         wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper_type == 'AmpOptimWrapper':
             print_log('AMP is already enabled in the config', logger='current',
                       level=logging.WARNING)
         elif wrapper_type != 'OptimWrapper':
-            raise SystemExit(f'--amp needs optim_wrapper.type OptimWrapper, not {wrapper_type}')
+            raise ConfigError(f'--amp needs optim_wrapper.type OptimWrapper, not {wrapper_type}')
         else:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
 
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
-            raise SystemExit(f'--auto-scale-lr: {args.config} has no auto_scale_lr.base_batch_size '
+            raise ConfigError(f'--auto-scale-lr: {args.config} has no auto_scale_lr.base_batch_size '
                              '(the total batch size its lr is meant for)')
         cfg.auto_scale_lr.enable = True
 

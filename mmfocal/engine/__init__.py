@@ -1,5 +1,7 @@
-"""Checkpoints: loading as data (safe_load, data_unpickler), atomic writes (atomic_checkpoint), strict
-loading and conversion of pretrained backbone weights (pretrained).
+"""The runtime around checkpoints: loading files as data (safe_load, data_unpickler, pdparams, with the
+errors of checkpoint_files), atomic writes (atomic_checkpoint), exact resume (exact_resume) and the
+published weights' locations (published_weights). The checkpoint formats (official keys, strict
+matching, conversions) are :mod:`mmfocal.models.checkpoints`.
 
 ``import mmfocal`` calls :func:`install`, which changes checkpoint loading and writing for the whole
 process (every mmengine Runner and loader in it, not only mmfocal's); :func:`uninstall` undoes it,

@@ -6,7 +6,7 @@ only its classes, and fills (``BUILD``) only what it knows. Every other opcode t
 (``INST``, ``OBJ``, ``NEWOBJ_EX``, the copyreg extension codes) is refused, as is appending to or
 setting items of anything but a plain list, dict or set. It reads pickle protocols 0 to 5 on any
 torch; both ``.pth`` files (as ``torch.load``'s ``pickle_module``) and PaddleViT ``.pdparams`` files
-go through it (:mod:`mmfocal.engine.safe_load`, :mod:`mmfocal.engine.paddle_checkpoint`).
+go through it (:mod:`mmfocal.engine.safe_load`, :mod:`mmfocal.engine.pdparams`).
 
 numpy's own unpickling trusts its input: a pickled dtype carries its flags (an object dtype without
 ``NPY_LIST_PICKLE`` makes numpy read file bytes as object pointers), and ``numpy.ndarray(...)``

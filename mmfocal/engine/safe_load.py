@@ -21,12 +21,13 @@ checkpoint module a ``torch`` whose ``load`` is ours (its ``pavi://``, ``s3://``
 ``open-mmlab://`` loaders call ``torch.load`` themselves). Before
 unpickling, :func:`load_checkpoint_file` checks that the path is a regular file and that a zip
 checkpoint's members pass their CRC; a PaddleViT ``.pdparams`` file (a plain pickle, not a torch
-file), local or downloaded, goes to :mod:`mmfocal.engine.paddle_checkpoint`, through the same
-unpickler.
+file), local or downloaded, goes to :mod:`mmfocal.engine.pdparams`, which reads it with the same
+kind of unpickler.
 
-Every failure is one of the errors below (all :class:`~mmfocal.errors.MMFocalError`), one line
-naming the file and what is wrong. All of mmengine's ways in (``init_cfg`` Pretrained,
-``load_from``, ``resume``, ``tools/test.py``, ``mmfocal.engine.pretrained.load_pretrained``) go
+Every failure is one of the errors of :mod:`mmfocal.engine.checkpoint_files` (all
+:class:`~mmfocal.errors.MMFocalError`, and importable from here too), one line naming the file and
+what is wrong. All of mmengine's ways in (``init_cfg`` Pretrained,
+``load_from``, ``resume``, ``tools/test.py``, ``mmfocal.models.checkpoints.load_pretrained``) go
 through ``CheckpointLoader.load_checkpoint``, so they are all covered. docs/checkpoints.md states
 the threat model.
 """
@@ -35,13 +36,12 @@ import math
 import os
 import os.path as osp
 import pickle
-import stat
 import tarfile
 import types
 import urllib.error
 import zipfile
 from collections import Counter, OrderedDict
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 from urllib.parse import urlparse
 
 import torch
@@ -50,8 +50,16 @@ from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from ..errors import MissingFileError, MMFocalError
+from ..errors import MMFocalError
+from .checkpoint_files import (
+    CheckpointDownloadError,
+    IncompleteCheckpointError,
+    UnreadableCheckpointError,
+    UnsafeCheckpointError,
+    check_regular_file,
+)
 from .data_unpickler import NUMPY_GLOBALS, STRING_GLOBALS, Allowed, DataUnpickler, RefusedObject
+from .pdparams import is_pdparams, load_pdparams
 
 __all__ = ['UnsafeCheckpointError', 'IncompleteCheckpointError', 'CheckpointDownloadError',
            'UnreadableCheckpointError', 'CHECKPOINT_UNPICKLER', 'install', 'uninstall', 'is_installed',
@@ -61,58 +69,6 @@ __all__ = ['UnsafeCheckpointError', 'IncompleteCheckpointError', 'CheckpointDown
 # The only attributes a checkpoint may fetch with ``getattr``: HistoryBuffer pickles its table of
 # statistics as ``getattr(HistoryBuffer, 'min')`` and so on (protocol 2 spells a method that way).
 _HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
-
-
-class UnsafeCheckpointError(MMFocalError, pickle.UnpicklingError):
-    """A checkpoint holds Python objects outside the allow-list; it was refused, not executed."""
-
-    def __init__(self, source: str, refused: List[str], detail: str = '', advice: Optional[str] = None):
-        self.source = source
-        self.refused = refused
-        what = ', '.join(refused) if refused else 'objects that are not checkpoint data'
-        what += f' ({detail})' if detail else ''
-        advice = advice or (
-            'Checkpoints of mmengine, mmdet, mmseg and the official Focal Transformer hold only tensors, '
-            'numbers, strings, containers, numpy arrays of numbers and mmengine HistoryBuffers, which load. '
-            'Unpickling such a file without this check can run arbitrary code or corrupt memory; load only files '
-            'that hold checkpoint data.')
-        super().__init__(
-            f'refused to load the checkpoint {source}: it holds Python objects that are not checkpoint '
-            f'data: {what}. The file was NOT executed: nothing in it ran. {advice}')
-
-
-class IncompleteCheckpointError(MMFocalError, RuntimeError):
-    """A checkpoint file is truncated or corrupt (for instance, its writer was killed)."""
-
-    def __init__(self, source: str, detail: str):
-        self.source = source
-        detail = ' '.join(str(detail).split('\n')[0].split()) or 'unknown damage'
-        super().__init__(
-            f'{source} is not a complete checkpoint: it is truncated or corrupt ({detail}). A process '
-            'killed while writing a checkpoint leaves such a file unless it was written atomically, '
-            'as it is with mmfocal imported; to resume, use the newest complete checkpoint '
-            '(mmfocal.engine.atomic_checkpoint.find_latest_complete_checkpoint(work_dir)).')
-
-
-class UnreadableCheckpointError(MMFocalError, ValueError):
-    """Not a checkpoint file mmfocal reads: a directory, FIFO or device, or a format it does not read."""
-
-    def __init__(self, source: str, detail: str):
-        self.source = source
-        super().__init__(f'cannot load the checkpoint {source}: {detail}')
-
-
-class CheckpointDownloadError(MMFocalError, OSError):
-    """A checkpoint URL could not be downloaded; the message says how to use a local copy instead."""
-
-    def __init__(self, url: str, cause: Exception):
-        self.url = url
-        reason = getattr(cause, 'reason', None) or cause
-        status = f'HTTP {cause.code}: ' if getattr(cause, 'code', None) else ''
-        super().__init__(
-            f'could not download the checkpoint {url} ({status}{reason}). Download it by other means, '
-            "or get it from someone who has it, and point the config at the local file, e.g. "
-            '--cfg-options model.backbone.init_cfg.checkpoint=/path/to/file.pth')
 
 
 def _history_buffer_statistic(owner, name):
@@ -287,23 +243,6 @@ def _check_format(file, source: str) -> None:
             file.seek(0)
 
 
-def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO (named pipe)'),
-             (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket'))
-    return next((kind for test, kind in kinds if test(mode)), 'not a regular file')
-
-
-def check_regular_file(filename: str) -> None:
-    """Raise MissingFileError if ``filename`` is not there, UnreadableCheckpointError if it is not a regular
-    file (a directory, FIFO, device or socket: reading one would fail, block or never end)."""
-    try:
-        mode = os.stat(filename).st_mode
-    except FileNotFoundError:
-        raise MissingFileError(f'{filename} can not be found.') from None
-    if not stat.S_ISREG(mode):
-        raise UnreadableCheckpointError(filename, f'it is {_file_kind(mode)}, not a checkpoint file')
-
-
 def _torch_load(file, map_location=None, source: Optional[str] = None):
     """``torch.load`` of a path or seekable file object with our unpickler, after :func:`_check_format`;
     torch's own weights-only one where the environment demands it (``TORCH_FORCE_WEIGHTS_ONLY_LOAD``,
@@ -335,7 +274,7 @@ def load_checkpoint_file(filename: str, map_location=None):
 
     Args:
         filename: the file: a torch checkpoint (zip or legacy pickle format), or a PaddleViT ``.pdparams``
-            file, read by :func:`mmfocal.engine.paddle_checkpoint.load_pdparams`.
+            file, read by :func:`mmfocal.engine.pdparams.load_pdparams`.
         map_location: as for ``torch.load``.
 
     Returns:
@@ -343,8 +282,7 @@ def load_checkpoint_file(filename: str, map_location=None):
     """
     filename = osp.expanduser(filename)
     check_regular_file(filename)
-    if filename.endswith('.pdparams'):
-        from .paddle_checkpoint import load_pdparams  # imported here: it uses this module's errors
+    if is_pdparams(filename):
         return load_pdparams(filename)
     checkpoint = _translate_errors(filename)(_torch_load)(filename, map_location)
     _check_state_dict_keys(filename, checkpoint)

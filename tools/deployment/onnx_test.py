@@ -13,16 +13,10 @@ the weights of what stays in PyTorch; it must be the checkpoint the file was exp
 import argparse
 
 import mmfocal  # noqa: F401
-from mmfocal.cli import (
-    build_runner,
-    check_checkpoint_file,
-    check_dataset_paths,
-    exit_on_error,
-    load_config,
-    parse_with_shared_arguments,
-    set_work_dir,
-)
+from mmfocal.apis import load_config
+from mmfocal.cli import build_runner, check_dataset_paths, exit_on_error, parse_with_shared_arguments, set_work_dir
 from mmfocal.deployment.ort_model import ORTModel, run_part_with_onnxruntime
+from mmfocal.engine.checkpoint_files import check_checkpoint_file
 
 
 def parse_args():

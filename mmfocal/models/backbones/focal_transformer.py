@@ -14,6 +14,7 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 
 from ...errors import BadArgumentError
+from ..checkpoints import load_pretrained
 from ..layers.block import FocalBlockBase
 from ..layers.focal_attention import FocalTransformerBlock
 from ..layers.tracing import is_tracing
@@ -236,7 +237,6 @@ class FocalBackbone(BaseModule):
             finally:
                 self.init_cfg = original
         if pretrained:
-            from ...engine.pretrained import load_pretrained
             load_pretrained(self, pretrained[0]['checkpoint'], map_location='cpu', prefix=pretrained[0].get('prefix'),
                             resize_position_tables=pretrained[0].get('resize_position_tables', False))
             self._is_init = True

@@ -36,10 +36,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models.layers.focal_attention import FocalTransformerBlock, FocalWindowAttention
-from ..models.layers.key_layout import rolled_neighbour_offsets
+from ..layers.focal_attention import FocalTransformerBlock, FocalWindowAttention
+from ..layers.key_layout import rolled_neighbour_offsets
 
-__all__ = ['resize_position_tables', 'resize_grid_table', 'resize_neighbour_table', 'resize_pooling_weight']
+__all__ = ['resize_position_tables', 'resize_grid_table', 'resize_neighbour_table', 'resize_pooling_weight',
+           'neighbour_table_geometry']
 
 WINDOW_TABLE = 'relative_position_bias_table'
 POOLED_TABLE = 'relative_position_bias_table_to_windows'
@@ -53,7 +54,15 @@ def _grid_side(cells: int) -> Optional[int]:
 
 
 def resize_grid_table(table: torch.Tensor, side: int) -> torch.Tensor:
-    """A (heads, n*n) table of an n x n grid resized bicubically to (heads, side*side)."""
+    """A table over an n x n grid resized bicubically to a ``side`` x ``side`` grid.
+
+    Args:
+        table (torch.Tensor): (heads, n*n).
+        side (int): The new grid's side.
+
+    Returns:
+        torch.Tensor: (heads, side*side), of ``table``'s dtype.
+    """
     heads, cells = table.shape
     n = _grid_side(cells)
     grid = table.float().reshape(1, heads, n, n)
@@ -62,8 +71,17 @@ def resize_grid_table(table: torch.Tensor, side: int) -> torch.Tensor:
 
 
 def resize_pooling_weight(weight: torch.Tensor, side: int) -> torch.Tensor:
-    """Pooling weights over an n x n sub-window, 'fc' (1, n*n) or 'conv' (C, 1, n, n), resized
-    bicubically to ``side`` x ``side`` and scaled by n*n / side**2 (the same sum of weights)."""
+    """Pooling weights over an n x n sub-window resized bicubically to ``side`` x ``side``.
+
+    The weights are scaled by n*n / side**2, so that they keep their sum (a mean stays a mean).
+
+    Args:
+        weight (torch.Tensor): 'fc' pooling (1, n*n) or 'conv' pooling (C, 1, n, n).
+        side (int): The new sub-window's side.
+
+    Returns:
+        torch.Tensor: (1, side*side) or (C, 1, side, side), of ``weight``'s dtype.
+    """
     n = weight.shape[-1] if weight.dim() == 4 else _grid_side(weight.shape[1])
     grid = weight.float().reshape(-1, 1, n, n)
     resized = F.interpolate(grid, size=(side, side), mode='bicubic', align_corners=False) * (n * n / side**2)
@@ -94,7 +112,14 @@ def _slot_axis_weights(window: int, expand: int, new_window: int, new_expand: in
 
 
 def neighbour_table_geometry(table_shape) -> Optional[Tuple[int, int]]:
-    """(window, expand size) of a (1, heads, w*w, 4 * (w*w - (w-e)**2)) table, None if none fits."""
+    """The window and expand size a rolled-neighbour table was made for.
+
+    Args:
+        table_shape (Sequence[int]): The shape of a (1, heads, w*w, 4 * (w*w - (w-e)**2)) table.
+
+    Returns:
+        tuple[int, int] | None: (window ``w``, expand size ``e``), None where no such sizes fit.
+    """
     if len(table_shape) != 4 or table_shape[0] != 1:
         return None
     window = _grid_side(table_shape[2])
@@ -108,8 +133,17 @@ def neighbour_table_geometry(table_shape) -> Optional[Tuple[int, int]]:
 
 
 def resize_neighbour_table(table: torch.Tensor, window: int, expand: int) -> torch.Tensor:
-    """A rolled-neighbour table (1, heads, w*w, n) resized to window ``window`` and expand size
-    ``expand`` (see the module docstring), in the official order of the rolled keys."""
+    """A rolled-neighbour table resized to another window and expand size (see the module docstring).
+
+    Args:
+        table (torch.Tensor): (1, heads, w*w, 4 * (w*w - (w-e)**2)).
+        window (int): The new window.
+        expand (int): The new expand size.
+
+    Returns:
+        torch.Tensor: (1, heads, window**2, 4 * (window**2 - (window-expand)**2)), the rolled
+        keys in the official order, of ``table``'s dtype.
+    """
     old_window, old_expand = neighbour_table_geometry(table.shape)
     heads = table.shape[1]
     old_keys, new_keys = rolled_neighbour_offsets(old_window, old_expand), rolled_neighbour_offsets(window, expand)
@@ -139,11 +173,18 @@ def _keys_of_roll(offsets: torch.Tensor, row_sign: int, col_sign: int) -> torch.
 
 def resize_position_tables(model: nn.Module, state: Mapping[str, torch.Tensor]
                            ) -> Tuple['OrderedDict[str, torch.Tensor]', List[str]]:
-    """``state`` with every position table whose shape differs from ``model``'s resized to it.
+    """A state dict with every position table whose shape differs from the model's resized to it.
 
-    Returns the new state dict and, for each resized table, 'key: old shape -> new shape'. A table
-    with another number of heads (a checkpoint of another model size) or a shape that is no table
-    of this kind is left as it is, for the strict loader to report.
+    A table with another number of heads (a checkpoint of another model size) or a shape that is
+    no table of this kind is left as it is, for the strict loader to report.
+
+    Args:
+        model (nn.Module): A backbone made of :class:`FocalTransformerBlock`.
+        state (Mapping[str, torch.Tensor]): Its state dict from a checkpoint, official names.
+
+    Returns:
+        tuple[OrderedDict, list[str]]: The new state dict and, for each resized table,
+        'key: old shape -> new shape'.
     """
     state = OrderedDict(state)
     own = model.state_dict()
