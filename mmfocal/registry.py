@@ -8,11 +8,11 @@ classifier's subset accuracy into mmpretrain's METRICS, and the visualizers that
 ``tools/test.py --show-dir``'s PNGs into the VISUALIZERS of mmdet and mmseg. And
 :func:`register_config_scope` adds ``mmfocal`` to the packages whose configs mmengine reads by
 ``PACKAGE::PATH`` (:mod:`mmfocal.mim`)."""
-from mmengine.config.utils import MODULE2PACKAGE
 from mmdet.registry import HOOKS as MMDET_HOOKS
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmdet.registry import TASK_UTILS as MMDET_TASK_UTILS
 from mmdet.registry import VISUALIZERS as MMDET_VISUALIZERS
+from mmengine.config.utils import MODULE2PACKAGE
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmpretrain.registry import HOOKS as MMPRETRAIN_HOOKS
 from mmpretrain.registry import METRICS as MMPRETRAIN_METRICS

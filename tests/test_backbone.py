@@ -8,13 +8,13 @@ import torch
 import mmfocal
 from mmfocal import FocalFastTransformer, FocalTransformer
 from mmfocal.apis import match_official_backbone
+from mmfocal.errors import BadArgumentError
 from mmfocal.models.checkpoints import (
     CheckpointMismatchError,
     convert_official_classifier,
     infer_architecture,
     match_state_dict,
 )
-from mmfocal.errors import BadArgumentError
 from mmfocal.models.layers import FocalTransformerBlock, attention_kernels
 from mmfocal.models.layers.key_layout import (
     OFF_MAP_LOGIT,

@@ -25,7 +25,6 @@ from .helpers import (
     ATTENTION_PATHS,
     CONFIGS,
     TINY,
-    TOOLS,
     assert_block_matches_reference,
     bfloat16_autocast_step,
     norm_parameter_ids,

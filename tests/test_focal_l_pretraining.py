@@ -16,8 +16,8 @@ import torch
 from mmengine.config import Config
 
 import mmfocal
-from mmfocal.models.checkpoints import load_pretrained
 from mmfocal.engine.safe_load import load_checkpoint_file
+from mmfocal.models.checkpoints import load_pretrained
 
 from .helpers import (
     CLS_CONFIGS,

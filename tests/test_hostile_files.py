@@ -465,9 +465,9 @@ def assert_every_refusal(outcomes, hostile_files):
 
 def test_every_library_entry_point_and_both_converters_refuse_every_hostile_file(hostile_files, tmp_path):
     """``CheckpointLoader``, ``load_from``, ``init_cfg`` Pretrained, ``Runner.resume`` and both converters
-    (the library functions the tools run), in one process. And ``import mmfocal`` adds nothing to torch's process-wide allow-list: a
-    numpy array in a checkpoint is refused by ``torch.load(weights_only=True)`` in that process, as by
-    stock torch."""
+    (the library functions the tools run), in one process. And ``import mmfocal`` adds nothing to
+    torch's process-wide allow-list: a numpy array in a checkpoint is refused by
+    ``torch.load(weights_only=True)`` in that process, as by stock torch."""
     with_numpy = tmp_path / 'numpy.pth'
     torch.save({'meta': {'palette': np.zeros(3)}}, with_numpy)
     result, _ = run_driver(tmp_path, LIBRARY_DRIVER, json.dumps(list(hostile_files)), tmp_path / 'work',

@@ -103,9 +103,10 @@ def official_to_classifier(state: Mapping[str, torch.Tensor]) -> Tuple['OrderedD
 
 
 def classifier_to_official(state: Mapping[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
-    """mmpretrain's layout back to the official one (the inverse of :func:`official_to_classifier`, without the buffers).
+    """mmpretrain's layout back to the official one.
 
-    What a backbone's pretrained loader then reads as an official file.
+    The inverse of :func:`official_to_classifier`, without the buffers: what a backbone's
+    pretrained loader then reads as an official file.
 
     Args:
         state (Mapping[str, torch.Tensor]): A state dict in mmpretrain's layout.
