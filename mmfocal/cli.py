@@ -26,8 +26,16 @@ LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
 
 def exit_on_error(main):
-    """A tool's ``main`` that stops with the one-line message of an :class:`~mmfocal.errors.MMFocalError`
-    (``SystemExit``: the message on stderr, exit status 1) instead of a traceback."""
+    """Decorate a tool's ``main`` to stop on the package's errors with their one-line message.
+
+    Args:
+        main (Callable): The tool's ``main``.
+
+    Returns:
+        Callable: ``main``, raising ``SystemExit`` with the message of an
+        :class:`~mmfocal.errors.MMFocalError` it raises (the message on stderr, exit status 1,
+        no traceback).
+    """
 
     @functools.wraps(main)
     def main_exiting_on_error(*args, **kwargs):
@@ -40,7 +48,13 @@ def exit_on_error(main):
 
 
 def set_work_dir(cfg, config_path, work_dir):
-    """--work-dir, else the config's work_dir, else work_dirs/<config name>."""
+    """Set ``cfg.work_dir``: --work-dir, else the config's own, else ``work_dirs/<config name>``.
+
+    Args:
+        cfg (Config): The config, changed in place.
+        config_path (str): The config file, whose name names the default work dir.
+        work_dir (str, optional): --work-dir.
+    """
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
@@ -48,11 +62,20 @@ def set_work_dir(cfg, config_path, work_dir):
 
 
 def check_pretrained_checkpoint(cfg):
-    """Raise MissingFileError, one clear line, when the backbone's pretrained checkpoint cannot be
-    had, before the runner builds the model and the datasets (which takes minutes for the large
-    models) and fails at weight initialisation: a local file that is not there, or one of the
-    authors' dead download links whose file is not already in the download cache (the line then
-    says where the same weights survive, :mod:`mmfocal.engine.published_weights`)."""
+    """Check that the backbone's pretrained checkpoint can be had, before anything is built.
+
+    Building the model and the datasets takes minutes for the large models, and would then fail
+    at weight initialisation.
+
+    Args:
+        cfg (Config): The config; its ``model.backbone.init_cfg`` is checked if it is Pretrained.
+
+    Raises:
+        MissingFileError: A local file that is not there, or one of the authors' dead download
+            links whose file is not already in the download cache (the line then says where the
+            same weights survive, :mod:`mmfocal.engine.published_weights`).
+        BadArgumentError: A local path that is no regular file.
+    """
     init_cfg = cfg.model.get('backbone', {}).get('init_cfg')
     if not isinstance(init_cfg, dict) or init_cfg.get('type') != 'Pretrained':
         return
@@ -104,12 +127,18 @@ def _replace_sync_bn(node):
 
 
 def prepare_cpu_distributed(cfg):
-    """Make a distributed run work where torch has no GPU: gloo instead of nccl, and no GPU
-    device ids for DistributedDataParallel.
+    """Make a distributed run work where torch has no GPU: gloo instead of nccl, no GPU device ids for DDP.
 
     mmengine's launchers call ``torch.cuda.set_device`` before creating the process group, which
     fails without CUDA, so the group is created here (mmengine then sees it and skips its own);
-    and mmengine gives DDP ``device_ids=[LOCAL_RANK]``, which DDP refuses for a CPU model.
+    and mmengine gives DDP ``device_ids=[LOCAL_RANK]``, which DDP refuses for a CPU model. SyncBN
+    layers become BN.
+
+    Args:
+        cfg (Config): The config (with ``launcher`` set), changed in place.
+
+    Raises:
+        ConfigError: A launcher other than pytorch or slurm without a GPU.
     """
     if cfg.launcher == 'none' or torch.cuda.is_available():
         return
@@ -139,28 +168,42 @@ def prepare_cpu_distributed(cfg):
 
 
 def end_distributed():
-    """Wait for every process, then destroy the process group, in a distributed run (a no-op
-    otherwise); the tools call it when the runner is done.
+    """Wait for every process, then destroy the process group, in a distributed run (else a no-op).
 
-    Left to the interpreter's exit, gloo's worker threads can still hold work when the group is
-    torn down, and a process then aborts ("terminate called without an active exception",
-    pytorch/pytorch#190489) after its training finished: seen on CPU with tools/dist_train.sh,
-    one rank leaving while the other still wrote its checkpoint. The barrier keeps a rank from
-    leaving while the others still work; destroying the group ends its threads before the
-    interpreter goes."""
+    The tools call it when the runner is done. Left to the interpreter's exit, gloo's worker
+    threads can still hold work when the group is torn down, and a process then aborts
+    ("terminate called without an active exception", pytorch/pytorch#190489) after its training
+    finished. The barrier keeps a rank from leaving while the others still work; destroying the
+    group ends its threads before the interpreter goes.
+    """
     if is_distributed():
         barrier()
         torch.distributed.destroy_process_group()
 
 
 def build_runner(cfg):
+    """The config's runner: its ``runner_type`` from the registry, else mmengine's Runner.
+
+    Args:
+        cfg (Config): The config.
+
+    Returns:
+        Runner: The runner.
+    """
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
 
 
 def parse_with_shared_arguments(parser):
-    """Add the options train.py and test.py share (config overrides, launcher) and parse."""
+    """Add the options train.py and test.py share (config overrides, launcher) and parse the command line.
+
+    Args:
+        parser (argparse.ArgumentParser): The tool's parser, with its own options.
+
+    Returns:
+        argparse.Namespace: The arguments (``LOCAL_RANK`` set in the environment if not there).
+    """
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config entries, KEY=VALUE (e.g. train_cfg.max_iters=100 '
@@ -227,12 +270,19 @@ def _innermost(dataset_cfg):
 
 
 def check_dataset_paths(cfg, config_path, phases=('train', 'val')):
-    """Raise MissingFileError, one line naming the missing path and the fix, if a dataset of
-    ``phases`` is not where the config says; before anything is built, so not after a long traceback.
+    """Check that the data sets a config reads are where it says, before anything is built.
 
     The paths are those of the dataloaders' datasets and the evaluators' annotation files
     (``val_evaluator.ann_file`` of a COCO metric), relative ones taken from the working directory
     as mmengine does. URLs (``s3://``, ...) are the storage backend's business and not checked.
+
+    Args:
+        cfg (Config): The config.
+        config_path (str): The config file, named in the message.
+        phases (tuple[str]): The dataloaders to check. Defaults to ('train', 'val').
+
+    Raises:
+        MissingFileError: One line naming the missing path and the fix.
     """
     paths = []
     for phase in phases:

@@ -208,11 +208,20 @@ _CRC_CHUNK = 1 << 20
 
 
 def check_zip_members(file, source: str) -> None:
-    """Raise IncompleteCheckpointError unless every member of the zip checkpoint ``file`` (a path or a
-    seekable file object, named ``source`` in messages) is stored (torch never compresses) and passes its
-    CRC (torch's reader checks neither, so a flipped bit would load as a wrong weight), and
-    UnreadableCheckpointError for a TorchScript archive (``torch.load`` would hand it to ``torch.jit.load``).
-    Streamed in 1 MiB pieces: one read of the file, no copy of it in memory."""
+    """Check that every member of a zip checkpoint is stored uncompressed and passes its CRC.
+
+    torch never compresses, and its reader checks neither, so a flipped bit would load as a wrong
+    weight. Streamed in 1 MiB pieces: one read of the file, no copy of it in memory.
+
+    Args:
+        file (str | IO[bytes]): A path or a seekable file object.
+        source (str): What the messages name.
+
+    Raises:
+        IncompleteCheckpointError: A compressed member, a failed CRC, a damaged zip.
+        UnreadableCheckpointError: A TorchScript archive (``torch.load`` would hand it to
+            ``torch.jit.load``).
+    """
     try:
         with zipfile.ZipFile(file) as archive:
             if any(name.split('/')[-1] == 'constants.pkl' for name in archive.namelist()):
@@ -273,12 +282,17 @@ def load_checkpoint_file(filename: str, map_location=None):
     """A local checkpoint file, unpickled as data only (see the module's docstring).
 
     Args:
-        filename: the file: a torch checkpoint (zip or legacy pickle format), or a PaddleViT ``.pdparams``
-            file, read by :func:`mmfocal.engine.pdparams.load_pdparams`.
-        map_location: as for ``torch.load``.
+        filename (str): A torch checkpoint (zip or legacy pickle format), or a PaddleViT
+            ``.pdparams`` file, read by :func:`mmfocal.engine.pdparams.load_pdparams`.
+        map_location (str | torch.device | Callable, optional): As for ``torch.load``.
+            Defaults to None.
 
     Returns:
-        What the file holds.
+        dict: What the file holds.
+
+    Raises:
+        MMFocalError: One of :mod:`mmfocal.engine.checkpoint_files`' errors, naming the file, or
+            MissingFileError.
     """
     filename = osp.expanduser(filename)
     check_regular_file(filename)
@@ -301,8 +315,16 @@ def _check_state_dict_keys(filename: str, checkpoint) -> None:
 
 
 def cached_checkpoint_path(url: str, model_dir: Optional[str] = None) -> str:
-    """Where :func:`load_checkpoint_url` keeps the download of ``url``: ``model_dir``, by default
-    torch hub's ``<torch.hub.get_dir()>/checkpoints``, and the URL's file name."""
+    """Where :func:`load_checkpoint_url` keeps the download of a URL.
+
+    Args:
+        url (str): The URL.
+        model_dir (str, optional): The folder. Defaults to None: torch hub's
+            ``<torch.hub.get_dir()>/checkpoints``.
+
+    Returns:
+        str: The folder joined with the URL's file name.
+    """
     if model_dir is None:
         model_dir = osp.join(torch.hub.get_dir(), 'checkpoints')
     return osp.join(model_dir, osp.basename(urlparse(url).path))
@@ -310,7 +332,23 @@ def cached_checkpoint_path(url: str, model_dir: Optional[str] = None) -> str:
 
 def load_checkpoint_url(url: str, map_location=None, model_dir: Optional[str] = None,
                         progress: bool = os.isatty(0)):
-    """Download ``url`` into the torch hub cache (rank 0 first) and load it as :func:`load_checkpoint_file` does."""
+    """Download a checkpoint into the torch hub cache (rank 0 first) and load it as :func:`load_checkpoint_file` does.
+
+    Args:
+        url (str): The URL.
+        map_location (str | torch.device | Callable, optional): As for ``torch.load``.
+            Defaults to None.
+        model_dir (str, optional): The download folder (:func:`cached_checkpoint_path`).
+            Defaults to None.
+        progress (bool): Show a progress bar. Defaults to whether stdin is a terminal.
+
+    Returns:
+        dict: What the file holds.
+
+    Raises:
+        CheckpointDownloadError: The download failed (on every rank of a distributed run).
+        MMFocalError: The file cannot be loaded; the message names the URL and the cached file.
+    """
     cached_file = cached_checkpoint_path(url, model_dir)
     model_dir = osp.dirname(cached_file)
 
@@ -385,8 +423,10 @@ _replaced = dict(load_from_http=None, torch=None, schemes={})
 
 
 def install() -> None:
-    """Make every mmengine checkpoint loader load as data (see the module's docstring); idempotent.
-    :func:`uninstall` puts back what it replaced."""
+    """Make every mmengine checkpoint loader load as data (see the module's docstring).
+
+    Idempotent; :func:`uninstall` puts back what it replaced.
+    """
     # load_from_openmmlab, load_from_torchvision and load_from_mmcls call the module's
     # load_from_http by name, so it has to be replaced there as well as in the registry.
     if not getattr(mmengine_checkpoint.load_from_http, '_mmfocal_safe', False):
@@ -406,10 +446,12 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    """Undo :func:`install`: mmengine's own loaders back in its CheckpointLoader and module;
-    idempotent. Loading is then what torch and mmengine do by themselves (with torch >= 2.6,
+    """Undo :func:`install`: mmengine's own loaders back in its CheckpointLoader and module.
+
+    Idempotent. Loading is then what torch and mmengine do by themselves (with torch >= 2.6,
     mmengine's training checkpoints are refused by torch's default ``weights_only=True``, and URLs
-    are unpickled without restriction)."""
+    are unpickled without restriction).
+    """
     if _replaced['load_from_http'] is not None:
         mmengine_checkpoint.load_from_http = _replaced['load_from_http']
         _replaced['load_from_http'] = None
@@ -426,7 +468,11 @@ def uninstall() -> None:
 
 
 def is_installed() -> bool:
-    """Whether :func:`install` is in effect (every registered loader is one of ours)."""
+    """Whether :func:`install` is in effect.
+
+    Returns:
+        bool: True if every registered loader is one of ours.
+    """
     return all(getattr(loader, '_mmfocal_safe', False) for loader in CheckpointLoader._schemes.values()) and \
         getattr(mmengine_checkpoint.load_from_http, '_mmfocal_safe', False) and \
         mmengine_checkpoint.torch is _TORCH_LOADING_AS_DATA
