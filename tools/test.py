@@ -51,6 +51,18 @@ _PNG_VISUALIZERS = {'DetLocalVisualizer': 'DetPredictionPNGs',
 
 
 def enable_show_dir(cfg, show_dir):
+    """Make the config's visualization hook write a PNG per drawn prediction into a folder.
+
+    Args:
+        cfg (Config): The config, changed in place.
+        show_dir (str): --show-dir, created if not there.
+
+    Returns:
+        str: The folder, absolute.
+
+    Raises:
+        ConfigError: The config has no visualization hook.
+    """
     if 'visualization' not in cfg.get('default_hooks', {}):
         raise ConfigError('--show-dir: the config has no default_hooks.visualization '
                          "(mmdet's DetVisualizationHook or mmseg's SegVisualizationHook)")
@@ -71,6 +83,7 @@ def enable_show_dir(cfg, show_dir):
 
 
 def _innermost_dataset(dataloader_cfg):
+    """The dataset config a dataloader reads, inside its wrappers."""
     dataset = dataloader_cfg.dataset
     while 'dataset' in dataset:  # wrappers (RepeatDataset, ConcatDataset of one, ...)
         dataset = dataset.dataset
@@ -78,6 +91,18 @@ def _innermost_dataset(dataloader_cfg):
 
 
 def enable_tta(cfg, config_path):
+    """Wrap the config's model in its TTA model and give the test dataset the TTA pipeline.
+
+    For detection, a flip TTA is made up where the config has none, as mmdet's own tool does.
+
+    Args:
+        cfg (Config): The config, changed in place.
+        config_path (str): The config file, named in the messages.
+
+    Raises:
+        ConfigError: A detector with masks whose ``tta_model`` is not DetMaskTTAModel, or a
+            segmenter or classifier config without ``tta_model`` or ``tta_pipeline``.
+    """
     dataset = _innermost_dataset(cfg.test_dataloader)
     if cfg.default_scope == 'mmdet':
         predicts_masks = cfg.model.get('roi_head', {}).get('mask_head') is not None or \
