@@ -19,18 +19,15 @@ matters here.
 """
 import argparse
 import collections
-import os
 import statistics
-import sys
 import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from backbone_speed import LABELS, build, machine_description, paired_ratio, ratio_text, step  # noqa: E402
-
-from mmfocal.analysis.flops import FUSED_ATTENTION_OPS  # noqa: E402
+from mmfocal.analysis.flops import FUSED_ATTENTION_OPS
+from mmfocal.benchmarking.peers import LABELS, build_backbone
+from mmfocal.benchmarking.timing import machine_description, paired_ratio, ratio_text, step
 
 # Operator kinds by aten name (without 'aten::' and an in-place variant's trailing '_'); the
 # fused attention kernels are those mmfocal's FLOP counter knows.
@@ -124,10 +121,9 @@ def main():
     parser.add_argument('--repeats', type=int, default=5, help='rounds of the chunk sweep')
     args = parser.parse_args()
 
-    import mmfocal  # noqa: F401
     torch.manual_seed(0)
     names = ['focal'] if args.chunk_sweep is not None else args.models
-    models = {name: build(name, 'cpu') for name in names}
+    models = {name: build_backbone(name, 'cpu') for name in names}
     kinds = [ATTENTION] + [k for k, _ in KINDS] + [OTHER, UNACCOUNTED]
     print(f'device: {machine_description("cpu")}; torch {torch.__version__}')
     for size_text in args.sizes:
