@@ -27,8 +27,15 @@ import sys
 import torch
 
 from mmfocal.benchmarking.peers import LABELS, build_backbone
-from mmfocal.benchmarking.timing import (compare_speed, flops_per_image, machine_description, paired_ratio,
-                                         peak_memory_of_step, ratio_text, rounds_for)
+from mmfocal.benchmarking.timing import (
+    compare_speed,
+    flops_per_image,
+    machine_description,
+    paired_ratio,
+    peak_memory_of_step,
+    ratio_text,
+    rounds_for,
+)
 
 
 def peak_memory(name, size, batch, device) -> float:

@@ -18,10 +18,26 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from .detection import (FOCAL_DET_CONFIG, TORCHVISION_ROI_ALIGN, build_detector, mmcv_ops_status,
-                        swin_det_config_path, synthetic_det_batch, time_iteration, training_iteration)
-from .parity import (GRADIENT_TOLERANCE, MODELS, OUTPUT_TOLERANCE, TINY_BACKBONE, build_parity_backbone,
-                     check_parity, other_devices_path, tf32_disabled)
+from .detection import (
+    FOCAL_DET_CONFIG,
+    TORCHVISION_ROI_ALIGN,
+    build_detector,
+    mmcv_ops_status,
+    swin_det_config_path,
+    synthetic_det_batch,
+    time_iteration,
+    training_iteration,
+)
+from .parity import (
+    GRADIENT_TOLERANCE,
+    MODELS,
+    OUTPUT_TOLERANCE,
+    TINY_BACKBONE,
+    build_parity_backbone,
+    check_parity,
+    other_devices_path,
+    tf32_disabled,
+)
 from .peers import SWIN_T, build_backbone
 from .timing import compare_speed, paired_ratio, step
 
