@@ -499,23 +499,27 @@ for line in sys.stdin:
 
 class ScriptLauncher:
     """Runs the command lines of one script as ``python SCRIPT ARGS`` does, each in a process of
-    its own, without paying the script's start-up each time: the modules in ``preload`` (torch:
-    seconds) are imported once, in a launcher process, and each command line runs in a child forked
-    from it (the script as ``__main__``, its arguments, the environment given, its own output and
-    exit status). For a script tested through many command lines, which cannot be imported as
-    a module (it runs before mmfocal is installed, say). Use as a context manager."""
+    its own, without paying the script's start-up each time.
 
-    def __init__(self, script: str, preload: Sequence[str] = ()):
-        self.script = osp.abspath(script)
-        self.process = subprocess.Popen([sys.executable, '-c', _LAUNCHER, self.script, *preload],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    The modules in ``preload`` (torch, mmfocal: seconds) are imported once, in a launcher process
+    started in :func:`tool_environment` in ``cwd`` (the repository by default), and each command
+    line runs in a child forked from it: the script as ``__main__``, its arguments, the
+    environment given, its own output and exit status. For a script tested through several
+    command lines. ``script`` is under ``tools/`` unless absolute. Use as a context manager.
+    """
+
+    def __init__(self, script: str, preload: Sequence[str] = (), cwd: Optional[str] = None):
+        self.script = script if osp.isabs(script) else osp.join(TOOLS, script)
+        self.process = subprocess.Popen([sys.executable, '-c', _LAUNCHER, self.script, *preload], cwd=cwd or ROOT,
+                                        env=tool_environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True)
         self.folder = tempfile.mkdtemp(prefix='script_launcher_')
 
     def __call__(self, *args, env: Optional[dict] = None) -> subprocess.CompletedProcess:
-        """``python SCRIPT ARGS`` in the environment ``env`` (this process's by default)."""
+        """``python SCRIPT ARGS`` in the environment ``env`` (:func:`tool_environment` by default)."""
         args = [str(arg) for arg in args]
         out, err = osp.join(self.folder, 'stdout'), osp.join(self.folder, 'stderr')
-        request = dict(args=args, env=dict(os.environ if env is None else env), stdout=out, stderr=err)
+        request = dict(args=args, env=dict(tool_environment() if env is None else env), stdout=out, stderr=err)
         self.process.stdin.write(json.dumps(request) + '\n')
         self.process.stdin.flush()
         answer = self.process.stdout.readline()

@@ -30,7 +30,7 @@ def wheel_cache():
     them (and the rest of ENVIRON); the completed process. torch, the script's costly import, is
     imported once for all of them (:class:`~tests.helpers.ScriptLauncher`)."""
     base = {name: value for name, value in os.environ.items() if name not in ('FORCE_CUDA', 'TORCH_CUDA_ARCH_LIST')}
-    with ScriptLauncher(os.path.join(TOOLS, 'mmcv_wheel_cache.py'), preload=['torch']) as launcher:
+    with ScriptLauncher('mmcv_wheel_cache.py', preload=['torch']) as launcher:
         yield lambda *args, **environ: launcher(*args, env=dict(base, **environ))
 
 
