@@ -72,7 +72,7 @@ def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> Tu
     Returns:
         tuple[float, float, float]: The median, lowest and highest ratio. The median of the
         rounds' ratios drifts less than the ratio of the two medians on a machine whose speed
-        changes between rounds (a shared VM's does, by 20% and more); the range shows the noise
+        changes between rounds (a shared VM's does; docs/speed.md); the range shows the noise
         left.
     """
     ratios = sorted(a / b for a, b in zip(numerator, denominator))
@@ -87,9 +87,8 @@ def ratio_text(ratio: Tuple[float, float, float]) -> str:
 def rounds_for(size: Sequence[int], largest_pixels: int, repeats: int, max_repeats: int) -> int:
     """The rounds to time an input of ``size`` for.
 
-    A small input's rounds are as noisy as a large one's and much shorter (a round at 224x224
-    takes a twentieth of one at 800x1344), so small sizes get more rounds, for medians as steady
-    in about the same time.
+    A small input's rounds are as noisy as a large one's and much shorter, so small sizes get
+    more rounds, for medians as steady in about the same time.
 
     Args:
         size (Sequence[int]): The input's (H, W).
