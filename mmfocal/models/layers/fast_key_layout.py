@@ -25,7 +25,7 @@ from typing import NamedTuple, Optional, Tuple
 
 import torch
 
-from .attention_kernels import BiasColumns
+from .chunking import BiasColumns
 
 # Rows of the distance matrix handed to torch.topk at once: bounds the layout's temporaries.
 _DISTANCE_CHUNK_ELEMENTS = 2**22
