@@ -112,15 +112,30 @@ class FocalWindowAttention(nn.Module):
         """Side of the pooled neighbourhood each window sees at ``level``."""
         return pooled_neighbourhood(self.focal_window, level)
 
-    def _bias(self, with_rolled: bool) -> torch.Tensor:
-        """Position biases of every key: (heads, w*w, num_keys); kept between passes without
-        gradients while the tables keep their values (eager only: a traced graph computes it)."""
+    def position_bias(self, with_rolled: bool) -> torch.Tensor:
+        """The position biases of every key, kept between passes without gradients while the
+        tables keep their values (eager only: a traced graph builds them).
+
+        Args:
+            with_rolled (bool): Whether the keys include the rolled neighbours.
+
+        Returns:
+            torch.Tensor: (heads, w*w, keys), as :meth:`build_position_bias` builds it.
+        """
         tables = [self.relative_position_bias_table, *self.relative_position_bias_table_to_windows]
         if self.expand_size > 0:
             tables.append(self.relative_position_bias_table_to_neighbors)
-        return self._bias_cache.get(with_rolled, tables, lambda: self._build_bias(with_rolled))
+        return self._bias_cache.get(with_rolled, tables, lambda: self.build_position_bias(with_rolled))
 
-    def _build_bias(self, with_rolled: bool) -> torch.Tensor:
+    def build_position_bias(self, with_rolled: bool) -> torch.Tensor:
+        """The position biases of every key, built from the tables.
+
+        Args:
+            with_rolled (bool): Whether the keys include the rolled neighbours.
+
+        Returns:
+            torch.Tensor: (heads, w*w, keys), keys in the order of :mod:`.key_layout`.
+        """
         w2, heads = self.window_size**2, self.num_heads
         parts = [self.relative_position_bias_table.index_select(0, self.window_bias_index.view(-1))
                  .view(w2, w2, heads).permute(2, 0, 1)]
@@ -140,10 +155,10 @@ class FocalWindowAttention(nn.Module):
         geometry = (w, self.expand_size, self.focal_window, self.num_pooled_levels, n_wh, n_ww)
         if is_tracing(x):  # symbolic sizes: the layout is computed in the graph
             index, off_map = key_layout_for_any_size(*geometry, with_rolled, x.device)
-            bias = self._build_bias(True)
+            bias = self.build_position_bias(True)
         else:
             index, off_map = cached_key_layout(*geometry, with_rolled, x.device)
-            bias = self._bias(with_rolled)
+            bias = self.position_bias(with_rolled)
 
         q, sources = window_queries_and_keys(x, pooled, self.qkv, self.scale, heads, w)
         if self.num_pooled_levels:
