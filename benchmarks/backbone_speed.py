@@ -64,7 +64,7 @@ def machine_description(device: str) -> str:
         caches = [f'{name} {fields[name].strip()}' for name in ('L1d cache', 'L2 cache', 'L3 cache') if name in fields]
     except (OSError, subprocess.CalledProcessError):
         pass
-    from mmfocal.models.layers.attention_kernels import default_chunk_bytes
+    from mmfocal.models.layers.chunking import default_chunk_bytes
     # The widest vector instructions PyTorch's kernels use here (AVX2, AVX512, ...): the attention's
     # elementwise passes and small products scale with it, the large matrix products less.
     vectors = torch.backends.cpu.get_cpu_capability()
