@@ -9,6 +9,7 @@ x86-64 Linux with AVX2), prints one line saying why and exits 1; with ``MMFOCAL_
 set, builds nothing and exits 0. Either way the attention still runs (PyTorch's kernels).
 """
 import argparse
+import logging
 import sys
 import warnings
 
@@ -24,6 +25,8 @@ def main(argv=None) -> int:
         parser.print_usage(sys.stderr)
         print(f'{parser.prog}: nothing to do: pass --build', file=sys.stderr)
         return 1
+    # torch's note on importing its extension builder without CUDA is no news here.
+    logging.getLogger('torch.utils.cpp_extension').setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the one line below says why, as the warning would
         reason = unavailable_reason()
