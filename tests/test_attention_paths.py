@@ -288,7 +288,8 @@ def test_compiled_kernels_can_be_switched_off_and_refuse_what_they_cannot_comput
     monkeypatch.setenv(compiled_kernels.SWITCH, '0')
     assert compiled_kernels.unavailable_reason() == 'MMFOCAL_COMPILED_KERNELS=0 is set'
     assert build_kernels(['--build']) == 0
-    assert capsys.readouterr().out == 'mmfocal compiled CPU attention kernels: not built, MMFOCAL_COMPILED_KERNELS=0 is set\n'
+    assert capsys.readouterr().out == \
+        'mmfocal compiled CPU attention kernels: not built, MMFOCAL_COMPILED_KERNELS=0 is set\n'
     names = _output_and_gradients(block, x, 'recompute')[2]
     assert FLASH_KERNEL in names and not set(COMPILED_KERNELS) & names
     monkeypatch.delenv(compiled_kernels.SWITCH)

@@ -6,7 +6,16 @@ Shapes as :mod:`.plain_paths`.
 import torch
 
 from .attention_switch import uses_cpu_kernels
-from .chunking import add_bias_grad, as_bias_columns, bias_chunks, chunk_bias, has_off_map_keys, off_map_flags, put, take
+from .chunking import (
+    add_bias_grad,
+    as_bias_columns,
+    bias_chunks,
+    chunk_bias,
+    has_off_map_keys,
+    off_map_flags,
+    put,
+    take,
+)
 from .fused_paths import attend_fused
 
 
