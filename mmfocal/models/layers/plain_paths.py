@@ -68,7 +68,11 @@ def attend_with_autograd(q: torch.Tensor, source: torch.Tensor, index: torch.Ten
     weights are recorded.
 
     Args:
-        q, source, index, bias, off_map (torch.Tensor): As :func:`attend_with_standard_ops`.
+        q (torch.Tensor): Queries, (B*nW, w*w, heads, d).
+        source (torch.Tensor): Keys and values, (B, S, 2, heads, d).
+        index (torch.Tensor): (nW * keys,) rows of ``source``.
+        bias (torch.Tensor): Position bias, as :func:`~.chunking.chunk_bias` takes it.
+        off_map (torch.Tensor): (nW, keys) logits.
         attn_drop (nn.Module): Dropout on the probabilities.
         return_weights (bool): Whether to return the weights too. Defaults to False.
         bias_columns (optional): As :func:`~.chunking.chunk_bias` takes them. Defaults to None.

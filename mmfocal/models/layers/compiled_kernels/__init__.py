@@ -173,8 +173,13 @@ def backward(q, source, index, bias_t, off_map, out, lse, grad_out, chunk_window
     """The attention's backward on the compiled kernels, recomputing the probabilities.
 
     Args:
-        q, source, index, bias_t, off_map (torch.Tensor): As :func:`forward` took them.
-        out, lse (torch.Tensor): What :func:`forward` returned.
+        q (torch.Tensor): Queries, as :func:`forward` took them.
+        source (torch.Tensor): Keys and values, likewise.
+        index (torch.Tensor): Rows of ``source``, likewise.
+        bias_t (torch.Tensor): The transposed bias, likewise.
+        off_map (torch.Tensor): Off-map logits, likewise.
+        out (torch.Tensor): The output :func:`forward` returned.
+        lse (torch.Tensor): The log-sum-exp :func:`forward` returned.
         grad_out (torch.Tensor): Gradient of the output, contiguous, shaped as ``out``.
         chunk_windows (int): Windows whose key and value gradients are gathered before they are
             added into the key source's.
