@@ -195,7 +195,7 @@ def explain_path(q: torch.Tensor, source: torch.Tensor, bias: torch.Tensor, attn
     Returns:
         PathChoice: The path, its kernels and why the faster ones were not taken.
     """
-    return choose_path(q, source, bias, attn_drop if attn_drop is not None else nn.Identity(), training,
+    return choose_path(q, source, bias, attn_drop if attn_drop is not None else nn.Dropout(0.), training,
                        record, bias_columns)
 
 
