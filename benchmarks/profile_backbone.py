@@ -44,7 +44,7 @@ KINDS = (
     ('elementwise/reductions', ('add', 'mul', 'sub', 'div', 'sum', 'mean', 'einsum', 'bernoulli', 'where', 'any',
                                 'masked_fill', 'neg', 'rsub', 'lt', 'ge', 'eq', 'ne', 'linalg_vecdot')),
 )
-# mmfocal's compiled CPU attention kernels (mmfocal/models/layers/compiled_kernels.py), which
+# mmfocal's compiled CPU attention kernels (mmfocal/models/layers/compiled_kernels/), which
 # FocalTransformer's attention takes on the CPU by default.
 COMPILED_ATTENTION_OPS = ('mmfocal_cpu::focal_attention_forward', 'mmfocal_cpu::focal_attention_backward')
 ATTENTION = 'attention kernel'
@@ -92,7 +92,7 @@ def chunk_sweep(model, x, repeats: int, sizes_mib) -> None:
     times and each size's ratio to the default (the size derived from this machine), round by
     round as backbone_speed.py's ratios."""
     from mmfocal.models.layers import attention_path
-    from mmfocal.models.layers.attention_kernels import default_chunk_bytes
+    from mmfocal.models.layers.chunking import default_chunk_bytes
     settings = {'default': None, **{f'{m:g} MiB': int(m * 2**20) for m in sizes_mib}}
     print(f'  default chunk: {default_chunk_bytes() / 2**20:g} MiB (from the L2 per core and the threads)')
     for backward in (False, True):

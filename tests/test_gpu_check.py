@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mmfocal.benchmarking import detection, gpu_check, parity
-from mmfocal.models.layers import attention_kernels
+from mmfocal.models.layers import torch_kernels
 
 from .helpers import ROOT, run_tool
 
@@ -65,18 +65,12 @@ def test_gpu_sections_run_on_the_cpu_in_quick_mode():
 def _wrong_log_sum_exp():
     """The code path of other devices with the training kernel's log-sum-exp off by 0.01: its
     forward output stays right, the probabilities its backward recomputes are 1% off."""
-    original = attention_kernels._attend_with_lse
-
     def shifted(*args):
-        out, lse = original(*args)
+        out, lse = torch_kernels.attend_with_lse(*args)
         return out, lse + 0.01
 
-    with gpu_check.other_devices_path():
-        attention_kernels._attend_with_lse = shifted
-        try:
-            yield
-        finally:
-            attention_kernels._attend_with_lse = original
+    with gpu_check.other_devices_path(), torch_kernels.override_kernel('with_lse', shifted):
+        yield
 
 
 @pytest.mark.parametrize('name', list(parity.MODELS))

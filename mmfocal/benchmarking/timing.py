@@ -157,7 +157,7 @@ def machine_description(device: str) -> str:
         caches = [f'{name} {fields[name].strip()}' for name in ('L1d cache', 'L2 cache', 'L3 cache') if name in fields]
     except (OSError, subprocess.CalledProcessError):
         pass
-    from ..models.layers.attention_kernels import default_chunk_bytes
+    from ..models.layers.chunking import default_chunk_bytes
     vectors = torch.backends.cpu.get_cpu_capability()
     return f'CPU {model}' + (f' ({", ".join(caches)})' if caches else '') + \
         f', {os.cpu_count()} cores, {torch.get_num_threads()} threads, {vectors} kernels; attention chunks of ' \
