@@ -61,7 +61,7 @@ setup(
     ],
     packages=find_packages(include=['mmfocal', 'mmfocal.*']),
     package_data={
-        # the compiled CPU attention kernels' source, built on first use (mmfocal/models/layers/compiled_kernels.py)
+        # the compiled CPU attention kernels' source, built ahead of or on first use (models/layers/compiled_kernels/)
         'mmfocal.models.layers': ['csrc/*.cpp'],
         # The configs and the model index where mmengine looks for a package's own (`mmfocal::det/...`):
         # mmfocal/.mim/configs and mmfocal/.mim/model-index.yml are links to the repository's, copied

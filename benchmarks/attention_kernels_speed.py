@@ -13,7 +13,6 @@ range, as ``backbone_speed.py``, and the largest difference of the compiled rout
 gradients from the other's (relative to each tensor's largest value).
 """
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -21,12 +20,10 @@ import time
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from backbone_speed import machine_description, paired_ratio, ratio_text  # noqa: E402
-
-from mmfocal import FocalTransformer  # noqa: E402
-from mmfocal.models.layers import attention_path, compiled_kernels, focal_attention  # noqa: E402
-from mmfocal.models.layers.attention_kernels import attend  # noqa: E402
+from mmfocal.benchmarking.timing import machine_description, paired_ratio, ratio_text
+from mmfocal.models.backbones import FocalTransformer
+from mmfocal.models.layers import attention_path, compiled_kernels, focal_attention
+from mmfocal.models.layers.attention_kernels import attend
 
 ROUTES = ('cpu', 'compiled')
 NO_DROPOUT = nn.Dropout(0.0)

@@ -23,4 +23,6 @@ if ! "$PY" -c 'import mmcv.ops' 2>/dev/null && compgen -G ".whl/mmcv-*.tar.gz" >
   echo "mmcv built in $(( $(date +%s) - start )) s"
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
+# mmfocal from this checkout, where it is not installed (the script imports the package)
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PYTHONUNBUFFERED=1 exec "$PY" benchmarks/gpu_check.py "$@"

@@ -19,19 +19,17 @@ import argparse
 import functools
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import onnxruntime
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # The same models, passes, machine line and ratios as backbone_speed.py.
-from backbone_speed import build, machine_description, paired_ratio, ratio_text, step  # noqa: E402
-
-from mmfocal.deployment.export import export_onnx  # noqa: E402
-from mmfocal.deployment.ort_model import ORTModel  # noqa: E402
+from mmfocal.benchmarking.peers import build_backbone
+from mmfocal.benchmarking.timing import machine_description, paired_ratio, ratio_text, step
+from mmfocal.deployment.export import export_onnx
+from mmfocal.deployment.ort_model import ORTModel
 
 RATIOS = (('Focal/Swin ORT', 'focal ORT', 'swin ORT'), ('Focal ORT/eager', 'focal ORT', 'focal eager'),
           ('compiled/eager', 'focal compiled', 'focal eager'),
@@ -62,7 +60,7 @@ def onnx_runner(name: str, model: torch.nn.Module, x: torch.Tensor, directory: s
 
 
 def passes(model: torch.nn.Module, backward: bool):
-    """``step`` of backbone_speed on ``model``: eval mode without gradients, or train mode forward
+    """``mmfocal.benchmarking.timing.step`` on ``model``: eval mode without gradients, or train mode forward
     and backward (setting the mode each run, so one model serves both)."""
     return functools.partial(step, model, backward=backward)
 
@@ -116,7 +114,7 @@ def main():
     threads = torch.get_num_threads()
     print(f'device: {machine_description("cpu")}')
     print(f'torch {torch.__version__}, ONNX Runtime {onnxruntime.__version__}; both with {threads} threads')
-    models = {name: _Backbone(build(name, 'cpu')).eval() for name in ('focal', 'swin')}
+    models = {name: _Backbone(build_backbone(name, 'cpu')).eval() for name in ('focal', 'swin')}
     focal = models['focal']
     with tempfile.TemporaryDirectory() as tmp:
         directory = args.onnx_dir or tmp

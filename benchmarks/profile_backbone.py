@@ -19,18 +19,15 @@ matters here.
 """
 import argparse
 import collections
-import os
 import statistics
-import sys
 import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from backbone_speed import LABELS, build, machine_description, paired_ratio, ratio_text, step  # noqa: E402
-
-from mmfocal.analysis.flops import FUSED_ATTENTION_OPS  # noqa: E402
+from mmfocal.analysis.flops import FUSED_ATTENTION_OPS
+from mmfocal.benchmarking.peers import LABELS, build_backbone
+from mmfocal.benchmarking.timing import machine_description, paired_ratio, ratio_text, step
 
 # Operator kinds by aten name (without 'aten::' and an in-place variant's trailing '_'); the
 # fused attention kernels are those mmfocal's FLOP counter knows.
@@ -47,7 +44,7 @@ KINDS = (
     ('elementwise/reductions', ('add', 'mul', 'sub', 'div', 'sum', 'mean', 'einsum', 'bernoulli', 'where', 'any',
                                 'masked_fill', 'neg', 'rsub', 'lt', 'ge', 'eq', 'ne', 'linalg_vecdot')),
 )
-# mmfocal's compiled CPU attention kernels (mmfocal/models/layers/compiled_kernels.py), which
+# mmfocal's compiled CPU attention kernels (mmfocal/models/layers/compiled_kernels/), which
 # FocalTransformer's attention takes on the CPU by default.
 COMPILED_ATTENTION_OPS = ('mmfocal_cpu::focal_attention_forward', 'mmfocal_cpu::focal_attention_backward')
 ATTENTION = 'attention kernel'
@@ -95,7 +92,7 @@ def chunk_sweep(model, x, repeats: int, sizes_mib) -> None:
     times and each size's ratio to the default (the size derived from this machine), round by
     round as backbone_speed.py's ratios."""
     from mmfocal.models.layers import attention_path
-    from mmfocal.models.layers.attention_kernels import default_chunk_bytes
+    from mmfocal.models.layers.chunking import default_chunk_bytes
     settings = {'default': None, **{f'{m:g} MiB': int(m * 2**20) for m in sizes_mib}}
     print(f'  default chunk: {default_chunk_bytes() / 2**20:g} MiB (from the L2 per core and the threads)')
     for backward in (False, True):
@@ -124,10 +121,9 @@ def main():
     parser.add_argument('--repeats', type=int, default=5, help='rounds of the chunk sweep')
     args = parser.parse_args()
 
-    import mmfocal  # noqa: F401
     torch.manual_seed(0)
     names = ['focal'] if args.chunk_sweep is not None else args.models
-    models = {name: build(name, 'cpu') for name in names}
+    models = {name: build_backbone(name, 'cpu') for name in names}
     kinds = [ATTENTION] + [k for k, _ in KINDS] + [OTHER, UNACCOUNTED]
     print(f'device: {machine_description("cpu")}; torch {torch.__version__}')
     for size_text in args.sizes:

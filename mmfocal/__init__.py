@@ -1,22 +1,12 @@
-"""mmfocal: the Focal Transformer backbone for mmdet, mmseg and mmpretrain.
+"""mmfocal: the Focal Transformer backbones (FocalTransformer, FocalFastTransformer) for mmdet,
+mmseg and mmpretrain, with the detection parts, checkpoint handling, deployment and analysis
+they need. README.md says how to install and use it and where each part lives.
 
-Layout (as mmdet's own):
-
-* ``mmfocal.models.layers``: pure-torch attention (no OpenMMLab import);
-* ``mmfocal.models.backbones``: the backbones (mmengine ``BaseModule``), built from the layers;
-  ``mmfocal.models.dense_heads`` / ``losses`` / ``task_modules`` / ``detectors``: detector parts;
-* ``mmfocal.engine``: checkpoint safety (weights-only loading, atomic writes), strict loading and
-  conversion of pretrained weights, training hooks;
-* ``mmfocal.evaluation``: metrics (a classifier's top-1 on subsets of its pictures);
-* ``mmfocal.deployment``: export (ONNX, torch.export) and inference outside PyTorch;
-* ``mmfocal.cli``: what the scripts under ``tools/`` share;
-* ``mmfocal.registry``: registration in mmdet's, mmseg's and mmpretrain's registries, the top layer;
-* ``mmfocal.mim``: the configs inside the installed package, as ``mmfocal::`` config paths.
-
-``import mmfocal`` registers everything, adds ``mmfocal`` to the packages whose configs mmengine
-reads by ``PACKAGE::PATH`` (``mmengine.config.utils.MODULE2PACKAGE``, see ``mmfocal.mim``), and,
-for the whole process (every mmengine Runner and checkpoint loader in it, not only mmfocal's),
-makes checkpoints load as data only and be written atomically (``mmfocal.engine.install()``):
+``import mmfocal`` registers everything in the registries of mmengine, mmdet, mmseg and
+mmpretrain (``mmfocal.registry``), adds ``mmfocal`` to the packages whose configs mmengine reads
+by ``PACKAGE::PATH`` (``mmfocal.mim``), and, for the whole process (every mmengine Runner and
+checkpoint loader in it, not only mmfocal's), makes checkpoints load as data only and be written
+atomically (``mmfocal.engine.install()``):
 
 * loading: mmengine's checkpoint loaders (URLs included, which mmengine otherwise unpickles
   without restriction) read checkpoints with mmfocal's own unpickler, which builds the types that

@@ -3,13 +3,16 @@ test size. Fixtures built on these (the demo data, made once per run) are in con
 import contextlib
 import copy
 import importlib.util
+import json
 import multiprocessing
 import os
 import os.path as osp
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from typing import Optional, Sequence, Tuple
 
 import pytest
@@ -451,3 +454,87 @@ def norm_parameter_ids(model) -> set:
     """``id`` of every parameter of the model's LayerNorm, GroupNorm and BatchNorm layers."""
     norms = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.modules.batchnorm._BatchNorm)
     return {id(p) for m in model.modules() if isinstance(m, norms) for p in m.parameters(recurse=False)}
+
+
+# Runs a script's command lines for ScriptLauncher: imports the modules named, then reads one
+# request a line (arguments, environment, output files) and runs each in a child of its own, forked
+# from this process, as `python SCRIPT ARGS` runs it; answers with the child's exit status.
+_LAUNCHER = r'''
+import json, os, runpy, sys, traceback
+script, preloaded = sys.argv[1], sys.argv[2:]
+for name in preloaded:
+    __import__(name)
+inherited = [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
+for line in sys.stdin:
+    request = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.environ.clear()
+            os.environ.update(request['env'])
+            for fd, path in ((1, request['stdout']), (2, request['stderr'])):
+                os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+            given = [p for p in request['env'].get('PYTHONPATH', '').split(os.pathsep) if p]
+            sys.path[:] = ([os.path.dirname(script)] + given + [p for p in sys.path[1:] if p not in inherited])
+            sys.argv = [script] + request['args']
+            try:
+                runpy.run_path(script, run_name='__main__')
+                code = 0
+            except SystemExit as stop:
+                if stop.code is None or isinstance(stop.code, int):
+                    code = stop.code or 0
+                else:
+                    print(stop.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status), flush=True)
+'''
+
+
+class ScriptLauncher:
+    """Runs the command lines of one script as ``python SCRIPT ARGS`` does, each in a process of
+    its own, without paying the script's start-up each time.
+
+    The modules in ``preload`` (torch, mmfocal: seconds) are imported once, in a launcher process
+    started in :func:`tool_environment` in ``cwd`` (the repository by default), and each command
+    line runs in a child forked from it: the script as ``__main__``, its arguments, the
+    environment given, its own output and exit status. For a script tested through several
+    command lines. ``script`` is under ``tools/`` unless absolute. Use as a context manager.
+    """
+
+    def __init__(self, script: str, preload: Sequence[str] = (), cwd: Optional[str] = None):
+        self.script = script if osp.isabs(script) else osp.join(TOOLS, script)
+        self.process = subprocess.Popen([sys.executable, '-c', _LAUNCHER, self.script, *preload], cwd=cwd or ROOT,
+                                        env=tool_environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True)
+        self.folder = tempfile.mkdtemp(prefix='script_launcher_')
+
+    def __call__(self, *args, env: Optional[dict] = None) -> subprocess.CompletedProcess:
+        """``python SCRIPT ARGS`` in the environment ``env`` (:func:`tool_environment` by default)."""
+        args = [str(arg) for arg in args]
+        out, err = osp.join(self.folder, 'stdout'), osp.join(self.folder, 'stderr')
+        request = dict(args=args, env=dict(tool_environment() if env is None else env), stdout=out, stderr=err)
+        self.process.stdin.write(json.dumps(request) + '\n')
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        if not answer:
+            raise RuntimeError(f'the launcher of {self.script} stopped (exit status {self.process.wait()})')
+        with open(out) as stdout, open(err) as stderr:
+            return subprocess.CompletedProcess([self.script, *args], int(answer), stdout.read(), stderr.read())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> 'ScriptLauncher':
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

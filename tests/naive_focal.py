@@ -55,7 +55,7 @@ def naive_block(block, x):
 
     pooled_masks = []
     for level in range(attn_mod.num_pooled_levels):
-        pooled = block._pool(x, level)  # (B, h, w, C): pooling itself is a tested plain op
+        pooled = block.pool(x, level)  # (B, h, w, C): pooling itself is a tested plain op
         ph, pw = pooled.shape[1:3]
         kv = F.linear(pooled, attn_mod.qkv.weight, attn_mod.qkv.bias)[..., C:]
         kernel = 2 * (attn_mod.focal_window // 2) + 2**level + (2**level - 1)

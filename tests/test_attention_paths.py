@@ -2,6 +2,7 @@
 the automatic choice does not know, and the docstring examples of the public classes."""
 import copy
 import doctest
+import logging
 import os
 import platform
 import shutil
@@ -18,15 +19,20 @@ from mmfocal.models.backbones import focal_fast_transformer, focal_transformer
 from mmfocal.models.layers import (
     FocalFastTransformerBlock,
     FocalTransformerBlock,
+    PathChoice,
     UnknownTracerError,
-    attention_kernels,
     attention_path,
     attention_settings,
+    attention_switch,
+    chunking,
     compiled_kernels,
+    explain_path,
     focal_attention,
     focal_fast_attention,
     is_tracing,
+    torch_kernels,
 )
+from mmfocal.models.layers.compiled_kernels.__main__ import main as build_kernels
 from mmfocal.models.layers.tracing import unclassified_tracing
 
 from .helpers import with_large_weights
@@ -34,7 +40,7 @@ from .helpers import with_large_weights
 FLASH_KERNEL = 'aten._scaled_dot_product_flash_attention_for_cpu.default'
 COMPILED_KERNELS = ('mmfocal_cpu.focal_attention_forward.default', 'mmfocal_cpu.focal_attention_backward.default')
 # PyTorch's CPU flash kernel with a mask (torch >= 2.3): the 'cpu' kernels; the CPU takes 'generic' without it.
-NO_CPU_FLASH_KERNEL = attention_kernels.cpu_flash_kernel_reason()
+NO_CPU_FLASH_KERNEL = torch_kernels.cpu_flash_kernel_reason()
 needs_cpu_flash_kernel = pytest.mark.skipif(NO_CPU_FLASH_KERNEL is not None, reason=str(NO_CPU_FLASH_KERNEL))
 # Where the compiled CPU kernels must build (CI's machines are such): a failed build there is a failure.
 BUILDS_COMPILED_KERNELS = sys.platform.startswith('linux') and platform.machine() == 'x86_64' and \
@@ -136,10 +142,10 @@ def test_default_chunk_size_is_the_l2_cache_of_the_threads_in_use(monkeypatch):
     """Without a chunk size set, the CPU kernels' chunks hold as many bytes as the L2 caches of the
     threads PyTorch uses, read from sysfs (the fallback where it says nothing), at each call,
     within the bounds where the sweep of docs/speed.md found the chunking not to matter."""
-    l2 = attention_kernels.l2_cache_bytes()
+    l2 = chunking.l2_cache_bytes()
     assert l2 >= 2**16 and l2 % 2**10 == 0
     if not os.path.isdir('/sys/devices/system/cpu/cpu0/cache'):
-        assert l2 == attention_kernels.FALLBACK_L2_BYTES
+        assert l2 == chunking.FALLBACK_L2_BYTES
     # glibc's own reading (cpuid), where it has one, says the same as sysfs
     getconf = subprocess.run(['getconf', 'LEVEL2_CACHE_SIZE'], capture_output=True, text=True) \
         if shutil.which('getconf') else None
@@ -148,9 +154,9 @@ def test_default_chunk_size_is_the_l2_cache_of_the_threads_in_use(monkeypatch):
     threads = torch.get_num_threads()
 
     def chunk_bytes_with(l2_bytes, num_threads):
-        monkeypatch.setattr(attention_kernels, 'l2_cache_bytes', lambda: l2_bytes)
+        monkeypatch.setattr(chunking, 'l2_cache_bytes', lambda: l2_bytes)
         torch.set_num_threads(num_threads)
-        return attention_kernels.default_chunk_bytes()
+        return chunking.default_chunk_bytes()
 
     try:
         assert chunk_bytes_with(2**21, 2) == 2**22  # 2 MiB of L2 per core (this machine), two threads
@@ -161,13 +167,41 @@ def test_default_chunk_size_is_the_l2_cache_of_the_threads_in_use(monkeypatch):
     finally:
         torch.set_num_threads(threads)
         monkeypatch.undo()
-    assert [attention_kernels._parse_cache_size(t) for t in ('2048K\n', '1M', '512', '32768K')] == [
+    assert [chunking.parse_cache_size(t) for t in ('2048K\n', '1M', '512', '32768K')] == [
         2**21, 2**20, 512, 2**25]
     # The chunks follow the derived size: 4 windows of 1 MiB in a 4 MiB chunk, one below it.
-    monkeypatch.setattr(attention_kernels, 'default_chunk_bytes', lambda: 4 * 2**20)
-    assert len(attention_kernels._window_chunks(8, 2**20, torch.device('cpu'))) == 2
+    monkeypatch.setattr(chunking, 'default_chunk_bytes', lambda: 4 * 2**20)
+    assert len(chunking.window_chunks(8, 2**20, torch.device('cpu'))) == 2
     with attention_path(chunk_bytes=2**20 - 1):
-        assert len(attention_kernels._window_chunks(8, 2**20, torch.device('cpu'))) == 8
+        assert len(chunking.window_chunks(8, 2**20, torch.device('cpu'))) == 8
+
+
+def test_the_choice_says_why_the_faster_paths_and_kernels_were_not_taken(caplog):
+    """explain_path (and, at DEBUG, a logged line a forward pass) gives the path and kernels the
+    rule takes, with each kernel's own reasons for not taking the faster ones."""
+    q, source, bias = torch.randn(2, 49, 2, 8), torch.randn(2, 60, 2, 2, 8), torch.randn(2, 49, 10)
+    on_cpu = 'generic' if NO_CPU_FLASH_KERNEL else 'cpu'
+    heads_reason = 'they take head dims 32 and at most 56 queries a window, got 8 and 49'
+    small_heads = f"'compiled' kernels: {heads_reason}"
+    assert explain_path(q, source, bias) == PathChoice('fused', on_cpu, (small_heads, ))
+    assert explain_path(q.requires_grad_(), source, bias) == PathChoice(
+        'recompute', on_cpu, ("'fused' computes no gradients", small_heads))
+    assert explain_path(q, source, bias, torch.nn.Dropout(0.1), training=True) == PathChoice(
+        'autograd', None, ("'recompute' and 'fused' cannot apply attention dropout (p=0.1 in training)", ))
+    with attention_path('fused', kernels='generic'), torch.no_grad():
+        assert explain_path(q, source, bias) == PathChoice('fused', 'generic', (
+            "attention_path('fused') forces it", "'compiled' kernels: attention_path(kernels='generic') forces others",
+            "'cpu' kernels: attention_path(kernels='generic') forces others"))
+    assert compiled_kernels.not_supported_reasons(q.double(), source, bias, bias_columns=torch.zeros(1, 10)) == [
+        "they take one bias shared by every window (FocalTransformer's), not a bias per window",
+        'they compute in float32, got q torch.float64, keys torch.float32, bias torch.float32', heads_reason]
+    assert torch_kernels.cpu_flash_not_supported_reasons(torch.device('meta'))[0] == \
+        'it runs on CPU tensors, got a meta tensor'
+    caplog.set_level(logging.DEBUG, logger='mmfocal.models.layers')
+    with torch.no_grad():
+        FocalTransformerBlock(16, 2, window_size=5).eval()(torch.randn(1, 10, 10, 16))
+    logged, = [r.getMessage() for r in caplog.records if r.name.startswith('mmfocal.models.layers')]
+    assert logged.startswith(f"focal attention: path 'fused' on {on_cpu} kernels") and 'head dims 32' in logged
 
 
 def test_forced_paths_refuse_what_they_cannot_compute():
@@ -201,11 +235,16 @@ def _output_and_gradients(block, x, path: str):
 
 
 @pytest.mark.skipif(not BUILDS_COMPILED_KERNELS, reason='the compiled kernels are built for x86-64 Linux with AVX2')
-def test_compiled_kernels_build_here_and_take_focal_t_attention_by_default(monkeypatch):
-    """On x86-64 Linux with AVX2 the kernels build, and FocalTransformer's attention in float32 on
+def test_compiled_kernels_build_here_and_take_focal_t_attention_by_default(monkeypatch, capsys):
+    """On x86-64 Linux with AVX2 the kernels build (also ahead of use, by the documented command,
+    into the folder the first use builds into), and FocalTransformer's attention in float32 on
     the CPU runs on them, both passes, with the outputs and gradients of the standard-ops
     attention in float64 (border windows, padding, rolled and pooled keys, a batch of two)."""
     monkeypatch.delenv(compiled_kernels.SWITCH, raising=False)
+    assert build_kernels(['--build']) == 0
+    assert capsys.readouterr().out == (f'mmfocal compiled CPU attention kernels ({compiled_kernels.vector_build()}) '
+                                       f'built in {compiled_kernels.build_directory()}\n')
+    assert os.path.isfile(os.path.join(compiled_kernels.build_directory(), f'{compiled_kernels.extension_name()}.so'))
     assert compiled_kernels.unavailable_reason() is None
     # the build of PyTorch's vector width here: queries padded to whole vectors of 8 or 16 floats
     assert compiled_kernels.padded_queries() == {'AVX2': 56, 'AVX512': 64}[compiled_kernels.vector_build()]
@@ -240,7 +279,7 @@ def test_the_avx2_build_computes_the_same_where_pytorch_runs_avx2():
 
 
 @needs_cpu_flash_kernel
-def test_compiled_kernels_can_be_switched_off_and_refuse_what_they_cannot_compute(monkeypatch):
+def test_compiled_kernels_can_be_switched_off_and_refuse_what_they_cannot_compute(monkeypatch, capsys):
     """MMFOCAL_COMPILED_KERNELS=0 gives PyTorch's kernels; forcing the compiled kernels on an
     attention they do not take (float64, head dims other than 32) is an error that says why; and
     the kernels check their inputs (an index beyond the key source is an error, not a read past it)."""
@@ -248,6 +287,9 @@ def test_compiled_kernels_can_be_switched_off_and_refuse_what_they_cannot_comput
     x = torch.randn(1, 15, 15, 64)
     monkeypatch.setenv(compiled_kernels.SWITCH, '0')
     assert compiled_kernels.unavailable_reason() == 'MMFOCAL_COMPILED_KERNELS=0 is set'
+    assert build_kernels(['--build']) == 0
+    assert capsys.readouterr().out == \
+        'mmfocal compiled CPU attention kernels: not built, MMFOCAL_COMPILED_KERNELS=0 is set\n'
     names = _output_and_gradients(block, x, 'recompute')[2]
     assert FLASH_KERNEL in names and not set(COMPILED_KERNELS) & names
     monkeypatch.delenv(compiled_kernels.SWITCH)
@@ -275,13 +317,18 @@ def test_a_failed_build_warns_once_and_the_attention_takes_pytorchs_kernels(tmp_
               'with torch.no_grad():\n'
               '    for _ in range(2):\n'
               '        assert torch.isfinite(block(torch.randn(1, 14, 14, 64))).all()\n'
-              'print("reason:", compiled_kernels.unavailable_reason())\n')
+              'print("reason:", compiled_kernels.unavailable_reason())\n'
+              'from mmfocal.models.layers.compiled_kernels.__main__ import main\n'
+              'print("exit:", main(["--build"]))\n')
     env = dict(os.environ, CXX=str(tmp_path / 'no-such-compiler'), TORCH_EXTENSIONS_DIR=str(tmp_path / 'ext'))
     env.pop(compiled_kernels.SWITCH, None)
     result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr
     assert 'reason: building them failed' in result.stdout
     assert result.stderr.count('the compiled CPU attention kernels are not used: building them failed') == 1
+    # ahead of use, the documented command says why in one line and exits 1
+    assert 'exit: 1' in result.stdout
+    assert result.stderr.count('mmfocal compiled CPU attention kernels: not built: building them failed') == 1
 
 def test_a_tracer_the_automatic_choice_does_not_know_gets_an_error_not_the_eager_kernels():
     """make_fx with real tensors (a TorchDispatchMode, no fake tensors, not Dynamo, not the
@@ -341,8 +388,8 @@ def test_unclassified_tracing_names_each_kind_of_traced_tensor():
     assert traced == [True]  # known: the TorchScript tracer
 
 
-@pytest.mark.parametrize('module', [attention_kernels, focal_attention, focal_fast_attention, focal_transformer,
-                                    focal_fast_transformer])
+@pytest.mark.parametrize('module', [attention_switch, torch_kernels, focal_attention, focal_fast_attention,
+                                    focal_transformer, focal_fast_transformer])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

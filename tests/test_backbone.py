@@ -15,7 +15,7 @@ from mmfocal.models.checkpoints import (
     infer_architecture,
     match_state_dict,
 )
-from mmfocal.models.layers import FocalTransformerBlock, attention_kernels
+from mmfocal.models.layers import FocalTransformerBlock
 from mmfocal.models.layers.key_layout import (
     OFF_MAP_LOGIT,
     compute_key_layout,
@@ -23,6 +23,8 @@ from mmfocal.models.layers.key_layout import (
     merge_repeated_slots,
     rolled_neighbour_offsets,
 )
+from mmfocal.models.layers.plain_paths import attend_with_autograd
+from mmfocal.models.layers.recompute_path import FocalAttentionCore
 
 from .helpers import (
     ATTENTION_PATHS,
@@ -443,16 +445,16 @@ def test_position_bias_is_kept_without_gradients_only_while_its_tables_hold_thei
     x = torch.randn(1, 14, 21, 32)
     with torch.no_grad():
         before = block(x)
-        kept = attn._bias(True)
-        assert attn._bias(True) is kept and torch.equal(kept, attn._build_bias(True))
+        kept = attn.position_bias(True)
+        assert attn.position_bias(True) is kept and torch.equal(kept, attn.build_position_bias(True))
         attn.get_parameter(table).data.add_(torch.randn_like(attn.get_parameter(table)))
-        rebuilt = attn._bias(True)
+        rebuilt = attn.position_bias(True)
         after = block(x)
-    assert rebuilt is not kept and torch.equal(rebuilt, attn._build_bias(True))
+    assert rebuilt is not kept and torch.equal(rebuilt, attn.build_position_bias(True))
     assert not torch.allclose(after, before)
     torch.testing.assert_close(after, block(x))  # with gradients: built in the graph every pass
-    with_gradients = attn._bias(True)
-    assert with_gradients.requires_grad and with_gradients is not attn._bias(True)
+    with_gradients = attn.position_bias(True)
+    assert with_gradients.requires_grad and with_gradients is not attn.position_bias(True)
 
 
 @pytest.mark.parametrize('attention_path', ['cpu', 'other devices'])
@@ -473,14 +475,12 @@ def test_bfloat16_kernel_gradients_are_those_of_the_rounded_inputs(attention_pat
     grad_out = torch.randn(q.shape, generator=generator)
 
     exact = [t.double().requires_grad_() for t in (q, source, bias)]
-    expected_out = attention_kernels._attend_with_autograd(exact[0], exact[1], index, exact[2], off_map.double(),
-                                                           torch.nn.Identity())
+    expected_out = attend_with_autograd(exact[0], exact[1], index, exact[2], off_map.double(), torch.nn.Identity())
     expected = [expected_out] + list(torch.autograd.grad(expected_out, exact, grad_out.double()))
 
     ours = [t.to(device).requires_grad_() for t in (q, source, bias)]
     with take_attention_path(attention_path, None, device), torch.autocast(device.type, dtype=torch.bfloat16):
-        out = attention_kernels._FocalAttentionCore.apply(ours[0], ours[1], index.to(device), ours[2],
-                                                          off_map.to(device))
+        out = FocalAttentionCore.apply(ours[0], ours[1], index.to(device), ours[2], off_map.to(device))
         got = [out] + list(torch.autograd.grad(out, ours, grad_out.to(device, out.dtype)))
     for name, g, e in zip(('output', 'q', 'source', 'bias'), got, expected):
         error = (g.detach().double().cpu() - e.detach()).abs().max() / e.detach().abs().max()

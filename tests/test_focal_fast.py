@@ -18,7 +18,8 @@ from mmfocal.apis import convert_official_checkpoint
 from mmfocal.models.backbones import FocalBackbone
 from mmfocal.models.checkpoints import CheckpointMismatchError, match_state_dict
 from mmfocal.models.layers import FocalFastTransformerBlock, attention_path
-from mmfocal.models.layers.attention_kernels import attend, default_chunk_bytes
+from mmfocal.models.layers.attention_kernels import attend
+from mmfocal.models.layers.chunking import default_chunk_bytes
 from mmfocal.models.layers.fast_key_layout import MIN_SHARED_GROUP, cached_fast_key_layout, unique_pairs
 
 from .helpers import (

@@ -15,7 +15,15 @@ from mmengine.config import Config
 from mmfocal.analysis.flops import FUSED_ATTENTION_OPS, backbone_flops, complexity, default_shape, flop_analyzer
 from mmfocal.models.backbones import FocalTransformer
 
-from .helpers import ROOT, load_tool, run_tool, shrink_backbone
+from .helpers import ROOT, ScriptLauncher, shrink_backbone
+
+
+@pytest.fixture(scope='module')
+def get_flops():
+    """``get_flops(*ARGS)``: ``python tools/get_flops.py ARGS`` from the repository root, the
+    completed process; mmfocal imported once for all of them (:class:`~tests.helpers.ScriptLauncher`)."""
+    with ScriptLauncher('get_flops.py', preload=['mmfocal']) as launcher:
+        yield launcher
 
 
 def tiny_config(path):
@@ -119,11 +127,12 @@ def test_cascade_mask_heads_are_counted_on_100_rois():
     assert all_rois['flops'] - counted['flops'] == 3 * 10 * per_roi  # three stages, ten RoIs each
 
 
-def test_command_line_prints_params_and_flops():
+def test_command_line_prints_params_and_flops(get_flops):
     overrides = ['model.backbone.arch=None', 'model.backbone.embed_dims=32', 'model.backbone.depths=[1,1,1,1]',
                  'model.backbone.num_heads=[1,2,4,8]', 'model.neck.in_channels=[64,128,256]']
-    _, out = run_tool('get_flops.py', 'configs/det/retinanet_focal_t_1x.py', '--shape', '64', '96',
-                      '--cfg-options', *overrides, cwd=ROOT)
+    done = get_flops('configs/det/retinanet_focal_t_1x.py', '--shape', '64', '96', '--cfg-options', *overrides)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
     assert re.search(r'^configs/det/retinanet_focal_t_1x\.py: params \d+\.\d\d M, FLOPs \d+\.\d G '
                      r'at input 3x64x96 \(HxW\)$', out, re.M), out
 
@@ -132,10 +141,12 @@ def test_command_line_prints_params_and_flops():
     (['configs/det/no_such_config.py'], 'no_such_config.py'),
     (['configs/det/retinanet_focal_t_1x.py', '--shape', '0', '96'], 'two positive integers H W, got 0 96'),
 ])
-def test_bad_input_is_named(argv, message):
-    with pytest.raises(SystemExit) as exit_info:
-        load_tool('get_flops').main([osp.join(ROOT, argv[0]), *argv[1:]])
-    assert str(exit_info.value).startswith('get_flops: ') and message in str(exit_info.value)
+def test_bad_input_is_named_in_one_line(get_flops, argv, message):
+    done = get_flops(osp.join(ROOT, argv[0]), *argv[1:])
+    out = done.stdout + done.stderr
+    last_line = out.strip().splitlines()[-1]
+    assert done.returncode == 1 and 'Traceback' not in out
+    assert last_line.startswith('get_flops: ') and message in last_line
 
 
 def test_unknown_scope_is_named():

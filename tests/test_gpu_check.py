@@ -1,18 +1,19 @@
-"""benchmarks/gpu_check.py, the one command for a GPU machine, checked here without a GPU: every
-GPU section skips with its reason, the sections' machinery runs on the CPU, and the parity check
-compares what it should (it fails on a wrong attention path)."""
+"""benchmarks/gpu_check.py, the one command for a GPU machine, and its sections
+(mmfocal.benchmarking), checked here without a GPU: every GPU section skips with its reason, the
+sections' machinery runs on the CPU, and the parity check compares what it should (it fails on a
+wrong attention path)."""
 import contextlib
 import os.path as osp
 
 import pytest
 import torch
 
-from mmfocal.models.layers import attention_kernels
+from mmfocal.benchmarking import detection, gpu_check, parity
+from mmfocal.models.layers import torch_kernels
 
-from .helpers import ROOT, load_script, run_tool
+from .helpers import ROOT, run_tool
 
 SCRIPT = osp.join(ROOT, 'benchmarks', 'gpu_check.py')
-gpu_check = load_script(SCRIPT, 'gpu_check')
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='here the GPU sections would run')
@@ -42,7 +43,7 @@ def test_gpu_sections_run_on_the_cpu_in_quick_mode():
     text = '\n'.join(report)
     assert 'failed' not in text and 'skipped' not in text and '**NO**' not in text, text
     parity_rows = [line for line in report if line.startswith(('| Focal-T |', '| Focal-fast-T |'))]
-    assert len(parity_rows) == len(gpu_check.MODELS) * len(settings.parity_cases) * len(gpu_check.PARITY_PATHS)
+    assert len(parity_rows) == len(parity.MODELS) * len(settings.parity_cases) * len(parity.PARITY_PATHS)
     assert all(row.endswith('| yes |') for row in parity_rows)
     amp_row, iteration_row = [line for line in report if line.startswith('| fp32 |')]  # the CPU runs float32 only
     torchvision_row, = [line for line in report if line.startswith("| fp32, torchvision's RoIAlign |")]
@@ -50,7 +51,8 @@ def test_gpu_sections_run_on_the_cpu_in_quick_mode():
         assert row.endswith('| True, True, True | - | yes |'), row
     # torchvision's RoIAlign (aligned) computes mmcv's: the same losses
     assert amp_row.split(' | ')[1] == torchvision_row.split(' | ')[1]
-    model = gpu_check.build_detector(gpu_check.FOCAL_DET_CONFIG, settings, torchvision_roi_align=True)
+    model = detection.build_detector(detection.FOCAL_DET_CONFIG, settings.device, settings.quick,
+                                     torchvision_roi_align=True)
     extractors = (model.roi_head.bbox_roi_extractor, model.roi_head.mask_roi_extractor)
     assert all(layer.use_torchvision for extractor in extractors for layer in extractor.roi_layers)
     assert len(iteration_row.split('|')) == 9 and 'nan' in iteration_row  # no peak memory on the CPU
@@ -63,29 +65,23 @@ def test_gpu_sections_run_on_the_cpu_in_quick_mode():
 def _wrong_log_sum_exp():
     """The code path of other devices with the training kernel's log-sum-exp off by 0.01: its
     forward output stays right, the probabilities its backward recomputes are 1% off."""
-    original = attention_kernels._attend_with_lse
-
     def shifted(*args):
-        out, lse = original(*args)
+        out, lse = torch_kernels.attend_with_lse(*args)
         return out, lse + 0.01
 
-    with gpu_check.other_devices_path():
-        attention_kernels._attend_with_lse = shifted
-        try:
-            yield
-        finally:
-            attention_kernels._attend_with_lse = original
+    with gpu_check.other_devices_path(), torch_kernels.override_kernel('with_lse', shifted):
+        yield
 
 
-@pytest.mark.parametrize('name', list(gpu_check.MODELS))
+@pytest.mark.parametrize('name', list(parity.MODELS))
 def test_parity_passes_the_right_paths_and_fails_a_wrong_one(name):
     settings = gpu_check.Settings(quick=True, device='cpu')
     (size, batch), = settings.parity_cases
-    right = gpu_check.check_parity(name, size, batch, torch.device('cpu'), settings.backbone_settings,
-                                   gpu_check.other_devices_path)
+    right = parity.check_parity(name, size, batch, torch.device('cpu'), settings.backbone_settings,
+                                parity.other_devices_path)
     assert [row['passed'] for row in right] == [True, True, True]
     assert all(row['output_error'] < 1e-5 for row in right)
-    wrong = gpu_check.check_parity(name, size, batch, torch.device('cpu'), settings.backbone_settings,
-                                   _wrong_log_sum_exp)
+    wrong = parity.check_parity(name, size, batch, torch.device('cpu'), settings.backbone_settings,
+                                _wrong_log_sum_exp)
     assert [row['passed'] for row in wrong] == [True, False, True]  # only the recomputing kernel is wrong
     assert wrong[1]['output_error'] < 1e-5 and wrong[1]['gradient_error'] > 1e-3

@@ -17,6 +17,10 @@ MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 TOOLS="$(cd "$(dirname "$0")" && pwd)"
 source "$TOOLS/python.sh"  # sets PYTHON
 
+# mmfocal's compiled CPU attention kernels, built once here rather than by every rank in its
+# first step (they wait on one build lock); where they cannot be built, the ranks take PyTorch's.
+"$PYTHON" -m mmfocal.models.layers.compiled_kernels --build || true
+
 "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \

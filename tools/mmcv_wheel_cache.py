@@ -128,11 +128,10 @@ def cpu_ops_beside_cuda_torch_note() -> str:
             '(docs/install.md)')
 
 
-def installed_mmcv_stays(version, environ=None, marker=MARKER) -> Optional[str]:
+def installed_mmcv_stays(version, environ=None) -> Optional[str]:
     """Whether the installed mmcv serves as it is: None where the set-up must install one, else
     what to say about keeping it ('' for one it installed; for another, what it keeps, in words,
-    with :func:`cpu_ops_beside_cuda_torch_note` where that applies). ``marker``: the file name of
-    the set-up's record in the mmcv package."""
+    with :func:`cpu_ops_beside_cuda_torch_note` where that applies)."""
     import torch
     try:
         import mmcv
@@ -144,7 +143,7 @@ def installed_mmcv_stays(version, environ=None, marker=MARKER) -> Optional[str]:
         return None
     if keep.tolist() != [0]:
         return None
-    built_for = os.path.join(os.path.dirname(mmcv.__file__), marker)
+    built_for = os.path.join(os.path.dirname(mmcv.__file__), MARKER)
     if os.path.exists(built_for):  # installed by the set-up: for this torch and these ops only, silently
         with open(built_for) as file:
             return '' if file.read().strip() == build_key(environ) else None

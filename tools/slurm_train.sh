@@ -23,6 +23,10 @@ if [[ "$GPUS_PER_NODE" -gt 0 ]]; then
   GRES=(--gres="gpu:$GPUS_PER_NODE" --ntasks-per-node="$GPUS_PER_NODE")
 fi
 
+# mmfocal's compiled CPU attention kernels, built once here rather than by every rank in its
+# first step (they wait on one build lock); where they cannot be built, the ranks take PyTorch's.
+"$PYTHON" -m mmfocal.models.layers.compiled_kernels --build || true
+
 set -x
 # shellcheck disable=SC2086  # SRUN_ARGS holds several srun options
 srun -p "$PARTITION" \

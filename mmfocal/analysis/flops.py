@@ -46,9 +46,17 @@ FUSED_ATTENTION_OPS = (
 
 
 def fused_attention_flops(inputs: list, outputs: list) -> int:
-    """softmax(q k^T) v as its two matmuls, one FLOP per multiply-add like mmengine's matmul.
+    """The FLOPs of softmax(q k^T) v as its two matmuls (a multiply-add is one FLOP, as mmengine's).
 
-    q (..., Lq, d), k (..., Lk, d), v (..., Lk, dv) -> batch * Lq * Lk * (d + dv).
+    An mmengine FLOP handle (``FlopAnalyzer.set_op_handle``) for PyTorch's fused attention ops.
+
+    Args:
+        inputs (list): The traced op's inputs: q (..., Lq, d), k (..., Lk, d), v (..., Lk, dv)
+            first.
+        outputs (list): Its outputs (not used).
+
+    Returns:
+        int: batch * Lq * Lk * (d + dv), batch the product of the leading dimensions.
     """
     q_shape, k_shape, v_shape = (get_shape(value) for value in inputs[:3])
     batch = math.prod(q_shape[:-2])
@@ -56,9 +64,17 @@ def fused_attention_flops(inputs: list, outputs: list) -> int:
 
 
 def flop_analyzer(module: nn.Module, inputs: Tuple) -> FlopAnalyzer:
-    """mmengine's FlopAnalyzer of ``module(*inputs)`` with the fused attention kernels counted and
-    without its warnings: ``.total()``, ``.by_module()``, ``.unsupported_ops()`` (the traced
-    operators it does not count, with how often they ran) as mmengine's."""
+    """mmengine's FlopAnalyzer with the fused attention kernels counted, without its warnings.
+
+    Args:
+        module (nn.Module): The module to analyse.
+        inputs (tuple): The arguments of ``module(*inputs)``.
+
+    Returns:
+        FlopAnalyzer: ``.total()``, ``.by_module()``, ``.by_operator()`` and
+        ``.unsupported_ops()`` (the traced operators it does not count, with how often they ran)
+        as mmengine's.
+    """
     analyzer = FlopAnalyzer(module, inputs)
     analyzer.set_op_handle(**{op: fused_attention_flops for op in FUSED_ATTENTION_OPS})
     analyzer.unsupported_ops_warnings(False)
@@ -67,8 +83,17 @@ def flop_analyzer(module: nn.Module, inputs: Tuple) -> FlopAnalyzer:
 
 
 def backbone_flops(backbone: nn.Module, shape: Sequence[int], batch: int = 1, in_channels: int = 3) -> int:
-    """FLOPs of ``backbone`` (or any module of one NCHW image batch) on a (batch, in_channels, H, W)
-    input, (H, W) = ``shape``, its attention included."""
+    """The FLOPs of a backbone on a random image batch, its attention included.
+
+    Args:
+        backbone (nn.Module): The backbone, or any module of one NCHW image batch.
+        shape (Sequence[int]): The images' (H, W).
+        batch (int): Images in the batch. Defaults to 1.
+        in_channels (int): Channels of the images. Defaults to 3.
+
+    Returns:
+        int: FLOPs of one forward pass on a (batch, in_channels, H, W) input.
+    """
     height, width = shape
     inputs = torch.randn(batch, in_channels, height, width, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -96,7 +121,14 @@ def _scope_of(cfg: Config) -> str:
 
 
 def default_shape(cfg: Config) -> Tuple[int, int]:
-    """(H, W) the paper quotes FLOPs at: 800x1280 for detection, 512x2048 for segmentation."""
+    """The input the paper quotes FLOPs at for a config.
+
+    Args:
+        cfg (Config): A detection (default_scope mmdet) or segmentation (mmseg) config.
+
+    Returns:
+        tuple[int, int]: (H, W): (800, 1280) for detection, (512, 2048) for segmentation.
+    """
     return DEFAULT_SHAPES[_scope_of(cfg)]
 
 
@@ -127,13 +159,24 @@ def _cascade_mask_heads(model: nn.Module) -> Optional[nn.Module]:
 
 def complexity(cfg: Config, shape: Optional[Sequence[int]] = None,
                cascade_mask_rois: Optional[int] = MASK_ROIS) -> Dict:
-    """Params and FLOPs of ``cfg.model`` on one (H, W) = ``shape`` image (the paper's by default).
+    """The parameters and FLOPs of a config's model on one image.
 
-    ``cascade_mask_rois``: the RoIs a cascade's mask heads are counted on (None: as many as
-    mmdet's forward runs them on). Returns dict(params, flops, shape, scope, unsupported_ops,
-    mask_rois): ``unsupported_ops`` maps the traced operators the analysis does not count to
-    how often they ran; ``mask_rois`` is (RoIs the cascade mask heads ran on, RoIs counted), or
-    None for other models.
+    Args:
+        cfg (Config): A detection or segmentation config.
+        shape (Sequence[int], optional): The image's (H, W). Defaults to None, the paper's
+            (:func:`default_shape`).
+        cascade_mask_rois (int, optional): The RoIs a cascade's mask heads are counted on; None:
+            as many as mmdet's forward runs them on. Defaults to 100, as mmdet 2 counted.
+
+    Returns:
+        dict: ``params``, ``flops``, ``shape`` (H, W), ``scope`` (mmdet or mmseg),
+        ``unsupported_ops`` (the traced operators the analysis does not count, with how often
+        they ran) and ``mask_rois`` ((RoIs the cascade mask heads ran on, RoIs counted), or None
+        for other models).
+
+    Raises:
+        ConfigError: The config is neither mmdet's nor mmseg's.
+        BadArgumentError: ``shape`` is not two positive sizes.
     """
     scope = _scope_of(cfg)
     height, width = DEFAULT_SHAPES[scope] if shape is None else shape

@@ -26,8 +26,17 @@ from ..models.layers.key_layout import distinct_rolled_offsets
 
 @dataclass(frozen=True)
 class KeyGrid:
-    """One part of the key source: ``rows`` x ``cols`` tokens, row-major, token (r, c) covering the
-    ``cell`` x ``cell`` stage-map tokens from ``(top + r * cell, left + c * cell)``."""
+    """One part of the key source: a grid of tokens, row-major.
+
+    Attributes:
+        name (str): What the tokens are, e.g. ``'map'`` or ``'pooled level 1'``.
+        rows (int): Rows of the grid.
+        cols (int): Columns of the grid.
+        cell (int): Token (r, c) covers the ``cell`` x ``cell`` stage-map tokens from
+            ``(top + r * cell, left + c * cell)``. Defaults to 1.
+        top (int): See ``cell``. Defaults to 0.
+        left (int): See ``cell``. Defaults to 0.
+    """
     name: str
     rows: int
     cols: int
@@ -42,12 +51,17 @@ class KeyGrid:
 
 @dataclass(frozen=True)
 class KeyGroup:
-    """A run of ``count`` consecutive keys of one kind (one *level* in the pictures).
+    """A run of consecutive keys of one kind (one *level* in the pictures).
 
-    ``layout``: where the group's keys lie relative to the query window's top-left token, before
-    any wrap-around, as (row, col) per key in stage-map tokens, when fixed (window tokens, rolled
-    neighbours); ``grid_side``: the keys form a ``grid_side`` x ``grid_side`` block of source
-    tokens, row-major (pooled levels), which places the keys that fell off the map.
+    Attributes:
+        name (str): What the keys are.
+        count (int): How many.
+        layout (np.ndarray, optional): Where the keys lie relative to the query window's top-left
+            token, before any wrap-around, as (row, col) per key in stage-map tokens, shape
+            (count, 2); when fixed (window tokens, rolled neighbours). Defaults to None.
+        grid_side (int, optional): The keys form a ``grid_side`` x ``grid_side`` block of source
+            tokens, row-major (pooled levels), which places the keys that fell off the map.
+            Defaults to None.
     """
     name: str
     count: int
@@ -57,14 +71,27 @@ class KeyGroup:
 
 @dataclass
 class QueryKeys:
-    """Every key of one query, in key order (arrays of length ``num_keys`` unless said otherwise).
+    """Every key of one query, in key order.
 
-    Positions are in stage-map tokens (row, col), squares of side ``size``:
-    ``top, left``: where the key's token is (its source; off-map keys: where it would be);
-    ``nominal_top, nominal_left``: where the key layout puts it before wrapping around the map;
-    ``wrapped``: the two differ (a rolled neighbour that the roll brought from the far side);
-    ``off_map``: a pooled key beyond the map (a zero token whose logit got OFF_MAP_LOGIT);
-    ``group``: index into ``groups``; ``weights``: (heads, num_keys), each row sums to 1.
+    Positions are in stage-map tokens (row, col); the arrays have one entry per key.
+
+    Attributes:
+        groups (list[KeyGroup]): The key groups, in key order.
+        group (np.ndarray): Each key's index into ``groups``.
+        top (np.ndarray): The row of the key's token (its source; an off-map key: where it would
+            be).
+        left (np.ndarray): Its column.
+        size (np.ndarray): The side of the key's square.
+        nominal_top (np.ndarray): The row the key layout puts it at, before wrapping around the map.
+        nominal_left (np.ndarray): The column likewise.
+        off_map (np.ndarray): A pooled key beyond the map (a zero token whose logit got the
+            off-map logit).
+        weights (np.ndarray): The weights, shape (heads, num_keys); each row sums to 1.
+        query (tuple[int, int]): The query token (row, col).
+        window (tuple[int, int, int]): Top, left and side of the query's window.
+        map_size (tuple[int, int]): The stage map before padding.
+        padded_size (tuple[int, int]): The map the windows tile (multiples of the window).
+        extras (dict): Anything a reader adds. Defaults to empty.
     """
     groups: List[KeyGroup]
     group: np.ndarray
@@ -83,23 +110,41 @@ class QueryKeys:
 
     @property
     def wrapped(self) -> np.ndarray:
+        """Keys whose token is not where the layout put them: rolled neighbours the roll brought
+        from the far side of the map."""
         return (self.top != self.nominal_top) | (self.left != self.nominal_left)
 
     def mean_weights(self) -> np.ndarray:
+        """The weights' mean over the heads, shape (num_keys, )."""
         return self.weights.mean(0)
 
     def mass_per_group(self, weights: Optional[np.ndarray] = None) -> np.ndarray:
-        """Total weight of each group (mean over heads unless ``weights`` (num_keys,) given)."""
+        """The total weight of each group.
+
+        Args:
+            weights (np.ndarray, optional): Weights of the keys, shape (num_keys, ). Defaults to
+                None, the mean over the heads.
+
+        Returns:
+            np.ndarray: One total per group, shape (len(groups), ).
+        """
         weights = self.mean_weights() if weights is None else weights
         return np.array([weights[self.group == g].sum() for g in range(len(self.groups))])
 
 
 def focal_transformer_key_source(attention, windows: Tuple[int, int]) -> List[KeyGrid]:
-    """The key source of ``FocalWindowAttention`` for an ``n_wh`` x ``n_ww`` grid of windows.
+    """The key source of ``FocalWindowAttention``.
 
     The padded map, then per pooled level ``k`` a ``n_wh * 2**k`` x ``n_ww * 2**k`` grid of
     sub-windows of ``floor(w / 2**k)`` tokens, centred on the padded map as the block's pooling
     crops (or pads) it to a whole number of sub-windows.
+
+    Args:
+        attention (FocalWindowAttention): The layer.
+        windows (tuple[int, int]): The grid of windows, (n_wh, n_ww).
+
+    Returns:
+        list[KeyGrid]: The parts of the key source, in order.
     """
     w = attention.window_size
     n_wh, n_ww = windows
@@ -120,8 +165,16 @@ def _centring_offset(have: int, want: int) -> int:
 
 
 def focal_transformer_key_groups(attention, with_rolled: bool) -> List[KeyGroup]:
-    """The key groups of ``FocalWindowAttention`` in key order: the window's ``w*w`` tokens, the
-    rolled neighbours (when used), then one group per pooled level."""
+    """The key groups of ``FocalWindowAttention``, in key order.
+
+    Args:
+        attention (FocalWindowAttention): The layer.
+        with_rolled (bool): Whether the block took rolled neighbours.
+
+    Returns:
+        list[KeyGroup]: The window's ``w * w`` tokens, the rolled neighbours (when taken), then
+        one group per pooled level.
+    """
     w, e = attention.window_size, attention.expand_size
     rows, cols = np.meshgrid(np.arange(w), np.arange(w), indexing='ij')
     groups = [KeyGroup('window tokens', w * w, layout=np.stack([rows.ravel(), cols.ravel()], 1))]
@@ -137,10 +190,18 @@ def focal_transformer_key_groups(attention, with_rolled: bool) -> List[KeyGroup]
 
 def locate_keys(index: np.ndarray, source: Sequence[KeyGrid], groups: Sequence[KeyGroup],
                 window_origin: Tuple[int, int]):
-    """Positions of one window's keys from their ``index`` into the key source.
+    """The positions of one window's keys.
 
-    Returns (group, top, left, size, nominal_top, nominal_left, off_map), arrays over the keys.
-    An index past the grids is the zero token: an off-map key, placed by its group's grid.
+    Args:
+        index (np.ndarray): Each key's index into the key source, shape (num_keys, ). An index
+            past the grids is the zero token: an off-map key, placed by its group's grid.
+        source (Sequence[KeyGrid]): The key source.
+        groups (Sequence[KeyGroup]): The key groups, counting ``num_keys`` keys in all.
+        window_origin (tuple[int, int]): The window's top-left token (row, col).
+
+    Returns:
+        tuple: ``(group, top, left, size, nominal_top, nominal_left, off_map)``, arrays of shape
+        (num_keys, ), as :class:`QueryKeys`' attributes.
     """
     index = np.asarray(index).astype(np.int64)
     if sum(g.count for g in groups) != len(index):
@@ -189,9 +250,19 @@ def _place_on_grid(keys, spec: KeyGroup, top, left, size, off_map):
 
 def focal_window_query_keys(attention, map_size: Tuple[int, int], row: int, col: int,
                             sample: int = 0) -> QueryKeys:
-    """The keys and weights of query token (``row``, ``col``) of a ``FocalWindowAttention`` whose
-    last forward pass was recorded (``record_attention = True``) on a stage map of ``map_size``
-    (before padding)."""
+    """The keys and weights of one query token of a ``FocalWindowAttention``.
+
+    Args:
+        attention (nn.Module): The layer, its last forward pass recorded
+            (``record_attention = True``).
+        map_size (tuple[int, int]): The stage map's (H, W) before padding, in tokens.
+        row (int): The query token's row on the stage map.
+        col (int): Its column.
+        sample (int): The image of the recorded batch. Defaults to 0.
+
+    Returns:
+        QueryKeys: The query's keys, their squares on the stage map and their weights.
+    """
     def describe(recorded, index):
         return (focal_transformer_key_source(attention, recorded['windows']),
                 focal_transformer_key_groups(attention, recorded['with_rolled']))
@@ -207,6 +278,14 @@ def focal_fast_key_source(attention, windows: Tuple[int, int], map_size: Tuple[i
 
     The block pools the unpadded map zero-padded symmetrically to window multiples, so pooled token
     (r, c) covers the ``w`` x ``w`` tokens from ``(r * w - top_pad, c * w - left_pad)``.
+
+    Args:
+        attention (FocalFastAttention): The layer.
+        windows (tuple[int, int]): The grid of windows, (n_wh, n_ww).
+        map_size (tuple[int, int]): The stage map's (H, W) before padding.
+
+    Returns:
+        list[KeyGrid]: The parts of the key source, in order.
     """
     w = attention.window_size
     n_wh, n_ww = windows
@@ -219,12 +298,22 @@ def focal_fast_key_source(attention, windows: Tuple[int, int], map_size: Tuple[i
 
 
 def focal_fast_query_keys(attention, map_size: Tuple[int, int], row: int, col: int, sample: int = 0) -> QueryKeys:
-    """The keys and weights of query token (``row``, ``col``) of a ``FocalFastAttention`` whose last
-    forward pass was recorded, on a stage map of ``map_size`` (before padding).
+    """The keys and weights of one query token of a ``FocalFastAttention``.
 
     Two groups: the ``topk`` map tokens nearest to the query window's centre, and the ``topk``
     nearest pooled windows. Their positions are wherever the recorded ``index`` says (no fixed
     layout); no key is ever off the map.
+
+    Args:
+        attention (nn.Module): The layer, its last forward pass recorded
+            (``record_attention = True``).
+        map_size (tuple[int, int]): The stage map's (H, W) before padding, in tokens.
+        row (int): The query token's row on the stage map.
+        col (int): Its column.
+        sample (int): The image of the recorded batch. Defaults to 0.
+
+    Returns:
+        QueryKeys: The query's keys, their squares on the stage map and their weights.
     """
     def describe(recorded, index):
         n_wh, n_ww = recorded['windows']
@@ -275,7 +364,20 @@ QUERY_KEYS = {'FocalWindowAttention': focal_window_query_keys, 'FocalFastAttenti
 
 
 def query_keys(attention, map_size: Tuple[int, int], row: int, col: int, sample: int = 0) -> QueryKeys:
-    """The keys and weights of query token (``row``, ``col``) of any supported attention layer."""
+    """The keys and weights of one query token of any supported attention layer
+    (:data:`QUERY_KEYS`).
+
+    Args:
+        attention (nn.Module): The layer, its last forward pass recorded
+            (``record_attention = True``).
+        map_size (tuple[int, int]): The stage map's (H, W) before padding, in tokens.
+        row (int): The query token's row on the stage map.
+        col (int): Its column.
+        sample (int): The image of the recorded batch. Defaults to 0.
+
+    Returns:
+        QueryKeys: The query's keys, their squares on the stage map and their weights.
+    """
     reader = QUERY_KEYS.get(type(attention).__name__)
     if reader is None:
         raise ValueError(f'no key layout known for {type(attention).__name__}; supported: {", ".join(QUERY_KEYS)}')

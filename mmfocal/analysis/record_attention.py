@@ -19,12 +19,21 @@ from .focal_keys import QueryKeys, query_keys
 
 @dataclass
 class RecordedQuery:
-    """One query's keys and weights, and what it takes to draw them on the image."""
+    """One query's keys and weights, and what it takes to draw them on the image.
+
+    Attributes:
+        keys (QueryKeys): The query's keys and weights.
+        image (np.ndarray): RGB uint8, shape (H, W, 3), resized as the model saw it (without
+            batch padding).
+        stride (int): Input pixels per stage-map token.
+        point (tuple[float, float]): The query (x, y) in input pixels.
+        scale_factor (tuple[float, float]): Input pixels per original pixel, (x, y).
+    """
     keys: QueryKeys
-    image: np.ndarray  # (H, W, 3) RGB uint8, resized as the model saw it (without batch padding)
-    stride: int  # input pixels per stage-map token
-    point: Tuple[float, float]  # the query in those pixels
-    scale_factor: Tuple[float, float]  # input pixels per original pixel (x, y)
+    image: np.ndarray
+    stride: int
+    point: Tuple[float, float]
+    scale_factor: Tuple[float, float]
 
 
 def _test_pipeline(cfg):
@@ -38,7 +47,20 @@ def _test_pipeline(cfg):
 
 
 def prepare_input(model, cfg, image_path: str):
-    """(batch of one for the model, the resized image as RGB, its metainfo), as in testing."""
+    """One image as the model sees it in testing.
+
+    Args:
+        model (nn.Module): The detector or segmentor (its data preprocessor is used).
+        cfg (Config): Its config (its test pipeline is used, without annotation loading).
+        image_path (str): The image file.
+
+    Returns:
+        tuple: The model's input batch of one (1, 3, H, W), the resized image as RGB uint8
+        (H, W, 3), and its metainfo.
+
+    Raises:
+        MissingFileError: The image is not there.
+    """
     from mmengine.dataset import pseudo_collate
     if not osp.isfile(image_path):
         raise MissingFileError(f'image not found: {image_path}')
@@ -50,8 +72,20 @@ def prepare_input(model, cfg, image_path: str):
 
 
 def attention_layer(backbone, stage: int, block: int):
-    """Block ``block`` of stage ``stage`` and its attention layer (the module with
-    ``record_attention``)."""
+    """A block of a Focal backbone and its attention layer.
+
+    Args:
+        backbone (nn.Module): A Focal backbone.
+        stage (int): The stage, from 0.
+        block (int): The block of the stage, from 0.
+
+    Returns:
+        tuple[nn.Module, nn.Module]: The block and its attention layer (the module with
+        ``record_attention``).
+
+    Raises:
+        BadArgumentError: No such stage or block, or not a Focal backbone.
+    """
     stages = getattr(backbone, 'layers', None)
     if stages is None:
         raise BadArgumentError(f'{type(backbone).__name__} has no stages (.layers): not a Focal backbone')
@@ -67,14 +101,30 @@ def attention_layer(backbone, stage: int, block: int):
 
 
 def token_stride(backbone, stage: int) -> int:
-    """Input pixels per token of stage ``stage``: the patch embedding's, doubled per stage."""
+    """Input pixels per token of stage ``stage`` (from 0): the stem's stride, doubled per stage."""
     return int(backbone.patch_embed.stride) * 2**stage
 
 
 def record_query(model, inputs: torch.Tensor, image: np.ndarray, metainfo: dict, stage: int, block: int,
                  point: Sequence[float]) -> RecordedQuery:
-    """Run the backbone on ``inputs`` with block (``stage``, ``block``) recording its attention, and
-    return the keys of the query token under ``point`` (x, y in the original image's pixels)."""
+    """One query's attention in a forward pass of the backbone.
+
+    Args:
+        model (nn.Module): The detector or segmentor.
+        inputs (torch.Tensor): Its input batch of one, from :func:`prepare_input`.
+        image (np.ndarray): The resized image, from :func:`prepare_input`.
+        metainfo (dict): Its metainfo, from :func:`prepare_input`.
+        stage (int): The stage of the recording block.
+        block (int): The block of the stage.
+        point (Sequence[float]): (x, y) in the original image's pixels; the query is the stage
+            token under it.
+
+    Returns:
+        RecordedQuery: The query's keys and weights, and the image to draw them on.
+
+    Raises:
+        BadArgumentError: The point is off the image, or no such stage or block.
+    """
     x, y = point
     ori_h, ori_w = metainfo['ori_shape'][:2]
     if not (0 <= x < ori_w and 0 <= y < ori_h):

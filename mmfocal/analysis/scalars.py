@@ -25,7 +25,17 @@ SIZE_BREAKDOWN = re.compile(r'_(s|m|l)$')
 
 @dataclass
 class TrainingHistory:
-    """The scalars of one work dir: ``train[key]`` and ``val[key]`` are (iterations, values)."""
+    """The scalars of one work dir, on the axis of training iterations.
+
+    Attributes:
+        name (str): What the history is called in a legend (the work dir's name by default).
+        train (dict[str, tuple[np.ndarray, np.ndarray]]): Each training scalar's (iterations,
+            values).
+        val (dict[str, tuple[np.ndarray, np.ndarray]]): Each validation metric's (iterations,
+            values).
+        iters_per_epoch (int, optional): An epoch's length, for epoch-based training.
+        files (list[str]): The scalars.json files read, oldest run first.
+    """
     name: str
     train: Dict[str, Tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     val: Dict[str, Tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
@@ -33,15 +43,27 @@ class TrainingHistory:
     files: List[str] = field(default_factory=list)
 
     def series(self, key: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """(iterations, values) of a training scalar or validation metric, or None."""
         return self.train.get(key, self.val.get(key))
 
     @property
     def keys(self) -> List[str]:
+        """The training scalars, then the validation metrics not among them."""
         return list(self.train) + [k for k in self.val if k not in self.train]
 
 
 def scalar_files(path: str) -> List[str]:
-    """The scalars.json files of a work dir (oldest run first), of one run's folder, or the file."""
+    """The scalars.json files of a training.
+
+    Args:
+        path (str): A work dir, one run's folder in it, or a scalars.json file.
+
+    Returns:
+        list[str]: The files, oldest run first.
+
+    Raises:
+        FileNotFoundError: ``path`` is not there, or holds no scalars.json.
+    """
     if osp.isfile(path):
         return [path]
     if not osp.isdir(path):
@@ -71,7 +93,20 @@ def _read_lines(path: str) -> List[dict]:
 
 
 def load_history(path: str, name: Optional[str] = None) -> TrainingHistory:
-    """The training history of work dir (or run folder, or scalars.json) ``path``."""
+    """The training history of a work dir.
+
+    Args:
+        path (str): A work dir, one run's folder in it, or a scalars.json file.
+        name (str, optional): The history's name. Defaults to None, the base name of ``path``.
+
+    Returns:
+        TrainingHistory: Every logged scalar, on the axis of training iterations.
+
+    Raises:
+        FileNotFoundError: ``path`` holds no scalars.json.
+        ValueError: A file holds no logged values, or a line (but a torn last one) that is not
+            JSON.
+    """
     files = scalar_files(path)
     train_lines, val_lines = [], []
     for file in files:
@@ -119,8 +154,15 @@ def _collect(records: List[dict], to_iteration) -> Dict[str, Tuple[np.ndarray, n
 
 
 def default_keys(histories: List[TrainingHistory]) -> List[str]:
-    """The total loss, the learning rate and the validation metrics (not COCO's per-size mAP, not
-    metrics that are -1 throughout)."""
+    """The curves worth drawing by default.
+
+    Args:
+        histories (list[TrainingHistory]): The histories to draw.
+
+    Returns:
+        list[str]: The total loss, the learning rate and the validation metrics (not COCO's
+        per-size mAP, not metrics that are -1 throughout).
+    """
     keys = [k for k in ('loss', 'lr') if any(k in h.train for h in histories)]
     for history in histories:
         for key, (_, values) in history.val.items():

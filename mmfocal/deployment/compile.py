@@ -59,9 +59,15 @@ def size_oblivious_problem() -> Optional[str]:
 class CompiledForAnySize(nn.Module):
     """``torch.compile(module, **options)`` called under :func:`size_oblivious_shapes`.
 
-    ``options`` default to ``fullgraph=True`` (a graph break is an error) and ``dynamic=True``
-    (sizes are symbolic from the first call). ``compiled`` is the compiled module; ``module`` the
-    original, whose parameters it shares.
+    ``compiled`` is the compiled module; ``module`` the original, whose parameters it shares.
+
+    Args:
+        module (nn.Module): The module to compile.
+        **options: torch.compile's options. Defaults to ``fullgraph=True`` (a graph break is an
+            error) and ``dynamic=True`` (sizes are symbolic from the first call).
+
+    Raises:
+        BadArgumentError: This torch has no size-oblivious tracing (torch < 2.8).
     """
 
     def __init__(self, module: nn.Module, **options):
@@ -74,6 +80,7 @@ class CompiledForAnySize(nn.Module):
 
     @property
     def module(self) -> nn.Module:
+        """The original module."""
         return self.compiled._orig_mod
 
     def forward(self, *args, **kwargs):
@@ -82,6 +89,21 @@ class CompiledForAnySize(nn.Module):
 
 
 def compile_for_any_size(module: nn.Module, **options) -> CompiledForAnySize:
-    """``module`` compiled once for every batch and input size; ``options`` go to torch.compile
-    (``backend``, ``mode``, ...). Train and eval mode are one graph each."""
+    """A module compiled once for every batch and input size (train and eval mode: one graph each).
+
+    Args:
+        module (nn.Module): A Focal backbone, or a model around one.
+        **options: torch.compile's options (``backend``, ``mode``, ...).
+
+    Returns:
+        CompiledForAnySize: The compiled module; call it as ``module``.
+
+    Raises:
+        BadArgumentError: This torch has no size-oblivious tracing (torch < 2.8).
+
+    Examples:
+        >>> from mmfocal.deployment.compile import compile_for_any_size
+        >>> compiled = compile_for_any_size(backbone.eval())  # doctest: +SKIP
+        >>> outs = compiled(torch.randn(1, 3, 480, 640))  # doctest: +SKIP
+    """
     return CompiledForAnySize(module, **options)

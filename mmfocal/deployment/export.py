@@ -34,7 +34,16 @@ def _is_two_stage(model: nn.Module) -> bool:
 
 
 class ExportedPart(nn.Module):
-    """``model``'s ``part`` as a module of one image-batch tensor, for the exporters."""
+    """A part of a model as a module of one image-batch tensor, for the exporters.
+
+    Args:
+        model (nn.Module): An mmdet or mmseg model.
+        part (str): One of :data:`PARTS` (the module docstring says what each computes).
+
+    Raises:
+        ValueError: An unknown part, ``'model'`` of a two-stage detector, or ``'features'`` of a
+            model without ``extract_feat``.
+    """
 
     def __init__(self, model: nn.Module, part: str):
         super().__init__()
@@ -59,8 +68,15 @@ class ExportedPart(nn.Module):
 
 
 def flatten_outputs(outputs) -> Tuple[List[torch.Tensor], object]:
-    """Nested tuples/lists of tensors -> (flat list, structure): structure is None for a tensor,
-    else the list of its items' structures."""
+    """Nested tuples and lists of tensors as one flat list.
+
+    Args:
+        outputs (torch.Tensor | tuple | list): A tensor, or tuples and lists of them, nested.
+
+    Returns:
+        tuple[list[torch.Tensor], object]: The tensors in order, and the structure: None for a
+        tensor, else the list of its items' structures.
+    """
     if isinstance(outputs, torch.Tensor):
         return [outputs], None
     if not isinstance(outputs, (tuple, list)):
@@ -74,7 +90,15 @@ def flatten_outputs(outputs) -> Tuple[List[torch.Tensor], object]:
 
 
 def unflatten_outputs(flat: Sequence, structure):
-    """Inverse of :func:`flatten_outputs`: nested tuples of the items of ``flat``."""
+    """The inverse of :func:`flatten_outputs`.
+
+    Args:
+        flat (Sequence): The items, in order.
+        structure (object): The structure :func:`flatten_outputs` returned.
+
+    Returns:
+        object: The items nested in tuples as ``structure`` says.
+    """
     items = iter(flat)
 
     def build(node):
@@ -84,16 +108,27 @@ def unflatten_outputs(flat: Sequence, structure):
 
 
 def output_names(structure, prefix: str = 'out') -> List[str]:
-    """``out`` for a single tensor, else ``out_0``, ``out_1_3``, ...: the nesting in the name."""
+    """The ONNX output names of a structure of :func:`flatten_outputs`, the nesting in the name.
+
+    Args:
+        structure (object): The outputs' structure.
+        prefix (str): The names' start. Defaults to ``'out'``.
+
+    Returns:
+        list[str]: ``out`` for a single tensor, else ``out_0``, ``out_1_3``, ...
+    """
     if structure is None:
         return [prefix]
     return [name for i, child in enumerate(structure) for name in output_names(child, f'{prefix}_{i}')]
 
 
 def refuse_dynamic_focal_fast(module: nn.Module) -> None:
-    """A dynamic graph of Focal-fast would be wrong at every other size: its nearest-token key sets
+    """Raise ValueError, naming the fix, where ``module`` holds a Focal-fast attention.
+
+    A dynamic graph of Focal-fast would be wrong at every other size: its nearest-token key sets
     come from torch.topk over the map's distances, computed per map size in Python, so the graph
-    would carry the export size's sets as constants. Refuse it, naming the fix."""
+    would carry the export size's sets as constants.
+    """
     from ..models.layers.focal_fast_attention import FocalFastAttention
     if any(isinstance(m, FocalFastAttention) for m in module.modules()):
         raise ValueError('FocalFastTransformer exports at a fixed input size only: its nearest-token key '
@@ -103,9 +138,12 @@ def refuse_dynamic_focal_fast(module: nn.Module) -> None:
 
 
 def torchscript_exporter_options() -> dict:
-    """The options that make ``torch.onnx.export`` take the TorchScript exporter: ``dynamo=False``
-    where it has that switch (torch >= 2.5; the torch.export-based exporter is the default from
-    2.9), none before (it is the only exporter there)."""
+    """The options that make ``torch.onnx.export`` take the TorchScript exporter.
+
+    Returns:
+        dict: ``dynamo=False`` where it has that switch (torch >= 2.5; the torch.export-based
+        exporter is the default from 2.9), none before (it is the only exporter there).
+    """
     return dict(dynamo=False) if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
 
 
@@ -125,11 +163,29 @@ def dynamo_exporter_problem(dynamic: bool) -> Optional[str]:
 
 def export_onnx(module: nn.Module, example: torch.Tensor, out: str, dynamic: bool = False,
                 opset: Optional[int] = None, dynamo: bool = False, part: str = 'model') -> List[Tuple[str, list]]:
-    """Export ``module`` (one tensor in) at ``example`` to the ONNX file ``out``.
+    """Export a module of one tensor to an ONNX file.
 
-    ``dynamic``: batch, height and width are dynamic axes, so one file serves every input size.
-    ``dynamo``: the torch.export-based exporter (opset >= 18) instead of the TorchScript tracer.
-    Returns the outputs' names and shapes (symbolic dimensions as strings).
+    Args:
+        module (nn.Module): The module (set to eval mode); one tensor in, tensors (nested in
+            tuples or lists) out.
+        example (torch.Tensor): The input it is traced at, shape (N, C, H, W).
+        out (str): The ONNX file to write.
+        dynamic (bool): Batch, height and width are dynamic axes, so one file serves every input
+            size (refused for Focal-fast). Defaults to False.
+        opset (int, optional): The ONNX opset. Defaults to None: 17 for the TorchScript
+            exporter, 18 for the torch.export-based one.
+        dynamo (bool): The torch.export-based exporter (opset >= 18) instead of the TorchScript
+            tracer. Defaults to False.
+        part (str): What the module is of its model (``'backbone'``, ``'features'`` or
+            ``'model'``), kept in the file's metadata for :class:`~.ort_model.ORTModel`.
+            Defaults to ``'model'``.
+
+    Returns:
+        list[tuple[str, list]]: Each output's name and shape (symbolic dimensions as strings).
+
+    Raises:
+        ValueError: A dynamic export of Focal-fast, or an opset below the exporter's least.
+        BadArgumentError: ``dynamo`` on a torch without that exporter.
     """
     import onnx
     module = module.eval()

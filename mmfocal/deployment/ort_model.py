@@ -11,8 +11,20 @@ from .export import INPUT_NAME, METADATA_PART, METADATA_STRUCTURE, PARTS, unflat
 
 
 class ORTModel:
-    """One ONNX Runtime session over an exported file: ``model(inputs)`` takes an NCHW float
-    tensor and returns the part's outputs as torch tensors, nested as the PyTorch part returns them.
+    """One ONNX Runtime session over an exported file.
+
+    ``model(inputs)`` takes an NCHW float tensor and returns the part's outputs as torch
+    tensors, on the input's device, nested as the PyTorch part returns them.
+
+    Args:
+        onnx_file (str): A file written by :func:`mmfocal.deployment.export.export_onnx`
+            (its metadata says which part it holds).
+        providers (Sequence[str]): ONNX Runtime's execution providers.
+            Defaults to ``('CPUExecutionProvider', )``.
+        num_threads (int): ONNX Runtime's intra-op threads; 0: its default. Defaults to 0.
+
+    Raises:
+        ValueError: The file has no mmfocal metadata.
     """
 
     def __init__(self, onnx_file: str, providers: Sequence[str] = ('CPUExecutionProvider', ),
@@ -30,7 +42,8 @@ class ORTModel:
         self.structure = json.loads(metadata[METADATA_STRUCTURE])
         self.input_shape = self.session.get_inputs()[0].shape  # ints, or names of dynamic axes
 
-    def check_input(self, inputs: torch.Tensor):
+    def check_input(self, inputs: torch.Tensor) -> None:
+        """Raise ValueError, naming the file's input shape, for an input it cannot take."""
         expected = self.input_shape
         fixed = [(i, d) for i, d in enumerate(expected) if isinstance(d, int)]
         if inputs.dim() != len(expected) or any(inputs.shape[i] != d for i, d in fixed):
@@ -57,13 +70,21 @@ def _head(model: nn.Module) -> nn.Module:
 
 
 def run_part_with_onnxruntime(model: nn.Module, ort_model: ORTModel) -> nn.Module:
-    """Make ``model`` compute the part ``ort_model`` holds with ONNX Runtime; the rest (data
-    preprocessing, RPN and RoI heads, post-processing) stays in PyTorch. Returns ``model``.
+    """Make a model compute the part an ONNX file holds with ONNX Runtime.
 
-    The PyTorch modules stay in place (their weights still load); only what their forward
-    computes is replaced: ``backbone`` -> the backbone's forward; ``features`` -> extract_feat;
-    ``model`` -> extract_feat gives the head's raw outputs and the head's forward passes them on,
-    so the head's ``predict`` post-processes the ONNX Runtime outputs.
+    The rest (data preprocessing, RPN and RoI heads, post-processing) stays in PyTorch. The
+    PyTorch modules stay in place (their weights still load); only what their forward computes is
+    replaced: ``backbone``: the backbone's forward; ``features``: ``extract_feat``; ``model``:
+    ``extract_feat`` gives the head's raw outputs and the head's forward passes them on, so the
+    head's ``predict`` post-processes the ONNX Runtime outputs.
+
+    Args:
+        model (nn.Module): The mmdet or mmseg model the file was exported from (or a wrapper
+            with ``.module``).
+        ort_model (ORTModel): The session over the file.
+
+    Returns:
+        nn.Module: ``model`` (unwrapped), changed in place.
     """
     model = _unwrap(model)
     if ort_model.part not in PARTS:

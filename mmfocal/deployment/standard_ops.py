@@ -14,11 +14,20 @@ import torch.nn as nn
 
 
 def adaptive_average_matrix(size, bins: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(bins, size): row i averages the input positions ``[floor(i * size / bins),
-    ceil((i + 1) * size / bins))``, PyTorch's adaptive pooling bins (they overlap where size is
-    not a multiple of bins, and repeat positions where size < bins).
+    """The matrix of adaptive average pooling along one axis.
 
-    ``size`` may be an int or a traced size (the tracer's 0-d tensor): tensor ops only.
+    Args:
+        size (int | torch.Tensor): The axis' length: an int, or a traced size (the tracer's 0-d
+            tensor; the matrix is built with tensor ops only).
+        bins (int): The pooled length.
+        dtype (torch.dtype): The matrix's dtype.
+        device (torch.device): Its device.
+
+    Returns:
+        torch.Tensor: Shape (bins, size); row i averages the input positions
+        ``[floor(i * size / bins), ceil((i + 1) * size / bins))``, PyTorch's adaptive pooling bins
+        (they overlap where size is not a multiple of bins, and repeat positions where
+        size < bins).
     """
     index = torch.arange(bins, device=device)
     start = torch.div(index * size, bins, rounding_mode='floor')
@@ -29,8 +38,17 @@ def adaptive_average_matrix(size, bins: int, dtype: torch.dtype, device: torch.d
 
 
 class AdaptiveAvgPool2dMatmul(nn.Module):
-    """``nn.AdaptiveAvgPool2d(output_size)`` as ``P_h @ x @ P_w^T`` (MatMul, Range, comparisons):
-    (B, C, H, W) -> (B, C, h, w) for any H, W, with the same numbers up to float rounding."""
+    """``nn.AdaptiveAvgPool2d(output_size)`` as ``P_h @ x @ P_w^T`` (MatMul, Range, comparisons).
+
+    The same numbers up to float rounding, for any H, W.
+
+    Args:
+        output_size (int | Sequence[int]): The pooled (h, w), or one int for both.
+
+    Shapes:
+        - Input: (B, C, H, W).
+        - Output: (B, C, h, w).
+    """
 
     def __init__(self, output_size: Union[int, Sequence[int]]):
         super().__init__()
@@ -51,8 +69,15 @@ class AdaptiveAvgPool2dMatmul(nn.Module):
 
 @contextlib.contextmanager
 def adaptive_pools_as_matmuls(module: nn.Module) -> Iterator[int]:
-    """While in the context: every ``nn.AdaptiveAvgPool2d`` of ``module`` replaced by an
-    :class:`AdaptiveAvgPool2dMatmul` of its output size (put back on exit). Yields how many."""
+    """Within the ``with`` block, every ``nn.AdaptiveAvgPool2d`` of a module computed by matmuls.
+
+    Args:
+        module (nn.Module): The model; its pools are replaced by :class:`AdaptiveAvgPool2dMatmul`
+            modules of their output sizes, and put back on exit.
+
+    Yields:
+        int: How many pools were replaced.
+    """
     replaced = []
     for parent in module.modules():
         for name, child in parent.named_children():

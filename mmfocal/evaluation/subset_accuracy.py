@@ -19,12 +19,16 @@ def read_subsets(list_file: str) -> Dict[str, int]:
     """The subset of every picture a list file names.
 
     Args:
-        list_file: one line per picture, ``<path> ... <subset>``: the picture's path relative to
-            its split's folder (as in ImageNet's ``meta/val.txt``), any other columns, and last
-            the picture's subset as an integer.
+        list_file (str): One line per picture, ``<path> ... <subset>``: the picture's path
+            relative to its split's folder (as in ImageNet's ``meta/val.txt``), any other
+            columns, and last the picture's subset as an integer.
 
     Returns:
-        Path -> subset.
+        dict[str, int]: Each picture's subset, by its path.
+
+    Raises:
+        MissingFileError: The list file is not there.
+        ConfigError: A line without an integer subset last.
     """
     if not osp.isfile(list_file):
         raise MissingFileError(f'{list_file}: no such subset list (tools/make_demo_data.py writes it)')
@@ -43,17 +47,24 @@ def read_subsets(list_file: str) -> Dict[str, int]:
 
 
 class SubsetAccuracy(BaseMetric):
-    """Top-1 accuracy (in percent, as mmpretrain's ``Accuracy``) on each subset of the pictures of
-    a data set in ImageNet's layout (``<root>/<split>/<class>/<file>``).
+    """Top-1 accuracy on each subset of the pictures of a data set in ImageNet's layout.
+
+    In percent, as mmpretrain's ``Accuracy``; the pictures lie at ``<root>/<split>/<class>/<file>``.
 
     Args:
-        list_name: the subset list's file name in ``<root>/meta/`` (see :func:`read_subsets`),
-            ``{split}`` standing for the split's folder name: ``'{split}_colours.txt'`` reads
-            ``<root>/meta/val_colours.txt`` for the pictures under ``<root>/val/``.
-        subset_names: a name per subset number (0, 1, ...): the metric ``top1_<name>`` of each
-            subset that has pictures.
-        collect_device: as mmengine's ``BaseMetric``.
-        prefix: the metrics' prefix (``subset`` unless given).
+        list_name (str): The subset list's file name in ``<root>/meta/`` (see
+            :func:`read_subsets`), ``{split}`` standing for the split's folder name:
+            ``'{split}_colours.txt'`` reads ``<root>/meta/val_colours.txt`` for the pictures
+            under ``<root>/val/``.
+        subset_names (Sequence[str]): A name per subset number (0, 1, ...): the metric
+            ``top1_<name>`` of each subset that has pictures.
+        collect_device (str): As mmengine's ``BaseMetric``. Defaults to ``'cpu'``.
+        prefix (str, optional): The metrics' prefix. Defaults to None (``'subset'``).
+
+    Examples:
+        >>> val_evaluator = [dict(type='Accuracy', topk=1),
+        ...                  dict(type='SubsetAccuracy', list_name='{split}_colours.txt',
+        ...                       subset_names=('atypical', 'typical'))]
     """
     default_prefix = 'subset'
 
@@ -65,7 +76,12 @@ class SubsetAccuracy(BaseMetric):
         self._lists: Dict[str, Dict[str, int]] = {}
 
     def subset_of(self, img_path: str) -> int:
-        """The subset of the picture at ``img_path``, from its split's list."""
+        """The subset of the picture at ``img_path``, from its split's list.
+
+        Raises:
+            MissingFileError: The split has no list.
+            ConfigError: The picture is not in it, or a subset has no name.
+        """
         class_dir, file_name = osp.split(osp.normpath(img_path))
         split_dir, class_name = osp.split(class_dir)
         root, split = osp.split(split_dir)
@@ -82,12 +98,14 @@ class SubsetAccuracy(BaseMetric):
         return self._lists[list_file][key]
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
+        """Keep each prediction's subset and whether its top-1 is right."""
         for sample in data_samples:
             prediction = sample['pred_score'].argmax() if 'pred_score' in sample else sample['pred_label']
             correct = int(prediction.reshape(-1)[0]) == int(sample['gt_label'].reshape(-1)[0])
             self.results.append((self.subset_of(sample['img_path']), correct))
 
     def compute_metrics(self, results: List[tuple]) -> Dict[str, float]:
+        """``top1_<name>`` of each subset that has pictures."""
         subsets = np.array([subset for subset, _ in results])
         correct = np.array([correct for _, correct in results], dtype=float)
         return {f'top1_{name}': round(float(correct[subsets == number].mean() * 100), 2)

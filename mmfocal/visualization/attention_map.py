@@ -18,7 +18,15 @@ _BASE_COLOUR = 0.75  # where on its colour map a group's legend swatch and outli
 
 
 def group_colourmaps(groups) -> List[str]:
-    """The colour map of each group: the fine groups by name, pooled levels in order."""
+    """The colour map of each key group.
+
+    Args:
+        groups (Sequence[KeyGroup]): The key groups, in key order.
+
+    Returns:
+        list[str]: A matplotlib colour map name per group: the fine groups by name, the pooled
+        levels in order.
+    """
     maps, pooled = [], iter(GROUP_COLOURMAPS[2:])
     for group in groups:
         if group.name in ('window tokens', 'nearest map tokens'):
@@ -31,9 +39,18 @@ def group_colourmaps(groups) -> List[str]:
 
 
 def key_squares(keys: QueryKeys, group: int, weights: np.ndarray) -> List[Tuple[float, float, float, float]]:
-    """(top, left, size, weight) per distinct square of ``group``'s on-map keys, in stage-map
-    tokens; keys that share a square (the rolled neighbours' duplicates, a wrap onto a token
-    already seen) add their weights."""
+    """The distinct squares of a group's on-map keys, with their weights.
+
+    Args:
+        keys (QueryKeys): The query's keys.
+        group (int): The group, an index into ``keys.groups``.
+        weights (np.ndarray): A weight per key, shape (num_keys, ).
+
+    Returns:
+        list[tuple[float, float, float, float]]: (top, left, size, weight) per square, in
+        stage-map tokens; keys that share a square (the rolled neighbours' duplicates, a wrap
+        onto a token already seen) add their weights.
+    """
     summed = defaultdict(float)
     for k in np.flatnonzero((keys.group == group) & ~keys.off_map):
         summed[(keys.top[k], keys.left[k], keys.size[k])] += weights[k]
@@ -43,12 +60,21 @@ def key_squares(keys: QueryKeys, group: int, weights: np.ndarray) -> List[Tuple[
 def draw_attention_map(keys: QueryKeys, image: np.ndarray, stride: float, title: str,
                        point: Optional[Tuple[float, float]] = None, out_file: Optional[str] = None,
                        dpi: int = 100):
-    """Draw the figure; save it to ``out_file`` when given and return it.
+    """Draw one query's keys on the image: one panel per key group, then one per head.
 
     Args:
-        image: (H, W, 3) RGB uint8, the picture as the model sees it (resized, unpadded).
-        stride: input pixels per stage-map token.
-        point: the query in the same pixels (marked with a star).
+        keys (QueryKeys): The query's keys and weights.
+        image (np.ndarray): RGB uint8, shape (H, W, 3): the picture as the model sees it
+            (resized, unpadded).
+        stride (float): Input pixels per stage-map token.
+        title (str): The figure's title.
+        point (tuple[float, float], optional): The query (x, y) in the image's pixels, marked
+            with a star. Defaults to None.
+        out_file (str, optional): Save the figure there. Defaults to None.
+        dpi (int): The saved figure's resolution. Defaults to 100.
+
+    Returns:
+        matplotlib.figure.Figure: The figure.
     """
     import matplotlib
     matplotlib.use('Agg')

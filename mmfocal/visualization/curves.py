@@ -17,7 +17,14 @@ VARIANT_STYLES = {'': ('-', 'o'), '_50': ('--', 's'), '_75': (':', '^')}
 
 
 def panel_keys(keys: Sequence[str]) -> List[List[str]]:
-    """Group ``keys`` into panels: a key with ``_50``/``_75`` goes with its base key when asked too."""
+    """The panels of the curves: a key with ``_50``/``_75`` goes with its base key when asked too.
+
+    Args:
+        keys (Sequence[str]): The scalars to draw.
+
+    Returns:
+        list[list[str]]: The keys of each panel.
+    """
     chosen = list(dict.fromkeys(keys))
     panels = []
     for key in chosen:
@@ -29,7 +36,15 @@ def panel_keys(keys: Sequence[str]) -> List[List[str]]:
 
 
 def running_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """Mean over ``window`` points centred on each point (fewer at the ends), so no lag."""
+    """A running mean without lag.
+
+    Args:
+        values (np.ndarray): The series, shape (n, ).
+        window (int): Points averaged, centred on each point (fewer at the ends); 1 or less: none.
+
+    Returns:
+        np.ndarray: The smoothed series, shape (n, ).
+    """
     if window <= 1 or len(values) < 2:
         return values
     half = window // 2
@@ -41,7 +56,19 @@ def running_mean(values: np.ndarray, window: int) -> np.ndarray:
 
 def plot_curves(histories: Sequence[TrainingHistory], keys: Sequence[str], out_file: Optional[str] = None,
                 smooth: int = 5, title: Optional[str] = None, dpi: int = 100):
-    """Draw the panels for ``keys`` (see :func:`panel_keys`); save to ``out_file``; return the figure."""
+    """Draw the learning curves of one or more trainings.
+
+    Args:
+        histories (Sequence[TrainingHistory]): The trainings, one line each.
+        keys (Sequence[str]): The scalars to draw, in panels as :func:`panel_keys` groups them.
+        out_file (str, optional): Save the figure there. Defaults to None.
+        smooth (int): Window of the running mean of the training scalars. Defaults to 5.
+        title (str, optional): The figure's title. Defaults to None.
+        dpi (int): The saved figure's resolution. Defaults to 100.
+
+    Returns:
+        matplotlib.figure.Figure: The figure.
+    """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt

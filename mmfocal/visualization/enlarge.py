@@ -16,7 +16,15 @@ MIN_DRAWN_SIZE = 512
 
 
 def enlargement(image_shape: Tuple[int, ...], min_size: int = MIN_DRAWN_SIZE) -> int:
-    """The whole factor that brings the image's longer side to at least ``min_size`` (1: as is)."""
+    """The whole factor that brings an image's longer side to at least ``min_size``.
+
+    Args:
+        image_shape (tuple[int, ...]): The image's shape, (H, W, ...).
+        min_size (int): The least longer side to draw. Defaults to :data:`MIN_DRAWN_SIZE`.
+
+    Returns:
+        int: The factor; 1 draws the image as it is.
+    """
     longest = max(image_shape[:2])
     return max(1, math.ceil(min_size / max(1, longest)))
 
@@ -52,8 +60,18 @@ def _enlarged_instances(instances, factor: int):
 
 
 def enlarge_sample(image: np.ndarray, data_sample, factor: int):
-    """A ``factor``-times larger copy of ``image`` (H, W, C) and of ``data_sample``'s ground truth and
-    predictions: boxes and masks of a DetDataSample, label maps of a SegDataSample."""
+    """An image and what is drawn on it, enlarged by a whole factor.
+
+    Args:
+        image (np.ndarray): The image, shape (H, W, C).
+        data_sample (DetDataSample | SegDataSample): Its ground truth and predictions: boxes and
+            masks of a DetDataSample, label maps of a SegDataSample.
+        factor (int): The enlargement.
+
+    Returns:
+        tuple: The image (factor * H, factor * W, C) and a copy of ``data_sample`` to match
+        (both as given where ``factor`` is 1).
+    """
     import mmcv
     if factor == 1:
         return image, data_sample

@@ -15,11 +15,21 @@ __all__ = ['PredictionPNGs', 'DetPredictionPNGs', 'SegPredictionPNGs']
 
 
 class PredictionPNGs:
-    """A library visualizer (the class it is mixed into) that writes each drawn test prediction to
-    ``show_dir`` as ``<image stem>.png``: lossless whatever the input format, and in the directory
-    asked for rather than under the work dir. Pictures smaller than ``min_size`` pixels on their
-    longer side are drawn enlarged by a whole factor (image, ground truth and predictions), so that
-    labels and outlines are readable on small pictures (the demo's 128 pixels: 4x)."""
+    """A library visualizer (the class it is mixed into) writing each drawn test prediction as a PNG.
+
+    Each goes to ``show_dir`` as ``<image stem>.png``: lossless whatever the input format, and in
+    the directory asked for rather than under the work dir. Pictures smaller than ``min_size``
+    pixels on their longer side are drawn enlarged by a whole factor (image, ground truth and
+    predictions), so that labels and outlines are readable on small pictures (the demo's 128
+    pixels: 4x).
+
+    Args:
+        name (str): The visualizer's name. Defaults to ``'visualizer'``.
+        show_dir (str, optional): Where the PNGs go; None: where the library's visualizer puts
+            its pictures. Defaults to None.
+        min_size (int): The least longer side to draw. Defaults to :data:`MIN_DRAWN_SIZE`.
+        **kwargs: The library visualizer's other arguments.
+    """
 
     def __init__(self, name='visualizer', show_dir=None, min_size=MIN_DRAWN_SIZE, **kwargs):
         super().__init__(name=name, **kwargs)
@@ -27,6 +37,7 @@ class PredictionPNGs:
         self.min_size = min_size
 
     def add_datasample(self, name, image, data_sample=None, *args, out_file=None, **kwargs):
+        """The library visualizer's ``add_datasample``, enlarged, to ``show_dir/<stem>.png``."""
         if data_sample is not None:
             image, data_sample = enlarge_sample(image, data_sample, enlargement(image.shape, self.min_size))
         if self.show_dir is not None:

@@ -14,28 +14,47 @@ from .focal_transformer import FocalBackbone
 
 
 class FocalFastTransformer(FocalBackbone):
-    """Focal-fast backbone: each window attends to the ``focal_topk`` map tokens and pooled window
-    tokens nearest to it, with MLP position biases.
+    """Focal-fast backbone: the authors' faster Focal Transformer.
+
+    Each window attends to the ``focal_topk`` map tokens and pooled window tokens nearest to it,
+    with MLP position biases. Any input size runs: the neighbour sets come from the actual map of
+    each stage by the official rule
+    (:func:`~mmfocal.models.layers.fast_key_layout.compute_fast_key_layout`).
 
     Args:
-        arch: 'tiny', 'small' or 'base' (the published sizes, those of FocalTransformer), or a
-            dict of ``embed_dims``, ``depths`` and ``num_heads``; None uses the sizes given.
-        embed_dims, depths, num_heads: as FocalTransformer.
-        window_size: query window (tokens per side); never shrinks (maps are padded to it).
-        focal_levels: per stage, 1 (map tokens only) or 2 (and the pooled window tokens).
-        focal_topk: keys per level (128 in the published models).
-        focal_pool: how a window is pooled to one token: 'fc' (published), 'conv', 'mean', 'max',
-            or 'none' (no pooled level).
-        use_conv_embed: overlapping conv stem and downsamples (all published checkpoints).
-        mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate, drop_path_rate, patch_size,
-        in_channels, out_indices, frozen_stages, with_cp, init_cfg: as FocalTransformer.
+        arch (str | dict, optional): ``'tiny'``, ``'small'`` or ``'base'`` (the published sizes,
+            those of :class:`~.focal_transformer.FocalTransformer`), or a dict of ``embed_dims``,
+            ``depths`` and ``num_heads``; None: the sizes given. Defaults to None.
+        embed_dims (int, optional): As FocalTransformer's. Defaults to None.
+        depths (Sequence[int], optional): As FocalTransformer's. Defaults to None.
+        num_heads (Sequence[int], optional): As FocalTransformer's. Defaults to None.
+        window_size (int): The query window, tokens per side; never shrinks (maps are padded to
+            it). Defaults to 7.
+        mlp_ratio (float): As FocalTransformer's. Defaults to 4.
+        qkv_bias (bool): As FocalTransformer's. Defaults to True.
+        qk_scale (float, optional): As FocalTransformer's. Defaults to None.
+        drop_rate (float): As FocalTransformer's. Defaults to 0.
+        attn_drop_rate (float): As FocalTransformer's. Defaults to 0.
+        drop_path_rate (float): As FocalTransformer's. Defaults to 0.2.
+        focal_levels (Sequence[int]): Per stage, 1 (map tokens only) or 2 (and the pooled window
+            tokens). Defaults to (2, 2, 2, 2).
+        focal_topk (int): Keys per level. Defaults to 128, the published models'.
+        focal_pool (str): How a window is pooled to one token: ``'fc'`` (published), ``'conv'``,
+            ``'mean'``, ``'max'``, or ``'none'`` (no pooled level). Defaults to ``'fc'``.
+        use_conv_embed (bool): The overlapping conv stem and downsamples (all published
+            checkpoints). Defaults to True.
+        patch_size (int): As FocalTransformer's. Defaults to 4.
+        in_channels (int): As FocalTransformer's. Defaults to 3.
+        out_indices (Sequence[int]): As FocalTransformer's. Defaults to (0, 1, 2, 3).
+        frozen_stages (int): As FocalTransformer's. Defaults to -1.
+        with_cp (bool): As FocalTransformer's. Defaults to False.
+        init_cfg (dict | list[dict], optional): As FocalTransformer's. Defaults to None.
 
-    Any input size runs: neighbour sets come from the actual map of each stage by the official
-    rule (see :func:`~mmfocal.models.layers.fast_key_layout.compute_fast_key_layout`).
-
-    Shapes: (B, in_channels, H, W) with any H, W >= 1 -> tuple of (B, embed_dims * 2**i,
-    ceil(H / 2**(i+2)), ceil(W / 2**(i+2))) for i in out_indices, each after its own LayerNorm;
-    B = 0 (no images) gives empty maps of those shapes. Floating-point images only.
+    Shapes:
+        - Input: (B, in_channels, H, W), floating point, any H, W >= 1.
+        - Output: a tuple with, for each i in ``out_indices``, (B, embed_dims * 2**i,
+          ceil(H / 2**(i+2)), ceil(W / 2**(i+2))), each after its own LayerNorm. B = 0 (no
+          images) gives empty maps of those shapes.
 
     Examples:
         >>> import torch

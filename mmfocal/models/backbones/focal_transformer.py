@@ -24,18 +24,29 @@ ARCH_SETTINGS = {
     'small': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
     'base': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
     # Never published: Swin-L's widths, inferred from the sizes of the paper's Focal-L systems
-    # (ATSS + DyHead 229M, UperNet 240M); see docs/det_results.md and docs/seg_results.md.
+    # (docs/det_results.md, "Focal-L's definition").
     'large': dict(embed_dims=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
 }
 EXPAND_LAYERS = ('all', 'even', 'odd')
 
 
 class PatchEmbed(nn.Module):
-    """Strided conv then LayerNorm: (B, C_in, H, W) -> (B, H', W', C_out), H' = ceil(H / stride).
+    """A strided conv, then LayerNorm: the stem, and the downsample between stages.
 
-    Patchify (kernel = stride) by default; with ``use_conv_embed`` the official overlapping convs
-    (7x7 stride 4 padding 2 for the stem, 3x3 stride 2 padding 1 between stages). The input is
-    zero-padded at the bottom/right to a multiple of the stride first, as mmdet's Swin does.
+    The input is zero-padded at the bottom and right to a multiple of the stride first, as mmdet's
+    Swin does.
+
+    Args:
+        in_channels (int): Channels of the input.
+        embed_dims (int): Channels of the output.
+        stride (int): The conv's stride.
+        use_conv_embed (bool): The official overlapping convs (7x7, padding 2 for the stem; 3x3,
+            padding 1 between stages) if True; else patches, kernel = stride. Defaults to False.
+        is_stem (bool): The stem's conv (with ``use_conv_embed``). Defaults to False.
+
+    Shapes:
+        - Input: (B, in_channels, H, W).
+        - Output: (B, ceil(H / stride), ceil(W / stride), embed_dims), channels last.
     """
 
     def __init__(self, in_channels: int, embed_dims: int, stride: int, use_conv_embed: bool = False,
@@ -75,10 +86,17 @@ class PatchEmbed(nn.Module):
 
 
 class FocalStage(nn.Module):
-    """One stage: ``depth`` focal blocks, then (except the last stage) a 2x downsample.
+    """One stage: focal blocks, then (except in the last stage) a 2x downsample.
 
-    ``forward`` takes (B, H, W, C) and returns the stage output (B, H, W, C) and the next
-    stage's input (B, ceil(H/2), ceil(W/2), 2C), or None after the last stage.
+    Args:
+        blocks (Sequence[FocalBlockBase]): The stage's blocks.
+        downsample (PatchEmbed, optional): The downsample to the next stage; None in the last.
+        with_cp (bool): Activation checkpointing per block. Defaults to False.
+
+    Shapes:
+        - Input: (B, H, W, C), channels last.
+        - Output: the stage's output (B, H, W, C) and the next stage's input
+          (B, ceil(H / 2), ceil(W / 2), 2C), or None after the last stage.
     """
 
     def __init__(self, blocks: Sequence[FocalBlockBase], downsample: Optional[PatchEmbed],
@@ -104,23 +122,33 @@ class FocalStage(nn.Module):
 
 
 class FocalBackbone(BaseModule):
-    """What the Focal backbones share: arch sizes, the stem, the stages of blocks with their
-    downsamples, output norms, frozen stages, activation checkpointing and strict pretrained
-    loading. A subclass differs only in its blocks: it passes ``make_block(stage, index, dims,
-    num_heads, drop_path)``, which builds block ``index`` of stage ``stage``; the blocks check
-    their own arguments.
+    """What the Focal backbones share; a subclass differs only in its blocks.
 
-    Args (keyword-only after ``make_block``; :class:`FocalTransformer` documents them in full):
-        arch: a name of ``arch_settings`` or a dict with ``embed_dims``, ``depths`` and
-            ``num_heads``; an explicit size that contradicts it is an error. Without ``arch`` the
-            sizes given (or, where not given, the tiny sizes) are used.
-        embed_dims, depths, num_heads: the sizes (None: from ``arch``).
-        drop_rate: dropout after the stem. drop_path_rate: stochastic depth of the last block,
-            in [0, 1), rising linearly from 0 over all blocks.
-        use_conv_embed, patch_size, in_channels: the stem (and the downsamples' overlap).
-        out_indices, frozen_stages, with_cp, init_cfg: outputs, freezing, checkpointing, weights.
-        stage_settings: the subclass's other per-stage sequences (name: values), checked for one
-            non-negative integer per stage.
+    The arch sizes, the stem, the stages of blocks with their downsamples, the output norms,
+    frozen stages, activation checkpointing and strict pretrained loading. The blocks check their
+    own arguments. :class:`FocalTransformer` documents the arguments in full.
+
+    Args:
+        make_block (Callable[..., nn.Module]): ``make_block(stage, index, dims, num_heads,
+            drop_path)`` builds block ``index`` of stage ``stage``.
+        arch (str | dict, optional): A name of ``arch_settings`` or a dict of ``embed_dims``,
+            ``depths`` and ``num_heads``; None: the sizes given, the tiny sizes where not given.
+            An explicit size that contradicts it is an error.
+        embed_dims (int, optional): Channels of stage 1 (None: from ``arch``).
+        depths (Sequence[int], optional): Blocks per stage (None: from ``arch``).
+        num_heads (Sequence[int], optional): Attention heads per stage (None: from ``arch``).
+        drop_rate (float): Dropout after the stem.
+        drop_path_rate (float): Stochastic depth of the last block, in [0, 1), rising linearly
+            from 0 over all blocks.
+        use_conv_embed (bool): The overlapping conv stem and downsamples.
+        patch_size (int): The stem's stride.
+        in_channels (int): Channels of the input images.
+        out_indices (Sequence[int]): The stages whose outputs are returned.
+        frozen_stages (int): -1 freezes nothing, 0 the stem, i the stem and stages 0..i-1.
+        with_cp (bool): Activation checkpointing per block.
+        init_cfg (dict | list[dict], optional): The weights, as :class:`FocalTransformer`'s.
+        stage_settings (dict, optional): The subclass's other per-stage sequences, by name,
+            checked for one non-negative integer per stage. Defaults to None.
     """
 
     arch_settings = ARCH_SETTINGS
@@ -243,40 +271,68 @@ class FocalBackbone(BaseModule):
 
 
 class FocalTransformer(FocalBackbone):
-    """Focal Transformer backbone (Yang et al., arXiv 2107.00641), the official v1 model's math.
+    """Focal Transformer backbone, the official v1 model's math.
+
+    A PyTorch implementation of `Focal Self-attention for Local-Global Interactions in Vision
+    Transformers <https://arxiv.org/abs/2107.00641>`_ (Yang et al., NeurIPS 2021) for dense
+    prediction: any input size, one LayerNorm per output, frozen stages, activation checkpointing
+    and strict loading of the published ImageNet checkpoints.
 
     Args:
-        arch: 'tiny', 'small' or 'base' (the published sizes); 'large', Swin-L's widths (192,
-            (2, 2, 18, 2), (6, 12, 24, 48)), inferred: Focal-L was never published, and these
-            widths give the paper's Focal-L system sizes (ATSS + DyHead 229M: 230.94M with window
-            12; UperNet 240M: 237.45M with window 7); or a dict of ``embed_dims``, ``depths`` and
-            ``num_heads``. None uses the sizes given. Giving a size that differs from the arch's
-            is an error.
-        embed_dims: channels of stage 1; stage i has ``embed_dims * 2**i``.
-        depths, num_heads: blocks and attention heads per stage.
-        window_size: query window (tokens per side).
-        focal_levels: levels per stage counting the fine one (2: fine + one pooled level).
-        focal_windows: pooled neighbourhood per stage (odd). expand_sizes: rolled-neighbour reach
-            per stage. expand_layer: which blocks use rolled neighbours: 'all', 'even', 'odd'.
-        focal_pool: 'fc' (published), 'conv', 'mean', 'max' or 'none' (no pooled levels).
-        use_conv_embed: overlapping conv stem and downsamples (the '-useconv' checkpoints).
-        out_indices: stages to return. frozen_stages: -1 none, 0 the stem, i the stem and stages
-            0..i-1 (eval mode, no gradients). with_cp: activation checkpointing per block.
-        init_cfg: ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads an official ImageNet
-            checkpoint (or one of ours, or PaddleViT's ``.pdparams`` port) strictly; see
-            :mod:`mmfocal.engine.pretrained`. A list may add mmengine initialisers, applied before
-            the checkpoint. ``resize_position_tables=True`` in it loads a checkpoint made with
-            other ``window_size``, ``focal_windows`` or ``expand_sizes`` (say a 224 window-7 one
-            for window 12) with its relative-position tables (``relative_position_bias_table``,
-            ``relative_position_bias_table_to_neighbors``, ``relative_position_bias_table_to_windows``)
-            and its 'fc' pooling weights (``pool_layers``, one per sub-window token) resized by
-            bicubic interpolation, as mmdet's Swin does for its tables, each named in the load log;
-            see :mod:`mmfocal.engine.position_tables`. Without it they are a
-            CheckpointMismatchError.
+        arch (str | dict, optional): The sizes. A name: ``'tiny'``, ``'small'`` or ``'base'``
+            (the published sizes) or ``'large'`` (Swin-L's widths: Focal-L was never published;
+            docs/det_results.md says how its sizes were inferred). A dict: exactly the keys
+            ``embed_dims``, ``depths`` and ``num_heads``. None: the sizes given, the tiny sizes
+            where not given. A size given that differs from the arch's is an error.
+            Defaults to None.
+        embed_dims (int, optional): Channels of stage 1; stage i has ``embed_dims * 2**i``.
+            Defaults to None (from ``arch``).
+        depths (Sequence[int], optional): Blocks per stage. Defaults to None (from ``arch``).
+        num_heads (Sequence[int], optional): Attention heads per stage. Defaults to None
+            (from ``arch``).
+        window_size (int): The query window, tokens per side. Defaults to 7.
+        mlp_ratio (float): Hidden channels of the MLPs over their input channels. Defaults to 4.
+        qkv_bias (bool): Biases in the query, key and value projection. Defaults to True.
+        qk_scale (float, optional): Scale of the attention logits. Defaults to None
+            (``head_dims ** -0.5``).
+        drop_rate (float): Dropout after the stem and in the blocks. Defaults to 0.
+        attn_drop_rate (float): Dropout of the attention weights. Defaults to 0.
+        drop_path_rate (float): Stochastic depth of the last block, in [0, 1), rising linearly
+            from 0 over all blocks. Defaults to 0.2.
+        focal_levels (Sequence[int]): Focal levels per stage, the fine one included (2: the fine
+            level and one pooled level). Defaults to (2, 2, 2, 2).
+        focal_windows (Sequence[int]): The pooled neighbourhood per stage, in sub-windows per
+            side (odd). Defaults to (7, 5, 3, 1).
+        expand_sizes (Sequence[int]): How far past its window each query window reaches for
+            rolled neighbour keys, per stage. Defaults to (3, 3, 3, 3).
+        expand_layer (str): The blocks that take rolled neighbour keys: ``'all'``, ``'even'``
+            or ``'odd'``. Defaults to ``'all'``.
+        focal_pool (str): How a sub-window is pooled to one token: ``'fc'`` (published),
+            ``'conv'``, ``'mean'``, ``'max'``, or ``'none'`` (no pooled levels). Defaults to ``'fc'``.
+        use_conv_embed (bool): The overlapping conv stem and downsamples (the ``-useconv``
+            checkpoints). Defaults to False.
+        patch_size (int): The stem's stride. Defaults to 4.
+        in_channels (int): Channels of the input images. Defaults to 3.
+        out_indices (Sequence[int]): The stages whose outputs are returned, increasing.
+            Defaults to (0, 1, 2, 3).
+        frozen_stages (int): -1 freezes nothing, 0 the stem, i the stem and stages 0..i-1
+            (eval mode, no gradients). Defaults to -1.
+        with_cp (bool): Activation checkpointing per block (less memory, more time).
+            Defaults to False.
+        init_cfg (dict | list[dict], optional): ``dict(type='Pretrained', checkpoint=PATH_OR_URL)``
+            loads an official ImageNet checkpoint (or one of ours, or PaddleViT's ``.pdparams``
+            port) strictly (:mod:`mmfocal.models.checkpoints`); ``resize_position_tables=True``
+            in it loads a checkpoint made with another ``window_size``, ``focal_windows`` or
+            ``expand_sizes`` with its relative-position tables and 'fc' pooling weights resized
+            by bicubic interpolation, each named in the load log (without it they are a
+            ``CheckpointMismatchError``). A list may add mmengine initialisers, applied before the
+            checkpoint. Defaults to None.
 
-    Shapes: (B, in_channels, H, W) with any H, W >= 1 -> tuple of (B, embed_dims * 2**i,
-    ceil(H / 2**(i+2)), ceil(W / 2**(i+2))) for i in out_indices, each after its own LayerNorm;
-    B = 0 (no images) gives empty maps of those shapes. Floating-point images only.
+    Shapes:
+        - Input: (B, in_channels, H, W), floating point, any H, W >= 1.
+        - Output: a tuple with, for each i in ``out_indices``, (B, embed_dims * 2**i,
+          ceil(H / 2**(i+2)), ceil(W / 2**(i+2))), each after its own LayerNorm. B = 0 (no
+          images) gives empty maps of those shapes.
 
     Examples:
         >>> import torch

@@ -19,14 +19,19 @@ def deform_conv2d_by_sampling(x: Tensor, offset: Tensor, weight: Tensor, stride=
     """Deformable convolution (one group, one offset group), as mmcv defines it.
 
     Args:
-        x: (N, C, H, W).
-        offset: (N, 2 * kh * kw, Ho, Wo): for kernel position k = i * kw + j, channel 2k is the
-            shift in y and 2k + 1 the shift in x of the sample at
-            (ho * stride - pad + i * dilation, wo * stride - pad + j * dilation).
-        weight: (O, C, kh, kw).
+        x (Tensor): The input, shape (N, C, H, W).
+        offset (Tensor): The sample shifts, shape (N, 2 * kh * kw, Ho, Wo): for kernel position
+            k = i * kw + j, channel 2k is the shift in y and 2k + 1 the shift in x of the sample
+            at (ho * stride - pad + i * dilation, wo * stride - pad + j * dilation).
+        weight (Tensor): The kernel, shape (O, C, kh, kw).
+        stride (tuple[int, int]): (y, x) strides. Defaults to (1, 1).
+        padding (tuple[int, int]): (y, x) zero padding. Defaults to (0, 0).
+        dilation (tuple[int, int]): (y, x) dilation. Defaults to (1, 1).
+
     Returns:
-        (N, O, Ho, Wo). A sample is the bilinear interpolation of the four pixels around it,
-        pixels outside the map counting as 0 (so a sample a pixel or more outside is 0).
+        Tensor: The output, shape (N, O, Ho, Wo). A sample is the bilinear interpolation of the
+        four pixels around it, pixels outside the map counting as 0 (so a sample a pixel or more
+        outside is 0).
     """
     num, channels, height, width = x.shape
     out_channels, _, kernel_h, kernel_w = weight.shape
@@ -52,7 +57,10 @@ def deform_conv2d_by_sampling(x: Tensor, offset: Tensor, weight: Tensor, stride=
 
 class SampledDeformConv2d(DeformConv2d):
     """mmcv's ``DeformConv2d``; on CPU, with one group and one offset group, computed by
-    :func:`deform_conv2d_by_sampling` (the same result, several times faster to train)."""
+    :func:`deform_conv2d_by_sampling` (the same result, faster to train).
+
+    Its arguments, parameters and checkpoints are mmcv's ``DeformConv2d``'s.
+    """
 
     def forward(self, x: Tensor, offset: Tensor) -> Tensor:
         if x.is_cuda or self.groups != 1 or self.deform_groups != 1:

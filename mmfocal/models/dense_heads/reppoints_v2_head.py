@@ -21,34 +21,8 @@ Targets: the init points by ``PointAssignerV2`` (the box's level's point nearest
 the refined points and the classes by mmdet's ``ATSSAssigner`` on the init boxes, the corners by
 ``CornerHeatmapAssigner``, the foreground by ``foreground_targets``.
 
-Where this port differs from the authors' mmdet 2 code (Scalsol/RepPointsV2):
-
-* mmdet 3 structure: ``loss_by_feat`` / ``predict_by_feat``, ``InstanceData`` in and out,
-  ``init_cfg`` instead of ``init_weights``, assigners in ``TASK_UTILS`` with mmdet 3's
-  ``assign(pred_instances, gt_instances)``; the head reuses mmdet 3.3's ``RepPointsHead``
-  (points, targets of the init stage, box decoding) and adds ``exact_minmax`` to its
-  ``points2bbox``.
-* The detector is mmdet's ``RepPointsDetector`` (a plain ``SingleStageDetector``): the authors
-  needed their own detector class and pipeline steps (``LoadRPDV2Annotations``,
-  ``RPDV2FormatBundle``) to carry the foreground maps from the data pipeline into the loss; here
-  the head draws them from ``gt_instances`` (``task_modules.foreground_targets``), at its first
-  level's size, so the training pipeline is mmdet's own. Their test-time augmentation with box
-  voting is not ported.
-* Renamed: ``PointHMAssigner`` is ``CornerHeatmapAssigner`` (it returns target maps, not an
-  ``AssignResult``; the Gaussian is its only mode, as in all the authors' configs);
-  ``SEPFocalLoss`` is ``SeparateFocalLoss`` (log-sigmoid for log(sigmoid), and a batch without
-  objects gives a finite loss instead of a division by zero). The corner pooling is mmcv 2's
-  ``CornerPool`` (the authors compiled their own; the same cummax).
-* Loss keys: ``loss_heatmap`` / ``loss_offset`` / ``loss_sem`` are ``loss_corner_heatmap`` /
-  ``loss_corner_offset`` / ``loss_foreground``.
-* Inference follows mmdet 3's single-stage heads: the ``nms_pre`` best (box, class) pairs above
-  ``score_thr`` per level (``filter_scores_and_topk``), then NMS per class; the authors kept the
-  ``nms_pre`` boxes with the highest class score, then ``multiclass_nms``. Corner snapping is
-  theirs, applied to the kept boxes.
-* ``use_grid_points`` (the bbox-grid variant of RepPoints v1) is refused: V2 never used it.
-* The deformable convs are mmcv's ``DeformConv2d``; on CPU they compute the same numbers by
-  bilinear sampling and a matrix product (``deform_conv.py``), because mmcv's CPU backward made
-  a CPU training step several times slower.
+docs/det_results.md lists where this port differs from the authors' mmdet 2 code
+(Scalsol/RepPointsV2), and why.
 """
 import inspect
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -75,17 +49,25 @@ CORNER_MAP_CHANNELS = 2 + 4
 
 
 class CornerPoolBranch(BaseModule):
-    """The features of one corner (the authors' TLPool / BRPool, CornerNet's corner pooling
-    module): two convs narrow the input, each is max-pooled towards one side (for the top-left
-    corner: from the bottom up and from the right leftwards), the sum is widened again, added to
-    a 1x1 skip path, and a last conv mixes it. (N, C, H, W) -> (N, C, H, W).
+    """The features of one corner (the authors' TLPool / BRPool, CornerNet's corner pooling).
+
+    Two convs narrow the input, each is max-pooled towards one side (for the top-left corner:
+    from the bottom up and from the right leftwards), the sum is widened again, added to a 1x1
+    skip path, and a last conv mixes it.
 
     Args:
-        channels (int): input and output channels.
-        directions (tuple[str]): the two ``CornerPool`` modes.
-        corner_channels (int): the narrowed width. The authors: 64.
-        first_kernel_size (int): kernel of the narrowing convs. The authors: 3.
-        kernel_size (int): kernel of the last conv. The authors: 1.
+        channels (int): Input and output channels.
+        directions (tuple[str, str]): The two ``CornerPool`` modes.
+        corner_channels (int): The narrowed width. Defaults to 64, the authors'.
+        first_kernel_size (int): Kernel of the narrowing convs. Defaults to 3, the authors'.
+        kernel_size (int): Kernel of the last conv. Defaults to 1, the authors'.
+        conv_cfg (dict, optional): The convs' config. Defaults to None (``Conv2d``).
+        norm_cfg (dict): The norms' config. Defaults to GN with 32 groups.
+        init_cfg (dict | list[dict], optional): Initialisation. Defaults to None.
+
+    Shapes:
+        - Input: (N, channels, H, W).
+        - Output: (N, channels, H, W).
     """
 
     def __init__(self, channels: int, directions: Tuple[str, str], corner_channels: int = 64,
@@ -119,12 +101,13 @@ def snap_corners(corners: Tensor, heatmap_logits: Tensor, offsets: Tensor, strid
     highest-scoring cell plus the offset predicted there, times the stride.
 
     Args:
-        corners: (n, 2) x, y in pixels.
-        heatmap_logits: (H, W) the corner's heat map (logits), H and W at least 2.
-        offsets: (2, H, W) the corner's offsets (x, y), in strides.
-        stride: the map's stride.
+        corners (Tensor): (x, y) in pixels, shape (n, 2).
+        heatmap_logits (Tensor): The corner's heat map (logits), shape (H, W), H and W at least 2.
+        offsets (Tensor): The corner's offsets (x, y) in strides, shape (2, H, W).
+        stride (int): The map's stride.
+
     Returns:
-        (n, 2) the moved corners, in pixels.
+        Tensor: The moved corners in pixels, shape (n, 2).
     """
     height, width = heatmap_logits.shape
     if height < 2 or width < 2:
@@ -143,19 +126,39 @@ def snap_corners(corners: Tensor, heatmap_logits: Tensor, offsets: Tensor, strid
 class RepPointsV2Head(RepPointsHead):
     """RepPointsV2's head: RepPoints with corner and foreground verification (module docstring).
 
-    Outputs per level (``forward``): class logits (N, num_classes, H, W), init and refined
-    points (N, 2 * num_points, H, W) as (dy, dx) pairs in strides from the grid point, corner
-    heat-map logits (N, 2, H, W) (top-left, bottom-right), corner offsets (N, 4, H, W) and
-    foreground logits (N, num_classes, H, W).
+    Defaults are the authors'. Other keyword arguments are ``RepPointsHead``'s
+    (``use_grid_points=True`` is refused: V2 never used it).
 
-    Args (beyond ``RepPointsHead``'s; defaults are the authors'):
-        shared_stacked_convs (int): convs of the verification branch, after the regression convs.
-        first_kernel_size, kernel_size, corner_dim: of the corner pooling (``CornerPoolBranch``).
-        corner_source_levels (Sequence[int]): for each level, the level whose corner maps refine
-            its boxes at test time, -1 for none. The authors: strides 16 and 32 from stride 8,
-            64 and 128 from 16, stride 8 not refined.
-        loss_heatmap, loss_offset, loss_sem: the corner heat map, corner offset and foreground
-            losses.
+    Args:
+        num_classes (int): Object classes.
+        in_channels (int): Channels of each FPN level.
+        shared_stacked_convs (int): Convs of the verification branch, after the regression convs.
+            Defaults to 1.
+        first_kernel_size (int): Kernel of the corner pooling's narrowing convs
+            (:class:`CornerPoolBranch`). Defaults to 3.
+        kernel_size (int): Kernel of the corner pooling's last conv. Defaults to 1.
+        corner_dim (int): The corner pooling's narrowed width. Defaults to 64.
+        corner_source_levels (Sequence[int]): For each level, the level whose corner maps refine
+            its boxes at test time, -1 for none. Defaults to (-1, 0, 0, 1, 1): strides 16 and 32
+            from stride 8, 64 and 128 from 16, stride 8 not refined.
+        loss_bbox_init (dict): The init boxes' loss. Defaults to GIoU, weight 1.
+        loss_bbox_refine (dict): The refined boxes' loss. Defaults to GIoU, weight 2.
+        loss_heatmap (dict): The corner heat maps' loss. Defaults to a Gaussian focal loss,
+            weight 0.25.
+        loss_offset (dict): The corner offsets' loss. Defaults to smooth L1 (beta 1/9), weight 1.
+        loss_sem (dict): The foreground loss. Defaults to :class:`SeparateFocalLoss`, weight 0.1.
+        transform_method (str): Points to boxes: ``'exact_minmax'``, the first two points are the
+            top-left and bottom-right corners. Defaults to ``'exact_minmax'``.
+        init_cfg (dict | list[dict]): Initialisation. Defaults to normal (std 0.01) convs, the
+            score outputs with a prior probability of 0.01.
+
+    Shapes (per level, from ``forward``):
+        - class logits: (N, num_classes, H, W);
+        - init and refined points: (N, 2 * num_points, H, W), (dy, dx) pairs in strides from
+          the grid point;
+        - corner heat-map logits: (N, 2, H, W) (top-left, bottom-right);
+        - corner offsets: (N, 4, H, W);
+        - foreground logits: (N, num_classes, H, W).
     """
 
     def __init__(self,

@@ -20,7 +20,13 @@ POOLING_METHODS = ('fc', 'conv', 'mean', 'max', 'none')
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: zeroes whole samples of the residual branch with probability ``p``."""
+    """Stochastic depth: zeroes whole samples of the residual branch with probability ``p``.
+
+    Args:
+        p (float): The probability a sample's branch is dropped in training. Defaults to 0.
+
+    Shapes: (B, ...) -> (B, ...).
+    """
 
     def __init__(self, p: float = 0.):
         super().__init__()
@@ -38,7 +44,15 @@ class DropPath(nn.Module):
 
 
 class Mlp(nn.Module):
-    """Linear, GELU, dropout, linear, dropout: (..., dims) -> (..., dims) through ``hidden_dims``."""
+    """Linear, GELU, dropout, linear, dropout.
+
+    Args:
+        dims (int): Input and output channels.
+        hidden_dims (int): Hidden channels.
+        drop (float): Dropout after each linear layer. Defaults to 0.
+
+    Shapes: (..., dims) -> (..., dims).
+    """
 
     def __init__(self, dims: int, hidden_dims: int, drop: float = 0.):
         super().__init__()
@@ -56,17 +70,18 @@ class FocalBlockBase(nn.Module):
     windows that makes the attention's pooled keys. Subclasses give the attention and ``forward``.
 
     Args:
-        dims: channels C.
-        attention: builds the attention module (``self.attn``); called after the pooling layers
-            and ``norm1`` are built, the order in which the official model draws their initial
-            weights from the random generator.
-        window_size: the attention's query window w (tokens per side); a positive integer.
-        num_pooled_levels: pooled levels (0 with ``pool_method='none'``); level k pools
+        dims (int): Channels C.
+        attention (Callable[[], nn.Module]): Builds the attention module (``self.attn``); called
+            after the pooling layers and ``norm1`` are built, the order in which the official
+            model draws their initial weights from the random generator.
+        window_size (int): The attention's query window w (tokens a side), positive.
+        num_pooled_levels (int): Pooled levels (0 with ``pool_method='none'``); level k pools
             sub-windows of ``floor(w / 2**k)`` tokens.
-        pool_method: how a sub-window becomes one token: 'fc' (a learned weighted sum), 'conv'
-            (a depthwise strided conv), 'mean', 'max', or 'none' (no pooled levels).
-        mlp_ratio: MLP hidden channels per channel (positive). drop: dropout after the attention
-            projection and in the MLP. drop_path: stochastic depth of both residual branches, in [0, 1).
+        pool_method (str): How a sub-window becomes one token: 'fc' (a learned weighted sum),
+            'conv' (a depthwise strided conv), 'mean', 'max', or 'none' (no pooled levels).
+        mlp_ratio (float): MLP hidden channels a channel, positive. Defaults to 4.
+        drop (float): Dropout after the attention projection and in the MLP. Defaults to 0.
+        drop_path (float): Stochastic depth of both residual branches, in [0, 1). Defaults to 0.
     """
 
     def __init__(self, dims: int, attention: Callable[[], nn.Module], *, window_size: int, num_pooled_levels: int,
@@ -95,8 +110,16 @@ class FocalBlockBase(nn.Module):
         self.norm2 = nn.LayerNorm(dims)
         self.mlp = Mlp(dims, int(dims * mlp_ratio), drop)
 
-    def _pool(self, x: torch.Tensor, level: int) -> torch.Tensor:
-        """One token per sub-window of ``x`` (B, Hp, Wp, C) -> (B, Hk, Wk, C), ``Hk = Hp / w * 2**level``."""
+    def pool(self, x: torch.Tensor, level: int) -> torch.Tensor:
+        """One token a sub-window of pooled ``level``: the attention's pooled keys.
+
+        Args:
+            x (torch.Tensor): The padded, normed map, (B, Hp, Wp, C).
+            level (int): The pooled level, 0 to ``num_pooled_levels - 1``.
+
+        Returns:
+            torch.Tensor: (B, Hk, Wk, C), ``Hk = Hp / w * 2**level`` (and so ``Wk``).
+        """
         B, hp, wp, C = x.shape
         size = self.pooled_window_sizes[level]
         rows, cols = hp // self.window_size * 2**level, wp // self.window_size * 2**level
@@ -120,6 +143,14 @@ class FocalBlockBase(nn.Module):
         return windows.amax((2, 4))
 
     def _add_residuals(self, shortcut: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-        """``shortcut`` plus the attention branch, then plus the MLP branch (both with stochastic depth)."""
+        """``shortcut`` plus the attention branch, then plus the MLP branch (both with stochastic depth).
+
+        Args:
+            shortcut (torch.Tensor): The block's input, (B, H, W, C).
+            attended (torch.Tensor): The attention branch's output, shaped as ``shortcut``.
+
+        Returns:
+            torch.Tensor: (B, H, W, C).
+        """
         x = shortcut + self.drop_path(attended)
         return x + self.drop_path(self.mlp(self.norm2(x)))

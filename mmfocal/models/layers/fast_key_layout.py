@@ -25,7 +25,7 @@ from typing import NamedTuple, Optional, Tuple
 
 import torch
 
-from .attention_kernels import BiasColumns
+from .chunking import BiasColumns
 
 # Rows of the distance matrix handed to torch.topk at once: bounds the layout's temporaries.
 _DISTANCE_CHUNK_ELEMENTS = 2**22
@@ -33,7 +33,7 @@ _DISTANCE_CHUNK_ELEMENTS = 2**22
 
 def nearest_tokens(centre_rows: torch.Tensor, centre_cols: torch.Tensor, height: int, width: int,
                    topk: int) -> torch.Tensor:
-    """(n, min(topk, height*width)) row-major indices of the grid tokens nearest to each centre.
+    """Row-major indices of the grid tokens nearest to each centre.
 
     The official rule: ``torch.topk`` of the negated distances from each centre to the whole row
     of ``height * width`` tokens, on the CPU, whose tie-breaking among equidistant tokens the
@@ -42,6 +42,16 @@ def nearest_tokens(centre_rows: torch.Tensor, centre_cols: torch.Tensor, height:
     way (square roots of distinct integers below 2**31 are distinct in float32), so topk makes the
     same comparisons and picks the same tokens, without a square root over the map. Rows go in
     chunks; topk treats each row on its own, so chunking does not change the result.
+
+    Args:
+        centre_rows (torch.Tensor): (n,) rows of the centres, in tokens.
+        centre_cols (torch.Tensor): (n,) columns.
+        height (int): Rows of the grid.
+        width (int): Columns of the grid.
+        topk (int): Tokens a centre.
+
+    Returns:
+        torch.Tensor: (n, min(topk, height*width)) long.
     """
     k = min(topk, height * width)
     rows = torch.arange(height, dtype=torch.int32)
@@ -60,27 +70,32 @@ def nearest_tokens(centre_rows: torch.Tensor, centre_cols: torch.Tensor, height:
 class FastKeyLayout(NamedTuple):
     """Where the keys of every window come from, and which bias column each key uses.
 
-    index: (nW * keys,) into the key source: the padded map's tokens row-major (``Hp * Wp``),
-        then the pooled tokens row-major (``nWh * nWw``).
-    off_map: (nW, keys) zeros (Focal-fast has no masked keys; the kernel's argument).
-    bias_columns: (nW, keys) into the concatenated bias tables of the levels.
-    offsets: per level, (U_l, 2) the distinct key positions relative to the window's top-left
-        token, in tokens (a pooled token sits at its window's centre).
-    keys_per_level: (level-0 keys, level-1 keys).
-    differences: per level, (V_l, 2) the distinct query-minus-key offsets over the window's
-        ``w*w`` queries and the level's ``U_l`` key positions: the inputs of the level's bias MLP.
-    difference_index: per level, (w*w * U_l,) the row of ``differences`` of each (query, key
-        position) pair, query-major. Level 0's ``w*w * U_l`` pairs have many times fewer distinct
-        offsets (nearby tokens: the same offsets recur from query to query); level 1's do not
-        (pooled tokens sit a window apart).
-    window_order: None, or the (nW,) window numbers in the order the CPU kernel takes them: the
-        windows of each shared group, then the others (row-major).
-    shared_groups: (start, stop) ranges of positions in ``window_order``: groups of at least
-        MIN_SHARED_GROUP windows with identical rows of ``bias_columns``, i.e. the same key offsets.
-        Only windows away from the map's borders can share, and fewer than the map's geometry
-        suggests: which of several equidistant tokens topk keeps depends on where the window is,
-        so interior windows fall into several groups (counts at detection and segmentation sizes:
-        docs/engineering_notes.md).
+    Only windows away from the map's borders can share bias columns, and fewer than the map's
+    geometry suggests: which of several equidistant tokens topk keeps depends on where the window
+    is, so interior windows fall into several groups (docs/engineering_notes.md).
+
+    Attributes:
+        index (torch.Tensor): (nW * keys,) into the key source: the padded map's tokens row-major
+            (``Hp * Wp``), then the pooled tokens row-major (``nWh * nWw``).
+        off_map (torch.Tensor): (nW, keys) zeros (Focal-fast has no masked keys; the kernels'
+            argument).
+        bias_columns (torch.Tensor): (nW, keys) into the concatenated bias tables of the levels.
+        offsets (tuple[torch.Tensor, ...]): Per level, (U_l, 2) the distinct key positions
+            relative to the window's top-left token, in tokens (a pooled token sits at its
+            window's centre).
+        keys_per_level (tuple[int, ...]): (level-0 keys, level-1 keys).
+        differences (tuple[torch.Tensor, ...]): Per level, (V_l, 2) the distinct query-minus-key
+            offsets over the window's ``w*w`` queries and the level's ``U_l`` key positions: the
+            inputs of the level's bias MLP.
+        difference_index (tuple[torch.Tensor, ...]): Per level, (w*w * U_l,) the row of
+            ``differences`` of each (query, key position) pair, query-major. Level 0's pairs
+            have many times fewer distinct offsets (nearby tokens: the same offsets recur from
+            query to query); level 1's do not (pooled tokens sit a window apart).
+        window_order (torch.Tensor, optional): The (nW,) window numbers in the order the CPU
+            kernels take them: the windows of each shared group, then the others (row-major).
+        shared_groups (tuple[tuple[int, int], ...]): (start, stop) ranges of positions in
+            ``window_order``: groups of at least MIN_SHARED_GROUP windows with identical rows of
+            ``bias_columns``, i.e. the same key offsets.
     """
     index: torch.Tensor
     off_map: torch.Tensor
@@ -93,14 +108,26 @@ class FastKeyLayout(NamedTuple):
     shared_groups: Tuple[Tuple[int, int], ...] = ()
 
     def kernel_columns(self) -> BiasColumns:
-        """The bias columns, window order and groups, as the attention kernel takes them."""
+        """The bias columns, window order and groups, as the attention kernels take them.
+
+        Returns:
+            BiasColumns: The columns, order and groups.
+        """
         return BiasColumns(self.bias_columns, self.window_order, self.shared_groups)
 
 
 def unique_pairs(pairs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``torch.unique(pairs, dim=0, return_inverse=True)`` for (N, 2) integer pairs, through a 1-d
-    unique of one int64 per pair: the same rows, order and inverse (the encoding keeps the
-    lexicographic order), several times faster than the row-wise unique on the CPU."""
+    """``torch.unique(pairs, dim=0, return_inverse=True)``, through a 1-d unique of one int64 a pair.
+
+    The same rows, order and inverse (the encoding keeps the lexicographic order), and faster
+    than the row-wise unique on the CPU.
+
+    Args:
+        pairs (torch.Tensor): (N, 2) integers.
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor]: The distinct pairs (M, 2) and the inverse (N,).
+    """
     low = pairs.amin(0)
     shifted = pairs.long() - low
     span = shifted[:, 1].amax() + 1
@@ -109,8 +136,16 @@ def unique_pairs(pairs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 def distinct_differences(window_size: int, key_positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The distinct query-minus-key offsets of a window's queries and ``key_positions`` (U, 2), and
-    where each (query, key) pair finds its offset; see :class:`FastKeyLayout`."""
+    """The distinct query-minus-key offsets of a window's queries and keys (see :class:`FastKeyLayout`).
+
+    Args:
+        window_size (int): The window w.
+        key_positions (torch.Tensor): (U, 2) key positions relative to the window's top-left token.
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor]: The distinct offsets (V, 2), and for each (query, key)
+        pair, query-major, its row of them (w*w * U,).
+    """
     rows, cols = torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing='ij')
     queries = torch.stack([rows, cols], -1).view(-1, 1, 2)
     pairs = (queries - key_positions).view(-1, 2)  # (w*w * U, 2), query-major
@@ -125,12 +160,17 @@ MIN_SHARED_GROUP = 4
 
 
 def shared_groups(columns: torch.Tensor, min_size: int = MIN_SHARED_GROUP):
-    """Group the windows (rows of ``columns`` (nW, keys)) with identical columns.
+    """Group the windows with identical bias columns.
 
-    Returns (order, groups): the window numbers, first each group of at least ``min_size``
-    identical rows (groups in order of their first window, windows row-major within each), then
-    the other windows row-major; and the groups as (start, stop) ranges of positions in
-    ``order``. (None, ()) when there is no such group.
+    Args:
+        columns (torch.Tensor): (nW, keys) bias columns.
+        min_size (int): The smallest group kept. Defaults to MIN_SHARED_GROUP.
+
+    Returns:
+        tuple: (order, groups): the window numbers, first each group of at least ``min_size``
+        identical rows (groups in order of their first window, windows row-major within each),
+        then the other windows row-major; and the groups as (start, stop) ranges of positions in
+        ``order``. (None, ()) when there is no such group.
     """
     _, group_of, sizes = torch.unique(columns, dim=0, return_inverse=True, return_counts=True)
     group_of, sizes = group_of.tolist(), sizes.tolist()
@@ -148,7 +188,7 @@ def shared_groups(columns: torch.Tensor, min_size: int = MIN_SHARED_GROUP):
 
 
 def compute_fast_key_layout(window_size: int, topk: int, with_pooled: bool, height: int, width: int,
-                    device: torch.device, with_groups: bool = True) -> FastKeyLayout:
+                            device: torch.device, with_groups: bool = True) -> FastKeyLayout:
     """The :class:`FastKeyLayout` of a ``height`` x ``width`` map in ``window_size`` windows.
 
     Windows tile the map padded at the bottom/right to window multiples; level-0 keys are tokens
@@ -158,6 +198,18 @@ def compute_fast_key_layout(window_size: int, topk: int, with_pooled: bool, heig
     attention), so windows that see the same offsets have identical column rows. Without
     ``with_groups`` the layout has no window order and no groups (the standard-ops path of export
     and compilation uses neither, and Dynamo cannot trace the grouping's ``tolist``).
+
+    Args:
+        window_size (int): The window w.
+        topk (int): Keys a level.
+        with_pooled (bool): Whether there is the pooled level.
+        height (int): The map's rows, before padding.
+        width (int): The map's columns, before padding.
+        device (torch.device): Where the layout goes.
+        with_groups (bool): Whether to find the window order and groups. Defaults to True.
+
+    Returns:
+        FastKeyLayout: The layout.
     """
     w = window_size
     n_wh, n_ww = -(-height // w), -(-width // w)

@@ -38,12 +38,19 @@ class FocalWindowAttention(nn.Module):
     """Focal attention of each ``window_size`` window of a map to its fine and pooled surroundings.
 
     Args:
-        dims: channels C. num_heads: heads; C must divide by it.
-        window_size: query window w. expand_size: rolled-neighbour reach e, 0 (none) to w - 1.
-        focal_window: pooled neighbourhood side at level 0 (odd). focal_level: levels counting
-            the fine one (>= 1), so ``focal_level - 1`` pooled levels when ``pool_method != 'none'``.
-        qkv_bias, qk_scale: bias of the qkv projection; query scale (default ``head_dims**-0.5``).
-        attn_drop: dropout on the attention weights. proj_drop: dropout after the projection.
+        dims (int): Channels C.
+        num_heads (int): Heads; C must divide by it.
+        window_size (int): The query window w. Defaults to 7.
+        expand_size (int): The rolled neighbours' reach e, 0 (none) to w - 1. Defaults to 3.
+        focal_window (int): The pooled neighbourhood's side at level 0, odd. Defaults to 7.
+        focal_level (int): Levels counting the fine one (>= 1), so ``focal_level - 1`` pooled
+            levels when ``pool_method != 'none'``. Defaults to 2.
+        pool_method (str): 'none' means no pooled levels; any other (the block's pooling) keeps
+            them. Defaults to 'fc'.
+        qkv_bias (bool): Whether the qkv projection has a bias. Defaults to True.
+        qk_scale (float, optional): The query scale. Defaults to None: ``head_dims**-0.5``.
+        attn_drop (float): Dropout on the attention weights. Defaults to 0.
+        proj_drop (float): Dropout after the output projection. Defaults to 0.
 
     Shapes: ``forward(x, pooled)`` takes the padded, normed map ``x`` (B, Hp, Wp, C) with Hp, Wp
     multiples of w, and ``pooled[k]`` (B, Hk, Wk, C) with ``Hk = Hp / w * 2**k``; returns
@@ -109,18 +116,40 @@ class FocalWindowAttention(nn.Module):
         self._bias_cache = InferenceCache()
 
     def pooled_neighbourhood(self, level: int) -> int:
-        """Side of the pooled neighbourhood each window sees at ``level``."""
+        """Side of the pooled neighbourhood each window sees at ``level``.
+
+        Args:
+            level (int): The pooled level.
+
+        Returns:
+            int: The side, in pooled tokens.
+        """
         return pooled_neighbourhood(self.focal_window, level)
 
-    def _bias(self, with_rolled: bool) -> torch.Tensor:
-        """Position biases of every key: (heads, w*w, num_keys); kept between passes without
-        gradients while the tables keep their values (eager only: a traced graph computes it)."""
+    def position_bias(self, with_rolled: bool) -> torch.Tensor:
+        """The position biases of every key, kept between passes without gradients while the
+        tables keep their values (eager only: a traced graph builds them).
+
+        Args:
+            with_rolled (bool): Whether the keys include the rolled neighbours.
+
+        Returns:
+            torch.Tensor: (heads, w*w, keys), as :meth:`build_position_bias` builds it.
+        """
         tables = [self.relative_position_bias_table, *self.relative_position_bias_table_to_windows]
         if self.expand_size > 0:
             tables.append(self.relative_position_bias_table_to_neighbors)
-        return self._bias_cache.get(with_rolled, tables, lambda: self._build_bias(with_rolled))
+        return self._bias_cache.get(with_rolled, tables, lambda: self.build_position_bias(with_rolled))
 
-    def _build_bias(self, with_rolled: bool) -> torch.Tensor:
+    def build_position_bias(self, with_rolled: bool) -> torch.Tensor:
+        """The position biases of every key, built from the tables.
+
+        Args:
+            with_rolled (bool): Whether the keys include the rolled neighbours.
+
+        Returns:
+            torch.Tensor: (heads, w*w, keys), keys in the order of :mod:`.key_layout`.
+        """
         w2, heads = self.window_size**2, self.num_heads
         parts = [self.relative_position_bias_table.index_select(0, self.window_bias_index.view(-1))
                  .view(w2, w2, heads).permute(2, 0, 1)]
@@ -140,10 +169,10 @@ class FocalWindowAttention(nn.Module):
         geometry = (w, self.expand_size, self.focal_window, self.num_pooled_levels, n_wh, n_ww)
         if is_tracing(x):  # symbolic sizes: the layout is computed in the graph
             index, off_map = key_layout_for_any_size(*geometry, with_rolled, x.device)
-            bias = self._build_bias(True)
+            bias = self.build_position_bias(True)
         else:
             index, off_map = cached_key_layout(*geometry, with_rolled, x.device)
-            bias = self._bias(with_rolled)
+            bias = self.position_bias(with_rolled)
 
         q, sources = window_queries_and_keys(x, pooled, self.qkv, self.scale, heads, w)
         if self.num_pooled_levels:
@@ -165,7 +194,16 @@ class FocalWindowAttention(nn.Module):
 
 
 def map_side_exceeds(size, window_size: int, device: torch.device) -> torch.Tensor:
-    """``size > window_size`` as a 0-d bool tensor, without a Python branch on a symbolic size."""
+    """``size > window_size`` as a 0-d bool tensor, without a Python branch on a symbolic size.
+
+    Args:
+        size (int): A map side (symbolic while tracing).
+        window_size (int): The window w.
+        device (torch.device): Where the result goes.
+
+    Returns:
+        torch.Tensor: A 0-d bool tensor.
+    """
     return (torch.arange(size, device=device) >= window_size).any()
 
 
@@ -173,9 +211,20 @@ class FocalTransformerBlock(FocalBlockBase):
     """Pre-norm focal attention and MLP, each with a residual; stochastic depth on both.
 
     Args:
-        dims, num_heads, window_size, expand_size, focal_window, focal_level, qkv_bias, qk_scale,
-        attn_drop: as :class:`FocalWindowAttention`. pool_method, mlp_ratio, drop, drop_path: as
-        :class:`~.block.FocalBlockBase`.
+        dims (int): Channels C.
+        num_heads (int): Heads; C must divide by it.
+        window_size (int): The query window w. Defaults to 7.
+        expand_size (int): The rolled neighbours' reach e, 0 (none) to w - 1. Defaults to 3.
+        focal_window (int): The pooled neighbourhood's side at level 0, odd. Defaults to 7.
+        focal_level (int): Levels counting the fine one (>= 1). Defaults to 2.
+        pool_method (str): How windows are pooled (see :class:`~.block.FocalBlockBase`).
+            Defaults to 'fc'.
+        mlp_ratio (float): MLP hidden channels a channel. Defaults to 4.
+        qkv_bias (bool): Whether the qkv projection has a bias. Defaults to True.
+        qk_scale (float, optional): The query scale. Defaults to None: ``head_dims**-0.5``.
+        drop (float): Dropout after the attention projection and in the MLP. Defaults to 0.
+        attn_drop (float): Dropout on the attention weights. Defaults to 0.
+        drop_path (float): Stochastic depth of both residual branches. Defaults to 0.
 
     Shapes: (B, H, W, C) -> (B, H, W, C) for any H, W. The map is zero-padded after ``norm1`` to
     multiples of the window, as in the official model.
@@ -219,7 +268,7 @@ class FocalTransformerBlock(FocalBlockBase):
         traced = is_tracing(x)
         if traced or pad_b or pad_r:
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        pooled = [self._pool(x, k) for k in range(len(self.pooled_window_sizes))]
+        pooled = [self.pool(x, k) for k in range(len(self.pooled_window_sizes))]
         if traced:
             with_rolled = map_side_exceeds(H, w, x.device) & map_side_exceeds(W, w, x.device)
         else:

@@ -40,12 +40,17 @@ class FocalFastAttention(nn.Module):
     to the window, with MLP position biases (the official ``WindowAttention`` of Focal-fast).
 
     Args:
-        dims: channels C. num_heads: heads; C must divide by it. window_size: query window w.
-        focal_level: 1 (map tokens only) or 2 (and one pooled level). topk: keys per level.
-        pool_method: 'none' means no pooled level (one level whatever ``focal_level``); any other
-            method (the block's pooling) keeps ``focal_level`` levels.
-        qkv_bias, qk_scale: bias of the qkv projection; query scale (default ``head_dims**-0.5``).
-        attn_drop: dropout on the attention weights. proj_drop: dropout after the projection.
+        dims (int): Channels C.
+        num_heads (int): Heads; C must divide by it.
+        window_size (int): The query window w. Defaults to 7.
+        focal_level (int): 1 (map tokens only) or 2 (and one pooled level). Defaults to 2.
+        topk (int): Keys a level. Defaults to 128.
+        pool_method (str): 'none' means no pooled level (one level whatever ``focal_level``); any
+            other method (the block's pooling) keeps ``focal_level`` levels. Defaults to 'fc'.
+        qkv_bias (bool): Whether the qkv projection has a bias. Defaults to True.
+        qk_scale (float, optional): The query scale. Defaults to None: ``head_dims**-0.5``.
+        attn_drop (float): Dropout on the attention weights. Defaults to 0.
+        proj_drop (float): Dropout after the output projection. Defaults to 0.
 
     Shapes: ``forward(x, pooled, size)`` takes the padded, normed map ``x`` (B, Hp, Wp, C) with
     Hp, Wp multiples of w, ``pooled`` an empty list or [(B, Hp / w, Wp / w, C)], and ``size`` the
@@ -94,12 +99,20 @@ class FocalFastAttention(nn.Module):
         self._bias_cache = InferenceCache()
 
     def bias_table(self, layout: FastKeyLayout, dtype: torch.dtype) -> torch.Tensor:
-        """(heads, w*w, U): the MLP bias of every query token against every distinct key position.
+        """The MLP bias of every query token against every distinct key position.
 
         Each level's MLP runs once per distinct query-minus-key offset (``layout.differences``),
         with features along the rows, so both layers are plain matrix products that leave the
-        (heads, offsets) result in the layout the kernel gathers from; the table is then a gather
-        of its columns."""
+        (heads, offsets) result in the layout the kernels gather from; the table is then a gather
+        of its columns.
+
+        Args:
+            layout (FastKeyLayout): The key layout of the map.
+            dtype (torch.dtype): The table's dtype.
+
+        Returns:
+            torch.Tensor: (heads, w*w, U).
+        """
         heads, area = self.num_heads, self.window_size**2
         tables = []
         for mlp, differences, where in zip(self.coord2rpb_all, layout.differences, layout.difference_index):
@@ -146,9 +159,19 @@ class FocalFastTransformerBlock(FocalBlockBase):
     """The paper block's norms, pooling, MLP and residuals around :class:`FocalFastAttention`.
 
     Args:
-        dims, num_heads, window_size, focal_level, topk, qkv_bias, qk_scale, attn_drop: as
-        :class:`FocalFastAttention`. pool_method, mlp_ratio, drop, drop_path: as
-        :class:`~.block.FocalBlockBase`.
+        dims (int): Channels C.
+        num_heads (int): Heads; C must divide by it.
+        window_size (int): The query window w. Defaults to 7.
+        focal_level (int): 1 (map tokens only) or 2 (and one pooled level). Defaults to 2.
+        topk (int): Keys a level. Defaults to 128.
+        pool_method (str): How windows are pooled (see :class:`~.block.FocalBlockBase`).
+            Defaults to 'fc'.
+        mlp_ratio (float): MLP hidden channels a channel. Defaults to 4.
+        qkv_bias (bool): Whether the qkv projection has a bias. Defaults to True.
+        qk_scale (float, optional): The query scale. Defaults to None: ``head_dims**-0.5``.
+        drop (float): Dropout after the attention projection and in the MLP. Defaults to 0.
+        attn_drop (float): Dropout on the attention weights. Defaults to 0.
+        drop_path (float): Stochastic depth of both residual branches. Defaults to 0.
 
     Shapes: (B, H, W, C) -> (B, H, W, C) for any H, W. As in the official model, the pooled tokens
     come from the unpadded normed map, centre-cropped or zero-padded to window multiples; the
@@ -183,7 +206,7 @@ class FocalFastTransformerBlock(FocalBlockBase):
         shortcut = x
         x = self.norm1(x)
         rows, cols = math.ceil(H / w) * w, math.ceil(W / w) * w
-        pooled = [self._pool(centre_to(x, rows, cols), 0)] if self.pooled_window_sizes else []
+        pooled = [self.pool(centre_to(x, rows, cols), 0)] if self.pooled_window_sizes else []
         if (rows, cols) != (H, W):
             x = F.pad(x, (0, 0, 0, cols - W, 0, rows - H))
         x = self.attn(x, pooled, (H, W))[:, :H, :W]

@@ -42,7 +42,12 @@ DROPPED_KEY_LOGIT = -1e4
 def relative_position_index(query_size: Tuple[int, int], key_size: Tuple[int, int]) -> torch.Tensor:
     """Index into a ``(qh + kh - 1) * (qw + kw - 1)`` bias table for every (query, key) pair.
 
-    Returns a ``(qh*qw, kh*kw)`` long tensor; query and key grids are both anchored at (0, 0).
+    Args:
+        query_size (tuple[int, int]): The query grid (qh, qw), anchored at (0, 0).
+        key_size (tuple[int, int]): The key grid (kh, kw), anchored at (0, 0).
+
+    Returns:
+        torch.Tensor: (qh*qw, kh*kw) long.
     """
     (qh, qw), (kh, kw) = query_size, key_size
     q_rows, q_cols = torch.meshgrid(torch.arange(qh), torch.arange(qw), indexing='ij')
@@ -53,11 +58,18 @@ def relative_position_index(query_size: Tuple[int, int], key_size: Tuple[int, in
 
 
 def rolled_neighbour_offsets(window_size: int, expand_size: int) -> torch.Tensor:
-    """``(n, 4)`` rows of (row in window, col in window, row offset, col offset), one per rolled key.
+    """The rolled keys' slots, in the official model's order.
 
-    Order as in the official model: rolls by (-e,-e), (-e,+e), (+e,-e), (+e,+e); within each roll
-    the window slots, row-major, that the roll fills from outside the window. Built in Python, so
-    it is a constant also while tracing (no data-dependent boolean indexing).
+    Rolls by (-e,-e), (-e,+e), (+e,-e), (+e,+e); within each roll the window slots, row-major,
+    that the roll fills from outside the window. Built in Python, so it is a constant also while
+    tracing (no data-dependent boolean indexing).
+
+    Args:
+        window_size (int): The window w.
+        expand_size (int): The rolls' reach e.
+
+    Returns:
+        torch.Tensor: (n, 4) long rows of (row in window, col in window, row offset, col offset).
     """
     return torch.tensor(_rolled_slots(window_size, expand_size), dtype=torch.long).view(-1, 4)
 
@@ -72,8 +84,17 @@ def _rolled_slots(w: int, e: int) -> list:
 
 
 def num_rolled_keys(window_size: int, expand_size: int) -> int:
-    """Slots the four rolls give a window: ``4 * (w*w - (w-e)**2)``, or 0 without rolls (e = 0);
-    each has its own learned bias. Some repeat a token (:func:`distinct_rolled_keys`)."""
+    """Slots the four rolls give a window, each with its own learned bias.
+
+    Some repeat a token (:func:`distinct_rolled_keys`).
+
+    Args:
+        window_size (int): The window w.
+        expand_size (int): The rolls' reach e.
+
+    Returns:
+        int: ``4 * (w*w - (w-e)**2)``, or 0 without rolls (e = 0).
+    """
     return 4 * (window_size**2 - (window_size - expand_size)**2) if expand_size > 0 else 0
 
 
@@ -86,9 +107,14 @@ def distinct_rolled_keys(window_size: int, expand_size: int) -> torch.Tensor:
     exp(s + logaddexp(b1, b2)) with the same value, so one key whose bias merges the slots' biases
     (:func:`merge_repeated_slots`) gives the same outputs and gradients with fewer keys.
 
-    Returns ``slots`` (n, m) long: for each distinct token in the order its first slot has in
-    :func:`rolled_neighbour_offsets`, the slots that reach it, padded with -1 (m = 2 where any
-    token repeats). (0, 1) without rolls.
+    Args:
+        window_size (int): The window w.
+        expand_size (int): The rolls' reach e.
+
+    Returns:
+        torch.Tensor: ``slots`` (n, m) long: for each distinct token, in the order its first slot
+        has in :func:`rolled_neighbour_offsets`, the slots that reach it, padded with -1 (m = 2
+        where any token repeats); (0, 1) without rolls.
     """
     if expand_size == 0:
         return torch.zeros(0, 1, dtype=torch.long)
@@ -100,19 +126,32 @@ def distinct_rolled_keys(window_size: int, expand_size: int) -> torch.Tensor:
 
 
 def distinct_rolled_offsets(window_size: int, expand_size: int) -> torch.Tensor:
-    """:func:`rolled_neighbour_offsets` of the keys the layout fetches: the first slot of each
-    token of :func:`distinct_rolled_keys`, (n, 4)."""
+    """:func:`rolled_neighbour_offsets` of the keys the layout fetches.
+
+    Args:
+        window_size (int): The window w.
+        expand_size (int): The rolls' reach e.
+
+    Returns:
+        torch.Tensor: (n, 4), the first slot of each token of :func:`distinct_rolled_keys`.
+    """
     return rolled_neighbour_offsets(window_size, expand_size)[distinct_rolled_keys(window_size, expand_size)[:, 0]]
 
 
 def merge_repeated_slots(bias: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-    """Per-slot biases (..., slots) to per-key biases (..., keys): the log-sum-exp of the biases
-    of the slots that reach each key (``slots`` from :func:`distinct_rolled_keys`). Differentiable;
-    in standard ops (gathers, a log-sum-exp), so it also traces.
+    """Per-slot biases to per-key biases: the log-sum-exp of the biases of the slots reaching each key.
 
-    Written per column of ``slots``, each a gather of whole key rows: a reduction over a last
-    dimension of two slots ran as scalar code over every (head, query, key) and made the biases
-    take 2.6 ms a block at stage 4 instead of 0.8 (docs/speed.md)."""
+    Differentiable; in standard ops (gathers, a log-sum-exp), so it also traces. Written per
+    column of ``slots``, each a gather of whole key rows: a reduction over a last dimension of two
+    slots runs as scalar code over every (head, query, key) (docs/speed.md).
+
+    Args:
+        bias (torch.Tensor): (..., slots).
+        slots (torch.Tensor): From :func:`distinct_rolled_keys`.
+
+    Returns:
+        torch.Tensor: (..., keys).
+    """
     columns = [bias.index_select(-1, slots[:, 0])]
     if slots.shape[1] == 1:
         return columns[0]
@@ -125,13 +164,30 @@ def merge_repeated_slots(bias: torch.Tensor, slots: torch.Tensor) -> torch.Tenso
 
 
 def pooled_neighbourhood(focal_window: int, level: int) -> int:
-    """Side of the square of pooled tokens each window sees at pooled level ``level``."""
+    """Side of the square of pooled tokens each window sees at pooled ``level``.
+
+    Args:
+        focal_window (int): The side at level 0.
+        level (int): The pooled level.
+
+    Returns:
+        int: ``focal_window + 2**level - 1``.
+    """
     return focal_window + 2**level - 1
 
 
 def wrap_around(positions: torch.Tensor, size) -> torch.Tensor:
-    """``positions % size`` for positions in [-size, 2 * size): rolls wrap around the map. Written
-    with comparisons, as a remainder by a symbolic size makes torch.export guard on the size."""
+    """``positions % size`` for positions in [-size, 2 * size): rolls wrap around the map.
+
+    Written with comparisons, as a remainder by a symbolic size makes torch.export guard on it.
+
+    Args:
+        positions (torch.Tensor): Rows or columns, long.
+        size (int): The map's side (symbolic while tracing).
+
+    Returns:
+        torch.Tensor: The wrapped positions.
+    """
     return positions + size * ((positions < 0).long() - (positions >= size).long())
 
 
@@ -139,13 +195,24 @@ def compute_key_layout(window_size: int, expand_size: int, focal_window: int, nu
                        n_ww, with_rolled: bool, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
     """Where every key of every window comes from, for an ``n_wh`` x ``n_ww`` grid of windows.
 
-    Returns ``index`` (num_windows * num_keys,) into the key source (the map's tokens row-major,
-    then each pooled level's tokens row-major, then one zero token) and ``off_map``
-    (num_windows, num_keys) float32, the logit added to each key: OFF_MAP_LOGIT for pooled keys beyond the
-    map (the zero token), 0 elsewhere.
-
     Tensor ops only, so ``n_wh`` and ``n_ww`` may be symbolic (torch.export's SymInts, the ONNX
     tracer's 0-d tensors) and the exported graph computes the layout for each input size.
+
+    Args:
+        window_size (int): The window w.
+        expand_size (int): The rolls' reach e.
+        focal_window (int): The pooled neighbourhood's side at level 0.
+        num_pooled_levels (int): Pooled levels.
+        n_wh (int): Windows a column of the map.
+        n_ww (int): Windows a row.
+        with_rolled (bool): Whether the keys include the rolled neighbours.
+        device (torch.device): Where the layout goes.
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor]: ``index`` (nW * keys,) into the key source (the map's
+        tokens row-major, then each pooled level's row-major, then one zero token), and
+        ``off_map`` (nW, keys) float32, the logit added to each key: OFF_MAP_LOGIT for pooled keys
+        beyond the map (the zero token), 0 elsewhere.
     """
     w = window_size
     hp, wp = n_wh * w, n_ww * w
@@ -194,10 +261,24 @@ cached_key_layout = functools.lru_cache(maxsize=64)(compute_key_layout)
 
 def key_layout_for_any_size(window_size: int, expand_size: int, focal_window: int, num_pooled_levels: int, n_wh,
                             n_ww, with_rolled, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The key layout of a traced graph: computed in the graph from the (possibly symbolic) window
-    grid, always with the rolled keys' slots; where ``with_rolled`` (a 0-d bool tensor or a bool)
-    is False they get DROPPED_KEY_LOGIT, which removes them exactly. Returns (index, off_map) as
-    :func:`compute_key_layout` does."""
+    """The key layout of a traced graph, computed in the graph from the (possibly symbolic) grid.
+
+    Always with the rolled keys' slots; where ``with_rolled`` is False they get
+    DROPPED_KEY_LOGIT, which removes them exactly.
+
+    Args:
+        window_size (int): The window w.
+        expand_size (int): The rolls' reach e.
+        focal_window (int): The pooled neighbourhood's side at level 0.
+        num_pooled_levels (int): Pooled levels.
+        n_wh (int): Windows a column of the map (symbolic while tracing).
+        n_ww (int): Windows a row.
+        with_rolled (torch.Tensor | bool): A 0-d bool tensor or a bool.
+        device (torch.device): Where the layout goes.
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor]: (index, off_map) as :func:`compute_key_layout`.
+    """
     index, off_map = compute_key_layout(window_size, expand_size, focal_window, num_pooled_levels, n_wh, n_ww, True,
                                         device)
     if expand_size > 0:

@@ -1,11 +1,11 @@
 """Tensors computed from parameters alone, kept between forward passes that take no gradient.
 
 One job: :class:`InferenceCache`. FocalTransformer's position biases are a function of the
-learned tables only, yet building them (gathers, a log-sum-exp) took 0.2-0.8 ms a block, 5% of a
-224x224 forward pass (docs/speed.md). Without gradients the result can be kept; it is used again
-only while the tables hold exactly the values it was computed from, compared element by element
-(a tenth of the build's time): a version counter would miss writes through ``param.data``, which
-mmengine's EMA and many loaders use, and a stale bias would be a silent wrong result.
+learned tables only, and building them (gathers, a log-sum-exp) is a visible part of a small
+forward pass (docs/speed.md). Without gradients the result can be kept; it is used again only
+while the tables hold exactly the values it was computed from, compared element by element: a
+version counter would miss writes through ``param.data``, which mmengine's EMA and many loaders
+use, and a stale bias would be a silent wrong result.
 """
 from typing import Callable, Hashable, Sequence
 
@@ -15,12 +15,11 @@ import torch
 class InferenceCache:
     """Values computed from ``sources`` (parameters), kept per key while no gradient is taken.
 
-    ``get(key, sources, compute)`` returns ``compute()``; where gradients are enabled it calls
-    ``compute`` every time (the graph must reach the parameters), and otherwise it returns the
-    kept value while every source has the dtype, device, shape and values it had when the value
-    was computed. At most ``max_entries`` keys are kept, the oldest dropped first (a key per input
-    size must not grow without bound over a multi-scale test). Not for traced code (callers keep
-    tracers out: a traced graph must compute it).
+    Not for traced code (callers keep tracers out: a traced graph must compute the value).
+
+    Args:
+        max_entries (int): Keys kept at most, the oldest dropped first (a key per input size must
+            not grow without bound over a multi-scale test). Defaults to 2.
     """
 
     def __init__(self, max_entries: int = 2):
@@ -28,6 +27,20 @@ class InferenceCache:
         self._entries = {}
 
     def get(self, key: Hashable, sources: Sequence[torch.Tensor], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``compute()``, or the value kept for ``key`` while no gradient is taken.
+
+        Where gradients are enabled, calls ``compute`` every time (the graph must reach the
+        parameters); otherwise returns the kept value while every source has the dtype, device,
+        shape and values it had when the value was computed.
+
+        Args:
+            key (Hashable): What the value is kept under.
+            sources (Sequence[torch.Tensor]): The parameters the value is computed from.
+            compute (Callable[[], torch.Tensor]): Computes the value.
+
+        Returns:
+            torch.Tensor: The value.
+        """
         if torch.is_grad_enabled():
             return compute()
         entry = self._entries.get(key)

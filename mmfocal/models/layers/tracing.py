@@ -1,24 +1,11 @@
 """Whether a forward pass is being traced (for export or compilation) rather than run eagerly.
 
 One job: telling traced inputs from eager ones. The layers ask :func:`is_tracing` where a traced
-graph needs another form than eager execution: no Python branch on a (possibly symbolic) size,
-and the attention in standard ops (see :mod:`.attention_kernels`). :func:`unclassified_tracing`
+graph needs another form than eager execution (no Python branch on a possibly symbolic size; the
+attention path, by the rule of :func:`~.attention_switch.choose_path`). :func:`unclassified_tracing`
 recognises the tracers that :func:`is_tracing` does not, so that the eager attention kernels
-refuse them (:func:`check_not_traced`) instead of being recorded into a wrong graph.
-
-Tracers :func:`is_tracing` recognises (their inputs take the standard-ops path automatically):
-
-- the TorchScript tracer: ``torch.jit.trace``, ``torch.onnx.export(..., dynamo=False)``, and the
-  FLOP counters built on it (fvcore, ``mmengine.analysis.FlopAnalyzer``);
-- Dynamo: ``torch.compile`` and ``torch.export`` (strict and non-strict), hence also
-  ``torch.onnx.export(..., dynamo=True)``;
-- fake tensors (``FakeTensorMode``, ``make_fx(tracing_mode='fake' or 'symbolic')``).
-
-Recognised as tracing by :func:`unclassified_tracing` only (the eager kernels refuse them; a
-path must be chosen with :func:`~.attention_kernels.attention_path`): an active
-``TorchDispatchMode`` (``make_fx`` with real tensors, ``FlopCounterMode``, any op recorder), an
-FX ``Proxy``, a tensor subclass, functionalized tensors (``torch.func.functionalize``) and
-tensors wrapped by a ``torch.func`` transform (``vmap``, ``grad``).
+refuse them (:func:`check_not_traced`) instead of being recorded into a wrong graph. Which tracer
+falls where: docs/attention_kernels.md ("Tracers").
 """
 from typing import Optional
 
@@ -37,8 +24,18 @@ class UnknownTracerError(RuntimeError):
 
 
 def is_tracing(x: torch.Tensor) -> bool:
-    """Whether ``x`` is being traced for export or compilation by a tracer the layers know (see the
-    module docstring); then they take forms that trace correctly and for any size."""
+    """Whether ``x`` is traced for export or compilation by a tracer the layers know.
+
+    Those are the TorchScript tracer (``torch.jit.trace``, ``torch.onnx.export(..., dynamo=False)``),
+    Dynamo (``torch.compile``, ``torch.export``) and fake tensors; the layers then take forms that
+    trace correctly and for any size.
+
+    Args:
+        x (torch.Tensor): An input of the forward pass.
+
+    Returns:
+        bool: Whether it is traced so.
+    """
     if is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return True
     from torch._subclasses.fake_tensor import is_fake
@@ -46,9 +43,18 @@ def is_tracing(x: torch.Tensor) -> bool:
 
 
 def unclassified_tracing(*tensors) -> Optional[str]:
-    """What traces or intercepts ``tensors`` that :func:`is_tracing` does not classify, in words;
-    None for plain eager tensors. Call it only where :func:`is_tracing` is False (Dynamo cannot
-    trace these checks)."""
+    """What traces or intercepts ``tensors`` that :func:`is_tracing` does not classify.
+
+    An active ``TorchDispatchMode`` (``make_fx`` with real tensors, ``FlopCounterMode``), an FX
+    ``Proxy``, a tensor subclass, a functionalized tensor or one wrapped by a ``torch.func``
+    transform. Call it only where :func:`is_tracing` is False (Dynamo cannot trace these checks).
+
+    Args:
+        *tensors: The inputs to check.
+
+    Returns:
+        str | None: The tracer in words, or None for plain eager tensors.
+    """
     modes = _get_current_dispatch_mode_stack()
     if modes:
         names = ', '.join(type(mode).__name__ for mode in modes)
@@ -68,7 +74,11 @@ def unclassified_tracing(*tensors) -> Optional[str]:
 
 
 def check_not_traced(*tensors) -> None:
-    """Raise :class:`UnknownTracerError` where :func:`unclassified_tracing` finds a tracer."""
+    """Raise :class:`UnknownTracerError` where :func:`unclassified_tracing` finds a tracer.
+
+    Args:
+        *tensors: The inputs the eager kernels are about to take.
+    """
     tracer = unclassified_tracing(*tensors)
     if tracer is not None:
         raise UnknownTracerError(

@@ -17,9 +17,18 @@ def window_queries_and_keys(x: torch.Tensor, pooled: Sequence[torch.Tensor], qkv
                             num_heads: int, window_size: int) -> Tuple[torch.Tensor, list]:
     """Queries by window and the parts of the key source, from one qkv projection.
 
-    x (B, Hp, Wp, C) with Hp, Wp multiples of ``window_size``; ``pooled`` maps (B, h, w, C).
-    Returns q (B*nW, w*w, heads, d), scaled and in windows row-major like the official partition,
-    and a list of (B, n, 2, heads, d) keys and values: the map's, then each pooled map's.
+    Args:
+        x (torch.Tensor): The padded map, (B, Hp, Wp, C), Hp and Wp multiples of ``window_size``.
+        pooled (Sequence[torch.Tensor]): Pooled maps, (B, h, w, C) each.
+        qkv (nn.Linear): The projection, C -> 3C.
+        scale (float): The query scale.
+        num_heads (int): Heads; C must divide by it.
+        window_size (int): The query window w.
+
+    Returns:
+        tuple[torch.Tensor, list[torch.Tensor]]: q (B*nW, w*w, heads, d), scaled, its windows
+        row-major like the official partition; and the keys and values, (B, n, 2, heads, d)
+        each: the map's, then each pooled map's.
     """
     B, hp, wp, _ = x.shape
     C = qkv.in_features  # a plain int also while tracing, where x.shape gives traced sizes
@@ -44,23 +53,42 @@ def window_queries_and_keys(x: torch.Tensor, pooled: Sequence[torch.Tensor], qkv
 
 def merge_windows(out: torch.Tensor, batch: int, height: int, width: int, window_size: int,
                   dims: int) -> torch.Tensor:
-    """The attention output by window (B*nW, w*w, heads, d) back to the padded map (B, Hp, Wp, C),
-    ``height`` and ``width`` the padded map's (multiples of the window).
+    """The attention output by window back to the padded map.
 
     A copy, then a view: reshape of the permuted windows would first check whether a view is
     possible (it is when a side has one window), a guard on the sizes that makes torch.compile
     recompile. The view takes the map's own sizes: under dynamic shapes ``(Hp // w) * w`` is not
-    known to equal ``Hp``, and asking would be a guard too."""
+    known to equal ``Hp``, and asking would be a guard too.
+
+    Args:
+        out (torch.Tensor): (B*nW, w*w, heads, d).
+        batch (int): B.
+        height (int): Hp, the padded map's height, a multiple of the window.
+        width (int): Wp, likewise.
+        window_size (int): The window w.
+        dims (int): Channels C (heads * d).
+
+    Returns:
+        torch.Tensor: (B, Hp, Wp, C).
+    """
     w = window_size
     out = out.reshape(batch, height // w, width // w, w, w, dims).permute(0, 1, 3, 2, 4, 5)
     return out.clone(memory_format=torch.contiguous_format).view(batch, height, width, dims)
 
 
 def crop_centre(x: torch.Tensor, rows, cols) -> torch.Tensor:
-    """Crop (B, H, W, C) symmetrically (extra row/col at the end) to (rows, cols) <= (H, W).
+    """Crop a map symmetrically (an odd extra row or column off the end).
 
     Pooling only ever crops: ``Hp / w * 2**k`` sub-windows of ``floor(w / 2**k)`` tokens never
     exceed the padded map. No branch on the sizes, so symbolic sizes trace to one graph.
+
+    Args:
+        x (torch.Tensor): (B, H, W, C).
+        rows (int): Rows kept, at most H (symbolic while tracing).
+        cols (int): Columns kept, at most W.
+
+    Returns:
+        torch.Tensor: (B, rows, cols, C), a view.
     """
     top, left = (x.shape[1] - rows) // 2, (x.shape[2] - cols) // 2
     # narrow, not slicing: its result has exactly ``rows`` rows, also for symbolic sizes
@@ -68,7 +96,16 @@ def crop_centre(x: torch.Tensor, rows, cols) -> torch.Tensor:
 
 
 def centre_to(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    """Crop or zero-pad (B, H, W, C) symmetrically (extra row/col at the end) to (rows, cols)."""
+    """Crop or zero-pad a map symmetrically (an odd extra row or column at the end).
+
+    Args:
+        x (torch.Tensor): (B, H, W, C).
+        rows (int): Rows of the result.
+        cols (int): Columns of the result.
+
+    Returns:
+        torch.Tensor: (B, rows, cols, C).
+    """
     H, W = x.shape[1:3]
     pad_rows, pad_cols = max(rows - H, 0), max(cols - W, 0)
     if pad_rows or pad_cols:

@@ -17,14 +17,20 @@ from torch import Tensor, nn
 
 def separate_sigmoid_focal_loss(pred: Tensor, target: Tensor, weight: Tensor, avg_factor: float,
                                 gamma: float = 2.0, alpha: float = 0.25) -> Tensor:
-    """The loss of one batch; every argument but the factors has the same shape (any).
+    """The loss of one batch.
 
     Args:
-        pred: logits.
-        target: 1 on positive cells, anything below 1 on negative cells.
-        weight: the positive cells' weights (ignored on negative cells).
-        avg_factor: the negative term's divisor (the authors: the number of positive cells);
-            clamped to at least 1, so that a batch without objects has a finite loss.
+        pred (Tensor): Logits, any shape.
+        target (Tensor): 1 on positive cells, anything below 1 on negative cells; ``pred``'s shape.
+        weight (Tensor): The positive cells' weights (ignored on negative cells); ``pred``'s shape.
+        avg_factor (float): The negative term's divisor (the authors: the number of positive
+            cells); clamped to at least 1, so that a batch without objects has a finite loss.
+        gamma (float): The focusing exponent. Defaults to 2.0.
+        alpha (float): The positive term's weight; the negative term's is ``1 - alpha``.
+            Defaults to 0.25.
+
+    Returns:
+        Tensor: The loss, a scalar.
     """
     if not pred.shape == target.shape == weight.shape:
         raise ValueError(f'pred {tuple(pred.shape)}, target {tuple(target.shape)} and weight '
@@ -42,8 +48,15 @@ def separate_sigmoid_focal_loss(pred: Tensor, target: Tensor, weight: Tensor, av
 
 
 class SeparateFocalLoss(nn.Module):
-    """:func:`separate_sigmoid_focal_loss` times ``loss_weight`` (config: the authors' gamma 2,
-    alpha 0.25, loss_weight 0.1)."""
+    """:func:`separate_sigmoid_focal_loss` times ``loss_weight``.
+
+    The RepPointsV2 configs take the authors' settings: gamma 2, alpha 0.25, loss_weight 0.1.
+
+    Args:
+        gamma (float): The focusing exponent. Defaults to 2.0.
+        alpha (float): The positive term's weight. Defaults to 0.25.
+        loss_weight (float): The factor of the loss. Defaults to 1.0.
+    """
 
     def __init__(self, gamma: float = 2.0, alpha: float = 0.25, loss_weight: float = 1.0) -> None:
         super().__init__()
@@ -53,6 +66,8 @@ class SeparateFocalLoss(nn.Module):
 
     def forward(self, pred: Tensor, target: Tensor, weight: Tensor,
                 avg_factor: Optional[float] = None) -> Tensor:
+        """The weighted loss; ``avg_factor`` None: the number of positive cells (``target == 1``).
+        Other arguments as :func:`separate_sigmoid_focal_loss`."""
         if avg_factor is None:
             avg_factor = float(target.eq(1).sum())
         return self.loss_weight * separate_sigmoid_focal_loss(

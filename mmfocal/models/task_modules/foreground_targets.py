@@ -13,11 +13,23 @@ from torch import Tensor
 
 def foreground_targets(gt_bboxes: Tensor, gt_labels: Tensor, num_classes: int, map_size: Sequence[int],
                        stride: int = 8) -> Tuple[Tensor, Tensor]:
-    """Returns (target, weight), each (num_classes, h, w) for ``map_size`` (h, w).
+    """The foreground map of one image and its weights.
 
     A box (x1, y1, x2, y2) covers the cells ``floor(y1/stride) .. floor(y2/stride)`` by
     ``floor(x1/stride) .. floor(x2/stride)``, ends included. Larger boxes are drawn first, so
     where boxes overlap the weight is the smaller box's.
+
+    Args:
+        gt_bboxes (Tensor): Boxes (x1, y1, x2, y2) in pixels, shape (K, 4).
+        gt_labels (Tensor): Their classes, shape (K, ), each in [0, num_classes).
+        num_classes (int): Channels of the maps.
+        map_size (Sequence[int]): The maps' (h, w).
+        stride (int): Pixels per cell. Defaults to 8.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``target`` (1 on covered cells, else 0) and ``weight``
+        (``1 / area`` of the smallest box covering the cell, else 0), each of shape
+        (num_classes, h, w).
     """
     height, width = map_size
     target = gt_bboxes.new_zeros((num_classes, height, width))

@@ -14,7 +14,16 @@ _FLIP_DIMS = {'horizontal': (-1, ), 'vertical': (-2, ), 'diagonal': (-2, -1)}
 
 
 def unflip_masks(masks: torch.Tensor, metainfo: dict) -> torch.Tensor:
-    """(N, H, W) masks of a flipped view, at the original image size, flipped back."""
+    """The masks of a view, its flip undone.
+
+    Args:
+        masks (torch.Tensor): The view's masks at the original image size, shape (N, H, W).
+        metainfo (dict): The view's metainfo: ``flip`` and ``flip_direction`` (``'horizontal'``,
+            ``'vertical'`` or ``'diagonal'``).
+
+    Returns:
+        torch.Tensor: The masks as the unflipped image has them, shape (N, H, W).
+    """
     if not metainfo.get('flip', False):
         return masks
     direction = metainfo.get('flip_direction', 'horizontal')
@@ -34,9 +43,23 @@ class DetMaskTTAModel(DetTTAModel):
     Each view runs with ``flip=False`` in its metainfo, its flip restored for the merge: mmdet
     3.3's HTC mask prediction reads ``flip`` and undoes it on a tensor with a numpy slice (a
     ValueError), a leftover of mmdet 2's test-time augmentation; a view's stages need no flip.
+
+    Args:
+        module (dict | nn.Module): The detector each view runs through (mmengine's
+            ``BaseTTAModel``).
+        tta_cfg (dict, optional): ``nms`` (mmcv's ``batched_nms`` config: NMS or soft-NMS) and
+            ``max_per_img``, as mmdet's ``DetTTAModel``. Defaults to None.
     """
 
-    def test_step(self, data):
+    def test_step(self, data: dict) -> list:
+        """Each view through the detector, then the views of each image merged.
+
+        Args:
+            data (dict): ``inputs`` and ``data_samples``, one list per view.
+
+        Returns:
+            list[DetDataSample]: One merged prediction per image.
+        """
         flips = [[(s.metainfo.get('flip', False), s.metainfo.get('flip_direction')) for s in view_samples]
                  for view_samples in data['data_samples']]
         for view_samples in data['data_samples']:

@@ -163,58 +163,73 @@ inline void transpose_queries(const float *rows, int64_t ld, int64_t area, float
     for (int a = 0; a < kQueries; ++a) t[c * kQueries + a] = a < area ? rows[a * ld + c] : 0.f;
 }
 
+// The forward pass: out and lse for every (image, window, head).
+// Loops, outermost first:
+//   1. tasks, one (image, window, head) each, shared among the threads; for each task:
+//   2. its queries transposed to (kDims, kQueries) and its head's keys and values gathered;
+//   3. the scores S^T = K Q^T + bias + off-map logit, kKeyBlock keys a pass, and the running
+//      maximum over the keys of each query;
+//   4. the softmax numerators exp(S - max) in place, key by key, and their sum for each query;
+//   5. the output O^T = V^T P^T, then written out query by query, divided by the sums;
+//   6. the log-sum-exp of each query, max + log(sum), for the backward.
 void forward(const at::Tensor &q, const at::Tensor &source, const at::Tensor &index, const at::Tensor &bias_t,
              const at::Tensor &off_map, at::Tensor &out, at::Tensor &lse) {
   const int64_t batch = source.size(0), sources = source.size(1), heads = source.size(3);
   const int64_t windows = off_map.size(0), keys = off_map.size(1), area = q.size(1);
-  const float *q_ptr = q.data_ptr<float>(), *src = source.data_ptr<float>(), *bt = bias_t.data_ptr<float>();
-  const float *off = off_map.data_ptr<float>();
-  const int64_t *idx = index.data_ptr<int64_t>();
-  float *out_ptr = out.data_ptr<float>(), *lse_ptr = lse.data_ptr<float>();
-  const int64_t ld = heads * kDims, row = 2 * ld;
+  const float *q_data = q.data_ptr<float>(), *source_data = source.data_ptr<float>();
+  const float *bias_t_data = bias_t.data_ptr<float>(), *off_map_data = off_map.data_ptr<float>();
+  const int64_t *index_data = index.data_ptr<int64_t>();
+  float *out_data = out.data_ptr<float>(), *lse_data = lse.data_ptr<float>();
+  // Floats of a query (and of a key) over all heads, and of a row of the key source (key and value).
+  const int64_t channels = heads * kDims, source_row = 2 * channels;
   at::parallel_for(0, batch * windows * heads, 1, [&](int64_t begin, int64_t end) {
-    alignas(64) float qt[kDims * kQueries];
-    alignas(64) float ot[kDims * kQueries];
+    alignas(64) float queries_t[kDims * kQueries];
+    alignas(64) float out_t[kDims * kQueries];
     std::vector<float> probs(keys * kQueries), gathered(keys * 2 * kDims);
     std::vector<const float *> key_rows(keys);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t h = task % heads, bn = task / heads, n = bn % windows, b = bn / windows;
-      const float *qw = q_ptr + bn * area * ld + h * kDims;
-      transpose_queries(qw, ld, area, qt);
-      gather_head(src + b * sources * row + h * kDims, idx + n * keys, keys, ld, gathered, key_rows);
-      const float *bias_rows = bt + h * keys * kQueries, *om = off + n * keys;
-      float *s = probs.data();
+      const int64_t head = task % heads, image_window = task / heads;
+      const int64_t window = image_window % windows, image = image_window / windows;
+      const float *window_queries = q_data + image_window * area * channels + head * kDims;
+      transpose_queries(window_queries, channels, area, queries_t);
+      gather_head(source_data + image * sources * source_row + head * kDims, index_data + window * keys, keys,
+                  channels, gathered, key_rows);
+      const float *bias_rows = bias_t_data + head * keys * kQueries;
+      const float *window_off_map = off_map_data + window * keys;
+      float *scores = probs.data();
 
       Reg peak[kVectors];
-      for (int v = 0; v < kVectors; ++v) peak[v] = broadcast(-INFINITY);
-      by_blocks_of_rows<kKeyBlock>(keys, [&]<int R>(int64_t j) {
-        score_rows<R>(&key_rows[j], qt, bias_rows + j * kQueries, om + j, s + j * kQueries, peak);
+      for (int vec = 0; vec < kVectors; ++vec) peak[vec] = broadcast(-INFINITY);
+      by_blocks_of_rows<kKeyBlock>(keys, [&]<int kRows>(int64_t first_key) {
+        score_rows<kRows>(&key_rows[first_key], queries_t, bias_rows + first_key * kQueries,
+                          window_off_map + first_key, scores + first_key * kQueries, peak);
       });
 
       Reg sum[kVectors];
-      for (int v = 0; v < kVectors; ++v) sum[v] = zero();
-      for (int64_t j = 0; j < keys; ++j)
-        for (int v = 0; v < kVectors; ++v) {
-          float *p = s + j * kQueries + kLanes * v;
-          const Reg e = exp(sub(load(p), peak[v]));
-          store(p, e);
-          sum[v] = add(sum[v], e);
+      for (int vec = 0; vec < kVectors; ++vec) sum[vec] = zero();
+      for (int64_t key = 0; key < keys; ++key)
+        for (int vec = 0; vec < kVectors; ++vec) {
+          float *score = scores + key * kQueries + kLanes * vec;
+          const Reg numerator = exp(sub(load(score), peak[vec]));
+          store(score, numerator);
+          sum[vec] = add(sum[vec], numerator);
         }
 
       // O^T[c][a] = sum_j V[j][c] P^T[j][a], normalised by the sums as it is written out.
-      transposed_rows_times(key_rows.data(), kDims, keys, s, ot);
+      transposed_rows_times(key_rows.data(), kDims, keys, scores, out_t);
       alignas(64) float peaks[kQueries], sums[kQueries];
-      for (int v = 0; v < kVectors; ++v) {
-        store(peaks + kLanes * v, peak[v]);
-        store(sums + kLanes * v, sum[v]);
+      for (int vec = 0; vec < kVectors; ++vec) {
+        store(peaks + kLanes * vec, peak[vec]);
+        store(sums + kLanes * vec, sum[vec]);
       }
-      float *ow = out_ptr + bn * area * ld + h * kDims;
-      for (int64_t a = 0; a < area; ++a) {
-        const float inv = 1.f / sums[a];
-        for (int c = 0; c < kDims; ++c) ow[a * ld + c] = ot[c * kQueries + a] * inv;
+      float *window_out = out_data + image_window * area * channels + head * kDims;
+      for (int64_t query = 0; query < area; ++query) {
+        const float inverse_sum = 1.f / sums[query];
+        for (int channel = 0; channel < kDims; ++channel)
+          window_out[query * channels + channel] = out_t[channel * kQueries + query] * inverse_sum;
       }
-      float *lse_row = lse_ptr + (bn * heads + h) * area;
-      for (int64_t a = 0; a < area; ++a) lse_row[a] = peaks[a] + std::log(sums[a]);
+      float *lse_row = lse_data + (image_window * heads + head) * area;
+      for (int64_t query = 0; query < area; ++query) lse_row[query] = peaks[query] + std::log(sums[query]);
     }
   });
 }
@@ -263,85 +278,113 @@ inline void probability_rows(const float *const *key_rows, const float *const *v
     }
 }
 
+// The backward pass: gradients of q, the key source and bias_t, recomputing the probabilities
+// P = exp(S - lse) from the saved log-sum-exp. Loops, outermost first:
+//   1. images;
+//   2. chunks of chunk_windows windows;
+//   3. tasks, one (window of the chunk, head) each, shared among the threads; for each task:
+//   4. per query: its log-sum-exp, and delta = dO . O (the softmax backward's row sums);
+//      then the queries and dO transposed, and the head's keys and values gathered;
+//   5. P^T and dS^T = P^T * (V dO^T - delta), kKeyBlock keys a pass, the bias gradient (dS^T
+//      summed over the windows) added into this thread's copy;
+//   6. dQ = dS K, written back query by query;
+//   7. dK = dS^T Q and dV = P^T dO, kGradKeyBlock keys a pass, into the chunk's buffer;
+//   8. (per chunk) the buffer's key and value gradients added into the key source's gradient,
+//      the threads split by columns so that two windows reading one key never race;
+//   9. (at the end) the threads' bias gradients summed.
 void backward(const at::Tensor &q, const at::Tensor &source, const at::Tensor &index, const at::Tensor &bias_t,
               const at::Tensor &off_map, const at::Tensor &out, const at::Tensor &lse, const at::Tensor &grad_out,
               at::Tensor &grad_q, at::Tensor &grad_source, at::Tensor &grad_bias_t, int64_t chunk_windows) {
   const int64_t batch = source.size(0), sources = source.size(1), heads = source.size(3);
   const int64_t windows = off_map.size(0), keys = off_map.size(1), area = q.size(1);
-  const float *q_ptr = q.data_ptr<float>(), *src = source.data_ptr<float>(), *bt = bias_t.data_ptr<float>();
-  const float *off = off_map.data_ptr<float>(), *o_ptr = out.data_ptr<float>(), *lse_ptr = lse.data_ptr<float>();
-  const float *go_ptr = grad_out.data_ptr<float>();
-  const int64_t *idx = index.data_ptr<int64_t>();
-  float *gq_ptr = grad_q.data_ptr<float>(), *gs_ptr = grad_source.data_ptr<float>();
-  const int64_t ld = heads * kDims, row = 2 * ld, bias_size = heads * keys * kQueries;
+  const float *q_data = q.data_ptr<float>(), *source_data = source.data_ptr<float>();
+  const float *bias_t_data = bias_t.data_ptr<float>(), *off_map_data = off_map.data_ptr<float>();
+  const float *out_data = out.data_ptr<float>(), *lse_data = lse.data_ptr<float>();
+  const float *grad_out_data = grad_out.data_ptr<float>();
+  const int64_t *index_data = index.data_ptr<int64_t>();
+  float *grad_q_data = grad_q.data_ptr<float>(), *grad_source_data = grad_source.data_ptr<float>();
+  // Floats of a query (and of a key) over all heads, of a row of the key source, and of bias_t.
+  const int64_t channels = heads * kDims, source_row = 2 * channels, bias_size = heads * keys * kQueries;
   const int threads = at::get_num_threads();
   std::vector<float> grad_bias_threads(threads * bias_size, 0.f);
   chunk_windows = std::max<int64_t>(1, std::min(chunk_windows, windows));
-  std::vector<float> chunk(chunk_windows * keys * row);
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t first = 0; first < windows; first += chunk_windows) {
-      const int64_t count = std::min(chunk_windows, windows - first);
+  // The chunk's key and value gradients: (local window, key, k/v, head, d).
+  std::vector<float> chunk_grads(chunk_windows * keys * source_row);
+  for (int64_t image = 0; image < batch; ++image) {
+    for (int64_t first_window = 0; first_window < windows; first_window += chunk_windows) {
+      const int64_t count = std::min(chunk_windows, windows - first_window);
       at::parallel_for(0, count * heads, 1, [&](int64_t begin, int64_t end) {
         float *grad_bias_mine = grad_bias_threads.data() + at::get_thread_num() * bias_size;
-        alignas(64) float qt[kDims * kQueries], dot[kDims * kQueries], gqt[kDims * kQueries];
-        std::vector<float> probs(keys * kQueries), grads(keys * kQueries), gathered(keys * 2 * kDims);
+        alignas(64) float queries_t[kDims * kQueries], grad_out_t[kDims * kQueries], grad_q_t[kDims * kQueries];
+        std::vector<float> probs(keys * kQueries), grad_scores(keys * kQueries), gathered(keys * 2 * kDims);
         std::vector<const float *> key_rows(keys), value_rows(keys);
         for (int64_t task = begin; task < end; ++task) {
-          const int64_t h = task % heads, local = task / heads, n = first + local, bn = b * windows + n;
-          const float *qw = q_ptr + bn * area * ld + h * kDims, *gow = go_ptr + bn * area * ld + h * kDims;
-          const float *ow = o_ptr + bn * area * ld + h * kDims;
+          const int64_t head = task % heads, local_window = task / heads;
+          const int64_t window = first_window + local_window, image_window = image * windows + window;
+          const int64_t offset = image_window * area * channels + head * kDims;
+          const float *window_queries = q_data + offset, *window_grad_out = grad_out_data + offset;
+          const float *window_out = out_data + offset;
           alignas(64) float lse_pad[kQueries] = {0}, delta_pad[kQueries] = {0};
-          const float *lse_row = lse_ptr + (bn * heads + h) * area;
-          for (int64_t a = 0; a < area; ++a) {
-            lse_pad[a] = lse_row[a];
-            float d = 0.f;
-            for (int c = 0; c < kDims; ++c) d += gow[a * ld + c] * ow[a * ld + c];
-            delta_pad[a] = d;
+          const float *lse_row = lse_data + (image_window * heads + head) * area;
+          for (int64_t query = 0; query < area; ++query) {
+            lse_pad[query] = lse_row[query];
+            float delta = 0.f;
+            for (int channel = 0; channel < kDims; ++channel)
+              delta += window_grad_out[query * channels + channel] * window_out[query * channels + channel];
+            delta_pad[query] = delta;
           }
-          transpose_queries(qw, ld, area, qt);
-          transpose_queries(gow, ld, area, dot);
-          Reg lse_v[kVectors], delta_v[kVectors];
-          for (int v = 0; v < kVectors; ++v) {
-            lse_v[v] = load(lse_pad + kLanes * v);
-            delta_v[v] = load(delta_pad + kLanes * v);
+          transpose_queries(window_queries, channels, area, queries_t);
+          transpose_queries(window_grad_out, channels, area, grad_out_t);
+          Reg lse_vec[kVectors], delta_vec[kVectors];
+          for (int vec = 0; vec < kVectors; ++vec) {
+            lse_vec[vec] = load(lse_pad + kLanes * vec);
+            delta_vec[vec] = load(delta_pad + kLanes * vec);
           }
-          gather_head(src + b * sources * row + h * kDims, idx + n * keys, keys, ld, gathered, key_rows);
-          for (int64_t j = 0; j < keys; ++j) value_rows[j] = key_rows[j] + kDims;
-          const float *bias_rows = bt + h * keys * kQueries, *om = off + n * keys;
-          float *gb = grad_bias_mine + h * keys * kQueries;
-          by_blocks_of_rows<kKeyBlock>(keys, [&]<int R>(int64_t j) {
-            probability_rows<R>(&key_rows[j], &value_rows[j], qt, dot, bias_rows + j * kQueries, om + j, lse_v,
-                                delta_v, probs.data() + j * kQueries, grads.data() + j * kQueries, gb + j * kQueries);
+          gather_head(source_data + image * sources * source_row + head * kDims, index_data + window * keys, keys,
+                      channels, gathered, key_rows);
+          for (int64_t key = 0; key < keys; ++key) value_rows[key] = key_rows[key] + kDims;
+          const float *bias_rows = bias_t_data + head * keys * kQueries;
+          const float *window_off_map = off_map_data + window * keys;
+          float *head_grad_bias = grad_bias_mine + head * keys * kQueries;
+          by_blocks_of_rows<kKeyBlock>(keys, [&]<int kRows>(int64_t first_key) {
+            probability_rows<kRows>(&key_rows[first_key], &value_rows[first_key], queries_t, grad_out_t,
+                                    bias_rows + first_key * kQueries, window_off_map + first_key, lse_vec, delta_vec,
+                                    probs.data() + first_key * kQueries, grad_scores.data() + first_key * kQueries,
+                                    head_grad_bias + first_key * kQueries);
           });
           // dQ^T = K^T dS^T, written back as rows of queries
-          transposed_rows_times(key_rows.data(), 0, keys, grads.data(), gqt);
-          float *gqw = gq_ptr + bn * area * ld + h * kDims;
-          for (int64_t a = 0; a < area; ++a)
-            for (int c = 0; c < kDims; ++c) gqw[a * ld + c] = gqt[c * kQueries + a];
+          transposed_rows_times(key_rows.data(), 0, keys, grad_scores.data(), grad_q_t);
+          float *window_grad_q = grad_q_data + offset;
+          for (int64_t query = 0; query < area; ++query)
+            for (int channel = 0; channel < kDims; ++channel)
+              window_grad_q[query * channels + channel] = grad_q_t[channel * kQueries + query];
           // dK = dS^T Q and dV = P^T dO, into the chunk's rows (local window, key, k/v, head, d)
-          float *gk = chunk.data() + local * keys * row + h * kDims;
-          by_blocks_of_rows<kGradKeyBlock>(keys, [&]<int R>(int64_t j) {
-            rows_times_queries<R>(grads.data() + j * kQueries, qw, ld, area, gk + j * row, row);
-            rows_times_queries<R>(probs.data() + j * kQueries, gow, ld, area, gk + j * row + ld, row);
+          float *grad_key_rows = chunk_grads.data() + local_window * keys * source_row + head * kDims;
+          by_blocks_of_rows<kGradKeyBlock>(keys, [&]<int kRows>(int64_t first_key) {
+            rows_times_queries<kRows>(grad_scores.data() + first_key * kQueries, window_queries, channels, area,
+                                      grad_key_rows + first_key * source_row, source_row);
+            rows_times_queries<kRows>(probs.data() + first_key * kQueries, window_grad_out, channels, area,
+                                      grad_key_rows + first_key * source_row + channels, source_row);
           });
         }
       });
       // The chunk's key and value gradients into the source's: threads split the columns, so two
       // windows that read one key never race.
-      const int64_t *chunk_index = idx + first * keys;
-      float *grad_image = gs_ptr + b * sources * row;
-      at::parallel_for(0, row, 16, [&](int64_t c0, int64_t c1) {
-        for (int64_t r = 0; r < count * keys; ++r) {
-          float *dst = grad_image + chunk_index[r] * row;
-          const float *from = chunk.data() + r * row;
-          for (int64_t c = c0; c < c1; ++c) dst[c] += from[c];
+      const int64_t *chunk_index = index_data + first_window * keys;
+      float *grad_image = grad_source_data + image * sources * source_row;
+      at::parallel_for(0, source_row, 16, [&](int64_t column_begin, int64_t column_end) {
+        for (int64_t key_row = 0; key_row < count * keys; ++key_row) {
+          float *target = grad_image + chunk_index[key_row] * source_row;
+          const float *from = chunk_grads.data() + key_row * source_row;
+          for (int64_t column = column_begin; column < column_end; ++column) target[column] += from[column];
         }
       });
     }
   }
-  float *gbt = grad_bias_t.data_ptr<float>();
-  for (int t = 0; t < threads; ++t)
-    for (int64_t i = 0; i < bias_size; ++i) gbt[i] += grad_bias_threads[t * bias_size + i];
+  float *grad_bias_t_data = grad_bias_t.data_ptr<float>();
+  for (int thread = 0; thread < threads; ++thread)
+    for (int64_t element = 0; element < bias_size; ++element)
+      grad_bias_t_data[element] += grad_bias_threads[thread * bias_size + element];
 }
 
 // Shapes: q (B*nW, w*w, heads, 32); source (B, S, 2, heads, 32); index (nW * keys,) into S;

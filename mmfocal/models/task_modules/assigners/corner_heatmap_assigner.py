@@ -26,9 +26,17 @@ class CornerTargets(NamedTuple):
 
 
 def gaussian_radius(heights: Tensor, widths: Tensor, min_overlap: float) -> Tensor:
-    """CornerNet's radius: the smallest of the three corner displacements at which a box keeps
-    IoU ``min_overlap`` (one corner moved, both moved inwards, both outwards), for n boxes.
-    The same formulas as mmdet's ``gaussian_radius``, on tensors."""
+    """CornerNet's radius of n boxes, mmdet's ``gaussian_radius`` on tensors.
+
+    Args:
+        heights (Tensor): The boxes' heights in pixels, shape (n, ).
+        widths (Tensor): Their widths, shape (n, ).
+        min_overlap (float): The IoU a box must keep.
+
+    Returns:
+        Tensor: The smallest of the three corner displacements at which each box keeps IoU
+        ``min_overlap`` (one corner moved, both moved inwards, both outwards), shape (n, ).
+    """
     a1, b1 = 1, heights + widths
     c1 = widths * heights * (1 - min_overlap) / (1 + min_overlap)
     r1 = (b1 - torch.sqrt(b1**2 - 4 * a1 * c1)) / (2 * a1)
@@ -45,7 +53,8 @@ class CornerHeatmapAssigner:
     """Heat-map and offset targets for the corners of the boxes (see the module docstring).
 
     Args:
-        gaussian_iou (float): the IoU that sets the Gaussian's radius. The authors: 0.7.
+        gaussian_iou (float): The IoU that sets the Gaussian's radius, in (0, 1).
+            Defaults to 0.7, the authors'.
     """
 
     def __init__(self, gaussian_iou: float = 0.7) -> None:
@@ -54,8 +63,15 @@ class CornerHeatmapAssigner:
         self.gaussian_iou = gaussian_iou
 
     def assign(self, points: Tensor, gt_bboxes: Tensor) -> CornerTargets:
-        """``points``: (n, 3+) grid points (x, y, stride, ...) of all levels; ``gt_bboxes``:
-        (k, 4) x1, y1, x2, y2 in pixels."""
+        """The corner targets of one image.
+
+        Args:
+            points (Tensor): The grid points of all levels, (x, y, stride, ...), shape (n, 3+).
+            gt_bboxes (Tensor): Boxes (x1, y1, x2, y2) in pixels, shape (k, 4).
+
+        Returns:
+            CornerTargets: The heat map, offset and positive targets of the n points.
+        """
         num_points = points.size(0)
         heatmap = points.new_zeros((num_points, 2))
         offset = points.new_zeros((num_points, 4))

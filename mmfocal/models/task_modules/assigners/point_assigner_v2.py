@@ -15,8 +15,18 @@ INF = 1e8
 
 
 def box_levels(bboxes: torch.Tensor, scale: float, min_level: int, max_level: int) -> torch.Tensor:
-    """The pyramid level (log2 of the stride) of each box: the mean of log2(w / scale) and
-    log2(h / scale), truncated, clamped to the levels there are. (n, 4) -> (n, ) int."""
+    """The pyramid level (log2 of the stride) of each box.
+
+    Args:
+        bboxes (torch.Tensor): Boxes (x1, y1, x2, y2), shape (n, 4).
+        scale (float): The box side that level 0 (stride 1) stands for.
+        min_level (int): The lowest level there is.
+        max_level (int): The highest level there is.
+
+    Returns:
+        torch.Tensor: The mean of log2(w / scale) and log2(h / scale), truncated, clamped to
+        [min_level, max_level]; int, shape (n, ).
+    """
     wh = (bboxes[:, 2:] - bboxes[:, :2]).clamp(min=1e-6)
     levels = (torch.log2(wh[:, 0] / scale) + torch.log2(wh[:, 1] / scale)) / 2
     return levels.int().clamp(min=min_level, max=max_level)
@@ -28,9 +38,9 @@ class PointAssignerV2(BaseAssigner):
     (in those units). Every other point is negative.
 
     Args:
-        scale (float): the box side that level 0 (stride 1) stands for; a box of side
-            ``scale * 2**k`` belongs to stride ``2**k``. The authors: 4.
-        pos_num (int): points per box. The authors: 1.
+        scale (float): The box side that level 0 (stride 1) stands for; a box of side
+            ``scale * 2**k`` belongs to stride ``2**k``. Defaults to 4, the authors'.
+        pos_num (int): Points per box. Defaults to 1, the authors'.
     """
 
     def __init__(self, scale: float = 4, pos_num: int = 1) -> None:
@@ -41,9 +51,19 @@ class PointAssignerV2(BaseAssigner):
 
     def assign(self, pred_instances: InstanceData, gt_instances: InstanceData,
                gt_instances_ignore: Optional[InstanceData] = None, **kwargs) -> AssignResult:
-        """``pred_instances.priors``: (n, 3+) points (x, y, stride, ...); ``gt_instances``:
-        ``bboxes`` (k, 4) and ``labels`` (k, ). Ignored boxes are not used, as in the authors'
-        assigner. Returns gt indices 1-based (0: negative) and labels (-1: negative)."""
+        """The init-stage targets of one image.
+
+        Args:
+            pred_instances (InstanceData): ``priors``: the points (x, y, stride, ...) of all
+                levels, shape (n, 3+).
+            gt_instances (InstanceData): ``bboxes``, shape (k, 4), and ``labels``, shape (k, ).
+            gt_instances_ignore (InstanceData, optional): Not used, as in the authors' assigner.
+                Defaults to None.
+
+        Returns:
+            AssignResult: Per point, the 1-based index of its box (0: negative) and its label
+            (-1: negative).
+        """
         points = pred_instances.priors
         gt_bboxes = gt_instances.bboxes
         gt_labels = gt_instances.labels
