@@ -17,6 +17,7 @@ from mmengine.config import Config, DictAction
 import mmfocal  # noqa: F401  registers FocalTransformer in mmdet's and mmseg's MODELS
 from mmfocal.analysis.flops import complexity
 from mmfocal.cli import exit_on_error
+from mmfocal.errors import ConfigError
 
 
 def format_line(config: str, result: Dict) -> str:
@@ -45,7 +46,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Tuple[str, Dict]:
             cfg.merge_from_dict(args.cfg_options)
         result = complexity(cfg, args.shape)
     except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f'get_flops: {error}') from error
+        raise ConfigError(f'get_flops: {error}') from error
     line = format_line(args.config, result)
     print(line)
     if result['mask_rois'] and result['mask_rois'][0] != result['mask_rois'][1]:

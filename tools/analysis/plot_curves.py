@@ -16,6 +16,7 @@ import os.path as osp
 
 from mmfocal.analysis.scalars import default_keys, load_history
 from mmfocal.cli import exit_on_error
+from mmfocal.errors import BadArgumentError, ConfigError, MissingFileError
 from mmfocal.visualization.curves import plot_curves
 
 
@@ -37,19 +38,21 @@ def parse_args():
 def main():
     args = parse_args()
     if args.labels and len(args.labels) != len(args.work_dirs):
-        raise SystemExit(f'--labels: {len(args.labels)} names for {len(args.work_dirs)} work dirs')
+        raise BadArgumentError(f'--labels: {len(args.labels)} names for {len(args.work_dirs)} work dirs')
     labels = args.labels or [None] * len(args.work_dirs)
     try:
         histories = [load_history(path, label) for path, label in zip(args.work_dirs, labels)]
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(str(error))
+    except FileNotFoundError as error:
+        raise MissingFileError(str(error)) from None
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     available = list(dict.fromkeys(k for h in histories for k in h.keys))
     if args.keys:
         keys = []
         for pattern in args.keys:
             matched = fnmatch.filter(available, pattern)
             if not matched:
-                raise SystemExit(f'--keys {pattern}: no run logged it; logged: {", ".join(available)}')
+                raise BadArgumentError(f'--keys {pattern}: no run logged it; logged: {", ".join(available)}')
             keys += matched
     else:
         keys = default_keys(histories)

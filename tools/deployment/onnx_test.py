@@ -17,6 +17,7 @@ from mmfocal.apis import load_config
 from mmfocal.cli import build_runner, check_dataset_paths, exit_on_error, parse_with_shared_arguments, set_work_dir
 from mmfocal.deployment.ort_model import ORTModel, run_part_with_onnxruntime
 from mmfocal.engine.checkpoint_files import check_checkpoint_file
+from mmfocal.errors import BadArgumentError
 
 
 def parse_args():
@@ -40,7 +41,7 @@ def main():
     try:
         ort_model = ORTModel(args.onnx_file)
     except ValueError as error:
-        raise SystemExit(str(error))
+        raise BadArgumentError(str(error)) from None
     runner = build_runner(cfg)
     run_part_with_onnxruntime(runner.model, ort_model)
     metrics = runner.test()

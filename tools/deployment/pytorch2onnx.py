@@ -21,6 +21,7 @@ from mmfocal.apis import build_model_from_config
 from mmfocal.cli import exit_on_error
 from mmfocal.deployment.export import PARTS, ExportedPart, export_onnx, flatten_outputs
 from mmfocal.deployment.ort_model import ORTModel
+from mmfocal.errors import BadArgumentError, ConfigError
 
 
 def parse_args():
@@ -46,12 +47,12 @@ def parse_args():
 def main():
     args = parse_args()
     if args.batch < 1 or min(args.shape) < 1:
-        raise SystemExit(f'--batch and --shape must be positive, got {args.batch} and {args.shape}')
+        raise BadArgumentError(f'--batch and --shape must be positive, got {args.batch} and {args.shape}')
     try:
         model = build_model_from_config(args.config, args.checkpoint, args.cfg_options)
         module = ExportedPart(model, args.part)
     except (ValueError, FileNotFoundError) as error:
-        raise SystemExit(str(error))
+        raise ConfigError(str(error)) from None
     channels = getattr(model.backbone, 'in_channels', 3)
     example = torch.randn(args.batch, channels, *args.shape, generator=torch.Generator().manual_seed(args.seed))
     outputs = export_onnx(module, example, args.out, dynamic=args.dynamic, opset=args.opset,
