@@ -61,6 +61,10 @@ def write_atomically(filepath: Union[str, Path], data: bytes) -> None:
     mmengine's LocalBackend writes: a rename over it would make it a regular file. First, the
     temporary files that killed writes left in the directory are removed
     (:func:`remove_interrupted_writes`).
+
+    Args:
+        filepath (str | Path): The file to write; its directory is created if missing.
+        data (bytes): The whole new content of the file.
     """
     filepath = osp.realpath(os.fspath(filepath))
     if _is_special_file(filepath):
@@ -90,13 +94,20 @@ def write_atomically(filepath: Union[str, Path], data: bytes) -> None:
 
 
 def remove_interrupted_writes(directory: str, logger='current') -> Tuple[int, int]:
-    """Remove the temporary files that killed writes left in ``directory``; return how many and
-    their bytes, and log both if there were any.
+    """Remove the temporary files that killed writes left in ``directory``.
 
     A temporary file (``.<name>.<pid>.<8 hex digits>.partial``) is a killed write's when no process
     holds its lock: its writer holds it until the rename, and the system drops it when the writer
     dies. So a write in progress, of this process or another, is never touched; on a filesystem
     without locks nothing is removed. Other files, symlinks among them, are never touched.
+
+    Args:
+        directory (str): The directory to clean; a missing one is left as it is.
+        logger (str | logging.Logger): Where the count of removed files is logged, if there were
+            any, as mmengine's ``print_log`` takes it. Defaults to 'current'.
+
+    Returns:
+        tuple[int, int]: How many temporary files were removed, and their bytes in all.
     """
     try:
         names = os.listdir(directory)
@@ -153,7 +164,12 @@ def _remove_if_abandoned(path: str) -> Optional[int]:
 
 
 def save_checkpoint(checkpoint: dict, filepath: Union[str, Path]) -> None:
-    """``torch.save`` of ``checkpoint`` to ``filepath``, written atomically."""
+    """``torch.save`` of ``checkpoint`` to ``filepath``, written atomically.
+
+    Args:
+        checkpoint (dict): The checkpoint to save.
+        filepath (str | Path): Where to write it (see :func:`write_atomically`).
+    """
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     write_atomically(filepath, buffer.getvalue())
@@ -174,10 +190,25 @@ def _fsync_directory(directory: str) -> None:
 
 
 class _AtomicWrites:
+    """The ``put`` and ``put_text`` of a storage backend, through :func:`write_atomically`."""
+
     def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
+        """Write bytes to a local file atomically.
+
+        Args:
+            obj (bytes): The content to write.
+            filepath (str | Path): The file to write.
+        """
         write_atomically(filepath, obj)
 
     def put_text(self, obj: str, filepath: Union[str, Path], encoding: str = 'utf-8') -> None:
+        """Write text to a local file atomically.
+
+        Args:
+            obj (str): The text to write.
+            filepath (str | Path): The file to write.
+            encoding (str): The encoding of the text. Defaults to 'utf-8'.
+        """
         write_atomically(filepath, obj.encode(encoding))
 
 

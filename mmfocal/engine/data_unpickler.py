@@ -53,7 +53,19 @@ class RefusedObject(pickle.UnpicklingError):
 # ---------------------------------------------------------------- strings
 
 def latin1_encode(text, encoding='latin1', errors='strict'):
-    """``_codecs.encode`` as pickle protocol 2 uses it (bytes written as latin-1 text), nothing else."""
+    """``_codecs.encode`` as pickle protocol 2 uses it (bytes written as latin-1 text), nothing else.
+
+    Args:
+        text (str): The text the pickle stored the bytes as.
+        encoding (str): The codec; only latin-1 and its aliases are accepted. Defaults to 'latin1'.
+        errors (str): The error handler; only 'strict' is accepted. Defaults to 'strict'.
+
+    Returns:
+        bytes: ``text`` encoded as latin-1.
+
+    Raises:
+        RefusedObject: For any other argument types, codec or error handler.
+    """
     if type(text) is not str or type(encoding) is not str or encoding.lower() not in _LATIN1 or errors != 'strict':
         raise RefusedObject('_codecs.encode', f'bytes are written as latin-1 text; this asks for encoding '
                             f'{str(encoding)[:40]!r} of a {type(text).__name__}')
@@ -97,6 +109,15 @@ class PendingDtype:
 
     def fill(self, state):
         # numpy's state: (version, byte order, subarray, names, fields, elsize, alignment, flags[, metadata]).
+        """Apply a dtype's pickled state (its ``BUILD``): the byte order only.
+
+        Args:
+            state (tuple): numpy's dtype state, ``(version, byte order, subarray, names, fields, ...)``.
+
+        Raises:
+            RefusedObject: If the state is not a tuple of that form, or declares fields, names or a
+                subarray.
+        """
         if type(state) is not tuple or len(state) < 5 or state[1] not in _BYTE_ORDERS \
                 or any(part is not None for part in state[2:5]):
             raise RefusedObject('numpy.dtype', f'the state of dtype {self.dtype}: only a byte order, no fields, '
@@ -150,6 +171,15 @@ class PendingArray:
         self.array = None
 
     def fill(self, state):
+        """Make the array from its pickled state (its ``BUILD``), after checking dtype, shape and size.
+
+        Args:
+            state (tuple): ``([version, ]shape, dtype, fortran order, data)`` as numpy pickles it.
+
+        Raises:
+            RefusedObject: If the state has another form, the array is filled twice, or the data's
+                length is not what the shape and dtype declare.
+        """
         what = 'numpy.ndarray'
         if type(state) is not tuple or len(state) not in (4, 5):
             raise RefusedObject(what, 'its state is not (version, shape, dtype, fortran order, data)')
@@ -160,20 +190,57 @@ class PendingArray:
 
 
 def numpy_reconstruct(cls, shape, typecode):
-    """``numpy.core.multiarray._reconstruct``: an empty placeholder, filled (checked) by the pickle's BUILD."""
+    """``numpy.core.multiarray._reconstruct``: an empty placeholder, filled (checked) by the pickle's BUILD.
+
+    Args:
+        cls (NdarrayName): What the pickle named as the class; only ``numpy.ndarray`` is accepted.
+        shape (tuple): The placeholder shape numpy pickles (unused: the state carries the real one).
+        typecode (bytes): The placeholder type code numpy pickles (unused).
+
+    Returns:
+        PendingArray: The placeholder the following ``BUILD`` fills.
+
+    Raises:
+        RefusedObject: If ``cls`` is not ``numpy.ndarray``.
+    """
     if cls is not NDARRAY:
         raise RefusedObject('numpy.core.multiarray._reconstruct', f'of {type(cls).__name__}: only of numpy.ndarray')
     return PendingArray()
 
 
 def numpy_scalar(dtype, raw=None):
-    """``numpy.core.multiarray.scalar(dtype, bytes)``: one value, its bytes exactly the dtype's size."""
+    """``numpy.core.multiarray.scalar(dtype, bytes)``: one value, its bytes exactly the dtype's size.
+
+    Args:
+        dtype (PendingDtype): The dtype the pickle built.
+        raw (bytes, optional): The value's bytes. Defaults to None (refused).
+
+    Returns:
+        numpy.generic: The scalar.
+
+    Raises:
+        RefusedObject: If ``dtype`` is not a dtype of the file or ``raw`` is not bytes of its size.
+    """
     what = 'numpy.core.multiarray.scalar'
     return _array_from_bytes(raw, _dtype_of(dtype, what), (), False, what)[()]
 
 
 def numpy_frombuffer(buffer, dtype, shape, order):
-    """``numpy.core.numeric._frombuffer``, which pickle protocol 5 writes for arrays: checked the same way."""
+    """``numpy.core.numeric._frombuffer``, which pickle protocol 5 writes for arrays: checked the same way.
+
+    Args:
+        buffer (bytes | bytearray): The array's data.
+        dtype (PendingDtype): The dtype the pickle built.
+        shape (tuple[int]): The array's shape.
+        order (str): 'C' or 'F'.
+
+    Returns:
+        numpy.ndarray: The array over ``buffer``.
+
+    Raises:
+        RefusedObject: If the order, dtype or shape is not allowed, or the buffer's length is not
+            what the shape and dtype declare.
+    """
     what = 'numpy.core.numeric._frombuffer'
     if order not in ('C', 'F'):
         raise RefusedObject(what, f'order {str(order)[:10]!r}')
@@ -194,11 +261,13 @@ class Allowed:
     """What a pickle may name, call, instantiate and fill.
 
     Args:
-        names: ``'module.name'`` to the object that name resolves to.
-        callables: which of those a pickle may call (``REDUCE``); the builders above are always callable.
-        classes: which classes it may instantiate without calling (``NEWOBJ``), to fill by ``BUILD``
-            with a dict of attributes.
-        persistent_ids: whether torch's storage references (``('storage', ...)``) are allowed.
+        names (Mapping[str, object]): ``'module.name'`` to the object that name resolves to.
+        callables (Iterable): Which of those a pickle may call (``REDUCE``); the builders above are
+            always callable. Defaults to ().
+        classes (Iterable): Which classes it may instantiate without calling (``NEWOBJ``), to fill
+            by ``BUILD`` with a dict of attributes. Defaults to ().
+        persistent_ids (bool): Whether torch's storage references (``('storage', ...)``) are
+            allowed. Defaults to False.
     """
 
     def __init__(self, names: Mapping[str, object], callables: Iterable = (), classes: Iterable = (),
@@ -220,9 +289,11 @@ class DataUnpickler(pickle._Unpickler):
     """pickle's own (pure-Python) unpickler with every way to run code checked against :attr:`allowed`.
 
     Args:
-        file: the pickle, opened for reading in binary mode.
-        allowed: what the pickle may name, call and build (a subclass sets it).
+        file (IO[bytes]): The pickle, opened for reading in binary mode.
         **kwargs: pickle.Unpickler's (``encoding``, ...).
+
+    Attributes:
+        allowed (Allowed): What the pickle may name, call and build (a subclass sets it).
     """
     allowed = Allowed({})
 
@@ -235,6 +306,20 @@ class DataUnpickler(pickle._Unpickler):
         self._pending = []
 
     def find_class(self, module, name):
+        """Resolve a global the pickle names, only from :attr:`allowed`.
+
+        Python 2 names are mapped to Python 3 ones first, as pickle does.
+
+        Args:
+            module (str): The module part of the name.
+            name (str): The name within the module.
+
+        Returns:
+            object: What ``allowed.names`` maps ``'module.name'`` to.
+
+        Raises:
+            RefusedObject: If the name is not allowed, or either part is not a str.
+        """
         if type(module) is not str or type(name) is not str:
             raise RefusedObject(f'a global named by {type(module).__name__} and {type(name).__name__}')
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
@@ -348,9 +433,27 @@ def _is_attribute_dict(state) -> bool:
 
 
 def resolve_placeholders(value, classes: tuple = (), depth: int = 0, seen: Optional[Dict[int, object]] = None):
-    """``value`` with each :class:`PendingArray` and :class:`PendingDtype` in it replaced by its array or
-    dtype: in dicts (and an OrderedDict's attributes, where torch keeps a state dict's ``_metadata``), lists,
-    tuples and the attributes of instances of ``classes``."""
+    """Replace each :class:`PendingArray` and :class:`PendingDtype` in ``value`` by its array or dtype.
+
+    Containers are walked: dicts (and an OrderedDict's attributes, where torch keeps a state dict's
+    ``_metadata``), lists, tuples and the attributes of instances of ``classes``. Dicts, lists and
+    instances are changed in place; a tuple that holds a placeholder is rebuilt.
+
+    Args:
+        value (object): The unpickled object.
+        classes (tuple[type]): The allowed data classes whose attributes are walked too.
+            Defaults to ().
+        depth (int): How deep ``value`` is in the whole object (for the recursion). Defaults to 0.
+        seen (dict[int, object], optional): What each container already walked resolved to, by
+            ``id`` (for the recursion, so shared and cyclic containers are walked once).
+            Defaults to None.
+
+    Returns:
+        object: ``value`` with its placeholders replaced.
+
+    Raises:
+        RefusedObject: If containers are nested deeper than ``MAX_DEPTH``.
+    """
     seen = {} if seen is None else seen
     if isinstance(value, PendingArray):
         return value.array

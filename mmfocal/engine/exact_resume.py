@@ -57,7 +57,11 @@ FORMAT = 1
 # --- Random states as tensors (the weights-only loader accepts tensors, numbers, strings) ---------
 
 def capture_random_state() -> Dict[str, Any]:
-    """This process's torch (CPU and every CUDA device), numpy and Python generators, as tensors."""
+    """This process's torch (CPU and every CUDA device), numpy and Python generators, as tensors.
+
+    Returns:
+        dict[str, Any]: The generators' states, as tensors and plain numbers.
+    """
     _, numpy_keys, numpy_position, numpy_has_gauss, numpy_cached_gaussian = np.random.get_state()
     python_version, python_internal, python_gauss_next = random.getstate()
     return dict(
@@ -77,8 +81,14 @@ def _cuda_devices() -> int:
 
 
 def restore_random_state(state: Dict[str, Any]) -> None:
-    """Put back what :func:`capture_random_state` captured (tensors may be on any device), in a
-    process that sees as many CUDA devices as the one that captured it."""
+    """Put back what :func:`capture_random_state` captured.
+
+    The process must see as many CUDA devices as the one that captured the state.
+
+    Args:
+        state (dict[str, Any]): A state from :func:`capture_random_state`; its tensors may be on
+            any device.
+    """
     torch.set_rng_state(state['torch'].cpu())
     if state['cuda']:
         torch.cuda.set_rng_state_all([generator.cpu() for generator in state['cuda']])
@@ -209,6 +219,14 @@ class ExactResumeHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         # mmengine records a checkpoint written after this iteration (by CheckpointHook now, at
         # the end of the epoch, or after validation) with meta 'iter' = runner.iter + 1.
+        """Capture this rank's random state and data position (point ``P``), gathered to rank 0.
+
+        Args:
+            runner (Runner): The runner of the training process.
+            batch_idx (int): The index of the current batch in the train loop.
+            data_batch (dict or tuple or list, optional): Data from the dataloader. Defaults to None.
+            outputs (dict, optional): Outputs from the model. Defaults to None.
+        """
         iteration = int(runner.iter) + 1
         state = dict(capture_random_state(), iteration=iteration, epoch=int(runner.epoch),
                      **self._data_position(runner))
@@ -223,6 +241,12 @@ class ExactResumeHook(Hook):
         self._gathered_iteration = iteration
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Add every rank's state of this iteration to the checkpoint, under ``STATE_KEY``.
+
+        Args:
+            runner (Runner): The runner of the training process.
+            checkpoint (dict): The checkpoint about to be saved; changed in place.
+        """
         if self._gathered is not None and checkpoint.get('meta', {}).get('iter') == self._gathered_iteration:
             checkpoint[STATE_KEY] = dict(format=FORMAT, world_size=len(self._gathered), ranks=self._gathered)
 
@@ -230,10 +254,21 @@ class ExactResumeHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # Also called for load_from (fine-tuning); before_train tells the two apart by position.
+        """Keep what the loaded checkpoint carried, for :meth:`before_train` to restore.
+
+        Args:
+            runner (Runner): The runner of the training process.
+            checkpoint (dict): The loaded checkpoint.
+        """
         meta = checkpoint.get('meta', {})
         self._loaded = dict(state=checkpoint.get(STATE_KEY), iteration=meta.get('iter'), epoch=meta.get('epoch'))
 
     def before_train(self, runner) -> None:
+        """Take the resumed state and wrap the loop's loader so the state goes back at point ``R``.
+
+        Args:
+            runner (Runner): The runner of the training process.
+        """
         loop = runner.train_loop
         if not isinstance(loop, (EpochBasedTrainLoop, IterBasedTrainLoop)):
             _warn(f'ExactResumeHook supports mmengine\'s EpochBasedTrainLoop and IterBasedTrainLoop, not '
@@ -253,6 +288,11 @@ class ExactResumeHook(Hook):
             loop.dataloader.replayed = loop.iter - loop.epoch * len(loop.dataloader)
 
     def after_train(self, runner) -> None:
+        """Give the epoch-based loop its own loader back.
+
+        Args:
+            runner (Runner): The runner of the training process.
+        """
         loop = runner.train_loop
         if isinstance(getattr(loop, 'dataloader', None), _RestoringLoader):
             loop.dataloader = loop.dataloader.loader
@@ -362,7 +402,11 @@ def _warn(message: str) -> None:
 
 
 def enable_exact_resume(cfg) -> None:
-    """Add :class:`ExactResumeHook` to ``cfg.custom_hooks`` unless the config names it already."""
+    """Add :class:`ExactResumeHook` to ``cfg.custom_hooks`` unless the config names it already.
+
+    Args:
+        cfg (Config): The config to change in place.
+    """
     hooks = list(cfg.get('custom_hooks') or [])
     if not any(hook.get('type') in ('ExactResumeHook', ExactResumeHook) for hook in hooks):
         hooks.append(dict(type='ExactResumeHook'))
@@ -370,6 +414,10 @@ def enable_exact_resume(cfg) -> None:
 
 
 def disable_exact_resume(cfg) -> None:
-    """Remove :class:`ExactResumeHook` from ``cfg.custom_hooks``."""
+    """Remove :class:`ExactResumeHook` from ``cfg.custom_hooks``.
+
+    Args:
+        cfg (Config): The config to change in place.
+    """
     cfg.custom_hooks = [hook for hook in (cfg.get('custom_hooks') or [])
                         if hook.get('type') not in ('ExactResumeHook', ExactResumeHook)]

@@ -2,7 +2,7 @@
 and where the same weights survive (docs/weights.md says how each copy was checked).
 
 The authors' links (``https://projects4jw.blob.core.windows.net/model/focal-transformer/...``)
-have answered ``PublicAccessNotPermitted`` since 2023. :func:`dead_url_advice` tells a tool, before
+answer ``PublicAccessNotPermitted`` (docs/weights.md). :func:`dead_url_advice` tells a tool, before
 anything is built, whether such a link can still be used (its file is already in the download
 cache, where :func:`mmfocal.engine.safe_load.load_checkpoint_url` would read it) and, if not, what
 to use instead.
@@ -38,24 +38,42 @@ OTHER_COPIES = {
 
 
 def is_dead_url(checkpoint: str) -> bool:
-    """Whether ``checkpoint`` is one of the authors' download links, which no longer answer."""
+    """Whether ``checkpoint`` is one of the authors' download links, which no longer answer.
+
+    Args:
+        checkpoint (str): The checkpoint a config names (a path or URL).
+
+    Returns:
+        bool: True if it starts with :data:`DEAD_URL_PREFIX`.
+    """
     return checkpoint.startswith(DEAD_URL_PREFIX)
 
 
 def surviving_copy(file_name: str) -> Optional[str]:
-    """Where the weights of the official ``file_name`` survive, in a few words; None if nowhere known."""
+    """Where the weights of an official checkpoint survive, in a few words.
+
+    Args:
+        file_name (str): The official file's name, e.g. ``'focal-tiny-is224-ws7.pth'``.
+
+    Returns:
+        str | None: Where the same weights are published; None if nowhere known.
+    """
     if file_name in PADDLEVIT_FILES:
         return f"PaddleViT's {PADDLEVIT_FILES[file_name]} (BR-IDL/PaddleViT, image_classification/Focal_Transformer)"
     return OTHER_COPIES.get(file_name)
 
 
 def dead_url_advice(url: str, key: str) -> Optional[str]:
-    """None when ``url`` is not a dead link or its file is already in the download cache; else one
-    line naming the config ``key``, the file, where the same weights survive and the option to use.
+    """What to use instead of a dead link that the download cache does not hold.
 
     Args:
-        url: the checkpoint a config names.
-        key: the config key that holds it (``model.backbone.init_cfg.checkpoint``).
+        url (str): The checkpoint a config names.
+        key (str): The config key that holds it (``model.backbone.init_cfg.checkpoint``).
+
+    Returns:
+        str | None: None when ``url`` is not a dead link or its file is already in the download
+        cache; else one line naming ``key``, the file, where the same weights survive and the
+        option to use.
     """
     if not is_dead_url(url):
         return None

@@ -97,6 +97,23 @@ def _within_storage(rebuild: Callable) -> Callable:
 
     @functools.wraps(rebuild)
     def rebuild_within_storage(storage, storage_offset, size, stride, *rest):
+        """Rebuild a tensor as torch does, after checking that its storage holds all of its bytes.
+
+        Args:
+            storage (TypedStorage | UntypedStorage): The storage the tensor views.
+            storage_offset (int): Where the view starts in the storage, in elements.
+            size (tuple[int]): The tensor's shape.
+            stride (tuple[int]): The view's strides.
+            *rest: The rebuild function's other arguments (``requires_grad``, ..., and the dtype for
+                ``_rebuild_tensor_v3``).
+
+        Returns:
+            torch.Tensor: What ``rebuild`` returns.
+
+        Raises:
+            RefusedObject: If ``storage`` is not a storage of the file, ``size`` is not a tuple of sizes,
+                or the view declares more bytes than the storage holds.
+        """
         if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)) or \
                 not isinstance(size, tuple) or not all(type(n) is int and n >= 0 for n in size):
             raise RefusedObject(f'torch._utils.{rebuild.__name__}', f'of a {type(storage).__name__} with size '
@@ -272,6 +289,16 @@ class _TorchLoadingAsData(types.ModuleType):
 
     @staticmethod
     def load(file, map_location=None):
+        """``torch.load`` with mmfocal's checkpoint unpickler.
+
+        Args:
+            file (str | IO[bytes]): A path or a seekable file object.
+            map_location (str | torch.device | Callable, optional): As for ``torch.load``.
+                Defaults to None.
+
+        Returns:
+            object: What the file holds.
+        """
         return _torch_load(file, map_location, source=str(getattr(file, 'name', 'a downloaded checkpoint')))
 
 
@@ -398,11 +425,39 @@ def _marked_safe(loader: Callable) -> Callable:
 # The names matter: mmengine's CheckpointLoader logs ``loader.__name__[10:]`` as the backend.
 @_marked_safe
 def load_from_local(filename, map_location=None):
+    """mmengine's loader for local paths, through :func:`load_checkpoint_file`.
+
+    Args:
+        filename (str): The checkpoint file.
+        map_location (str | torch.device | Callable, optional): As for ``torch.load``.
+            Defaults to None.
+
+    Returns:
+        dict: What the file holds.
+
+    Raises:
+        MMFocalError: As :func:`load_checkpoint_file` raises.
+    """
     return load_checkpoint_file(filename, map_location)
 
 
 @_marked_safe
 def load_from_http(filename, map_location=None, model_dir=None, progress=os.isatty(0)):
+    """mmengine's loader for ``http://`` and ``https://`` URLs, through :func:`load_checkpoint_url`.
+
+    Args:
+        filename (str): The URL.
+        map_location (str | torch.device | Callable, optional): As for ``torch.load``.
+            Defaults to None.
+        model_dir (str, optional): The download folder. Defaults to None: torch hub's.
+        progress (bool): Show a progress bar. Defaults to whether stdin is a terminal.
+
+    Returns:
+        dict: What the file holds.
+
+    Raises:
+        MMFocalError: As :func:`load_checkpoint_url` raises.
+    """
     return load_checkpoint_url(filename, map_location, model_dir, progress)
 
 
@@ -412,6 +467,16 @@ def _guard_loader(loader: Callable) -> Callable:
     @_marked_safe
     @functools.wraps(loader)
     def guarded(filename, *args, **kwargs):
+        """Call the scheme's loader; errors while loading name the file.
+
+        Args:
+            filename (str): The checkpoint's path or URL.
+            *args: The loader's other positional arguments.
+            **kwargs: The loader's keyword arguments.
+
+        Returns:
+            dict: What the loader returns.
+        """
         return _translate_errors(filename)(loader)(filename, *args, **kwargs)
 
     return guarded
