@@ -134,7 +134,15 @@ def synthetic_det_batch(size: Sequence[int], count: int = 2) -> dict:
 
 
 def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManager:
-    """Autocast to ``dtype`` on ``device``'s type; None: no autocast."""
+    """Autocast to ``dtype`` on ``device``'s type.
+
+    Args:
+        device (torch.device): The device whose type autocast is for.
+        dtype (torch.dtype, optional): The autocast dtype; None: no autocast.
+
+    Returns:
+        ContextManager: ``torch.autocast``, or a context that does nothing.
+    """
     return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
@@ -173,7 +181,18 @@ def training_iteration(model: torch.nn.Module, batch: dict, optimizer: torch.opt
 
 def time_iteration(model: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimizer,
                    dtype: Optional[torch.dtype], scaler) -> float:
-    """Seconds of one :func:`training_iteration` (arguments as there): CUDA events on a GPU."""
+    """Seconds of one :func:`training_iteration`: CUDA events on a GPU, else wall time.
+
+    Args:
+        model (torch.nn.Module): An mmdet detector.
+        batch (dict): A batch as :func:`synthetic_det_batch` makes it.
+        optimizer (torch.optim.Optimizer): The optimizer of ``model``'s parameters.
+        dtype (torch.dtype, optional): Autocast dtype; None: float32.
+        scaler (torch.amp.GradScaler, optional): Loss scaling, as in :func:`training_iteration`.
+
+    Returns:
+        float: The iteration's seconds.
+    """
     if next(model.parameters()).is_cuda:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()

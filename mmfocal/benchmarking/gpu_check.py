@@ -96,7 +96,15 @@ def require_mmcv_cuda_ops(device: torch.device) -> None:
 
 
 def section_environment(settings: Settings, budget: float) -> list:
-    """GPU, torch, CUDA, cuDNN, the OpenMMLab packages, whether mmcv's ops have CUDA kernels."""
+    """GPU, torch, CUDA, cuDNN, the OpenMMLab packages, whether mmcv's ops have CUDA kernels.
+
+    Args:
+        settings (Settings): What to measure, and where.
+        budget (float): Seconds this section may take.
+
+    Returns:
+        list[str]: The section's Markdown lines.
+    """
     on_gpu = settings.device.type == 'cuda' and torch.cuda.is_available()
     lines = [f'- device: {settings.device}' + (f' ({torch.cuda.get_device_name()}, '
                                                f'{torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB)'
@@ -117,7 +125,19 @@ def section_environment(settings: Settings, budget: float) -> list:
 
 
 def section_tests(settings: Settings, budget: float) -> list:
-    """The test suite's device tests (:data:`DEVICE_TESTS`) with ``MMFOCAL_TEST_DEVICE`` set."""
+    """The test suite's device tests (:data:`DEVICE_TESTS`) with ``MMFOCAL_TEST_DEVICE`` set.
+
+    Args:
+        settings (Settings): What to measure, and where.
+        budget (float): Seconds this section may take.
+
+    Returns:
+        list[str]: The section's Markdown lines.
+
+    Raises:
+        SectionSkipped: CUDA is asked for and there is none, or the package does not run
+            from a checkout of the repository.
+    """
     require_cuda(settings)
     root = settings.repository
     if root is None:
@@ -143,7 +163,18 @@ def section_tests(settings: Settings, budget: float) -> list:
 
 
 def section_parity(settings: Settings, budget: float) -> list:
-    """Every attention path on the device against the CPU float32 path, TF32 off (:mod:`.parity`)."""
+    """Every attention path on the device against the CPU float32 path, TF32 off (:mod:`.parity`).
+
+    Args:
+        settings (Settings): What to measure, and where.
+        budget (float): Seconds this section may take.
+
+    Returns:
+        list[str]: The section's Markdown lines.
+
+    Raises:
+        SectionSkipped: CUDA is asked for and there is none.
+    """
     require_cuda(settings)
     start = time.perf_counter()
     lines = [f'Tested device against the CPU float32 path; tolerances: outputs {OUTPUT_TOLERANCE:g}, gradients '
@@ -167,7 +198,19 @@ def section_parity(settings: Settings, budget: float) -> list:
 
 
 def section_amp(settings: Settings, budget: float) -> list:
-    """Mask R-CNN Focal-T training steps under fp16 (with a GradScaler) and bf16 autocast."""
+    """Mask R-CNN Focal-T training steps under fp16 (with a GradScaler) and bf16 autocast.
+
+    Args:
+        settings (Settings): What to measure, and where.
+        budget (float): Seconds this section may take.
+
+    Returns:
+        list[str]: The section's Markdown lines.
+
+    Raises:
+        SectionSkipped: CUDA is asked for and there is none, or mmcv's ops have no CUDA
+            kernels.
+    """
     require_cuda(settings)
     require_mmcv_cuda_ops(settings.device)
     start = time.perf_counter()
@@ -226,7 +269,18 @@ def _precision_label(precision) -> str:
 
 
 def peak_memory_mib(model, x, backward: bool, dtype) -> float:
-    """Peak memory (MiB) one pass of ``model`` allocates beyond what was allocated before it."""
+    """Peak memory one pass of ``model`` allocates beyond what was allocated before it.
+
+    Args:
+        model (torch.nn.Module): The backbone.
+        x (torch.Tensor): The input, shape (N, 3, H, W).
+        backward (bool): Forward and backward in train mode if True, else forward only (as
+            :func:`~mmfocal.benchmarking.timing.step`).
+        dtype (torch.dtype, optional): Autocast dtype; None: no autocast.
+
+    Returns:
+        float: The peak in MiB; NaN on the CPU, which has no allocator statistics.
+    """
     model.zero_grad(set_to_none=True)
     if x.is_cuda:
         torch.cuda.synchronize()
@@ -243,7 +297,18 @@ def peak_memory_mib(model, x, backward: bool, dtype) -> float:
 
 
 def section_speed(settings: Settings, budget: float) -> list:
-    """Focal-T and Focal-fast-T against Swin-T: forward and forward+backward times, peak memory."""
+    """Focal-T and Focal-fast-T against Swin-T: forward and forward+backward times, peak memory.
+
+    Args:
+        settings (Settings): What to measure, and where.
+        budget (float): Seconds this section may take.
+
+    Returns:
+        list[str]: The section's Markdown lines.
+
+    Raises:
+        SectionSkipped: CUDA is asked for and there is none.
+    """
     require_cuda(settings)
     start = time.perf_counter()
     names = ['focal', 'fast', 'swin']
@@ -287,7 +352,19 @@ def section_speed(settings: Settings, budget: float) -> list:
 
 
 def section_mask_rcnn(settings: Settings, budget: float) -> list:
-    """One Mask R-CNN training iteration, Focal-T against mmdet's Swin-T config, per precision."""
+    """One Mask R-CNN training iteration, Focal-T against mmdet's Swin-T config, per precision.
+
+    Args:
+        settings (Settings): What to measure, and where.
+        budget (float): Seconds this section may take.
+
+    Returns:
+        list[str]: The section's Markdown lines.
+
+    Raises:
+        SectionSkipped: CUDA is asked for and there is none, or mmcv's ops have no CUDA
+            kernels.
+    """
     require_cuda(settings)
     require_mmcv_cuda_ops(settings.device)
     start = time.perf_counter()
@@ -384,7 +461,12 @@ def run_sections(settings: Settings, names: Sequence[str], report: List[str], ou
 
 
 def write_report(report: List[str], path: str) -> None:
-    """Write the report's lines to ``path`` (its folder made if missing)."""
+    """Write the report's lines to ``path``, its folder made if missing.
+
+    Args:
+        report (list[str]): The Markdown lines.
+        path (str): The file to write.
+    """
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with open(path, 'w') as file:
         file.write('\n'.join(report) + '\n')

@@ -49,7 +49,19 @@ def step(model: torch.nn.Module, x: torch.Tensor, backward: bool,
 
 def timed(model: torch.nn.Module, x: torch.Tensor, backward: bool,
           autocast_dtype: Optional[torch.dtype] = None) -> float:
-    """Seconds of one :func:`step` (arguments as there): CUDA events on a GPU, else wall time."""
+    """Seconds of one :func:`step`: CUDA events on a GPU, else wall time.
+
+    Args:
+        model (torch.nn.Module): The backbone.
+        x (torch.Tensor): The input, shape (N, 3, H, W).
+        backward (bool): Forward and backward in train mode if True, else forward without
+            gradients in eval mode.
+        autocast_dtype (torch.dtype, optional): Run under autocast to this dtype; None runs with
+            autocast off. Defaults to None.
+
+    Returns:
+        float: The step's seconds.
+    """
     if x.is_cuda:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
