@@ -264,6 +264,16 @@ def focal_window_query_keys(attention, map_size: Tuple[int, int], row: int, col:
         QueryKeys: The query's keys, their squares on the stage map and their weights.
     """
     def describe(recorded, index):
+        """The key source and key groups of the recorded pass, for :func:`_read_query`.
+
+        Args:
+            recorded (dict): The layer's recording (``attention.recorded``).
+            index (np.ndarray): The query window's recorded key positions (unused: this layer's key
+                layout is fixed).
+
+        Returns:
+            tuple[list[KeyGrid], list[KeyGroup]]: The parts of the key source and the key groups.
+        """
         return (focal_transformer_key_source(attention, recorded['windows']),
                 focal_transformer_key_groups(attention, recorded['with_rolled']))
 
@@ -316,6 +326,19 @@ def focal_fast_query_keys(attention, map_size: Tuple[int, int], row: int, col: i
         QueryKeys: The query's keys, their squares on the stage map and their weights.
     """
     def describe(recorded, index):
+        """The key source and key groups of the recorded pass, for :func:`_read_query`.
+
+        Args:
+            recorded (dict): The layer's recording (``attention.recorded``).
+            index (np.ndarray): The query window's recorded key positions in the key source, shape
+                (keys, ).
+
+        Returns:
+            tuple[list[KeyGrid], list[KeyGroup]]: The parts of the key source and the key groups.
+
+        Raises:
+            ValueError: If the recorded keys are not map tokens first, then pooled windows.
+        """
         n_wh, n_ww = recorded['windows']
         w = attention.window_size
         counts = recorded['keys_per_level']

@@ -101,7 +101,15 @@ def attention_layer(backbone, stage: int, block: int):
 
 
 def token_stride(backbone, stage: int) -> int:
-    """Input pixels per token of stage ``stage`` (from 0): the stem's stride, doubled per stage."""
+    """Input pixels per token of a stage: the stem's stride, doubled per stage.
+
+    Args:
+        backbone (nn.Module): A Focal Transformer backbone.
+        stage (int): The stage, from 0.
+
+    Returns:
+        int: The stage's stride in input pixels.
+    """
     return int(backbone.patch_embed.stride) * 2**stage
 
 
@@ -134,6 +142,12 @@ def record_query(model, inputs: torch.Tensor, image: np.ndarray, metainfo: dict,
     map_size = {}
 
     def note_map_size(module, args):  # the block's input (B, H, W, C): the map before padding
+        """Keep the block's first input map size: the map before padding.
+
+        Args:
+            module (nn.Module): The block (a forward pre-hook's first argument).
+            args (tuple): The block's positional inputs; the first is shape (B, H, W, C).
+        """
         map_size.setdefault('hw', tuple(args[0].shape[1:3]))
 
     hook = block_module.register_forward_pre_hook(note_map_size)

@@ -98,7 +98,17 @@ class SubsetAccuracy(BaseMetric):
         return self._lists[list_file][key]
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
-        """Keep each prediction's subset and whether its top-1 is right."""
+        """Keep each prediction's subset and whether its top-1 is right.
+
+        Args:
+            data_batch (dict): The batch from the dataloader (unused).
+            data_samples (Sequence[dict]): The model's predictions, with ``pred_score`` or
+                ``pred_label``, ``gt_label`` and ``img_path``.
+
+        Raises:
+            ConfigError: If an image is not in its subset list, or the list names a subset that
+                ``subset_names`` does not.
+        """
         for sample in data_samples:
             prediction = sample['pred_score'].argmax() if 'pred_score' in sample else sample['pred_label']
             correct = int(prediction.reshape(-1)[0]) == int(sample['gt_label'].reshape(-1)[0])

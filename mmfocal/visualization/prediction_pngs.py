@@ -37,7 +37,18 @@ class PredictionPNGs:
         self.min_size = min_size
 
     def add_datasample(self, name, image, data_sample=None, *args, out_file=None, **kwargs):
-        """The library visualizer's ``add_datasample``, enlarged, to ``show_dir/<stem>.png``."""
+        """The library visualizer's ``add_datasample``, enlarged, to ``show_dir/<stem>.png``.
+
+        Args:
+            name (str): The image's name; mmseg's hook passes ``'<mode>_<image file name>'``.
+            image (np.ndarray): The image, shape (H, W, 3).
+            data_sample (DetDataSample | SegDataSample, optional): Its ground truth and prediction,
+                enlarged with the image. Defaults to None.
+            *args: The library visualizer's other positional arguments.
+            out_file (str, optional): mmdet's hook passes the image path here; the PNG is named
+                after its stem. Defaults to None.
+            **kwargs: The library visualizer's other keyword arguments.
+        """
         if data_sample is not None:
             image, data_sample = enlarge_sample(image, data_sample, enlargement(image.shape, self.min_size))
         if self.show_dir is not None:

@@ -63,6 +63,16 @@ class SampledDeformConv2d(DeformConv2d):
     """
 
     def forward(self, x: Tensor, offset: Tensor) -> Tensor:
+        """The deformable convolution of ``x`` at the sample positions ``offset`` shifts.
+
+        Args:
+            x (Tensor): The input, shape (N, C, H, W).
+            offset (Tensor): The sample shifts, shape (N, 2 * kh * kw, Ho, Wo), (y, x) per kernel
+                position, as mmcv's ``DeformConv2d`` takes them.
+
+        Returns:
+            Tensor: The output, shape (N, out_channels, Ho, Wo).
+        """
         if x.is_cuda or self.groups != 1 or self.deform_groups != 1:
             return super().forward(x, offset)
         return deform_conv2d_by_sampling(x, offset, self.weight, self.stride, self.padding, self.dilation)

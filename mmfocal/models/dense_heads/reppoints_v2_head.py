@@ -89,6 +89,14 @@ class CornerPoolBranch(BaseModule):
                                    conv_cfg=conv_cfg, norm_cfg=norm_cfg)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Pool the features towards the corner.
+
+        Args:
+            x (Tensor): Features, shape (N, channels, H, W).
+
+        Returns:
+            Tensor: The corner's features, shape (N, channels, H, W).
+        """
         pooled = sum(pool(conv(x)) for conv, pool in zip(self.narrow_convs, self.pools))
         return self.out_conv(self.relu(self.widen_conv(pooled) + self.skip_conv(x)))
 
@@ -214,6 +222,15 @@ class RepPointsV2Head(RepPointsHead):
         and the deformable convs widened by the corner maps they are given."""
 
         def conv_tower(num_convs: int, first_channels: int) -> nn.ModuleList:
+            """A stack of 3x3 convs of ``feat_channels`` outputs.
+
+            Args:
+                num_convs (int): How many convs.
+                first_channels (int): Input channels of the first conv.
+
+            Returns:
+                nn.ModuleList: The convs.
+            """
             return nn.ModuleList([
                 ConvModule(first_channels if i == 0 else self.feat_channels, self.feat_channels, 3, padding=1,
                            conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg) for i in range(num_convs)
@@ -249,9 +266,18 @@ class RepPointsV2Head(RepPointsHead):
         self.reppoints_pts_refine_out = nn.Conv2d(self.point_feat_channels, pts_out_dim, 1)
 
     def points2bbox(self, pts: Tensor, y_first: bool = True) -> Tensor:
-        """Point sets (n, 2 * num_points, ...) to boxes (n, 4, ...) x1, y1, x2, y2; with
-        ``exact_minmax``, the first point is the top-left corner and the second the bottom-right.
-        The other transforms are mmdet's."""
+        """Point sets to boxes (x1, y1, x2, y2).
+
+        With ``exact_minmax``, the first point is the top-left corner and the second the bottom-right;
+        the other transforms are mmdet's.
+
+        Args:
+            pts (Tensor): Point sets, shape (n, 2 * num_points, ...).
+            y_first (bool): Whether each point is (y, x) rather than (x, y). Defaults to True.
+
+        Returns:
+            Tensor: Boxes, shape (n, 4, ...).
+        """
         if self.transform_method != 'exact_minmax':
             return super().points2bbox(pts, y_first)
         pairs = pts.view(pts.shape[0], -1, 2, *pts.shape[2:])[:, :2]  # (n, 2 points, 2 coords, ...)
@@ -259,10 +285,28 @@ class RepPointsV2Head(RepPointsHead):
         return torch.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], dim=1)
 
     def forward(self, feats: Tuple[Tensor]) -> Tuple[List[Tensor], ...]:
-        """Per level, see the class docstring; the same six outputs in training and testing."""
+        """The head's outputs for each FPN level; the same six in training and testing.
+
+        Args:
+            feats (tuple[Tensor]): FPN features, each shape (N, in_channels, H, W).
+
+        Returns:
+            tuple[list[Tensor], ...]: Per level: class logits, init points, refined points, corner
+            heat-map logits, corner offsets and foreground logits (shapes in the class docstring).
+        """
         return multi_apply(self.forward_single, feats)
 
     def forward_single(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """The head's six outputs for one FPN level.
+
+        Args:
+            x (Tensor): Features of the level, shape (N, in_channels, H, W).
+
+        Returns:
+            tuple[Tensor, ...]: Class logits (N, num_classes, H, W), init and refined points
+            (N, 2 * num_points, H, W), corner heat-map logits (N, 2, H, W), corner offsets
+            (N, 4, H, W) and foreground logits (N, num_classes, H, W).
+        """
         dcn_base_offset = self.dcn_base_offset.type_as(x)
         cls_feat, pts_feat = x, x
         for conv in self.cls_convs:
@@ -343,9 +387,32 @@ class RepPointsV2Head(RepPointsHead):
                     batch_gt_instances: InstanceList, batch_img_metas: List[dict],
                     batch_gt_instances_ignore: OptInstanceList = None, stage: str = 'init',
                     unmap_outputs: bool = True) -> tuple:
-        """Class and box targets of one stage, per level: labels, label weights, boxes, box
-        weights (each (N, points of the level, ...)), and the average factor (positives, at
-        least 1 per image)."""
+        """Class and box targets of one stage, per level.
+
+        Args:
+            proposals_list (list[list[Tensor]]): Per image and level, the grid points
+                (n_l, 4) (x, y, stride_w, stride_h) for the init stage, or the init boxes (n_l, 4)
+                (x1, y1, x2, y2) for the refine stage.
+            valid_flag_list (list[list[Tensor]]): Per image and level, whether each proposal is inside
+                the image, shape (n_l, ).
+            batch_gt_instances (list[InstanceData]): Ground truth of each image, with ``bboxes`` and
+                ``labels``.
+            batch_img_metas (list[dict]): Meta information of each image.
+            batch_gt_instances_ignore (list[InstanceData], optional): Boxes to ignore, per image.
+                Defaults to None.
+            stage (str): 'init' (``PointAssignerV2``) or 'refine' (``ATSSAssigner``). Defaults to
+                'init'.
+            unmap_outputs (bool): Whether to put the targets back at every proposal, not only the
+                valid ones. Defaults to True.
+
+        Returns:
+            tuple: Per level, labels (N, n_l), label weights (N, n_l), box targets (N, n_l, 4) and
+            box weights (N, n_l, 4); then the average factor (int: positives, at least 1 per image).
+
+        Raises:
+            ValueError: If ``stage`` is neither 'init' nor 'refine', or an image has no valid
+                proposal.
+        """
         if stage not in ('init', 'refine'):
             raise ValueError(f"stage must be 'init' or 'refine', got {stage!r}")
         num_imgs = len(batch_img_metas)
@@ -364,9 +431,22 @@ class RepPointsV2Head(RepPointsHead):
 
     def get_corner_targets(self, points_list: List[List[Tensor]], valid_flag_list: List[List[Tensor]],
                            batch_gt_instances: InstanceList) -> tuple:
-        """Corner heat maps, offsets and their weights per level (each (N, points of the level,
-        2 or 4)), and the average factors of the two corners (positives, at least 1 per image).
-        The heat maps count on every valid point, the offsets on the positives only."""
+        """Corner heat maps, offsets and their weights per level, from ``CornerHeatmapAssigner``.
+
+        The heat maps count on every valid point, the offsets on the positives only.
+
+        Args:
+            points_list (list[list[Tensor]]): Per image and level, the grid points
+                (n_l, 4) (x, y, stride_w, stride_h).
+            valid_flag_list (list[list[Tensor]]): Per image and level, whether each point is inside
+                the image, shape (n_l, ).
+            batch_gt_instances (list[InstanceData]): Ground truth of each image, with ``bboxes``.
+
+        Returns:
+            tuple: Per level, heat maps (N, n_l, 2), offsets (N, n_l, 4), heat-map weights
+            (N, n_l, 2) and offset weights (N, n_l, 4); then the average factors of the top-left
+            and the bottom-right corner (int: positives, at least 1 per image).
+        """
         num_level_points = [points.size(0) for points in points_list[0]]
         heatmaps, offsets, heatmap_weights, offset_weights = [], [], [], []
         avg_factor_tl = avg_factor_br = 0
@@ -391,8 +471,36 @@ class RepPointsV2Head(RepPointsHead):
                             bbox_weights_refine: Tensor, heatmap_gt: Tensor, offset_gt: Tensor,
                             heatmap_weights: Tensor, offset_weights: Tensor, stride: int, avg_factor_init: int,
                             avg_factor_refine: int, avg_factor_tl: int, avg_factor_br: int) -> Tuple[Tensor, ...]:
-        """The losses of one level: class, init and refined boxes (mmdet's), and the corners'
-        heat maps and offsets (the mean of the two corners')."""
+        """The losses of one level: class, init and refined boxes (mmdet's), and the corners'.
+
+        Args:
+            cls_score (Tensor): Class logits, shape (N, num_classes, H, W).
+            pts_pred_init (Tensor): Init points, (x, y) in pixels, shape
+                (N, H * W, 2 * num_points).
+            pts_pred_refine (Tensor): Refined points, (x, y) in pixels, shape
+                (N, H * W, 2 * num_points).
+            corner_score (Tensor): Corner heat-map logits, shape (N, 2, H, W).
+            corner_offset (Tensor): Corner offsets, shape (N, 4, H, W).
+            labels (Tensor): Class targets, shape (N, H * W).
+            label_weights (Tensor): Their weights, shape (N, H * W).
+            bbox_gt_init (Tensor): Box targets of the init stage, shape (N, H * W, 4).
+            bbox_weights_init (Tensor): Their weights, shape (N, H * W, 4).
+            bbox_gt_refine (Tensor): Box targets of the refine stage, shape (N, H * W, 4).
+            bbox_weights_refine (Tensor): Their weights, shape (N, H * W, 4).
+            heatmap_gt (Tensor): Corner heat-map targets, shape (N, H * W, 2).
+            offset_gt (Tensor): Corner offset targets, shape (N, H * W, 4).
+            heatmap_weights (Tensor): Their weights, shape (N, H * W, 2).
+            offset_weights (Tensor): Their weights, shape (N, H * W, 4).
+            stride (int): The level's stride.
+            avg_factor_init (int): Average factor of the init boxes' loss.
+            avg_factor_refine (int): Average factor of the class and refined boxes' losses.
+            avg_factor_tl (int): Average factor of the top-left corner's losses.
+            avg_factor_br (int): Average factor of the bottom-right corner's losses.
+
+        Returns:
+            tuple[Tensor, ...]: The class, init box, refined box, corner heat-map and corner offset
+            losses; the corner losses are the mean of the two corners'.
+        """
         loss_cls, loss_pts_init, loss_pts_refine = super().loss_by_feat_single(
             cls_score, pts_pred_init, pts_pred_refine, labels, label_weights, bbox_gt_init, bbox_weights_init,
             bbox_gt_refine, bbox_weights_refine, stride, avg_factor_init, avg_factor_refine)
@@ -412,8 +520,21 @@ class RepPointsV2Head(RepPointsHead):
 
     def loss_foreground(self, fg_scores: List[Tensor], batch_gt_instances: InstanceList,
                         map_size: Sequence[int]) -> Tensor:
-        """The foreground loss over all levels: the targets are drawn once at the first level's
-        ``map_size`` and its stride, and resized (nearest) to the other levels."""
+        """The foreground loss over all levels.
+
+        The targets are drawn once at the first level's ``map_size`` and stride, and resized
+        (nearest) to the other levels.
+
+        Args:
+            fg_scores (list[Tensor]): Foreground logits per level, each shape
+                (N, num_classes, H, W).
+            batch_gt_instances (list[InstanceData]): Ground truth of each image, with ``bboxes`` and
+                ``labels``.
+            map_size (Sequence[int]): The first level's (H, W).
+
+        Returns:
+            Tensor: The loss, a scalar.
+        """
         targets, weights = zip(*[
             foreground_targets(gt.bboxes, gt.labels, self.num_classes, map_size, self.point_strides[0])
             for gt in batch_gt_instances
@@ -438,7 +559,29 @@ class RepPointsV2Head(RepPointsHead):
                      batch_gt_instances: InstanceList,
                      batch_img_metas: List[dict],
                      batch_gt_instances_ignore: OptInstanceList = None) -> Dict[str, Tensor]:
-        """The losses of the head's outputs (``forward``) against ``batch_gt_instances``."""
+        """The losses of the head's outputs (``forward``) against the ground truth.
+
+        Args:
+            cls_scores (list[Tensor]): Class logits per level, each shape (N, num_classes, H, W).
+            pts_preds_init (list[Tensor]): Init points per level, each shape
+                (N, 2 * num_points, H, W).
+            pts_preds_refine (list[Tensor]): Refined points per level, each shape
+                (N, 2 * num_points, H, W).
+            corner_scores (list[Tensor]): Corner heat-map logits per level, each shape (N, 2, H, W).
+            corner_offsets (list[Tensor]): Corner offsets per level, each shape (N, 4, H, W).
+            fg_scores (list[Tensor]): Foreground logits per level, each shape
+                (N, num_classes, H, W).
+            batch_gt_instances (list[InstanceData]): Ground truth of each image, with ``bboxes`` and
+                ``labels``.
+            batch_img_metas (list[dict]): Meta information of each image.
+            batch_gt_instances_ignore (list[InstanceData], optional): Boxes to ignore, per image.
+                Defaults to None.
+
+        Returns:
+            dict[str, Tensor]: ``loss_cls``, ``loss_pts_init``, ``loss_pts_refine``,
+            ``loss_corner_heatmap`` and ``loss_corner_offset`` (one per level each) and
+            ``loss_foreground``.
+        """
         featmap_sizes = [featmap.size()[-2:] for featmap in cls_scores]
         device = cls_scores[0].device
 
@@ -492,9 +635,29 @@ class RepPointsV2Head(RepPointsHead):
                         cfg: Optional[ConfigDict] = None,
                         rescale: bool = False,
                         with_nms: bool = True) -> InstanceList:
-        """Boxes from the refined points, their corners snapped to the corner maps, then mmdet's
-        post-processing (score filter, NMS, ``max_per_img``). One ``InstanceData`` (``bboxes``,
-        ``scores``, ``labels``) per image."""
+        """Detections from the head's outputs.
+
+        Boxes come from the refined points, their corners snapped to the corner maps of
+        ``corner_source_levels``, then mmdet's post-processing (score filter, NMS, ``max_per_img``).
+
+        Args:
+            cls_scores (list[Tensor]): Class logits per level, each shape (N, num_classes, H, W).
+            pts_preds_init (list[Tensor]): Init points per level (unused: boxes come from the refined
+                points).
+            pts_preds_refine (list[Tensor]): Refined points per level, each shape
+                (N, 2 * num_points, H, W).
+            corner_scores (list[Tensor]): Corner heat-map logits per level, each shape (N, 2, H, W).
+            corner_offsets (list[Tensor]): Corner offsets per level, each shape (N, 4, H, W).
+            fg_scores (list[Tensor]): Foreground logits per level (unused at test time).
+            batch_img_metas (list[dict], optional): Meta information of each image. Defaults to None.
+            cfg (ConfigDict, optional): Test config; None uses ``test_cfg``. Defaults to None.
+            rescale (bool): Whether to scale the boxes back to the original image. Defaults to False.
+            with_nms (bool): Whether to apply NMS. Defaults to True.
+
+        Returns:
+            list[InstanceData]: One per image, with ``bboxes`` (n, 4), ``scores`` (n, ) and
+            ``labels`` (n, ).
+        """
         cfg = self.test_cfg if cfg is None else cfg
         featmap_sizes = [score.shape[-2:] for score in cls_scores]
         mlvl_priors = self.prior_generator.grid_priors(featmap_sizes, dtype=cls_scores[0].dtype,

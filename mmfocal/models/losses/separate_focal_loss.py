@@ -66,8 +66,21 @@ class SeparateFocalLoss(nn.Module):
 
     def forward(self, pred: Tensor, target: Tensor, weight: Tensor,
                 avg_factor: Optional[float] = None) -> Tensor:
-        """The weighted loss; ``avg_factor`` None: the number of positive cells (``target == 1``).
-        Other arguments as :func:`separate_sigmoid_focal_loss`."""
+        """The weighted loss.
+
+        Args:
+            pred (Tensor): Logits, any shape.
+            target (Tensor): 1 on positive cells, anything below 1 on negative cells; ``pred``'s shape.
+            weight (Tensor): The positive cells' weights (ignored on negative cells); ``pred``'s shape.
+            avg_factor (float, optional): The negative term's divisor. Defaults to None: the number of
+                positive cells (``target == 1``).
+
+        Returns:
+            Tensor: The loss times ``loss_weight``, a scalar.
+
+        Raises:
+            ValueError: If ``pred``, ``target`` and ``weight`` differ in shape.
+        """
         if avg_factor is None:
             avg_factor = float(target.eq(1).sum())
         return self.loss_weight * separate_sigmoid_focal_loss(
