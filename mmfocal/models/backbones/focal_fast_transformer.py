@@ -95,6 +95,18 @@ class FocalFastTransformer(FocalBackbone):
         self.focal_topk = focal_topk
 
         def make_block(stage, index, dims, heads, drop_path):
+            """Block ``index`` of stage ``stage``, as :class:`FocalBackbone` asks for it.
+
+            Args:
+                stage (int): The stage, from 0.
+                index (int): The block within the stage, from 0 (every block of a stage is alike).
+                dims (int): The stage's channels.
+                heads (int): The stage's attention heads.
+                drop_path (float): The block's stochastic depth rate.
+
+            Returns:
+                FocalFastTransformerBlock: The block.
+            """
             return FocalFastTransformerBlock(
                 dims, heads, window_size=window_size, focal_level=focal_levels[stage], topk=focal_topk,
                 pool_method=focal_pool, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,

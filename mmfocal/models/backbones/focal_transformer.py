@@ -68,6 +68,14 @@ class PatchEmbed(nn.Module):
         self.patchify = not use_conv_embed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad, project and normalise.
+
+        Args:
+            x (torch.Tensor): The input, shape (B, in_channels, H, W).
+
+        Returns:
+            torch.Tensor: Shape (B, ceil(H / stride), ceil(W / stride), embed_dims), channels last.
+        """
         s = self.stride
         H, W = x.shape[2:]
         pad_b, pad_r = (H + s - 1) // s * s - H, (W + s - 1) // s * s - W
@@ -110,6 +118,15 @@ class FocalStage(nn.Module):
         # A batch of no images (x.shape[0] == 0) skips the blocks: each maps a map to one of its
         # shape, so their output is the empty input itself, which their window reshapes (sizes
         # inferred from the elements) cannot take. Traced, no branch on the (symbolic) batch size.
+        """Run the blocks, then the downsample.
+
+        Args:
+            x (torch.Tensor): The stage's input, shape (B, H, W, C).
+
+        Returns:
+            tuple[torch.Tensor, torch.Tensor | None]: The stage's output (B, H, W, C) and the next
+            stage's input (B, ceil(H / 2), ceil(W / 2), 2C), or None after the last stage.
+        """
         blocks = self.blocks if is_tracing(x) or x.shape[0] else []
         for block in blocks:
             if self.with_cp and x.requires_grad:
@@ -220,6 +237,20 @@ class FocalBackbone(BaseModule):
         return settings['embed_dims'], settings['depths'], settings['num_heads']
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """The normalised outputs of the stages in ``out_indices``.
+
+        Args:
+            x (torch.Tensor): Images, shape (B, in_channels, H, W), floating point.
+
+        Returns:
+            tuple[torch.Tensor, ...]: For each i in ``out_indices``, shape
+            (B, embed_dims * 2**i, ceil(H / 2**(i+2)), ceil(W / 2**(i+2))) with the default
+            ``patch_size`` of 4.
+
+        Raises:
+            BadArgumentError: If ``x`` is not 4-D, has another channel count than ``in_channels``,
+                is empty or is not floating point.
+        """
         name = type(self).__name__
         if x.dim() != 4:
             raise BadArgumentError(f'{name} expects a 4-D (B, C, H, W) input, got shape {tuple(x.shape)}')
@@ -248,6 +279,14 @@ class FocalBackbone(BaseModule):
                 _freeze(getattr(self, f'norm{i}'))
 
     def train(self, mode: bool = True):
+        """Set the training mode, keeping the frozen stages in eval mode.
+
+        Args:
+            mode (bool): Training mode if True, else eval mode. Defaults to True.
+
+        Returns:
+            FocalBackbone: ``self``.
+        """
         super().train(mode)
         self._freeze_stages()
         return self
@@ -376,6 +415,19 @@ class FocalTransformer(FocalBackbone):
         no_expand_parity = {'all': None, 'even': 0, 'odd': 1}[expand_layer]
 
         def make_block(stage, index, dims, heads, drop_path):
+            """Block ``index`` of stage ``stage``, as :class:`FocalBackbone` asks for it.
+
+            Args:
+                stage (int): The stage, from 0.
+                index (int): The block within the stage, from 0; with ``expand_layer`` it decides
+                    whether the block takes rolled neighbour keys.
+                dims (int): The stage's channels.
+                heads (int): The stage's attention heads.
+                drop_path (float): The block's stochastic depth rate.
+
+            Returns:
+                FocalTransformerBlock: The block.
+            """
             return FocalTransformerBlock(
                 dims, heads, window_size=window_size,
                 expand_size=0 if index % 2 == no_expand_parity else expand_sizes[stage],
