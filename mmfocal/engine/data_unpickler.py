@@ -108,7 +108,6 @@ class PendingDtype:
         self.dtype = np.dtype(name)
 
     def fill(self, state):
-        # numpy's state: (version, byte order, subarray, names, fields, elsize, alignment, flags[, metadata]).
         """Apply a dtype's pickled state (its ``BUILD``): the byte order only.
 
         Args:
@@ -118,6 +117,7 @@ class PendingDtype:
             RefusedObject: If the state is not a tuple of that form, or declares fields, names or a
                 subarray.
         """
+        # numpy's state: (version, byte order, subarray, names, fields, elsize, alignment, flags[, metadata]).
         if type(state) is not tuple or len(state) < 5 or state[1] not in _BYTE_ORDERS \
                 or any(part is not None for part in state[2:5]):
             raise RefusedObject('numpy.dtype', f'the state of dtype {self.dtype}: only a byte order, no fields, '

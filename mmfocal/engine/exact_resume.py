@@ -217,8 +217,6 @@ class ExactResumeHook(Hook):
     # Capture (P) -----------------------------------------------------------------------------
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        # mmengine records a checkpoint written after this iteration (by CheckpointHook now, at
-        # the end of the epoch, or after validation) with meta 'iter' = runner.iter + 1.
         """Capture this rank's random state and data position (point ``P``), gathered to rank 0.
 
         Args:
@@ -227,6 +225,8 @@ class ExactResumeHook(Hook):
             data_batch (dict or tuple or list, optional): Data from the dataloader. Defaults to None.
             outputs (dict, optional): Outputs from the model. Defaults to None.
         """
+        # mmengine records a checkpoint written after this iteration (by CheckpointHook now, at
+        # the end of the epoch, or after validation) with meta 'iter' = runner.iter + 1.
         iteration = int(runner.iter) + 1
         state = dict(capture_random_state(), iteration=iteration, epoch=int(runner.epoch),
                      **self._data_position(runner))
@@ -253,13 +253,13 @@ class ExactResumeHook(Hook):
     # Restore (R) -----------------------------------------------------------------------------
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        # Also called for load_from (fine-tuning); before_train tells the two apart by position.
         """Keep what the loaded checkpoint carried, for :meth:`before_train` to restore.
 
         Args:
             runner (Runner): The runner of the training process.
             checkpoint (dict): The loaded checkpoint.
         """
+        # Also called for load_from (fine-tuning); before_train tells the two apart by position.
         meta = checkpoint.get('meta', {})
         self._loaded = dict(state=checkpoint.get(STATE_KEY), iteration=meta.get('iter'), epoch=meta.get('epoch'))
 

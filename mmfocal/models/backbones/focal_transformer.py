@@ -115,9 +115,6 @@ class FocalStage(nn.Module):
         self.with_cp = with_cp
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        # A batch of no images (x.shape[0] == 0) skips the blocks: each maps a map to one of its
-        # shape, so their output is the empty input itself, which their window reshapes (sizes
-        # inferred from the elements) cannot take. Traced, no branch on the (symbolic) batch size.
         """Run the blocks, then the downsample.
 
         Args:
@@ -127,6 +124,9 @@ class FocalStage(nn.Module):
             tuple[torch.Tensor, torch.Tensor | None]: The stage's output (B, H, W, C) and the next
             stage's input (B, ceil(H / 2), ceil(W / 2), 2C), or None after the last stage.
         """
+        # A batch of no images (x.shape[0] == 0) skips the blocks: each maps a map to one of its
+        # shape, so their output is the empty input itself, which their window reshapes (sizes
+        # inferred from the elements) cannot take. Traced, no branch on the (symbolic) batch size.
         blocks = self.blocks if is_tracing(x) or x.shape[0] else []
         for block in blocks:
             if self.with_cp and x.requires_grad:

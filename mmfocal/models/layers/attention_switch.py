@@ -189,11 +189,25 @@ def explain_path(q: torch.Tensor, source: torch.Tensor, bias: torch.Tensor, attn
                  training: bool = False, record: bool = False, bias_columns=None) -> PathChoice:
     """The path and kernels an attention call with these inputs takes, and why the faster ones not.
 
-    Arguments as :func:`choose_path` (``attn_drop`` None: no dropout). Set the logger
-    ``mmfocal.models.layers`` to DEBUG to have each new choice of a forward pass logged instead.
+    Set the logger ``mmfocal.models.layers`` to DEBUG to have each new choice of a forward pass
+    logged instead.
+
+    Args:
+        q (torch.Tensor): Queries, (B*nW, w*w, heads, d).
+        source (torch.Tensor): Key source, (B, S, 2, heads, d).
+        bias (torch.Tensor): Position bias (see :func:`~.chunking.chunk_bias`).
+        attn_drop (nn.Module, optional): The attention dropout. Defaults to None: no dropout.
+        training (bool): Whether the attention is in training mode. Defaults to False.
+        record (bool): Whether the attention weights are recorded. Defaults to False.
+        bias_columns (BiasColumns, optional): Per-window bias columns
+            (:class:`~.chunking.BiasColumns`). Defaults to None.
 
     Returns:
         PathChoice: The path, its kernels and why the faster ones were not taken.
+
+    Raises:
+        ValueError: If the forced path or kernels cannot compute this attention.
+        UnknownTracerError: If an unknown tracer is about to get a fused path.
     """
     return choose_path(q, source, bias, attn_drop if attn_drop is not None else nn.Dropout(0.), training,
                        record, bias_columns)

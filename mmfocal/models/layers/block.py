@@ -33,6 +33,14 @@ class DropPath(nn.Module):
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Drop whole samples in training, scaling the kept ones by ``1 / (1 - p)``.
+
+        Args:
+            x (torch.Tensor): The residual branch, (B, ...).
+
+        Returns:
+            torch.Tensor: (B, ...).
+        """
         if self.p == 0. or not self.training:
             return x
         keep = 1 - self.p
@@ -62,6 +70,14 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The MLP of each token.
+
+        Args:
+            x (torch.Tensor): (..., dims).
+
+        Returns:
+            torch.Tensor: (..., dims).
+        """
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 

@@ -96,7 +96,15 @@ class BiasColumns(NamedTuple):
 
 
 def as_bias_columns(bias_columns) -> Optional[BiasColumns]:
-    """None, a :class:`BiasColumns`, or a plain (nW, keys) tensor of columns (no groups) as one."""
+    """Bias columns as a :class:`BiasColumns`.
+
+    Args:
+        bias_columns (BiasColumns | torch.Tensor | None): A :class:`BiasColumns`, or a plain
+            (nW, keys) tensor of columns (no groups), or None.
+
+    Returns:
+        BiasColumns | None: ``bias_columns`` as one; None for None.
+    """
     if bias_columns is None or isinstance(bias_columns, BiasColumns):
         return bias_columns
     return BiasColumns(bias_columns)
@@ -115,11 +123,13 @@ class WindowChunk(NamedTuple):
 
     @property
     def size(self) -> int:
+        """The number of windows in the chunk."""
         w = self.windows
         return w.stop - w.start if isinstance(w, slice) else len(w)
 
     @property
     def first(self) -> int:
+        """The first window's number."""
         return self.windows.start if isinstance(self.windows, slice) else int(self.windows[0])
 
 
@@ -143,8 +153,18 @@ def off_map_flags(off_map: torch.Tensor, on_cpu: bool, known: Optional[list] = N
 
 
 def has_off_map_keys(chunk: WindowChunk, windows_off_map: list) -> bool:
-    """Whether a window of ``chunk`` has keys with an off-map logit (the CPU kernel then needs the
-    per-window mask; elsewhere the shared bias broadcasts)."""
+    """Whether a window of ``chunk`` has keys with an off-map logit.
+
+    The CPU kernel then needs the per-window mask; elsewhere the shared bias broadcasts.
+
+    Args:
+        chunk (WindowChunk): The windows.
+        windows_off_map (list[bool]): For each window, whether it has such keys
+            (:func:`off_map_flags`).
+
+    Returns:
+        bool: Whether any window of the chunk has.
+    """
     windows = chunk.windows
     if isinstance(windows, slice):
         return any(windows_off_map[windows])
@@ -192,15 +212,33 @@ def bias_chunks(num_windows: int, bytes_per_window: int, device: torch.device,
 
 
 def take(t: torch.Tensor, windows, dim: int = 0, offset: int = 0) -> torch.Tensor:
-    """The rows of ``windows`` (a slice or a tensor, shifted by ``offset``) of ``t`` along ``dim``:
-    a view for a slice."""
+    """Some windows' rows of a tensor: a view for a slice, a gather for a tensor of windows.
+
+    Args:
+        t (torch.Tensor): The tensor.
+        windows (slice | torch.Tensor): The windows, a slice or a (n, ) tensor of numbers.
+        dim (int): The dimension of the windows in ``t``. Defaults to 0.
+        offset (int): Added to the window numbers (the first window of an image in a batch).
+            Defaults to 0.
+
+    Returns:
+        torch.Tensor: ``t`` with only those rows along ``dim``.
+    """
     if isinstance(windows, slice):
         return t.narrow(dim, offset + windows.start, windows.stop - windows.start)
     return t.index_select(dim, windows + offset if offset else windows)
 
 
 def put(t: torch.Tensor, windows, value: torch.Tensor, dim: int = 0, offset: int = 0):
-    """Write ``value`` into the rows of ``windows`` (shifted by ``offset``) of ``t`` along ``dim``."""
+    """Write ``value`` into some windows' rows of a tensor, in place.
+
+    Args:
+        t (torch.Tensor): The tensor written.
+        windows (slice | torch.Tensor): The windows, a slice or a (n, ) tensor of numbers.
+        value (torch.Tensor): The rows, ``t``'s shape with n rows along ``dim``.
+        dim (int): The dimension of the windows in ``t``. Defaults to 0.
+        offset (int): Added to the window numbers. Defaults to 0.
+    """
     if isinstance(windows, slice):
         t.narrow(dim, offset + windows.start, windows.stop - windows.start).copy_(value)
     else:

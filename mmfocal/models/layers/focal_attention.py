@@ -162,6 +162,18 @@ class FocalWindowAttention(nn.Module):
         return torch.cat(parts, -1)
 
     def forward(self, x: torch.Tensor, pooled: Sequence[torch.Tensor], with_rolled: bool = True) -> torch.Tensor:
+        """Focal attention of every window of a padded map.
+
+        Args:
+            x (torch.Tensor): The normed map, zero-padded to window multiples, (B, Hp, Wp, C).
+            pooled (Sequence[torch.Tensor]): The pooled keys' maps, level k of shape
+                (B, Hp / w * 2**k, Wp / w * 2**k, C) (:meth:`~.block.FocalBlockBase.pool`).
+            with_rolled (bool | torch.Tensor): Whether the keys include the rolled neighbours; a 0-d
+                bool tensor while traced. Defaults to True.
+
+        Returns:
+            torch.Tensor: The attention's output, projected, (B, Hp, Wp, C).
+        """
         B, hp, wp, _ = x.shape
         C, w, heads = self.dims, self.window_size, self.num_heads
         head_dims = C // heads
@@ -257,6 +269,14 @@ class FocalTransformerBlock(FocalBlockBase):
                          pool_method=pool_method, mlp_ratio=mlp_ratio, drop=drop, drop_path=drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention and MLP with their residuals.
+
+        Args:
+            x (torch.Tensor): The map, (B, H, W, C).
+
+        Returns:
+            torch.Tensor: (B, H, W, C).
+        """
         B, H, W, C = x.shape
         w = self.window_size
         shortcut = x

@@ -124,6 +124,17 @@ class FocalFastAttention(nn.Module):
         return torch.cat(tables, 2)
 
     def forward(self, x: torch.Tensor, pooled: Sequence[torch.Tensor], size: Tuple[int, int]) -> torch.Tensor:
+        """Focal-fast attention of every window of a padded map.
+
+        Args:
+            x (torch.Tensor): The normed map, zero-padded to window multiples, (B, Hp, Wp, C).
+            pooled (Sequence[torch.Tensor]): The pooled window tokens, one map (B, Hp / w, Wp / w, C),
+                or none at focal level 1.
+            size (tuple[int, int]): The map's (H, W) before padding, which decides the key sets.
+
+        Returns:
+            torch.Tensor: The attention's output, projected, (B, Hp, Wp, C).
+        """
         B, hp, wp, C = x.shape
         w, heads = self.window_size, self.num_heads
         n_wh, n_ww = hp // w, wp // w
@@ -201,6 +212,14 @@ class FocalFastTransformerBlock(FocalBlockBase):
                          pool_method=pool_method, mlp_ratio=mlp_ratio, drop=drop, drop_path=drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention and MLP with their residuals.
+
+        Args:
+            x (torch.Tensor): The map, (B, H, W, C).
+
+        Returns:
+            torch.Tensor: (B, H, W, C).
+        """
         B, H, W, C = x.shape
         w = self.window_size
         shortcut = x

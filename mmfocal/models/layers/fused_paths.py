@@ -86,10 +86,17 @@ def attend_fused(q: torch.Tensor, source: torch.Tensor, index: torch.Tensor, bia
 
 
 def compiled_inputs(q, source, index, bias, off_map) -> tuple:
-    """The compiled kernels' inputs from the attention's (a shared (heads, w*w, keys) bias).
+    """The compiled kernels' inputs from the attention's.
 
     Contiguous; the bias as (heads, keys, padded queries), zeros for the padded queries (the
     kernels' scores are keys-major).
+
+    Args:
+        q (torch.Tensor): Queries, (B*nW, w*w, heads, d).
+        source (torch.Tensor): Keys and values, (B, S, 2, heads, d).
+        index (torch.Tensor): (nW * keys,) rows of ``source``.
+        bias (torch.Tensor): Position bias shared by the windows, (heads, w*w, keys).
+        off_map (torch.Tensor): (nW, keys) logits.
 
     Returns:
         tuple[torch.Tensor, ...]: q, source, index, bias_t, off_map.
@@ -99,7 +106,18 @@ def compiled_inputs(q, source, index, bias, off_map) -> tuple:
 
 
 def compiled_forward(q, source, index, bias, off_map) -> torch.Tensor:
-    """The ``'fused'`` path on the compiled kernels: the output (B*nW, w*w, heads, 32) alone."""
+    """The ``'fused'`` path on the compiled kernels: the output alone.
+
+    Args:
+        q (torch.Tensor): Queries, (B*nW, w*w, heads, d).
+        source (torch.Tensor): Keys and values, (B, S, 2, heads, d).
+        index (torch.Tensor): (nW * keys,) rows of ``source``.
+        bias (torch.Tensor): Position bias shared by the windows, (heads, w*w, keys).
+        off_map (torch.Tensor): (nW, keys) logits.
+
+    Returns:
+        torch.Tensor: The output, (B*nW, w*w, heads, d).
+    """
     return compiled_kernels.forward(*compiled_inputs(q, source, index, bias, off_map))[0]
 
 
@@ -113,6 +131,19 @@ class CompiledFocalAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, source, index, bias, off_map):
+        """The output; q, the key source, the output and the log-sum-exp are kept for the backward.
+
+        Args:
+            ctx: The autograd context.
+            q (torch.Tensor): Queries, (B*nW, w*w, heads, d).
+            source (torch.Tensor): Keys and values, (B, S, 2, heads, d).
+            index (torch.Tensor): (nW * keys,) rows of ``source``.
+            bias (torch.Tensor): Position bias shared by the windows, (heads, w*w, keys).
+            off_map (torch.Tensor): (nW, keys) logits.
+
+        Returns:
+            torch.Tensor: The output, (B*nW, w*w, heads, d).
+        """
         inputs = compiled_inputs(q, source, index, bias, off_map)
         out, lse = compiled_kernels.forward(*inputs)
         ctx.save_for_backward(*inputs, out, lse)
@@ -121,6 +152,15 @@ class CompiledFocalAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        """The gradients, the attention recomputed from what the forward kept.
+
+        Args:
+            ctx: The autograd context.
+            grad_out (torch.Tensor): The output's gradient, (B*nW, w*w, heads, d).
+
+        Returns:
+            tuple: The gradients of q, source and bias (shapes as theirs); None for index and off_map.
+        """
         q, source, index, bias_t, off_map, out, lse = ctx.saved_tensors
         # A chunk of windows' key and value gradients (keys x 2 x heads x d floats a window) is
         # gathered before it is added to the source's: as many windows as chunk_bytes() holds.

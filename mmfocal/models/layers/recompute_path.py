@@ -32,6 +32,21 @@ class FocalAttentionCore(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, source, index, bias, off_map, bias_columns=None):
+        """The fused forward; q, the key source, the output and the log-sum-exp are kept.
+
+        Args:
+            ctx: The autograd context.
+            q (torch.Tensor): Queries, (B*nW, w*w, heads, d).
+            source (torch.Tensor): Keys and values, (B, S, 2, heads, d).
+            index (torch.Tensor): (nW * keys,) rows of ``source``.
+            bias (torch.Tensor): Position bias, as :func:`~.chunking.chunk_bias` takes it.
+            off_map (torch.Tensor): (nW, keys) logits.
+            bias_columns (BiasColumns, optional): As :func:`~.chunking.chunk_bias` takes them.
+                Defaults to None.
+
+        Returns:
+            torch.Tensor: The output, (B*nW, w*w, heads, d).
+        """
         # Which windows have off-map keys: found once, for the forward and the backward.
         windows_off_map = off_map_flags(off_map, uses_cpu_kernels(q.device))
         out, lse = attend_fused(q, source, index, bias, off_map, bias_columns=bias_columns,
@@ -43,6 +58,16 @@ class FocalAttentionCore(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        """The gradients, the attention recomputed chunk by chunk in float32.
+
+        Args:
+            ctx: The autograd context.
+            grad_out (torch.Tensor): The output's gradient, (B*nW, w*w, heads, d).
+
+        Returns:
+            tuple: The gradients of q, source and bias (shapes and dtypes as theirs); None for index,
+            off_map and bias_columns.
+        """
         # The recomputation runs in float32 and writes products into float32 buffers (out=):
         # autocast, where backward() is called inside it, must not turn them into fp16/bf16.
         with torch.autocast(grad_out.device.type, enabled=False):
@@ -62,7 +87,17 @@ class FocalAttentionCore(torch.autograd.Function):
         window_area = q.shape[1]
         index_by_window = index.view(num_windows, num_keys)
 
-        def by_head(t, windows, b):  # (B*nW, w*w, heads, d) -> (heads, windows, w*w, d) of image b
+        def by_head(t, windows, b):
+            """Image ``b``'s rows of some windows, heads first.
+
+            Args:
+                t (torch.Tensor): Shape (B*nW, w*w, heads, d).
+                windows (slice | torch.Tensor): The windows of the chunk.
+                b (int): The image.
+
+            Returns:
+                torch.Tensor: Shape (heads, windows, w*w, d).
+            """
             # Rows taken before the permutation: index_select of a permuted view copies it whole.
             return take(t, windows, offset=b * num_windows).permute(2, 0, 1, 3)
 

@@ -56,12 +56,33 @@ def cpu_flash_not_supported_reasons(device: torch.device) -> List[str]:
 
 
 def cpu_flash_attention(q, k, v, mask) -> Tuple[torch.Tensor, torch.Tensor]:
-    """PyTorch's CPU flash kernel: the output (..., queries, d) and log-sum-exp (..., queries)."""
+    """PyTorch's CPU flash kernel: softmax(q k^T + mask) v and the log-sum-exp, scale 1.
+
+    Args:
+        q (torch.Tensor): Queries, (..., queries, d).
+        k (torch.Tensor): Keys, (..., keys, d).
+        v (torch.Tensor): Values, (..., keys, d).
+        mask (torch.Tensor): Additive, broadcasting to (..., queries, keys).
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor]: The output (..., queries, d) and the log-sum-exp
+        (..., queries).
+    """
     return getattr(torch.ops.aten, CPU_FLASH_KERNEL)(q, k, v, 0.0, False, attn_mask=mask, scale=1.0)
 
 
 def sdpa(q, k, v, mask) -> torch.Tensor:
-    """``scaled_dot_product_attention`` with scale 1: the output (..., queries, d)."""
+    """``scaled_dot_product_attention`` with scale 1: softmax(q k^T + mask) v.
+
+    Args:
+        q (torch.Tensor): Queries, (..., queries, d).
+        k (torch.Tensor): Keys, (..., keys, d).
+        v (torch.Tensor): Values, (..., keys, d).
+        mask (torch.Tensor): Additive, broadcasting to (..., queries, keys).
+
+    Returns:
+        torch.Tensor: The output, (..., queries, d).
+    """
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
 
 
