@@ -39,6 +39,15 @@ def exit_on_error(main):
 
     @functools.wraps(main)
     def main_exiting_on_error(*args, **kwargs):
+        """Call ``main``; a package error exits with its message.
+
+        Args:
+            *args: ``main``'s positional arguments.
+            **kwargs: ``main``'s keyword arguments.
+
+        Returns:
+            object: What ``main`` returns.
+        """
         try:
             return main(*args, **kwargs)
         except MMFocalError as error:

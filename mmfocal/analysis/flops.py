@@ -109,6 +109,14 @@ class _TensorForward(nn.Module):
         self.data_samples = data_samples
 
     def forward(self, inputs: torch.Tensor):
+        """The model's raw outputs for one image batch.
+
+        Args:
+            inputs (torch.Tensor): Preprocessed images, (B, 3, H, W).
+
+        Returns:
+            object: What ``model(inputs, data_samples, mode='tensor')`` returns.
+        """
         return self.model(inputs, self.data_samples, mode='tensor')
 
 

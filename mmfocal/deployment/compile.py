@@ -84,6 +84,15 @@ class CompiledForAnySize(nn.Module):
         return self.compiled._orig_mod
 
     def forward(self, *args, **kwargs):
+        """The compiled module's forward, with sizes treated as symbolic.
+
+        Args:
+            *args: The module's positional arguments.
+            **kwargs: The module's keyword arguments.
+
+        Returns:
+            object: What the module returns.
+        """
         with size_oblivious_shapes():
             return self.compiled(*args, **kwargs)
 

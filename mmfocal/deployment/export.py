@@ -60,6 +60,15 @@ class ExportedPart(nn.Module):
         self.model, self.part = model, part
 
     def forward(self, inputs: torch.Tensor):
+        """The part's outputs for a batch of images.
+
+        Args:
+            inputs (torch.Tensor): Preprocessed images, (B, 3, H, W).
+
+        Returns:
+            tuple | object: The backbone's or the neck's feature maps, each (B, C_i, H_i, W_i), or
+            what ``model(inputs, mode='tensor')`` returns.
+        """
         if self.part == 'backbone':
             return tuple(self.model.backbone(inputs))
         if self.part == 'features':
@@ -102,6 +111,14 @@ def unflatten_outputs(flat: Sequence, structure):
     items = iter(flat)
 
     def build(node):
+        """One node of the structure, its leaves taken from the flat items in order.
+
+        Args:
+            node (tuple | None): A tuple of child nodes, or None for one item.
+
+        Returns:
+            object: The item, or a tuple of the children built.
+        """
         return next(items) if node is None else tuple(build(child) for child in node)
 
     return build(structure)

@@ -59,6 +59,14 @@ class AdaptiveAvgPool2dMatmul(nn.Module):
         self.output_size = sizes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Average-pool ``x`` by two matrix products.
+
+        Args:
+            x (torch.Tensor): Shape (B, C, H, W).
+
+        Returns:
+            torch.Tensor: Shape (B, C, h, w).
+        """
         rows = adaptive_average_matrix(x.shape[-2], self.output_size[0], x.dtype, x.device)
         cols = adaptive_average_matrix(x.shape[-1], self.output_size[1], x.dtype, x.device)
         return rows @ x @ cols.transpose(0, 1)

@@ -187,8 +187,25 @@ def _translate_errors(source: str):
     errors above, naming ``source`` (no traceback into the unpickler, no advice to unpickle unsafely)."""
 
     def decorate(load: Callable):
+        """Wrap a loader so that its errors become the package's.
+
+        Args:
+            load (Callable): The loader.
+
+        Returns:
+            Callable: The loader, taking the same arguments.
+        """
         @functools.wraps(load)
         def guarded(*args, **kwargs):
+            """Call the loader, turning what a damaged or hostile file raises into the package's errors.
+
+            Args:
+                *args: The loader's positional arguments.
+                **kwargs: The loader's keyword arguments.
+
+            Returns:
+                object: What the loader returns.
+            """
             try:
                 return load(*args, **kwargs)
             except MMFocalError:

@@ -1,7 +1,7 @@
 """mmcv's ``DeformConv2d``, computed on CPU with PyTorch's own ops.
 
-mmcv's CPU kernels for deformable convolution are plain loops; their backward pass takes most of
-a RepPointsV2 training step on CPU (measured: docs/engineering_notes.md). The same
+mmcv's CPU kernels for deformable convolution are plain loops, slow to train with on CPU
+(docs/engineering_notes.md has the measurements). The same
 convolution is a bilinear sampling of the input at the offset kernel positions
 (``F.grid_sample``) followed by a matrix product with the flattened kernel, which autograd
 differentiates with vectorised kernels. ``SampledDeformConv2d`` keeps mmcv's module (parameters,

@@ -159,6 +159,7 @@ class RepPointsV2Head(RepPointsHead):
             top-left and bottom-right corners. Defaults to ``'exact_minmax'``.
         init_cfg (dict | list[dict]): Initialisation. Defaults to normal (std 0.01) convs, the
             score outputs with a prior probability of 0.01.
+        **kwargs: ``RepPointsHead``'s other arguments.
 
     Shapes (per level, from ``forward``):
         - class logits: (N, num_classes, H, W);

@@ -17,6 +17,15 @@ from . import SWITCH, build_directory, unavailable_reason, vector_build
 
 
 def main(argv=None) -> int:
+    """Build the compiled CPU attention kernels ahead of use (``--build``).
+
+    Args:
+        argv (list[str], optional): The command-line arguments. Defaults to None: ``sys.argv``.
+
+    Returns:
+        int: The exit status: 0 when built or switched off, 1 when they cannot be built here or
+        ``--build`` is not given.
+    """
     parser = argparse.ArgumentParser(prog='python -m mmfocal.models.layers.compiled_kernels',
                                      description="Build mmfocal's compiled CPU attention kernels ahead of use.")
     parser.add_argument('--build', action='store_true', help='build them (or find them built) for this machine')

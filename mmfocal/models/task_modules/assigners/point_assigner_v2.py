@@ -59,6 +59,7 @@ class PointAssignerV2(BaseAssigner):
             gt_instances (InstanceData): ``bboxes``, shape (k, 4), and ``labels``, shape (k, ).
             gt_instances_ignore (InstanceData, optional): Not used, as in the authors' assigner.
                 Defaults to None.
+            **kwargs: Other arguments of mmdet's assigners, not used.
 
         Returns:
             AssignResult: Per point, the 1-based index of its box (0: negative) and its label
