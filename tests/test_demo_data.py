@@ -59,6 +59,7 @@ def test_same_seed_same_bytes_other_seed_other_pictures(demo_data, tmp_path):
 @pytest.mark.parametrize('option, value, message', [
     ('--det-val', '0', '--det-val must be at least 1'),
     ('--typical-colour', '1.5', '--typical-colour must be between 0 and 1'),
+    ('--seg-typical-colour', '2', '--seg-typical-colour must be between 0 and 1'),
     ('--cls-typical-colour', '-0.1', '--cls-typical-colour must be between 0 and 1'),
     ('--cls-train', '0', '--cls-train must be at least 1'),
 ])
@@ -192,28 +193,98 @@ def test_ade20k_labels_match_the_pictures(demo_data):
         assert near_shape[rim].all(), name
 
 
-def test_colour_is_a_cue_not_the_answer(demo_data):
-    """About three objects in four have their class's typical hue; the rest do not."""
-    import cv2
+def decode_rle(segmentation, height, width):
     from pycocotools import mask as mask_utils
-    tool = load_tool('make_demo_data')
-    with open(osp.join(demo_data, 'coco', 'annotations', 'instances_train.json')) as f:
+    return mask_utils.decode(mask_utils.frPyObjects(segmentation, height, width))
+
+
+def coco_objects(data_root, split='train'):
+    """(picture (BGR), visible mask, class index) of every annotated object of the COCO set."""
+    import cv2
+    with open(osp.join(data_root, 'coco', 'annotations', f'instances_{split}.json')) as f:
         coco = json.load(f)
     images = {img['id']: img for img in coco['images']}
-    typical = []
+    pictures = {}
     for ann in coco['annotations']:
         img = images[ann['image_id']]
-        picture = cv2.imread(osp.join(demo_data, 'coco', 'train', img['file_name']))
-        mask = mask_utils.decode(mask_utils.frPyObjects(ann['segmentation'], img['height'],
-                                                        img['width']))
+        if img['id'] not in pictures:
+            pictures[img['id']] = cv2.imread(osp.join(data_root, 'coco', split, img['file_name']))
+        yield pictures[img['id']], decode_rle(ann['segmentation'], img['height'], img['width']), \
+            ann['category_id'] - 1
+
+
+def ade_objects(data_root, split='training'):
+    """(picture (BGR), mask, class index) of every shape of the ADE20K-format set: the connected
+    regions of each shape label (2..5 on disk)."""
+    import cv2
+    folder = osp.join(data_root, 'ade', 'annotations', split)
+    for name in sorted(os.listdir(folder)):
+        label = cv2.imread(osp.join(folder, name), cv2.IMREAD_UNCHANGED)
+        picture = cv2.imread(osp.join(data_root, 'ade', 'images', split, name[:-4] + '.jpg'))
+        for value in range(2, 2 + len(CLASSES)):
+            count, regions = cv2.connectedComponents((label == value).astype(np.uint8))
+            for region in range(1, count):
+                yield picture, (regions == region).astype(np.uint8), value - 2
+
+
+def typical_share(objects):
+    """The share of objects whose hue (the median over the inside of their mask) is their class's
+    typical one, and how many objects were measured."""
+    import cv2
+    tool = load_tool('make_demo_data')
+    typical = []
+    for picture, mask, cls in objects:
         inner = cv2.erode(mask, np.ones((3, 3), np.uint8)).astype(bool)
         if inner.sum() < 10:
             continue
         hue = np.median(cv2.cvtColor(picture, cv2.COLOR_BGR2HSV)[..., 0][inner])
-        distance = abs(hue - tool.CLASS_HUES[ann['category_id'] - 1])
+        distance = abs(hue - tool.CLASS_HUES[cls])
         typical.append(min(distance, 180 - distance) <= tool.HUE_SPREAD + 4)
-    assert len(typical) > 50
-    assert 0.6 < np.mean(typical) < 0.92
+    return np.mean(typical), len(typical)
+
+
+@pytest.mark.parametrize('data_set, option', [('coco', '--typical-colour'), ('ade', '--seg-typical-colour')])
+def test_share_of_typical_colours_is_the_one_asked(tmp_path, data_set, option):
+    """The detection and segmentation sets each have their share of objects in their class's
+    typical hue (the rest any hue, a typical one by chance 1 time in 9): the defaults' share, and
+    the one an option asks."""
+    tool = load_tool('make_demo_data')
+    objects = coco_objects if data_set == 'coco' else ade_objects
+    default = tool.TYPICAL_COLOUR if data_set == 'coco' else tool.SEG_TYPICAL_COLOUR
+    by_chance = (2 * tool.HUE_SPREAD + 1) / 180
+    more = ['--det-train', '40', '--seg-train', '30']  # about 100 objects each
+    share, count = typical_share(objects(make_data(tmp_path / 'default', *more)))
+    assert count > 60
+    assert abs(share - (default + (1 - default) * by_chance)) < 0.12
+    # The other extreme from the default's.
+    asked = 0.0 if default > 0.5 else 1.0
+    share, _ = typical_share(objects(make_data(tmp_path / 'other', *more, option, str(asked))))
+    assert abs(share - (asked + (1 - asked) * by_chance)) < 0.12
+
+
+@pytest.mark.parametrize('data_set', ['coco', 'ade'])
+def test_detection_and_segmentation_shapes_are_bright_on_dark(demo_data, data_set):
+    """As in the classification set (what the demo classifier learned to see): every shape is bright
+    (HSV value 200-255 before JPEG) on a background darkened to 0.45 of a muted colour."""
+    import cv2
+    objects = list(coco_objects(demo_data) if data_set == 'coco' else ade_objects(demo_data))
+    inside, outside = [], []
+    for picture, mask, _ in objects:
+        value = cv2.cvtColor(picture, cv2.COLOR_BGR2HSV)[..., 2]
+        inner = cv2.erode(mask, np.ones((3, 3), np.uint8)).astype(bool)
+        if inner.sum() >= 10:
+            inside.append(np.median(value[inner]))
+    pictures = {id(picture): picture for picture, _, _ in objects}
+    covered = {}
+    for picture, mask, _ in objects:
+        covered[id(picture)] = covered.get(id(picture), 0) | mask
+    for key, picture in pictures.items():
+        value = cv2.cvtColor(picture, cv2.COLOR_BGR2HSV)[..., 2]
+        # Away from every annotated shape (hidden shapes that are not annotated are rare).
+        away = ~cv2.dilate(covered[key], np.ones((7, 7), np.uint8)).astype(bool)
+        outside.append(np.median(value[away]))
+    assert len(inside) > 20 and len(outside) >= 8
+    assert min(inside) > 175 and max(outside) < 120
 
 
 def shape_hue(picture):

@@ -96,7 +96,7 @@ start_step
 train_and_test det_pretrained "$DET_PRETRAINED_CONFIG" "model.backbone.init_cfg.checkpoint=$cls_checkpoint"
 end_step "detector, fine-tuned"
 
-banner "4/7 training the same detector from scratch, same schedule"
+banner "4/7 training the same detector from scratch, same schedule and seed"
 start_step
 train_and_test det "$DET_CONFIG"
 end_step "detector, from scratch"
@@ -131,7 +131,8 @@ banner "7/7 results"
 echo "classification, demo val set (colour says nothing about the class there):"
 echo "  $(metric cls accuracy/top1)"
 echo "  $(metric cls colour/top1_atypical)   (the pictures whose shape is not in its class's typical colour)"
-echo "detection, demo val set: fine-tuned from the classifier | from scratch (same schedule)"
+echo "detection, demo val set (colour says nothing about the class there either):"
+echo "  fine-tuned from the classifier | from scratch (same schedule and seed)"
 for key in coco/bbox_mAP coco/bbox_mAP_50 coco/segm_mAP coco/segm_mAP_50; do
   printf '  %-18s %-8s | %s\n' "$key:" "$(metric det_pretrained "$key" | sed 's/^.*: //')" \
     "$(metric det "$key" | sed 's/^.*: //')"

@@ -3,8 +3,9 @@ segmentation set and an ImageNet-format classification set of coloured shapes, m
 (deterministically, in seconds) rather than downloaded.
 
     python tools/make_demo_data.py [--out data/demo] [--seed 0] [--scale 128]
-        [--typical-colour 0.75] [--det-train 600] [--det-val 100] [--seg-train 400]
-        [--seg-val 100] [--cls-typical-colour 0] [--cls-scale 64] [--cls-train 400] [--cls-val 50]
+        [--typical-colour 0] [--seg-typical-colour 0.75] [--cls-typical-colour 0]
+        [--det-train 600] [--det-val 100] [--seg-train 400] [--seg-val 100]
+        [--cls-scale 64] [--cls-train 400] [--cls-val 50]
 
 Layout written under --out:
 
@@ -16,23 +17,27 @@ Layout written under --out:
     imagenet/meta/{train,val}.txt                 "<class>/<file> <label>" lines
     imagenet/meta/{train,val}_colours.txt         "<class>/<file> <hue> <typical>" lines
 
-The classification set is the detection set's four classes, one whole shape per picture
-(--cls-train / --cls-val per class), within the detection set's sizes in pixels, in smaller
-pictures (--cls-scale), bright on a darkened background, and in a hue drawn whatever the class
-(--cls-typical-colour 0): shape is the only cue there, the one that transfers to the detector,
-so pretraining on it is the demo's stand-in for ImageNet pretraining. Its colour list gives each
-picture's hue and whether that is its class's typical one (the demo scores the others apart).
+Every picture is a mildly noisy, softly shaded background, darkened, with bright filled shapes on
+it (HSV value 200-255): every outline is an edge of one sign in brightness, whatever the hues.
+The shape decides the class (circle, square, triangle, cross); size, rotation, position and hue
+are random. Each class has a typical hue (red circles, blue squares, green triangles, yellow
+crosses, each within +-20 degrees) that a share of its objects have, the rest any hue:
 
-Every picture is a mildly noisy, softly shaded background with a few filled shapes on it. The
-shape decides the class (circle, square, triangle, cross); size, rotation and position are
-random. In the detection and segmentation sets, as with real object classes, colour is a cue but
-not the answer: three objects in four
-have their class's typical hue (red circles, blue squares, green triangles, yellow crosses, each
-within +-20 degrees), the rest any hue, so reading colour alone gets a quarter of the objects
-wrong or ambiguous and a model has to learn shape too (--typical-colour 0 makes colour
-uninformative; from scratch on 2 CPU cores that is much slower to learn). Objects overlap: a
-later shape hides part of an earlier one, and the earlier one's mask and box are those of what
-stays visible (objects left mostly hidden are dropped), as in COCO.
+- detection (--typical-colour, default 0): none, colour says nothing about the class, so the
+  detector has to tell the shapes apart, which a backbone pretrained on the classification set
+  has learned to do and one trained from scratch learns slowly (the demo's comparison);
+- segmentation (--seg-typical-colour, default 0.75): three in four, colour a cue but not the
+  answer (the demo's segmenter trains from scratch; on a colour-free set it collapsed to one
+  shape class in its few minutes);
+- classification (--cls-typical-colour, default 0): none; one whole shape per picture
+  (--cls-train / --cls-val per class), within the detection set's sizes in pixels, in smaller
+  pictures (--cls-scale): the demo's stand-in for ImageNet pretraining. Its colour list gives
+  each picture's hue and whether that is its class's typical one (the demo scores the others
+  apart).
+
+In the detection and segmentation sets objects overlap: a later shape hides part of an earlier
+one, and the earlier one's mask and box are those of what stays visible (objects left mostly
+hidden are dropped), as in COCO.
 
 The segmentation labels follow ADE20K's convention: label 0 is "other / unlabelled" and is
 ignored once `reduce_zero_label` shifts it to 255; classes are 1..N on disk (0..N-1 after the
@@ -51,23 +56,26 @@ DET_CLASSES = ('circle', 'square', 'triangle', 'cross')
 SEG_CLASSES = ('background', ) + DET_CLASSES
 
 # Like real object classes, each shape has a typical colour (OpenCV hue, 0-180: red circles,
-# blue squares, green triangles, yellow crosses) that most of its objects have and the rest do
-# not: colour is a cue, shape decides.
+# blue squares, green triangles, yellow crosses) that a share of its objects have.
 CLASS_HUES = (0, 115, 60, 28)
 HUE_SPREAD = 10
-TYPICAL_COLOUR = 0.75
-# The classification set's share: none. There colour says nothing about the class, so a
-# classifier must learn shape, the cue that transfers (a classifier trained where 3 shapes in 4
-# had their typical hue learned colour alone: 98% top-1 on those, 23% on the others).
+# The shares. Detection and classification: none, colour says nothing about the class; a
+# classifier trained where 3 shapes in 4 had their typical hue learned colour alone (98% top-1 on
+# those, 23% on the others) and gave the detector nothing it did not learn by itself, and on a
+# colour-free detection set the pretrained backbone's shape features are what counts. Segmentation
+# (trained from scratch): 3 in 4, so that it learns in its few hundred iterations (docs/demo.md).
+TYPICAL_COLOUR = 0.0
+SEG_TYPICAL_COLOUR = 0.75
 CLS_TYPICAL_COLOUR = 0.0
 # Without colour, shape must be learnt fast enough for the demo's few minutes of CPU. Measured
 # (docs/demo.md): shapes of any hue on backgrounds of any muted colour give edges of either sign
 # in every channel, and neither the demo transformer nor a small CNN got off chance in a few
 # hundred iterations; bright shapes on darkened backgrounds (edges of one sign in brightness,
-# whatever the hues), whole and 22-45 pixels across in 64-pixel pictures, are learnt.
+# whatever the hues) are learnt, so every set is drawn so. The classification set's shapes are
+# whole and 22-45 pixels across in 64-pixel pictures.
 CLS_SIZES = (0.35, 0.7)  # of --cls-scale
 CLS_MARGIN = 0.5
-BRIGHT_BACKGROUND = 0.45  # the background's brightness factor of the bright-on-dark pictures
+BRIGHT_BACKGROUND = 0.45  # the background's brightness factor
 BRIGHT_VALUE = 200  # and the shapes' least HSV value
 
 # Drawing happens at this factor of the final resolution, then is shrunk with area averaging:
@@ -135,18 +143,18 @@ def background(rng, height, width, brightness=1.0):
 
 
 def draw_scene(rng, height, width, max_objects, size_range, typical_colour=TYPICAL_COLOUR,
-               classes=None, margin=0.3, bright=False):
+               classes=None, margin=0.3):
     """Render one picture: 1 to ``max_objects`` shapes of random classes, or one shape of each
     class listed in ``classes`` (class indices), in that order; each shape's centre at least
-    ``margin`` times its size from the edges (0.3: partly outside at times); with ``bright``,
-    bright shapes on a darkened background.
+    ``margin`` times its size from the edges (0.3: partly outside at times); bright shapes on a
+    darkened background.
 
     Returns the image (uint8 BGR), the class index and the hue (OpenCV's 0-180) of every drawn
     shape, each shape's coverage of every pixel (num_shapes x H x W, in [0, 1], occlusion
     applied) and the indices of the shapes visible enough to annotate, in drawing order."""
     # Bright shapes on a darkened background: every outline is an edge of one sign in brightness,
     # whatever the two hues.
-    img, base = background(rng, height, width, BRIGHT_BACKGROUND if bright else 1.0)
+    img, base = background(rng, height, width, BRIGHT_BACKGROUND)
     chosen = classes
     num = int(rng.integers(1, max_objects + 1)) if chosen is None else len(chosen)
     # Each pixel belongs to the topmost shape covering it: an id map drawn at supersampled
@@ -163,7 +171,7 @@ def draw_scene(rng, height, width, max_objects, size_range, typical_colour=TYPIC
         canvas = np.zeros((hi_h, hi_w), np.uint8)
         cv2.fillPoly(canvas, [np.round(pts * SUPERSAMPLE).astype(np.int32)], 1)
         owner[canvas > 0] = obj_id
-        colour, hue = object_colour(rng, cls, typical_colour, base, BRIGHT_VALUE if bright else 120)
+        colour, hue = object_colour(rng, cls, typical_colour, base, BRIGHT_VALUE)
         colours.append(colour)
         hues.append(hue)
         classes.append(cls)
@@ -244,7 +252,7 @@ def make_coco_split(out_dir, split, num_images, seed, scale, typical_colour=TYPI
     return len(images), len(annotations)
 
 
-def make_ade_split(out_dir, split, num_images, seed, scale, typical_colour=TYPICAL_COLOUR):
+def make_ade_split(out_dir, split, num_images, seed, scale, typical_colour=SEG_TYPICAL_COLOUR):
     img_dir = osp.join(out_dir, 'ade', 'images', split)
     ann_dir = osp.join(out_dir, 'ade', 'annotations', split)
     os.makedirs(img_dir, exist_ok=True)
@@ -291,7 +299,7 @@ def make_imagenet_split(out_dir, split, per_class, seed, scale, typical_colour=C
             image, _, (hue, ), _, _ = draw_scene(rng, height, width, max_objects=1,
                                                  size_range=(CLS_SIZES[0] * scale, CLS_SIZES[1] * scale),
                                                  typical_colour=typical_colour, classes=[label],
-                                                 margin=CLS_MARGIN, bright=True)
+                                                 margin=CLS_MARGIN)
             file_name = f'{name}/{name}_{index:05d}.jpg'
             write_image(osp.join(root, split, file_name), image)
             lines.append(f'{file_name} {label}\n')
@@ -311,6 +319,8 @@ def parse_args():
     parser.add_argument('--typical-colour', type=float, default=TYPICAL_COLOUR,
                         help='detection and segmentation sets: share of objects in their class\'s '
                         'typical colour (0: colour says nothing about the class)')
+    parser.add_argument('--seg-typical-colour', type=float, default=SEG_TYPICAL_COLOUR,
+                        help='the same for the segmentation set')
     parser.add_argument('--cls-typical-colour', type=float, default=CLS_TYPICAL_COLOUR,
                         help='the same for the classification set (default 0: hue independent of '
                         'the class)')
@@ -329,7 +339,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    for name in ('typical_colour', 'cls_typical_colour'):
+    for name in ('typical_colour', 'seg_typical_colour', 'cls_typical_colour'):
         if not 0 <= getattr(args, name) <= 1:
             raise SystemExit(f'--{name.replace("_", "-")} must be between 0 and 1')
     for name in ('det_train', 'det_val', 'seg_train', 'seg_val', 'cls_train', 'cls_val'):
@@ -341,7 +351,7 @@ def main():
         print(f'coco {split}: {n_img} images, {n_ann} objects '
               f'-> {osp.join(args.out, "coco")}')
     for split, num in (('training', args.seg_train), ('validation', args.seg_val)):
-        make_ade_split(args.out, split, num, args.seed, args.scale, args.typical_colour)
+        make_ade_split(args.out, split, num, args.seed, args.scale, args.seg_typical_colour)
         print(f'ade {split}: {num} images -> {osp.join(args.out, "ade")}')
     for split, num in (('train', args.cls_train), ('val', args.cls_val)):
         total = make_imagenet_split(args.out, split, num, args.seed, args.cls_scale,
