@@ -3,9 +3,8 @@ segmentation set and an ImageNet-format classification set of coloured shapes, m
 (deterministically, in seconds) rather than downloaded.
 
     python tools/make_demo_data.py [--out data/demo] [--seed 0] [--scale 128]
-        [--typical-colour 0] [--seg-typical-colour 0.75] [--cls-typical-colour 0]
-        [--det-train 600] [--det-val 100] [--seg-train 400] [--seg-val 100]
-        [--cls-scale 64] [--cls-train 400] [--cls-val 50]
+        [--typical-colour 0.75] [--det-train 600] [--det-val 100] [--seg-train 400]
+        [--seg-val 100] [--cls-typical-colour 0] [--cls-scale 64] [--cls-train 400] [--cls-val 50]
 
 Layout written under --out:
 
@@ -21,19 +20,18 @@ Every picture is a mildly noisy, softly shaded background, darkened, with bright
 it (HSV value 200-255): every outline is an edge of one sign in brightness, whatever the hues.
 The shape decides the class (circle, square, triangle, cross); size, rotation, position and hue
 are random. Each class has a typical hue (red circles, blue squares, green triangles, yellow
-crosses, each within +-20 degrees) that a share of its objects have, the rest any hue:
+crosses, each within +-20 degrees):
 
-- detection (--typical-colour, default 0): none, colour says nothing about the class, so the
-  detector has to tell the shapes apart, which a backbone pretrained on the classification set
-  has learned to do and one trained from scratch learns slowly (the demo's comparison);
-- segmentation (--seg-typical-colour, default 0.75): three in four, colour a cue but not the
-  answer (the demo's segmenter trains from scratch; on a colour-free set it collapsed to one
-  shape class in its few minutes);
-- classification (--cls-typical-colour, default 0): none; one whole shape per picture
-  (--cls-train / --cls-val per class), within the detection set's sizes in pixels, in smaller
-  pictures (--cls-scale): the demo's stand-in for ImageNet pretraining. Its colour list gives
-  each picture's hue and whether that is its class's typical one (the demo scores the others
-  apart).
+- detection and segmentation (--typical-colour 0.75): three objects in four have their class's
+  typical hue, the rest any hue, so colour is a cue, as with real object classes, but not the
+  answer: a model has to learn shape too (--typical-colour 0 makes colour say nothing; from
+  scratch on 2 CPU cores shape alone is learnt slowly, and the demo's segmenter collapsed to one
+  shape class);
+- classification (--cls-typical-colour 0): hue drawn whatever the class, so shape is the only
+  cue, the one that transfers to the detector; one whole shape per picture (--cls-train /
+  --cls-val per class), within the detection set's sizes in pixels, in smaller pictures
+  (--cls-scale): the demo's stand-in for ImageNet pretraining. Its colour list gives each
+  picture's hue and whether that is its class's typical one (the demo scores the others apart).
 
 In the detection and segmentation sets objects overlap: a later shape hides part of an earlier
 one, and the earlier one's mask and box are those of what stays visible (objects left mostly
@@ -59,13 +57,11 @@ SEG_CLASSES = ('background', ) + DET_CLASSES
 # blue squares, green triangles, yellow crosses) that a share of its objects have.
 CLASS_HUES = (0, 115, 60, 28)
 HUE_SPREAD = 10
-# The shares. Detection and classification: none, colour says nothing about the class; a
-# classifier trained where 3 shapes in 4 had their typical hue learned colour alone (98% top-1 on
-# those, 23% on the others) and gave the detector nothing it did not learn by itself, and on a
-# colour-free detection set the pretrained backbone's shape features are what counts. Segmentation
-# (trained from scratch): 3 in 4, so that it learns in its few hundred iterations (docs/demo.md).
-TYPICAL_COLOUR = 0.0
-SEG_TYPICAL_COLOUR = 0.75
+# The shares: 3 in 4 in the detection and segmentation sets (colour a cue, shape decides); none in
+# the classification set, so that the classifier learns shape, the cue that transfers (one trained
+# where 3 shapes in 4 had their typical hue learned colour alone: 98% top-1 on those, 23% on the
+# others).
+TYPICAL_COLOUR = 0.75
 CLS_TYPICAL_COLOUR = 0.0
 # Without colour, shape must be learnt fast enough for the demo's few minutes of CPU. Measured
 # (docs/demo.md): shapes of any hue on backgrounds of any muted colour give edges of either sign
@@ -252,7 +248,7 @@ def make_coco_split(out_dir, split, num_images, seed, scale, typical_colour=TYPI
     return len(images), len(annotations)
 
 
-def make_ade_split(out_dir, split, num_images, seed, scale, typical_colour=SEG_TYPICAL_COLOUR):
+def make_ade_split(out_dir, split, num_images, seed, scale, typical_colour=TYPICAL_COLOUR):
     img_dir = osp.join(out_dir, 'ade', 'images', split)
     ann_dir = osp.join(out_dir, 'ade', 'annotations', split)
     os.makedirs(img_dir, exist_ok=True)
@@ -319,8 +315,6 @@ def parse_args():
     parser.add_argument('--typical-colour', type=float, default=TYPICAL_COLOUR,
                         help='detection and segmentation sets: share of objects in their class\'s '
                         'typical colour (0: colour says nothing about the class)')
-    parser.add_argument('--seg-typical-colour', type=float, default=SEG_TYPICAL_COLOUR,
-                        help='the same for the segmentation set')
     parser.add_argument('--cls-typical-colour', type=float, default=CLS_TYPICAL_COLOUR,
                         help='the same for the classification set (default 0: hue independent of '
                         'the class)')
@@ -339,7 +333,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    for name in ('typical_colour', 'seg_typical_colour', 'cls_typical_colour'):
+    for name in ('typical_colour', 'cls_typical_colour'):
         if not 0 <= getattr(args, name) <= 1:
             raise SystemExit(f'--{name.replace("_", "-")} must be between 0 and 1')
     for name in ('det_train', 'det_val', 'seg_train', 'seg_val', 'cls_train', 'cls_val'):
@@ -351,7 +345,7 @@ def main():
         print(f'coco {split}: {n_img} images, {n_ann} objects '
               f'-> {osp.join(args.out, "coco")}')
     for split, num in (('training', args.seg_train), ('validation', args.seg_val)):
-        make_ade_split(args.out, split, num, args.seed, args.scale, args.seg_typical_colour)
+        make_ade_split(args.out, split, num, args.seed, args.scale, args.typical_colour)
         print(f'ade {split}: {num} images -> {osp.join(args.out, "ade")}')
     for split, num in (('train', args.cls_train), ('val', args.cls_val)):
         total = make_imagenet_split(args.out, split, num, args.seed, args.cls_scale,
