@@ -1,5 +1,5 @@
-"""tools/make_demo_data.py: deterministic, and what it writes is COCO / ADE20K / ImageNet as mmdet,
-mmseg and mmpretrain read them."""
+"""tools/make_demo_data.py (mmfocal.demo_data): deterministic, and what it writes is COCO /
+ADE20K / ImageNet as mmdet, mmseg and mmpretrain read them."""
 import hashlib
 import json
 import os
@@ -10,7 +10,9 @@ import pytest
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from .helpers import CLS_CONFIGS, load_tool, make_demo_data, run_tool
+import mmfocal.demo_data as shapes
+
+from .helpers import CLS_CONFIGS, make_demo_data, run_tool
 from .helpers import DET_DEMO_CONFIG as DET_CONFIG
 from .helpers import SEG_DEMO_CONFIG as SEG_CONFIG
 
@@ -230,15 +232,14 @@ def typical_share(objects):
     """The share of objects whose hue (the median over the inside of their mask) is their class's
     typical one, and how many objects were measured."""
     import cv2
-    tool = load_tool('make_demo_data')
     typical = []
     for picture, mask, cls in objects:
         inner = cv2.erode(mask, np.ones((3, 3), np.uint8)).astype(bool)
         if inner.sum() < 10:
             continue
         hue = np.median(cv2.cvtColor(picture, cv2.COLOR_BGR2HSV)[..., 0][inner])
-        distance = abs(hue - tool.CLASS_HUES[cls])
-        typical.append(min(distance, 180 - distance) <= tool.HUE_SPREAD + 4)
+        distance = abs(hue - shapes.CLASS_HUES[cls])
+        typical.append(min(distance, 180 - distance) <= shapes.HUE_SPREAD + 4)
     return np.mean(typical), len(typical)
 
 
@@ -247,9 +248,8 @@ def test_colour_is_a_cue_not_the_answer(tmp_path, data_set):
     """In the detection and segmentation sets about three objects in four have their class's
     typical hue, the rest any hue (a typical one by chance 1 time in 9); --typical-colour sets the
     share."""
-    tool = load_tool('make_demo_data')
     objects = coco_objects if data_set == 'coco' else ade_objects
-    by_chance = (2 * tool.HUE_SPREAD + 1) / 180
+    by_chance = (2 * shapes.HUE_SPREAD + 1) / 180
     more = ['--det-train', '40', '--seg-train', '30']  # about 100 objects each
     share, count = typical_share(objects(make_data(tmp_path / 'default', *more)))
     assert count > 60
@@ -298,7 +298,6 @@ def test_colour_says_nothing_about_the_class_in_the_classification_set(tmp_path)
     colour gets the class right by chance only: the demo classifier has to learn shape. The
     colour list beside the set (the demo's top-1 on atypical colours) says each picture's hue."""
     import cv2
-    tool = load_tool('make_demo_data')
     make_demo_data(str(tmp_path), '--det-train', '1', '--det-val', '1', '--seg-train', '1', '--seg-val', '1',
                    '--cls-train', '1', '--cls-val', '30')
     root = tmp_path / 'imagenet'
@@ -313,9 +312,9 @@ def test_colour_says_nothing_about_the_class_in_the_classification_set(tmp_path)
         label = CLASSES.index(name.split('/')[0])
         measured = shape_hue(cv2.imread(str(root / 'val' / name)))
         agrees.append(min(abs(measured - hue), 180 - abs(measured - hue)) <= 6)
-        assert typical == tool.is_typical_hue(label, hue)
+        assert typical == shapes.is_typical_hue(label, hue)
         # Colour's best guess: the class whose typical hue is nearest.
-        distances = [min(abs(measured - h), 180 - abs(measured - h)) for h in tool.CLASS_HUES]
+        distances = [min(abs(measured - h), 180 - abs(measured - h)) for h in shapes.CLASS_HUES]
         by_colour.append(int(np.argmin(distances)) == label)
     # (Within 6 of a random hue: 1 picture in 14; small shapes on a strongly coloured background
     # can lose the count.)
