@@ -1,5 +1,5 @@
-"""tools/make_demo_data.py: deterministic, and what it writes is COCO / ADE20K / ImageNet as mmdet,
-mmseg and mmpretrain read them."""
+"""tools/make_demo_data.py (mmfocal.demo_data): deterministic, and what it writes is COCO /
+ADE20K / ImageNet as mmdet, mmseg and mmpretrain read them."""
 import hashlib
 import json
 import os
@@ -10,7 +10,9 @@ import pytest
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from .helpers import CLS_CONFIGS, load_tool, make_demo_data, run_tool
+import mmfocal.demo_data as shapes
+
+from .helpers import CLS_CONFIGS, make_demo_data, run_tool
 from .helpers import DET_DEMO_CONFIG as DET_CONFIG
 from .helpers import SEG_DEMO_CONFIG as SEG_CONFIG
 
@@ -192,28 +194,94 @@ def test_ade20k_labels_match_the_pictures(demo_data):
         assert near_shape[rim].all(), name
 
 
-def test_colour_is_a_cue_not_the_answer(demo_data):
-    """About three objects in four have their class's typical hue; the rest do not."""
-    import cv2
+def decode_rle(segmentation, height, width):
     from pycocotools import mask as mask_utils
-    tool = load_tool('make_demo_data')
-    with open(osp.join(demo_data, 'coco', 'annotations', 'instances_train.json')) as f:
+    return mask_utils.decode(mask_utils.frPyObjects(segmentation, height, width))
+
+
+def coco_objects(data_root, split='train'):
+    """(picture (BGR), visible mask, class index) of every annotated object of the COCO set."""
+    import cv2
+    with open(osp.join(data_root, 'coco', 'annotations', f'instances_{split}.json')) as f:
         coco = json.load(f)
     images = {img['id']: img for img in coco['images']}
-    typical = []
+    pictures = {}
     for ann in coco['annotations']:
         img = images[ann['image_id']]
-        picture = cv2.imread(osp.join(demo_data, 'coco', 'train', img['file_name']))
-        mask = mask_utils.decode(mask_utils.frPyObjects(ann['segmentation'], img['height'],
-                                                        img['width']))
+        if img['id'] not in pictures:
+            pictures[img['id']] = cv2.imread(osp.join(data_root, 'coco', split, img['file_name']))
+        yield pictures[img['id']], decode_rle(ann['segmentation'], img['height'], img['width']), \
+            ann['category_id'] - 1
+
+
+def ade_objects(data_root, split='training'):
+    """(picture (BGR), mask, class index) of every shape of the ADE20K-format set: the connected
+    regions of each shape label (2..5 on disk)."""
+    import cv2
+    folder = osp.join(data_root, 'ade', 'annotations', split)
+    for name in sorted(os.listdir(folder)):
+        label = cv2.imread(osp.join(folder, name), cv2.IMREAD_UNCHANGED)
+        picture = cv2.imread(osp.join(data_root, 'ade', 'images', split, name[:-4] + '.jpg'))
+        for value in range(2, 2 + len(CLASSES)):
+            count, regions = cv2.connectedComponents((label == value).astype(np.uint8))
+            for region in range(1, count):
+                yield picture, (regions == region).astype(np.uint8), value - 2
+
+
+def typical_share(objects):
+    """The share of objects whose hue (the median over the inside of their mask) is their class's
+    typical one, and how many objects were measured."""
+    import cv2
+    typical = []
+    for picture, mask, cls in objects:
         inner = cv2.erode(mask, np.ones((3, 3), np.uint8)).astype(bool)
         if inner.sum() < 10:
             continue
         hue = np.median(cv2.cvtColor(picture, cv2.COLOR_BGR2HSV)[..., 0][inner])
-        distance = abs(hue - tool.CLASS_HUES[ann['category_id'] - 1])
-        typical.append(min(distance, 180 - distance) <= tool.HUE_SPREAD + 4)
-    assert len(typical) > 50
-    assert 0.6 < np.mean(typical) < 0.92
+        distance = abs(hue - shapes.CLASS_HUES[cls])
+        typical.append(min(distance, 180 - distance) <= shapes.HUE_SPREAD + 4)
+    return np.mean(typical), len(typical)
+
+
+@pytest.mark.parametrize('data_set', ['coco', 'ade'])
+def test_colour_is_a_cue_not_the_answer(tmp_path, data_set):
+    """In the detection and segmentation sets about three objects in four have their class's
+    typical hue, the rest any hue (a typical one by chance 1 time in 9); --typical-colour sets the
+    share."""
+    objects = coco_objects if data_set == 'coco' else ade_objects
+    by_chance = (2 * shapes.HUE_SPREAD + 1) / 180
+    more = ['--det-train', '40', '--seg-train', '30']  # about 100 objects each
+    share, count = typical_share(objects(make_data(tmp_path / 'default', *more)))
+    assert count > 60
+    assert abs(share - (0.75 + 0.25 * by_chance)) < 0.12
+    # Colour says nothing about the class.
+    share, _ = typical_share(objects(make_data(tmp_path / 'free', *more, '--typical-colour', '0')))
+    assert abs(share - by_chance) < 0.12
+
+
+@pytest.mark.parametrize('data_set', ['coco', 'ade'])
+def test_detection_and_segmentation_shapes_are_bright_on_dark(demo_data, data_set):
+    """As in the classification set (what the demo classifier learned to see): every shape is bright
+    (HSV value 200-255 before JPEG) on a background darkened to 0.45 of a muted colour."""
+    import cv2
+    objects = list(coco_objects(demo_data) if data_set == 'coco' else ade_objects(demo_data))
+    inside, outside = [], []
+    for picture, mask, _ in objects:
+        value = cv2.cvtColor(picture, cv2.COLOR_BGR2HSV)[..., 2]
+        inner = cv2.erode(mask, np.ones((3, 3), np.uint8)).astype(bool)
+        if inner.sum() >= 10:
+            inside.append(np.median(value[inner]))
+    pictures = {id(picture): picture for picture, _, _ in objects}
+    covered = {}
+    for picture, mask, _ in objects:
+        covered[id(picture)] = covered.get(id(picture), 0) | mask
+    for key, picture in pictures.items():
+        value = cv2.cvtColor(picture, cv2.COLOR_BGR2HSV)[..., 2]
+        # Away from every annotated shape (hidden shapes that are not annotated are rare).
+        away = ~cv2.dilate(covered[key], np.ones((7, 7), np.uint8)).astype(bool)
+        outside.append(np.median(value[away]))
+    assert len(inside) > 20 and len(outside) >= 8
+    assert min(inside) > 175 and max(outside) < 120
 
 
 def shape_hue(picture):
@@ -230,7 +298,6 @@ def test_colour_says_nothing_about_the_class_in_the_classification_set(tmp_path)
     colour gets the class right by chance only: the demo classifier has to learn shape. The
     colour list beside the set (the demo's top-1 on atypical colours) says each picture's hue."""
     import cv2
-    tool = load_tool('make_demo_data')
     make_demo_data(str(tmp_path), '--det-train', '1', '--det-val', '1', '--seg-train', '1', '--seg-val', '1',
                    '--cls-train', '1', '--cls-val', '30')
     root = tmp_path / 'imagenet'
@@ -245,9 +312,9 @@ def test_colour_says_nothing_about_the_class_in_the_classification_set(tmp_path)
         label = CLASSES.index(name.split('/')[0])
         measured = shape_hue(cv2.imread(str(root / 'val' / name)))
         agrees.append(min(abs(measured - hue), 180 - abs(measured - hue)) <= 6)
-        assert typical == tool.is_typical_hue(label, hue)
+        assert typical == shapes.is_typical_hue(label, hue)
         # Colour's best guess: the class whose typical hue is nearest.
-        distances = [min(abs(measured - h), 180 - abs(measured - h)) for h in tool.CLASS_HUES]
+        distances = [min(abs(measured - h), 180 - abs(measured - h)) for h in shapes.CLASS_HUES]
         by_colour.append(int(np.argmin(distances)) == label)
     # (Within 6 of a random hue: 1 picture in 14; small shapes on a strongly coloured background
     # can lose the count.)

@@ -37,9 +37,15 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores > 3 ? cores / 2 : 1 ))}
 
 banner() { printf '\n==== %s ====\n' "$*"; }
 minutes_since() { echo $(( (SECONDS - $1 + 30) / 60 )); }
-# CPU seconds (user + system) of the finished child processes so far: bash's `times`, second line.
-cpu_seconds() {
-  times | tail -n1 | awk '{ total = 0; for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); total += t[1] * 60 + t[2] } printf "%.0f", total }'
+# Sets cpu_now to the CPU seconds (user + system) of the finished child processes so far: bash's
+# `times`, second line. `times` must run in this shell, not in a pipeline's or $(...)'s subshell
+# (whose children are none): its output goes through a file, and the result into a variable.
+times_file=$(mktemp)
+trap 'rm -f "$times_file"' EXIT
+cpu_now=0
+read_cpu_seconds() {
+  times > "$times_file"
+  cpu_now=$(tail -n1 "$times_file" | awk '{ total = 0; for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); total += t[1] * 60 + t[2] } printf "%.0f", total }')
 }
 # Each step's time: wall clock, CPU time of its processes (less touched by other jobs on a shared
 # machine than the wall clock: on an idle one the wall clock is about this or less, data loading
@@ -47,9 +53,10 @@ cpu_seconds() {
 step_times=()
 step_wall=0
 step_cpu=0
-start_step() { step_wall=$SECONDS; step_cpu=$(cpu_seconds); }
+start_step() { step_wall=$SECONDS; read_cpu_seconds; step_cpu=$cpu_now; }
 end_step() {
-  local wall=$(( SECONDS - step_wall )) cpu=$(( $(cpu_seconds) - step_cpu ))
+  read_cpu_seconds
+  local wall=$(( SECONDS - step_wall )) cpu=$(( cpu_now - step_cpu ))
   step_times+=("$(awk -v name="$1:" -v wall="$wall" -v cpu="$cpu" -v load="$(uptime | sed 's/.*load average[s]*: //; s/,.*//')" \
     'BEGIN { printf "  %-26s %5.1f min wall, %5.1f min CPU, load %s", name, wall / 60, cpu / 60, load }')")
 }
@@ -96,7 +103,7 @@ start_step
 train_and_test det_pretrained "$DET_PRETRAINED_CONFIG" "model.backbone.init_cfg.checkpoint=$cls_checkpoint"
 end_step "detector, fine-tuned"
 
-banner "4/7 training the same detector from scratch, same schedule"
+banner "4/7 training the same detector from scratch, same schedule and seed"
 start_step
 train_and_test det "$DET_CONFIG"
 end_step "detector, from scratch"
@@ -131,7 +138,8 @@ banner "7/7 results"
 echo "classification, demo val set (colour says nothing about the class there):"
 echo "  $(metric cls accuracy/top1)"
 echo "  $(metric cls colour/top1_atypical)   (the pictures whose shape is not in its class's typical colour)"
-echo "detection, demo val set: fine-tuned from the classifier | from scratch (same schedule)"
+echo "detection, demo val set (colour is a cue there: 3 objects in 4 in their class's typical colour):"
+echo "  fine-tuned from the classifier | from scratch (same schedule and seed)"
 for key in coco/bbox_mAP coco/bbox_mAP_50 coco/segm_mAP coco/segm_mAP_50; do
   printf '  %-18s %-8s | %s\n' "$key:" "$(metric det_pretrained "$key" | sed 's/^.*: //')" \
     "$(metric det "$key" | sed 's/^.*: //')"
@@ -157,4 +165,5 @@ echo "focal attention of one query, fine-tuned detector (PNG): $DEMO_DIR/attenti
 echo "logs: $DEMO_DIR/{cls,det_pretrained,det,seg}-{train,test}.log"
 echo "time of each step (training and test):"
 printf '%s\n' "${step_times[@]}"
-echo "the whole demo took $(minutes_since 0) minutes (wall clock; $(( ($(cpu_seconds) + 30) / 60 )) min CPU; $(uptime | sed 's/.*load/load/'))"
+read_cpu_seconds
+echo "the whole demo took $(minutes_since 0) minutes (wall clock; $(( (cpu_now + 30) / 60 )) min CPU; $(uptime | sed 's/.*load/load/'))"

@@ -64,3 +64,5 @@ optim_wrapper = dict(optimizer=dict(lr=5e-4))
 param_scheduler = [dict(_base_.param_scheduler[0], end=1), dict(_base_.param_scheduler[1], begin=1)]
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=4, max_keep_ckpts=1))
 auto_scale_lr = dict(base_batch_size=32)
+# The same draws every run (the demo's numbers repeat); --cfg-options randomness.seed=N for others.
+randomness = dict(seed=0)

@@ -88,3 +88,5 @@ default_hooks = dict(
     # With --show-dir, draw every 10th validation picture.
     visualization=dict(interval=10))
 auto_scale_lr = dict(base_batch_size=8)
+# The same draws every run (the demo's numbers repeat); --cfg-options randomness.seed=N for others.
+randomness = dict(seed=0)
