@@ -250,9 +250,9 @@ def test_dataset_paths_are_checked_below_the_data_root(tmp_path):
     check_dataset_paths(cfg, ade_config, phases=('train', ))  # all there: no error
 
 
-# The converters are wrapped on the branch that hardens them (issue 34); the two scripts that do
-# not import mmfocal (they run before it is installed, or without it) raise no package errors.
-UNWRAPPED = {'mmcv_wheel_cache.py', 'make_demo_data.py'}
+# The one script that does not import mmfocal (tools/setup_env.sh runs it before the package and
+# mmcv are installed) raises no package errors.
+UNWRAPPED = {'mmcv_wheel_cache.py'}
 
 
 def test_every_tool_stops_on_the_package_errors_with_one_line():

@@ -11,6 +11,7 @@ What the sets hold, and why they are drawn so: mmfocal/demo_data.py and docs/dem
 import argparse
 import os.path as osp
 
+from mmfocal.cli import exit_on_error
 from mmfocal.demo_data import (
     CLS_TYPICAL_COLOUR,
     TYPICAL_COLOUR,
@@ -18,6 +19,7 @@ from mmfocal.demo_data import (
     make_coco_split,
     make_imagenet_split,
 )
+from mmfocal.errors import BadArgumentError
 
 
 def parse_args():
@@ -45,14 +47,15 @@ def parse_args():
     return parser.parse_args()
 
 
+@exit_on_error
 def main():
     args = parse_args()
     for name in ('typical_colour', 'cls_typical_colour'):
         if not 0 <= getattr(args, name) <= 1:
-            raise SystemExit(f'--{name.replace("_", "-")} must be between 0 and 1')
+            raise BadArgumentError(f'--{name.replace("_", "-")} must be between 0 and 1')
     for name in ('det_train', 'det_val', 'seg_train', 'seg_val', 'cls_train', 'cls_val'):
         if getattr(args, name) < 1:
-            raise SystemExit(f'--{name.replace("_", "-")} must be at least 1')
+            raise BadArgumentError(f'--{name.replace("_", "-")} must be at least 1')
     for split, num in (('train', args.det_train), ('val', args.det_val)):
         n_img, n_ann = make_coco_split(args.out, split, num, args.seed, args.scale,
                                        args.typical_colour)
