@@ -1,7 +1,7 @@
 # What the demo detectors share: the COCO-format shapes of tools/make_demo_data.py (4 classes,
 # pictures at 128 pixels, under data/demo/coco/) and the demo's 12-epoch schedule (75 iterations of
 # 8 pictures each; AdamW at 1e-3 with warm-up and cosine decay, as the detector's base config),
-# which the Mask R-CNN demo cuts to 6 epochs (`make demo` trains it twice).
+# which the Mask R-CNN demo cuts to 2 epochs (`make demo` trains it twice).
 # A demo config lists this file in `_base_` and builds its loaders and schedule from these
 # entries; they are prefixed `demo_` because mmengine refuses a key that two bases both define.
 demo_data_root = 'data/demo/coco/'

@@ -10,10 +10,10 @@
 #   and proposals), with GroupNorm in the FPN and the mask head, which lets a from-scratch model
 #   train at a high learning rate;
 # - anchors a notch smaller (scale 4), for objects of 15-60 pixels;
-# - the schedule: 6 epochs (450 iterations of 8 pictures) of AdamW at 1e-3 with warm-up and
-#   cosine decay, about 10 minutes on 2 CPU cores (`make demo` trains it twice: from scratch and
-#   from the demo classifier, mask_rcnn_focal_t_demo_pretrained.py); 12 epochs took 19 minutes
-#   to bbox mAP_50 0.74, passing 0.5 after about 6 (learning curves in docs/demo.md).
+# - the schedule: 2 epochs (150 iterations of 8 pictures) of AdamW at 1e-3 with warm-up and
+#   cosine decay, about 3 minutes on 2 CPU cores (`make demo` trains it twice: from scratch and
+#   from the demo classifier, mask_rcnn_focal_t_demo_pretrained.py); why 2: below, and the
+#   learning curves and seeds in docs/demo.md.
 _base_ = ['./mask_rcnn_focal_t_1x.py', '../_base_/focal_demo_backbone.py', '../_base_/focal_demo_coco.py']
 
 data_root = _base_.demo_data_root
