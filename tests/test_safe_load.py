@@ -224,6 +224,7 @@ def test_a_failed_download_names_the_url_and_how_to_use_a_local_copy(web_server)
 TWO_RANKS = textwrap.dedent('''
     import sys
     import torch.distributed as dist
+    from mmfocal.cli import end_distributed
     from mmfocal.engine.safe_load import load_checkpoint_url
     rank, port, site, model_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2)
@@ -233,6 +234,8 @@ TWO_RANKS = textwrap.dedent('''
             print(f'{name}: loaded {len(checkpoint["model"])} tensors', flush=True)
         except Exception as error:
             print(f'{name}: {type(error).__name__}: {error}', flush=True)
+    # As the tools end: gloo's threads torn down at exit can abort the process (SIGABRT).
+    end_distributed()
 ''')
 
 
